@@ -1,0 +1,1 @@
+"""Camera models, checkerboard calibration, undistortion and head-mounted rig extrinsics."""
