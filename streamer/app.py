@@ -1,0 +1,144 @@
+"""Assembles and runs the pipeline for ``run_stream.py run``: source, stages, outputs,
+statistics. Everything a run needs is opened here, before the first frame, so bad options
+fail at once with one line and nothing half-started."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tqdm import tqdm
+
+from .errors import ConfigError, SmplstreamError
+from .graph import Pipeline, RunResult, Stage
+from .latency import LatencyStats, format_table
+from .motion_files import MotionRecorder
+from .outputs import OutputStage
+from .publisher import DEFAULT_ENDPOINT, ZmqPublisher
+from .sources import Source, open_source
+
+log = logging.getLogger("smplstream.run")
+
+Mode = Literal["live", "offline"]
+LIVE_QUEUE = 1  # live: nothing waits behind the frame being worked on
+OFFLINE_QUEUE = 4  # offline: enough to keep every stage busy
+
+
+@dataclass
+class RunConfig:
+    """Options of one run (the ``run`` subcommand's flags)."""
+
+    source: str
+    mode: Mode | None = None
+    publish: str | None = DEFAULT_ENDPOINT
+    record: str | None = None
+    max_frames: int | None = None
+    stats_json: str | None = None
+    wait_subscribers: int = 0
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    queue_size: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class RunOutcome:
+    result: RunResult
+    summary: dict
+    mode: Mode
+
+
+def default_mode(source: Source) -> Mode:
+    """Live for cameras and network streams, offline for files and folders."""
+    return "live" if source.is_live else "offline"
+
+
+def processing_stages(config: RunConfig, source: Source) -> list[Stage]:
+    """The stages between the grabber and the outputs, in data-flow order.
+
+    Detection, tracking, keypoints, lifting and refinement plug in here as they land.
+    """
+    return []
+
+
+def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None):
+    """Open the source and outputs and assemble the pipeline. Raises SmplstreamError."""
+    if config.max_frames is not None and config.max_frames < 1:
+        raise ConfigError("--max-frames must be at least 1")
+    if config.wait_subscribers < 0:
+        raise ConfigError("--wait-subscribers must not be negative")
+    if config.wait_subscribers and not config.publish:
+        raise ConfigError("--wait-subscribers needs a publisher (drop --publish none)")
+    if config.stats_json and not Path(config.stats_json).resolve().parent.is_dir():
+        raise ConfigError(f"--stats-json {config.stats_json}: its directory does not exist")
+    live_hint = None if config.mode is None else config.mode == "live"
+    source = open_source(config.source, live=live_hint, width=config.width, height=config.height,
+                         fps=config.fps)
+    publisher = recorder = None
+    try:
+        mode: Mode = config.mode or default_mode(source)
+        if config.record:
+            recorder = MotionRecorder(config.record, fps=getattr(source, "fps", None) or 30.0,
+                                      image_size=source.size)
+        if config.publish:
+            publisher = ZmqPublisher(config.publish, extra_header={"source": source.name})
+            log.info("publishing on %s", publisher.bound_endpoint)
+        progress = None
+        if config.progress and mode == "offline" and sys.stderr.isatty():
+            progress = tqdm(total=_expected_frames(source, config.max_frames), unit="frame",
+                            desc="frames", dynamic_ncols=True, leave=False)
+        stages = processing_stages(config, source) + list(extra_stages or [])
+        stages.append(OutputStage(publisher, recorder, wait_subscribers=config.wait_subscribers,
+                                  progress=progress))
+    except BaseException:
+        source.close()
+        if publisher is not None:
+            publisher.close()
+        raise
+    stats = LatencyStats()
+    if mode == "live":
+        queue_size, policy = config.queue_size or LIVE_QUEUE, "drop_oldest"
+    else:
+        queue_size, policy = config.queue_size or OFFLINE_QUEUE, "block"
+    pipeline = Pipeline(source, stages, queue_size=queue_size, policy=policy,
+                        max_frames=config.max_frames, observer=stats)
+    return pipeline, stats, mode
+
+
+def run(config: RunConfig, *, extra_stages: list[Stage] | None = None) -> RunOutcome:
+    """Build and run the pipeline, print the latency table, write ``--stats-json``.
+
+    A stage failure still prints the table and writes the stats (outputs are already
+    flushed), then raises :class:`~streamer.errors.PipelineError`.
+    """
+    pipeline, stats, mode = build_pipeline(config, extra_stages=extra_stages)
+    log.info("running %s in %s mode", pipeline.source.name, mode)
+    error: SmplstreamError | None = None
+    try:
+        result = pipeline.run()
+    except SmplstreamError as exc:
+        error = exc
+        result = pipeline.result
+    summary = stats.summary(result)
+    summary["mode"] = mode
+    summary["source"] = pipeline.source.name
+    if config.stats_json:
+        Path(config.stats_json).write_text(json.dumps(summary, indent=2) + "\n")
+    print(format_table(summary), file=sys.stderr)
+    if result.stopped_by:
+        log.warning("stopped by %s after %d frames", result.stopped_by, result.frames_out)
+    if error is not None:
+        raise error
+    return RunOutcome(result=result, summary=summary, mode=mode)
+
+
+def _expected_frames(source: Source, max_frames: int | None) -> int | None:
+    total = getattr(source, "frame_count", None)
+    if max_frames is not None:
+        return min(total, max_frames) if total else max_frames
+    return total

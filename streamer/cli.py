@@ -1,0 +1,134 @@
+"""The command line: ``smplstream`` / ``python run_stream.py``.
+
+Thin by design: it parses options, sets up logging and hands over to the module that does
+the work. Errors the user can fix are printed as one line (``smplstream: error: ...``) with
+a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .errors import PipelineError, SmplstreamError
+from .publisher import DEFAULT_ENDPOINT
+
+log = logging.getLogger("smplstream")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .app import RunConfig, run
+
+    config = RunConfig(
+        source=args.source,
+        mode=args.mode,
+        publish=None if args.publish.lower() == "none" else args.publish,
+        record=args.record,
+        max_frames=args.max_frames,
+        stats_json=args.stats_json,
+        wait_subscribers=args.wait_subscribers,
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        progress=not args.quiet,
+    )
+    outcome = run(config)
+    stopped = outcome.result.stopped_by
+    if stopped and outcome.mode == "offline":
+        return 130 if stopped == "SIGINT" else 143  # the file was not processed to its end
+    return 0
+
+
+def _subscribe(args: argparse.Namespace) -> int:
+    from .subscriber import Subscriber
+    from .wire import person_summary
+
+    received = 0
+    with Subscriber(args.endpoint) as sub:
+        try:
+            while args.count is None or received < args.count:
+                msg = sub.receive(timeout=args.timeout)
+                if msg is None:
+                    print(f"smplstream: no frame within {args.timeout} s from {args.endpoint} "
+                          "(is the publisher running?)", file=sys.stderr)
+                    return 1
+                received += 1
+                h = msg.frame.header
+                if msg.missed:
+                    print(f"gap: {msg.missed} frame(s) missed before seq {h['seq']}", file=sys.stderr)
+                line = {"seq": h["seq"], "frame_index": h["frame_index"],
+                        "latency_ms": round(msg.latency * 1000, 3), "missed": msg.missed,
+                        "persons": [person_summary(p) for p in msg.frame.persons]}
+                if args.json:
+                    print(json.dumps(line), flush=True)
+                else:
+                    ids = ", ".join(str(p.track_id) for p in msg.frame.persons) or "-"
+                    print(f"seq {h['seq']:>6}  frame {h['frame_index']:>6}  "
+                          f"latency {line['latency_ms']:7.2f} ms  persons [{ids}]", flush=True)
+        except KeyboardInterrupt:
+            pass
+        print(f"received {sub.received} frame(s), {sub.gaps} gap(s), {sub.missed} missed, "
+              f"{sub.bad_messages} malformed", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smplstream",
+        description="Real-time 3D human motion (SMPL) from camera frames, over ZeroMQ and to motion files.")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a source through the pipeline",
+                         description="Run a video file, image folder, camera or network stream "
+                                     "through the pipeline; publish and record the result.")
+    run.add_argument("--source", required=True,
+                     help="video file, image folder, camera index or /dev/videoN, or rtsp://, "
+                          "http(s)://, srt://, tcp://, udp:// URL")
+    run.add_argument("--mode", choices=("live", "offline"),
+                     help="live: newest frame wins, drops counted (default for cameras and streams); "
+                          "offline: every frame processed (default for files and folders)")
+    run.add_argument("--publish", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
+                     help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; 'none' to disable)")
+    run.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
+                     help="hold the first frame until N subscribers have joined")
+    run.add_argument("--record", metavar="DIR", help="write motion files per track into DIR")
+    run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    run.add_argument("--stats-json", metavar="FILE", help="write latency statistics as JSON")
+    run.add_argument("--width", type=int, help="camera: requested frame width")
+    run.add_argument("--height", type=int, help="camera: requested frame height")
+    run.add_argument("--fps", type=float, help="camera: requested rate; image folder: its frame rate")
+    run.set_defaults(func=_run)
+
+    subscribe = sub.add_parser("subscribe", help="print the frames a publisher sends",
+                               description="Connect to a publisher and print one line per frame.")
+    subscribe.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT)
+    subscribe.add_argument("--count", type=int, metavar="N", help="exit after N frames")
+    subscribe.add_argument("--json", action="store_true", help="one JSON object per line")
+    subscribe.add_argument("--timeout", type=float, default=None, metavar="S",
+                           help="give up if no frame arrives for S seconds")
+    subscribe.set_defaults(func=_subscribe)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``smplstream`` console script and ``run_stream.py``."""
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname).1s [%(threadName)s] %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        return args.func(args)
+    except PipelineError as exc:
+        print(f"smplstream: error: {exc}", file=sys.stderr)
+        return 1
+    except SmplstreamError as exc:
+        print(f"smplstream: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("smplstream: interrupted", file=sys.stderr)
+        return 130

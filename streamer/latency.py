@@ -1,0 +1,119 @@
+"""Latency accounting: per-stage processing time, queue wait, glass-to-publish latency,
+throughput and drops, as a table for people and a dict for ``--stats-json``."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+
+from .frames import Frame
+from .graph import RunResult
+
+PERCENTILES = (50, 95, 99)
+
+
+class LatencyStats:
+    """Collects the stage stamps of every frame that leaves the pipeline."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy: dict[str, list[float]] = {}
+        self._wait: dict[str, list[float]] = {}
+        self._glass_to_publish: list[float] = []
+        self._glass_to_out: list[float] = []
+        self._first: float | None = None
+        self._last: float | None = None
+        self.frames = 0
+
+    def record(self, frame: Frame) -> None:
+        """Add one finished frame (called by the pipeline for the last stage's output)."""
+        with self._lock:
+            self.frames += 1
+            previous_release = frame.capture_time
+            for stamp in frame.stamps:
+                self._busy.setdefault(stamp.stage, []).append(stamp.released - stamp.taken)
+                self._wait.setdefault(stamp.stage, []).append(stamp.taken - previous_release)
+                previous_release = stamp.released
+            if frame.publish_time is not None:
+                self._glass_to_publish.append(frame.publish_time - frame.capture_time)
+            done = frame.stamps[-1].released if frame.stamps else time.monotonic()
+            self._glass_to_out.append(done - frame.capture_time)
+            self._first = done if self._first is None else self._first
+            self._last = done
+
+    def summary(self, result: RunResult | None = None) -> dict:
+        """Percentiles in milliseconds, per stage and end to end, plus fps and drops."""
+        with self._lock:
+            stages = {}
+            for name, busy in self._busy.items():
+                stages[name] = {
+                    "busy_ms": _percentiles(busy),
+                    "wait_ms": _percentiles(self._wait[name]),
+                    "frames": len(busy),
+                }
+            span = (self._last - self._first) if self.frames > 1 else 0.0
+            out = {
+                "frames": self.frames,
+                "fps": (self.frames - 1) / span if span > 0 else None,
+                "stages": stages,
+                "glass_to_publish_ms": _percentiles(self._glass_to_publish),
+                "glass_to_output_ms": _percentiles(self._glass_to_out),
+            }
+        if result is not None:
+            out["frames_captured"] = result.frames_in
+            out["wall_time_s"] = round(result.wall_time, 3)
+            out["drops"] = dict(result.queue_drops)
+            out["drops_total"] = sum(result.queue_drops.values())
+            out["queue_max_depth"] = dict(result.queue_max_depth)
+            out["stopped_by"] = result.stopped_by
+        return out
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {f"p{p}": None for p in PERCENTILES}
+    arr = np.asarray(values, dtype=np.float64) * 1000.0
+    return {f"p{p}": round(float(np.percentile(arr, p)), 3) for p in PERCENTILES}
+
+
+def format_table(summary: dict) -> str:
+    """The per-stage table printed at the end of a run."""
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+
+    drops = summary.get("drops", {})
+    rows = [("stage", "p50 ms", "p95 ms", "p99 ms", "wait p50", "frames", "drops")]
+    for name, st in summary["stages"].items():
+        dropped = sum(n for q, n in drops.items() if q.endswith("->" + name))
+        rows.append(
+            (
+                name,
+                ms(st["busy_ms"]["p50"]),
+                ms(st["busy_ms"]["p95"]),
+                ms(st["busy_ms"]["p99"]),
+                ms(st["wait_ms"]["p50"]),
+                str(st["frames"]),
+                str(dropped),
+            )
+        )
+    g = summary["glass_to_publish_ms"]
+    if g["p50"] is None:
+        g = summary["glass_to_output_ms"]
+        label = "glass-to-output"
+    else:
+        label = "glass-to-publish"
+    rows.append((label, ms(g["p50"]), ms(g["p95"]), ms(g["p99"]), "", str(summary["frames"]),
+                 str(summary.get("drops_total", ""))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    fps = summary.get("fps")
+    lines.append(f"{summary['frames']} frames out, {'%.1f' % fps if fps else '-'} fps"
+                 + (f", {summary['drops_total']} dropped" if "drops_total" in summary else ""))
+    return "\n".join(lines)

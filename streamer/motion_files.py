@@ -1,0 +1,185 @@
+"""Motion files: per track, an AMASS-style ``.npz`` of SMPL parameters and a keypoint
+``.npz`` in the format ``run_stream.py lift`` reads.
+
+Files are rewritten whole, to a temporary name then renamed over the old one, every few
+seconds while running and once at the end, so whatever stops the run (Ctrl-C, SIGTERM, a
+failing stage, even a hard kill between flushes) leaves complete, loadable files holding
+everything up to the last flush. Formats: ``docs/motion-files.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RecordError
+from .frames import Frame
+
+log = logging.getLogger("smplstream.record")
+
+SMPL_ARRAYS = ("poses", "trans", "betas", "joints")
+KEYPOINT_ARRAYS = {"keypoints_blazepose33": "blazepose33", "keypoints_coco17": "coco17"}
+
+
+@dataclass
+class _Track:
+    track_id: int
+    frame_index: list[int] = field(default_factory=list)
+    timestamp: list[float] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+    arrays: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    dirty: bool = False
+
+
+class MotionRecorder:
+    """Collects persons frame by frame and writes one set of files per track into ``directory``.
+
+    ``fps`` is the source's frame rate (``mocap_framerate``), ``body_model`` names the body
+    model the parameters belong to, ``image_size`` is (width, height) for keypoint files.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, fps: float, body_model: str = "unknown",
+                 image_size: tuple[int, int] | None = None, flush_interval: float = 2.0):
+        self.directory = Path(directory)
+        self.fps = float(fps)
+        self.body_model = body_model
+        self.image_size = image_size
+        self.flush_interval = flush_interval
+        self.files_written: set[Path] = set()
+        self._tracks: dict[int, _Track] = {}
+        self._t0: float | None = None
+        self._last_flush = time.monotonic()
+        self._last_flush_cost = 0.0
+        check_writable(self.directory)
+
+    def write(self, frame: Frame) -> None:
+        """Add every person of ``frame`` to its track; flush when the interval has passed."""
+        if self._t0 is None:
+            self._t0 = frame.capture_time
+        stamp = frame.stream_time if frame.stream_time is not None else frame.capture_time - self._t0
+        for person in frame.persons:
+            track = self._tracks.get(person.track_id)
+            if track is None:
+                track = self._tracks[person.track_id] = _Track(person.track_id)
+            track.frame_index.append(frame.index)
+            track.timestamp.append(float(stamp))
+            track.score.append(float(person.score))
+            for name, value in person.arrays.items():
+                column = track.arrays.setdefault(name, [])
+                if len(column) < len(track.frame_index) - 1:
+                    # An array this person lacked in earlier frames: keep rows aligned.
+                    column.extend([None] * (len(track.frame_index) - 1 - len(column)))
+                column.append(np.asarray(value))
+            track.dirty = True
+        now = time.monotonic()
+        # Rewriting whole files costs more as they grow: keep flushing below ~10% of the time.
+        if now - self._last_flush >= max(self.flush_interval, 10 * self._last_flush_cost):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every track that changed since the last flush."""
+        started = time.monotonic()
+        for track in self._tracks.values():
+            if track.dirty:
+                self._write_track(track)
+                track.dirty = False
+        self._last_flush = time.monotonic()
+        self._last_flush_cost = self._last_flush - started
+
+    def close(self) -> None:
+        self.flush()
+        if self.files_written:
+            log.info("wrote %d motion file(s) to %s", len(self.files_written), self.directory)
+
+    # -- formats ---------------------------------------------------------------
+
+    def _write_track(self, track: _Track) -> None:
+        base = {
+            "track_id": np.int64(track.track_id),
+            "frame_index": np.asarray(track.frame_index, dtype=np.int64),
+            "timestamp": np.asarray(track.timestamp, dtype=np.float64),
+            "score": np.asarray(track.score, dtype=np.float32),
+        }
+        rows = _complete_rows(track, SMPL_ARRAYS)
+        if rows is not None:
+            poses = np.stack([track.arrays["poses"][i] for i in rows]).astype(np.float32)
+            data = {
+                "poses": poses.reshape(len(rows), -1),
+                "trans": np.stack([track.arrays["trans"][i] for i in rows]).astype(np.float32),
+                "betas": np.mean([track.arrays["betas"][i] for i in rows], axis=0).astype(np.float32),
+                "betas_per_frame": np.stack([track.arrays["betas"][i] for i in rows]).astype(np.float32),
+                "joints": np.stack([track.arrays["joints"][i] for i in rows]).astype(np.float32),
+                "mocap_framerate": np.float64(self.fps),
+                "gender": np.str_("neutral"),
+                "body_model": np.str_(self.body_model),
+                **{k: v[rows] for k, v in base.items() if k != "track_id"},
+                "track_id": base["track_id"],
+            }
+            for extra in ("poses_std", "joints_std"):
+                if extra in track.arrays and all(_present(track.arrays[extra], i) for i in rows):
+                    data[extra] = np.stack([track.arrays[extra][i] for i in rows]).astype(np.float32)
+            self._save(self.directory / f"track_{track.track_id:04d}.npz", data)
+        for name, joint_set in KEYPOINT_ARRAYS.items():
+            rows = _complete_rows(track, (name,))
+            if rows is None:
+                continue
+            data = {
+                "keypoints": np.stack([track.arrays[name][i] for i in rows]).astype(np.float32),
+                "joint_set": np.str_(joint_set),
+                "fps": np.float64(self.fps),
+                "image_size": np.asarray(self.image_size or (0, 0), dtype=np.int64),
+                **{k: v[rows] for k, v in base.items() if k != "track_id"},
+                "track_id": base["track_id"],
+            }
+            self._save(self.directory / f"track_{track.track_id:04d}_{joint_set}.npz", data)
+            break  # one keypoint file per track: the richest joint set present
+
+    def _save(self, path: Path, data: dict) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise RecordError(f"cannot write {path}: {exc.strerror or exc}") from None
+        self.files_written.add(path)
+
+
+def _present(column: list, i: int) -> bool:
+    return i < len(column) and column[i] is not None
+
+
+def _complete_rows(track: _Track, names) -> np.ndarray | None:
+    """Indices of the frames in which the track has every array in ``names``."""
+    if not all(n in track.arrays for n in names):
+        return None
+    rows = [i for i in range(len(track.frame_index)) if all(_present(track.arrays[n], i) for n in names)]
+    return np.asarray(rows, dtype=np.int64) if rows else None
+
+
+def check_writable(directory: Path) -> None:
+    """Create ``directory`` if needed and prove a file can be written there, or raise
+    :class:`RecordError` before any frame is captured."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RecordError(f"cannot record to {directory}: it exists and is not a directory") from None
+    except OSError as exc:
+        raise RecordError(f"cannot record to {directory}: {exc.strerror or exc} (choose a writable "
+                          "directory with --record)") from None
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise RecordError(f"cannot record to {directory}: {exc.strerror or exc} (choose a writable "
+                          "directory with --record)") from None

@@ -1,0 +1,52 @@
+"""The last stage: publish each frame over ZeroMQ, add it to the motion files, advance the
+progress bar. One stage, so a frame that was published is also recorded (no queue between
+them could drop it)."""
+
+from __future__ import annotations
+
+import logging
+
+from .frames import Frame
+from .graph import Stage
+from .motion_files import MotionRecorder
+from .publisher import ZmqPublisher
+
+log = logging.getLogger("smplstream.publish")
+
+
+class OutputStage(Stage):
+    """Publishes and records frames. ``wait_subscribers`` holds the first frame until that
+    many subscribers have joined the publisher (the source waits behind it)."""
+
+    name = "publish"
+
+    def __init__(self, publisher: ZmqPublisher | None = None, recorder: MotionRecorder | None = None,
+                 *, wait_subscribers: int = 0, progress=None):
+        self.publisher = publisher
+        self.recorder = recorder
+        self.wait_subscribers = wait_subscribers
+        self.progress = progress
+
+    def start(self) -> None:
+        if self.publisher is not None and self.wait_subscribers > 0:
+            self.publisher.wait_for_subscribers(self.wait_subscribers, self.stop_event)
+
+    def process(self, frame: Frame) -> Frame:
+        if self.publisher is not None:
+            self.publisher.publish(frame)
+        if self.recorder is not None:
+            self.recorder.write(frame)
+        if self.progress is not None:
+            self.progress.update(1)
+        frame.image = None  # the pixels are no longer needed; free them early
+        return frame
+
+    def close(self) -> None:
+        try:
+            if self.recorder is not None:
+                self.recorder.close()
+        finally:
+            if self.publisher is not None:
+                self.publisher.close()
+            if self.progress is not None:
+                self.progress.close()

@@ -1,0 +1,346 @@
+"""Frame sources (the grabber): video files and network streams through PyAV, local cameras
+through OpenCV, and folders of images. :func:`open_source` picks one from a string.
+
+Every source yields :class:`~streamer.frames.Frame` s (RGB ``uint8``) with a frame index,
+the monotonic capture time and the source size. Opening problems raise
+:class:`~streamer.errors.SourceError` with one line naming the source and the likely fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+import av
+import cv2
+import numpy as np
+
+from .errors import SourceError
+from .frames import Frame
+
+log = logging.getLogger("smplstream.source")
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "tcp", "udp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class VideoFileSource:
+    """A video file decoded by PyAV, frame by frame.
+
+    ``realtime=True`` paces frames at the file's own rate, as a camera would deliver them
+    (used in live mode, so a file behaves like a live feed and slow stages drop frames).
+    A packet that fails to decode is skipped with a warning naming the frame number.
+    """
+
+    is_live = False
+
+    def __init__(self, path: str | os.PathLike, *, realtime: bool = False):
+        self.path = Path(path)
+        self.name = str(path)
+        self.realtime = realtime
+        self.decode_errors = 0
+        if not self.path.exists():
+            raise SourceError(f"{self.name}: no such file (check the path)")
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            raise SourceError(f"{self.name}: the file is empty (0 bytes); was the recording finished?")
+        self._container = _open_container(self.name, self.name, timeout=None)
+        self._stream = _video_stream(self._container, self.name)
+        self.size = (self._stream.codec_context.width, self._stream.codec_context.height)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps = float(rate) if rate else None
+        self.frame_count = self._stream.frames or None
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        start_wall = None
+        start_pts = None
+        for frame in _decode(self._container, self._stream, self):
+            t = frame.time
+            if self.realtime and t is not None:
+                if start_wall is None:
+                    start_wall, start_pts = time.monotonic(), t
+                delay = start_wall + (t - start_pts) - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            yield _to_frame(frame, index, t)
+            index += 1
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class NetworkStreamSource:
+    """A network stream (RTSP, HTTP(S), SRT, TCP, UDP, RTMP) read by PyAV.
+
+    When the stream drops it is reopened with exponential backoff (0.5 s doubling to 8 s);
+    reconnects and the frames missed during the gap are counted and logged. After
+    ``max_retries`` failed attempts in a row the stream ends.
+    """
+
+    is_live = True
+
+    def __init__(self, url: str, *, open_timeout: float = 10.0, read_timeout: float = 5.0,
+                 max_retries: int = 10):
+        self.url = url
+        self.name = url
+        self.timeout = (open_timeout, read_timeout)
+        self.max_retries = max_retries
+        self.reconnects = 0
+        self.decode_errors = 0
+        self.gap_seconds = 0.0
+        self._container = _open_container(url, url, timeout=self.timeout, options=self._options())
+        self._stream = _video_stream(self._container, url)
+        self.size = (self._stream.codec_context.width, self._stream.codec_context.height)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps = float(rate) if rate else None
+
+    def _options(self) -> dict[str, str]:
+        scheme = urlparse(self.url).scheme
+        if scheme in ("rtsp", "rtsps"):
+            return {"rtsp_transport": "tcp"}
+        return {}
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        while True:
+            try:
+                for frame in _decode(self._container, self._stream, self):
+                    yield _to_frame(frame, index, frame.time)
+                    index += 1
+                log.warning("%s: stream ended", self.url)
+            except av.error.FFmpegError as exc:
+                log.warning("%s: stream dropped after frame %d: %s", self.url, index, exc)
+            if not self._reconnect():
+                return
+
+    def _reconnect(self) -> bool:
+        try:
+            self._container.close()
+        except Exception:  # noqa: BLE001 - the connection is already broken
+            pass
+        lost_at = time.monotonic()
+        delay = 0.5
+        for attempt in range(1, self.max_retries + 1):
+            time.sleep(delay)
+            try:
+                self._container = _open_container(self.url, self.url, timeout=self.timeout,
+                                                  options=self._options())
+                self._stream = _video_stream(self._container, self.url)
+            except SourceError as exc:
+                log.warning("%s: reconnect attempt %d/%d failed: %s", self.url, attempt,
+                            self.max_retries, exc)
+                delay = min(delay * 2, 8.0)
+                continue
+            self.reconnects += 1
+            gap = time.monotonic() - lost_at
+            self.gap_seconds += gap
+            log.warning("%s: reconnected after %.1f s (reconnect #%d)", self.url, gap, self.reconnects)
+            return True
+        log.error("%s: gave up after %d reconnect attempts", self.url, self.max_retries)
+        return False
+
+    def close(self) -> None:
+        try:
+            self._container.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class CameraSource:
+    """A local camera (index or ``/dev/videoN``) read through OpenCV's V4L2 backend.
+
+    Width, height and fps are requests: the camera may choose the nearest mode it has; the
+    mode it actually delivers is logged and used. A camera that stops delivering frames
+    ends the stream with an error (the pipeline then flushes its outputs).
+    """
+
+    is_live = True
+
+    def __init__(self, device: int | str, *, width: int | None = None, height: int | None = None,
+                 fps: float | None = None):
+        self.device = device
+        self.name = f"camera {device}"
+        path = f"/dev/video{device}" if isinstance(device, int) else str(device)
+        if os.name == "posix" and Path("/dev").exists() and not Path(path).exists():
+            raise SourceError(
+                f"{self.name}: no such device {path} (list cameras with `v4l2-ctl --list-devices` "
+                "or `ls /dev/video*`; is it plugged in?)")
+        _quiet_opencv()
+        backend = cv2.CAP_V4L2 if os.name == "posix" else cv2.CAP_ANY
+        self._cap = cv2.VideoCapture(device if isinstance(device, int) else path, backend)
+        if not self._cap.isOpened():
+            raise SourceError(
+                f"{self.name}: could not be opened (is another program using it? do you have "
+                "permission, e.g. membership of the 'video' group?)")
+        if width:
+            self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        if height:
+            self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        if fps:
+            self._cap.set(cv2.CAP_PROP_FPS, fps)
+        ok, first = self._cap.read()
+        if not ok or first is None:
+            self._cap.release()
+            raise SourceError(f"{self.name}: opened but delivered no frame (is it a capture device?)")
+        self._first = first
+        self.size = (first.shape[1], first.shape[0])
+        self.fps = self._cap.get(cv2.CAP_PROP_FPS) or None
+        log.info("%s: %dx%d at %s fps", self.name, self.size[0], self.size[1], self.fps)
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        image = self._first
+        while True:
+            if image is None:
+                ok, image = self._cap.read()
+                if not ok or image is None:
+                    raise SourceError(
+                        f"{self.name}: stopped delivering frames after frame {index - 1} "
+                        "(unplugged or taken by another program?)")
+            now = time.monotonic()
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            yield Frame(index=index, image=rgb, capture_time=now, source_size=self.size)
+            index += 1
+            image = None
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageFolderSource:
+    """The images of a folder in natural name order (``img2.png`` before ``img10.png``).
+
+    ``fps`` gives the frames their stream timestamps (default 30). An image that cannot be
+    read is skipped with a warning naming it and its frame number.
+    """
+
+    is_live = False
+
+    def __init__(self, folder: str | os.PathLike, *, fps: float | None = None):
+        self.folder = Path(folder)
+        self.name = str(folder)
+        self.fps = fps or 30.0
+        self.decode_errors = 0
+        self.files = sorted((p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                            key=lambda p: _natural_key(p.name))
+        if not self.files:
+            raise SourceError(
+                f"{self.name}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+        first = cv2.imread(str(self.files[0]), cv2.IMREAD_COLOR)
+        if first is None:
+            raise SourceError(f"{self.files[0]}: not a readable image")
+        self.size = (first.shape[1], first.shape[0])
+        self.frame_count = len(self.files)
+
+    def frames(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.files):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                self.decode_errors += 1
+                log.warning("%s: frame %d (%s) is not a readable image; skipped", self.name, index,
+                            path.name)
+                continue
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            yield Frame(index=index, image=rgb, capture_time=time.monotonic(),
+                        source_size=(rgb.shape[1], rgb.shape[0]), stream_time=index / self.fps)
+
+    def close(self) -> None:
+        pass
+
+
+Source = VideoFileSource | NetworkStreamSource | CameraSource | ImageFolderSource
+
+
+def open_source(spec: str, *, live: bool | None = None, width: int | None = None,
+                height: int | None = None, fps: float | None = None) -> Source:
+    """Open the source named by ``spec``.
+
+    - a number (``0``) or ``/dev/videoN``: a local camera;
+    - ``rtsp://``, ``http(s)://``, ``srt://``, ``tcp://``, ``udp://``, ``rtmp://``: a network stream;
+    - a folder: its images in name order;
+    - anything else: a video file. In live mode (``live=True``) a file is paced at its
+      own frame rate, like a camera.
+    """
+    spec = str(spec)
+    if re.fullmatch(r"\d+", spec):
+        return CameraSource(int(spec), width=width, height=height, fps=fps)
+    if spec.startswith("/dev/video"):
+        return CameraSource(spec, width=width, height=height, fps=fps)
+    scheme = urlparse(spec).scheme.lower()
+    if scheme in NETWORK_SCHEMES:
+        return NetworkStreamSource(spec)
+    if scheme and len(scheme) > 1 and "://" in spec:
+        raise SourceError(f"{spec}: unsupported scheme '{scheme}://' (use one of "
+                          f"{', '.join(s + '://' for s in NETWORK_SCHEMES)}, a file, a folder or a camera index)")
+    path = Path(spec)
+    if path.is_dir():
+        return ImageFolderSource(path, fps=fps)
+    return VideoFileSource(path, realtime=bool(live))
+
+
+def _open_container(target: str, name: str, *, timeout, options: dict[str, str] | None = None):
+    try:
+        return av.open(target, mode="r", timeout=timeout, options=options or {})
+    except FileNotFoundError:
+        raise SourceError(f"{name}: no such file (check the path)") from None
+    except PermissionError:
+        raise SourceError(f"{name}: permission denied (check the file's permissions)") from None
+    except av.error.FFmpegError as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        if "://" in name:
+            raise SourceError(f"{name}: could not open stream: {reason} (is the server running and "
+                              "the URL right?)") from None
+        raise SourceError(f"{name}: not a readable video: {reason} (is it a video file FFmpeg can "
+                          "decode?)") from None
+
+
+def _video_stream(container, name: str):
+    if not container.streams.video:
+        container.close()
+        raise SourceError(f"{name}: has no video stream (is it a video file?)")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def _decode(container, stream, owner) -> Iterator[av.VideoFrame]:
+    """Decode packet by packet so one corrupt packet costs one frame, not the run."""
+    decoded = 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError as exc:
+            owner.decode_errors += 1
+            log.warning("%s: frame %d could not be decoded (%s); skipped", owner.name, decoded, exc)
+            continue
+        for frame in frames:
+            decoded += 1
+            yield frame
+
+
+def _to_frame(frame: av.VideoFrame, index: int, stream_time: float | None) -> Frame:
+    now = time.monotonic()
+    rgb = frame.to_ndarray(format="rgb24")
+    return Frame(index=index, image=rgb, capture_time=now, source_size=(rgb.shape[1], rgb.shape[0]),
+                 stream_time=stream_time)
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _quiet_opencv() -> None:
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # older builds without the logging module
+        pass
+
+
+def frame_as_bgr(frame: Frame) -> np.ndarray:
+    """The frame's image in OpenCV's BGR order (for drawing and writing with OpenCV)."""
+    return cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)

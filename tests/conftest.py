@@ -1,0 +1,26 @@
+import socket
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+CLIP = DATA / "sports2d_demo.mp4"  # 230 frames, 30 fps, 1768x994 (BSD-3, see data/README.md)
+CLIP_FRAMES = 230
+
+
+def free_tcp_endpoint() -> str:
+    """A loopback endpoint on a port nobody is listening on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"tcp://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def endpoint() -> str:
+    return free_tcp_endpoint()
+
+
+@pytest.fixture
+def clip() -> Path:
+    return CLIP

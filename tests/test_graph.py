@@ -1,0 +1,144 @@
+"""The stage graph: queue policies, ordering, held-back frames, failures and stop."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from streamer.errors import PipelineError
+from streamer.frames import Frame
+from streamer.graph import Pipeline, Stage
+from streamer.latency import LatencyStats, format_table
+from streamer.queues import END_OF_STREAM, FrameQueue
+
+
+class ListSource:
+    name = "list"
+    is_live = False
+
+    def __init__(self, n, interval=0.0):
+        self.n, self.interval, self.closed = n, interval, False
+
+    def frames(self):
+        for i in range(self.n):
+            if self.interval:
+                time.sleep(self.interval)
+            yield Frame(index=i, image=np.zeros((2, 2, 3), np.uint8), capture_time=time.monotonic(),
+                        source_size=(2, 2))
+
+    def close(self):
+        self.closed = True
+
+
+class Collect(Stage):
+    name = "collect"
+
+    def __init__(self):
+        self.seen, self.closed = [], False
+
+    def process(self, frame):
+        self.seen.append(frame.index)
+        return frame
+
+    def close(self):
+        self.closed = True
+
+
+class Slow(Stage):
+    name = "slow"
+
+    def __init__(self, delay):
+        self.delay = delay
+
+    def process(self, frame):
+        time.sleep(self.delay)
+        return frame
+
+
+class Lag(Stage):
+    """Holds two frames back, like a fixed-lag smoother with L = 2."""
+
+    name = "lag"
+
+    def __init__(self):
+        self.held = []
+
+    def process(self, frame):
+        self.held.append(frame)
+        return self.held.pop(0) if len(self.held) > 2 else None
+
+    def finish(self):
+        out, self.held = self.held, []
+        return out
+
+
+class Boom(Stage):
+    name = "boom"
+
+    def process(self, frame):
+        if frame.index == 5:
+            raise RuntimeError("kaboom at 5")
+        return frame
+
+
+def test_drop_oldest_queue_keeps_the_newest_and_counts():
+    q = FrameQueue("q", 2, "drop_oldest")
+    for i in range(5):
+        q.put(i)
+    q.put(END_OF_STREAM)
+    assert [q.get(), q.get(), q.get()] == [3, 4, END_OF_STREAM]
+    assert q.drops == 3
+
+
+def test_block_queue_waits_for_room_and_gives_up_on_stop():
+    q = FrameQueue("q", 1, "block")
+    q.put(1)
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    t0 = time.monotonic()
+    assert q.put(2, stop) is False
+    assert time.monotonic() - t0 >= 0.15 and q.drops == 0 and len(q) == 1
+
+
+def test_offline_pipeline_delivers_every_frame_in_order_with_held_back_frames():
+    collect = Collect()
+    stats = LatencyStats()
+    p = Pipeline(ListSource(50), [Slow(0.001), Lag(), collect], queue_size=2, policy="block",
+                 observer=stats)
+    result = p.run(handle_signals=False)
+    assert collect.seen == list(range(50)) and collect.closed
+    assert result.frames_in == result.frames_out == 50
+    assert sum(result.queue_drops.values()) == 0
+    summary = stats.summary(result)
+    assert set(summary["stages"]) == {"grab", "slow", "lag", "collect"}
+    assert summary["stages"]["slow"]["busy_ms"]["p50"] >= 1.0
+    assert "glass-to-output" in format_table(summary)
+
+
+def test_a_failing_stage_stops_everything_names_itself_and_downstream_still_closes():
+    collect = Collect()
+    source = ListSource(1000)
+    p = Pipeline(source, [Boom(), collect], queue_size=2, policy="block")
+    with pytest.raises(PipelineError, match="stage 'boom' failed: RuntimeError: kaboom at 5"):
+        p.run(handle_signals=False)
+    assert collect.seen == [0, 1, 2, 3, 4] and collect.closed and source.closed
+    assert p.result.frames_in < 1000
+
+
+def test_stop_drains_what_is_queued_and_closes_all_stages():
+    collect = Collect()
+    p = Pipeline(ListSource(10_000, interval=0.001), [Slow(0.002), collect], queue_size=2,
+                 policy="block")
+    threading.Timer(0.3, p.stop).start()
+    result = p.run(handle_signals=False)
+    assert result.stopped_by == "stop()" and collect.closed
+    assert 10 < result.frames_out < 10_000
+    assert collect.seen == list(range(result.frames_out))  # nothing lost between stages
+
+
+def test_max_frames_ends_the_run():
+    collect = Collect()
+    result = Pipeline(ListSource(100), [collect], queue_size=1, policy="block", max_frames=7).run(
+        handle_signals=False)
+    assert collect.seen == list(range(7)) and result.frames_in == 7
