@@ -290,6 +290,9 @@ def _open_container(target: str, name: str, *, timeout, options: dict[str, str] 
         raise SourceError(f"{name}: no such file (check the path)") from None
     except PermissionError:
         raise SourceError(f"{name}: permission denied (check the file's permissions)") from None
+    except av.error.ExitError:
+        raise SourceError(f"{name}: timed out waiting for data (is the stream live and the URL "
+                          "right?)") from None
     except av.error.FFmpegError as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         if "://" in name:

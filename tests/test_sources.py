@@ -1,0 +1,69 @@
+"""Frame sources other than the video file (covered in test_pipeline.py)."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import free_tcp_endpoint
+from streamer.errors import SourceError
+from streamer.sources import ImageFolderSource, NetworkStreamSource, open_source
+
+HERE = Path(__file__).parent
+
+
+def test_image_folder_in_natural_order_skipping_unreadable(tmp_path, caplog):
+    for i in (1, 2, 10):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((20, 30, 3), i * 10, np.uint8))
+    (tmp_path / "img3.png").write_bytes(b"not a png")
+    (tmp_path / "notes.txt").write_text("ignored")
+    source = open_source(str(tmp_path), fps=10)
+    assert isinstance(source, ImageFolderSource) and source.size == (30, 20)
+    frames = list(source.frames())
+    assert [f.index for f in frames] == [0, 1, 3]  # img1, img2, img10; img3 (index 2) skipped
+    assert [int(f.image[0, 0, 0]) for f in frames] == [10, 20, 100]
+    assert frames[2].stream_time == pytest.approx(0.3)
+    assert "frame 2 (img3.png) is not a readable image" in caplog.text
+
+
+def test_empty_folder_and_empty_file_are_clear_errors(tmp_path):
+    with pytest.raises(SourceError, match="no images found"):
+        open_source(str(tmp_path))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(SourceError, match="empty"):
+        open_source(str(empty))
+
+
+def test_unreachable_stream_is_a_clear_error():
+    with pytest.raises(SourceError, match="could not open stream: Connection refused"):
+        open_source(free_tcp_endpoint() + "/live")
+
+
+def test_dropped_network_stream_is_reopened_and_counted(caplog):
+    port = int(free_tcp_endpoint().rsplit(":", 1)[1])
+    server = subprocess.Popen([sys.executable, str(HERE / "stream_server.py"), str(port), "2", "30", "1.0"])
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # the server needs a moment to start listening
+            try:
+                source = NetworkStreamSource(f"tcp://127.0.0.1:{port}", max_retries=3)
+                break
+            except SourceError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        frames = list(source.frames())
+    finally:
+        server.kill()
+    levels = [int(f.image[120, 160].mean()) for f in frames]
+    assert source.reconnects == 1 and source.gap_seconds > 0.5
+    assert [f.index for f in frames] == list(range(len(frames)))  # indices continue over the gap
+    # Most of both segments arrived: the first frames of segment 1 are grey >= 100.
+    assert 50 <= len(frames) <= 60
+    assert sum(v < 95 for v in levels) >= 25 and sum(v >= 98 for v in levels) >= 25
+    assert "reconnected after" in caplog.text and "gave up after 3" in caplog.text
