@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from calibration.camera import MODELS, Camera, CameraError
 from calibration.fileio import FileFormatError, get_array, get_int, get_str, read_fields, write_fields
