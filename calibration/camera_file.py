@@ -16,19 +16,19 @@ from typing import Any
 
 
 from calibration.camera import MODELS, Camera, CameraError
-from calibration.fileio import FileFormatError, get_array, get_int, get_str, read_fields, write_fields
+from calibration.fileio import FileFormatError, file_format, get_array, get_int, get_str, read_fields, write_fields
 
 REQUIRED_FIELDS = ("model", "image_width", "image_height", "camera_matrix", "dist_coeffs")
 
 
-def camera_to_fields(camera: Camera) -> dict[str, Any]:
-    """The file fields of ``camera`` (``dist_coeffs`` as a 1xN row, as OpenCV writes it)."""
+def camera_to_fields(camera: Camera, row_vector: bool = True) -> dict[str, Any]:
+    """The file fields of ``camera``; ``dist_coeffs`` as a 1xN matrix (as OpenCV writes it) or a flat list."""
     return {
         "model": camera.model,
         "image_width": camera.width,
         "image_height": camera.height,
         "camera_matrix": camera.K,
-        "dist_coeffs": camera.dist.reshape(1, -1),
+        "dist_coeffs": camera.dist.reshape(1, -1) if row_vector else camera.dist.copy(),
     }
 
 
@@ -61,7 +61,7 @@ def load_camera_metadata(path: str | Path) -> dict[str, Any]:
 
 def save_camera(camera: Camera, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
     """Write ``camera`` (and optional scalar/array ``metadata``) to ``path`` (format from the suffix)."""
-    fields = camera_to_fields(camera)
+    fields = camera_to_fields(camera, row_vector=file_format(path) != "json")
     for k, v in (metadata or {}).items():
         if k in fields:
             raise ValueError(f"save_camera: metadata key {k!r} clashes with a camera field")

@@ -66,42 +66,49 @@ class BoardRenderer:
 
 
 def board_poses(camera: Camera, board: BoardSpec, n: int, rng: np.random.Generator,
-                distance: tuple[float, float] | None = None, max_tilt_deg: float = 40.0,
+                spacing: tuple[float, float] = (0.035, 0.06), max_tilt_deg: float = 40.0,
                 spread: float = 0.8) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``n`` varied board poses whose whole board projects inside the image.
+    """``n`` varied board poses whose whole board projects inside the image, large enough to detect.
 
     Board centres are aimed at random image positions (within ``spread`` of the half-size
-    from the centre), at random distances (default: the board spans 30-55% of the image
-    width), tilted up to ``max_tilt_deg`` about random axes.
+    from the centre), tilted up to ``max_tilt_deg`` about random axes, at the distance where
+    the median spacing of corners in the image is a random fraction ``spacing`` of the image
+    width (so a fisheye's compressed periphery gets closer boards, as a person would hold them).
     """
     obj = board.object_points().astype(np.float64)
-    if distance is None:
-        board_width = (board.cols + 1) * board.square
-        distance = (camera.fx * board_width / (0.55 * camera.width), camera.fx * board_width / (0.3 * camera.width))
     centre = obj.mean(axis=0)
+    grid = np.arange(board.num_corners).reshape(board.rows, board.cols)
+    pairs = np.concatenate([np.stack([grid[:, :-1].ravel(), grid[:, 1:].ravel()], 1),
+                            np.stack([grid[:-1].ravel(), grid[1:].ravel()], 1)])
     poses: list[tuple[np.ndarray, np.ndarray]] = []
     tries = 0
     while len(poses) < n:
         tries += 1
         if tries > 200 * n:
-            raise RuntimeError("board_poses: cannot place the board inside the image; move it further away")
+            raise RuntimeError("board_poses: cannot place the board inside the image; use a smaller board")
         target = np.array([camera.cx, camera.cy]) + rng.uniform(-spread, spread, 2) * np.array(camera.size) / 2
         ray = camera.unproject(target)
         if not np.isfinite(ray).all() or ray[2] < 0.2:
             continue
-        depth = rng.uniform(*distance)
         axis = rng.normal(size=3)
         axis[2] *= 0.3  # mostly tilt, a little in-plane rotation
         axis /= np.linalg.norm(axis)
         rvec = axis * np.radians(rng.uniform(5.0, max_tilt_deg))
         R, _ = cv2.Rodrigues(rvec)
-        t = ray / ray[2] * depth - R @ centre
-        pts = obj @ R.T + t
-        if (pts[:, 2] < 0.05).any():
+        want = rng.uniform(*spacing) * camera.width
+        depth = camera.fx * board.square / want
+        for _ in range(4):  # apparent size ~ 1 / depth: a few fixed-point steps
+            t = ray / ray[2] * depth - R @ centre
+            pts = obj @ R.T + t
+            px = camera.project(pts)
+            d = np.linalg.norm(px[pairs[:, 0]] - px[pairs[:, 1]], axis=1)
+            if not np.isfinite(d).all():
+                break
+            depth *= float(np.median(d)) / want
+        if (pts[:, 2] < 0.05).any() or not np.isfinite(px).all() or d.min() < 0.3 * want:
             continue
-        px = camera.project(pts)
         margin = 0.04 * min(camera.size)
-        if not np.isfinite(px).all() or (px < margin).any() or (px[:, 0] > camera.width - 1 - margin).any() \
+        if (px < margin).any() or (px[:, 0] > camera.width - 1 - margin).any() \
                 or (px[:, 1] > camera.height - 1 - margin).any():
             continue
         poses.append((rvec, t))
