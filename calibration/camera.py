@@ -126,22 +126,33 @@ class Camera:
     def project(self, points: np.ndarray) -> np.ndarray:
         """Project camera-frame 3D points ``(..., 3)`` (metres) to pixels ``(..., 2)``.
 
-        Points at or behind the camera plane (z <= 0) give NaN.
+        Pinhole: points at or behind the camera plane (z <= 0) give NaN. Fisheye: the angle
+        from the optical axis is ``atan2(sqrt(x^2 + y^2), z)``, so lenses wider than 180 degrees
+        project points beside and behind the camera plane (same as ``cv2.fisheye.projectPoints``
+        for z > 0, which cannot represent them); only points exactly behind the centre give NaN.
         """
         pts = np.asarray(points, dtype=np.float64)
         if pts.shape[-1] != 3:
             raise ValueError(f"project: points must have shape (..., 3), got {pts.shape}")
         flat = pts.reshape(-1, 3)
         out = np.full((flat.shape[0], 2), np.nan)
-        ok = np.isfinite(flat).all(axis=1) & (flat[:, 2] > 0)
-        if ok.any():
-            zero = np.zeros(3)
-            src = np.ascontiguousarray(flat[ok]).reshape(-1, 1, 3)
-            if self.model == "fisheye":
-                img, _ = cv2.fisheye.projectPoints(src, zero, zero, self.K, self.dist)
-            else:
-                img, _ = cv2.projectPoints(src, zero, zero, self.K, self._cv_dist())
-            out[ok] = img.reshape(-1, 2)
+        ok = np.isfinite(flat).all(axis=1)
+        if self.model == "fisheye":
+            x, y, z = flat[ok].T
+            rho = np.hypot(x, y)
+            theta = np.arctan2(rho, z)
+            t2 = theta * theta
+            k1, k2, k3, k4 = self.dist
+            theta_d = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scale = np.where(rho > 1e-12, theta_d / np.where(rho > 1e-12, rho, 1.0), np.where(z > 0, 1.0 / z, np.nan))
+            out[ok] = np.stack([self.fx * x * scale + self.cx, self.fy * y * scale + self.cy], axis=1)
+        else:
+            ok &= flat[:, 2] > 0
+            if ok.any():
+                zero = np.zeros(3)
+                img, _ = cv2.projectPoints(np.ascontiguousarray(flat[ok]), zero, zero, self.K, self._cv_dist())
+                out[ok] = img.reshape(-1, 2)
         return out.reshape(pts.shape[:-1] + (2,))
 
     def undistort_points(self, pixels: np.ndarray, new_K: np.ndarray | None = None) -> np.ndarray:
