@@ -67,13 +67,15 @@ class BoardRenderer:
 
 def board_poses(camera: Camera, board: BoardSpec, n: int, rng: np.random.Generator,
                 spacing: tuple[float, float] = (0.035, 0.06), max_tilt_deg: float = 40.0,
-                spread: float = 0.8) -> list[tuple[np.ndarray, np.ndarray]]:
+                spread: float = 0.8, min_inside: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n`` varied board poses whose whole board projects inside the image, large enough to detect.
 
     Board centres are aimed at random image positions (within ``spread`` of the half-size
     from the centre), tilted up to ``max_tilt_deg`` about random axes, at the distance where
     the median spacing of corners in the image is a random fraction ``spacing`` of the image
     width (so a fisheye's compressed periphery gets closer boards, as a person would hold them).
+    ``min_inside`` < 1 allows boards partly outside the image (for ChArUco): at least that
+    fraction of the corners is inside, and at most ``1 - min_inside / 2`` of them.
     """
     obj = board.object_points().astype(np.float64)
     centre = obj.mean(axis=0)
@@ -108,8 +110,8 @@ def board_poses(camera: Camera, board: BoardSpec, n: int, rng: np.random.Generat
         if (pts[:, 2] < 0.05).any() or not np.isfinite(px).all() or d.min() < 0.3 * want:
             continue
         margin = 0.04 * min(camera.size)
-        if (px < margin).any() or (px[:, 0] > camera.width - 1 - margin).any() \
-                or (px[:, 1] > camera.height - 1 - margin).any():
+        inside = ((px >= margin) & (px <= np.array(camera.size) - 1 - margin)).all(axis=1).mean()
+        if inside < min_inside or (min_inside < 1.0 and inside > 1.0 - min_inside / 2):
             continue
         poses.append((rvec, t))
     return poses
@@ -134,6 +136,12 @@ def reference_fisheye() -> Camera:
     """640x480 fisheye, ~150 deg diagonal, like an action or head-mounted camera."""
     K = np.array([[230.0, 0.0, 324.0], [0.0, 231.0, 237.5], [0.0, 0.0, 1.0]])
     return Camera("fisheye", 640, 480, K, [0.02, -0.01, 0.004, -0.001])
+
+
+def reference_strong_fisheye() -> Camera:
+    """640x480 fisheye, ~210 deg diagonal: the image corners see behind the camera plane."""
+    K = np.array([[200.0, 0.0, 322.0], [0.0, 200.5, 241.0], [0.0, 0.0, 1.0]])
+    return Camera("fisheye", 640, 480, K, [0.03, -0.006, 0.0005, -0.00002])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,16 +15,11 @@ from calibration.camera_file import camera_or_assumed, load_camera, load_camera_
 from calibration.fileio import FileFormatError
 from calibration.rig import Rig, RigError, load_rig, save_rig
 from calibration.synthetic import reference_fisheye, reference_pinhole
+from calibration.synthetic import reference_strong_fisheye as strong_fisheye
 from calibration.torch_projection import project_points
 
 cv2.setNumThreads(1)
 torch.set_num_threads(1)
-
-
-def strong_fisheye() -> Camera:
-    """~210 deg diagonal: rays beyond 90 degrees reach the image corners."""
-    K = np.array([[200.0, 0.0, 322.0], [0.0, 200.5, 241.0], [0.0, 0.0, 1.0]])
-    return Camera("fisheye", 640, 480, K, [0.03, -0.006, 0.0005, -0.00002])
 
 
 def rational_pinhole() -> Camera:
