@@ -268,6 +268,12 @@ def coverage_fraction(views: list[View], size: tuple[int, int]) -> float:
 
 
 # --- calibration -----------------------------------------------------------------------------
+def _fisheye_flag(name: str) -> int:
+    """OpenCV 4 has fisheye flags in ``cv2.fisheye`` (other values); OpenCV 5 merged them into ``cv2``."""
+    value = getattr(cv2.fisheye, name, None)
+    return int(value if value is not None else getattr(cv2, name))
+
+
 def _solve(views: list[View], size: tuple[int, int], model: str, pinhole_flags: int):
     # (1, N, C): OpenCV 5's fisheye.calibrate rejects the (N, 1, C) layout of 4.x examples
     obj = [v.detection.object_points.astype(np.float64).reshape(1, -1, 3) for v in views]
@@ -275,7 +281,7 @@ def _solve(views: list[View], size: tuple[int, int], model: str, pinhole_flags: 
     crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-10)
     try:
         if model == "fisheye":
-            flags = cv2.CALIB_RECOMPUTE_EXTRINSIC | cv2.CALIB_FIX_SKEW
+            flags = _fisheye_flag("CALIB_RECOMPUTE_EXTRINSIC") | _fisheye_flag("CALIB_FIX_SKEW")
             _, K, D, rvecs, tvecs = cv2.fisheye.calibrate(obj, img, size, np.zeros((3, 3)), np.zeros(4),
                                                           flags=flags, criteria=crit)
         else:
