@@ -177,7 +177,7 @@ class Camera:
             if self.model == "fisheye":
                 und = cv2.fisheye.undistortPoints(src, self.K, self.dist, None, P, criteria=_UNDISTORT_CRITERIA)
             else:
-                und = cv2.undistortPoints(src, self.K, self._cv_dist(), None, P, criteria=_UNDISTORT_CRITERIA)
+                und = _undistort_pinhole(src, self.K, self._cv_dist(), P)
             out[ok] = und.reshape(-1, 2)
         return out.reshape(px.shape)
 
@@ -392,6 +392,14 @@ def _solve_kb_theta(theta_d: np.ndarray, k: np.ndarray) -> np.ndarray:
     df = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
     bad = (np.abs(resid) > 1e-9) | (df <= 0) | (theta < 0) | (theta > math.pi)
     return np.where(bad, np.nan, theta)
+
+
+def _undistort_pinhole(src: np.ndarray, K: np.ndarray, dist: np.ndarray, P: np.ndarray | None) -> np.ndarray:
+    # OpenCV 4 spells the iterative version undistortPointsIter; OpenCV 5 folded it into
+    # undistortPoints(criteria=...)
+    if hasattr(cv2, "undistortPointsIter"):
+        return cv2.undistortPointsIter(src, K, dist, None, P, _UNDISTORT_CRITERIA)
+    return cv2.undistortPoints(src, K, dist, None, P, criteria=_UNDISTORT_CRITERIA)
 
 
 def _pad(v: np.ndarray, n: int) -> np.ndarray:
