@@ -95,7 +95,23 @@ def camera_or_assumed(path: str | Path | None, width: int, height: int) -> tuple
     return cam, False
 
 
+def camera_note(camera: Camera, assumed: bool, path: str | Path | None = None) -> str:
+    """One line for the run's log saying which intrinsics are used."""
+    hfov, vfov = camera.fov_deg()
+    if assumed:
+        return (
+            f"no camera file: assuming a distortion-free pinhole with a {hfov:.0f} deg horizontal field of view "
+            f"(fx=fy={camera.fx:.1f} px at {camera.width}x{camera.height}); give --camera CAM.yaml for a "
+            "calibrated or fisheye camera"
+        )
+    return (
+        f"camera {path}: {camera.model}, {camera.width}x{camera.height}, fx={camera.fx:.1f} fy={camera.fy:.1f}, "
+        f"field of view {hfov:.0f} x {vfov:.0f} deg"
+    )
+
+
 __all__ = [
+    "camera_note",
     "REQUIRED_FIELDS",
     "camera_from_fields",
     "camera_or_assumed",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from calibration.camera import DEFAULT_HFOV_DEG, Camera, CameraError, assumed_camera
-from calibration.camera_file import camera_or_assumed, load_camera, load_camera_metadata, save_camera
+from calibration.camera_file import camera_note, camera_or_assumed, load_camera, load_camera_metadata, save_camera
 from calibration.fileio import FileFormatError
 from calibration.rig import Rig, RigError, load_rig, save_rig
 from calibration.synthetic import reference_fisheye, reference_pinhole
@@ -147,6 +147,7 @@ def test_assumed_camera():
 def test_camera_or_assumed(tmp_path):
     cam, assumed = camera_or_assumed(None, 1280, 720)
     assert assumed and cam.width == 1280
+    assert "assuming" in camera_note(cam, assumed) and "63 deg" in camera_note(cam, assumed)
     path = tmp_path / "cam.yaml"
     save_camera(reference_pinhole(), path)
     cam, assumed = camera_or_assumed(path, 1280, 960)
