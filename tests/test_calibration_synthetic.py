@@ -183,3 +183,14 @@ def test_board_spec_parse():
     assert b.object_points().shape == (54, 3) and b.object_points()[1, 0] == pytest.approx(0.025)
     with pytest.raises(BoardError, match="at least 2x2"):
         BoardSpec.parse("1x6", 25)
+
+
+def test_detection_at_reduced_size_is_refined_at_full_resolution(pinhole_views):
+    """Large frames are searched downscaled; corners must still be full-resolution accurate."""
+    for im in pinhole_views[:4]:
+        full = CHECKER.detect(im)
+        reduced = CHECKER.detect(im, max_side=400)
+        assert full is not None and reduced is not None
+        a, b = full.image_points, reduced.image_points
+        err = min(np.abs(a - b).max(), np.abs(a[::-1] - b).max())  # the board may be found from either end
+        assert err < 0.1
