@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 
+import numpy as np
+
 from calibration.camera import MODELS, Camera, CameraError
 from calibration.fileio import FileFormatError, file_format, get_array, get_int, get_str, read_fields, write_fields
 
@@ -61,6 +63,9 @@ def load_camera_metadata(path: str | Path) -> dict[str, Any]:
 
 def save_camera(camera: Camera, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
     """Write ``camera`` (and optional scalar/array ``metadata``) to ``path`` (format from the suffix)."""
+    if camera.model == "pinhole" and camera.dist.size == 0:
+        # five zeros rather than an empty matrix, which some readers of OpenCV files reject
+        camera = Camera("pinhole", camera.width, camera.height, camera.K, np.zeros(5))
     fields = camera_to_fields(camera, row_vector=file_format(path) != "json")
     for k, v in (metadata or {}).items():
         if k in fields:

@@ -79,8 +79,9 @@ def write_fields(path: str | Path, fields: dict[str, Any], comment: str | None =
     fmt = file_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "json":
-        data = {k: _to_json(v) for k, v in fields.items()}
-        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        # one field per line, matrices compact: readable and diff-friendly
+        lines = [f"  {json.dumps(k)}: {json.dumps(_to_json(v))}" for k, v in fields.items()]
+        path.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
         return
     fs = cv2.FileStorage(str(path), cv2.FileStorage_WRITE)
     if not fs.isOpened():

@@ -127,19 +127,19 @@ def synthetic_views(camera: Camera, board: BoardSpec, n: int, seed: int = 0, noi
 
 # Reference cameras of the self-check and the tests.
 def reference_pinhole() -> Camera:
-    """640x480, ~62 deg horizontal, barrel distortion of a typical webcam, off-centre principal point."""
+    """640x480, 68 x 51 deg, barrel distortion of a typical wide webcam (k1 = -0.28), off-centre principal point."""
     K = np.array([[530.0, 0.0, 331.5], [0.0, 532.0, 236.0], [0.0, 0.0, 1.0]])
     return Camera("pinhole", 640, 480, K, [-0.28, 0.11, 0.0008, -0.0005, -0.02])
 
 
 def reference_fisheye() -> Camera:
-    """640x480 fisheye, ~150 deg diagonal, like an action or head-mounted camera."""
+    """640x480 fisheye, 157 x 117 deg, like an action or head-mounted camera."""
     K = np.array([[230.0, 0.0, 324.0], [0.0, 231.0, 237.5], [0.0, 0.0, 1.0]])
     return Camera("fisheye", 640, 480, K, [0.02, -0.01, 0.004, -0.001])
 
 
 def reference_strong_fisheye() -> Camera:
-    """640x480 fisheye, ~210 deg diagonal: the image corners see behind the camera plane."""
+    """640x480 fisheye, 176 x 133 deg; the image corners are over 90 deg off-axis (behind the camera plane)."""
     K = np.array([[200.0, 0.0, 322.0], [0.0, 200.5, 241.0], [0.0, 0.0, 1.0]])
     return Camera("fisheye", 640, 480, K, [0.03, -0.006, 0.0005, -0.00002])
 
