@@ -24,7 +24,7 @@ class BoardError(ValueError):
     """An invalid board description."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Detection:
     """Corners of one board found in one image.
 

@@ -31,7 +31,7 @@ class CalibrationError(RuntimeError):
     """Calibration could not be done; the message says why and what to try."""
 
 
-@dataclass
+@dataclass(eq=False)
 class View:
     """One usable board detection."""
 
@@ -355,7 +355,8 @@ def calibrate_images(
     """Detect, filter, select and calibrate from ``(name, image)`` pairs."""
     views, rejected, size, n = detect_views(frames, board, blur_ratio, duplicate_px)
     selected = select_views(views, size, board, max_views)
-    unselected = [v.name for v in views if v not in selected]
+    kept = {id(v) for v in selected}
+    unselected = [v.name for v in views if id(v) not in kept]
     res = calibrate_views(selected, size, board, model)
     res.frames_read = n
     res.rejected = {**rejected, "not selected": unselected, **res.rejected}

@@ -108,6 +108,12 @@ def test_view_selection_keeps_coverage(pinhole_views):
     assert all_x.min() < size[0] * 0.3 and all_x.max() > size[0] * 0.7
 
 
+def test_calibration_with_more_views_than_max_views(pinhole_views):
+    res = calibrate_images(named(pinhole_views), CHECKER, "pinhole", max_views=8)
+    assert len(res.views) == 8 and len(res.rejected["not selected"]) == len(pinhole_views) - 8
+    assert_recovers(res, reference_pinhole())
+
+
 def test_too_few_views_is_a_clear_error(pinhole_views):
     with pytest.raises(CalibrationError, match="only 3 usable board views"):
         calibrate_images(named(pinhole_views[:3]), CHECKER)
