@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import cv2
 
 from calibration.board import ARUCO_DICTIONARIES, DEFAULT_ARUCO_DICT, BoardError, BoardSpec
 from calibration.calibrate import CalibrationError, calibrate_source, draw_coverage
 from calibration.camera_file import save_camera
-from calibration.fileio import FileFormatError, file_format
+from calibration.fileio import FileFormatError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +52,12 @@ def main(argv: list[str] | None = None) -> int:
             raise BoardError(f"--dict: unknown ArUco dictionary {args.dict!r}; e.g. DICT_4X4_50, DICT_5X5_100, DICT_6X6_250")
         if args.max_views < 5:
             raise BoardError("--max-views: must be at least 5")
-        fmt = file_format(args.out)
-        if fmt == "xml":
-            raise FileFormatError(f"--out {args.out}: write .yaml or .json")
+        if Path(args.out).suffix.lower() not in (".yaml", ".yml", ".json"):
+            raise FileFormatError(f"--out {args.out}: the camera file must end in .yaml, .yml or .json")
+        if args.coverage and Path(args.coverage).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise FileFormatError(f"--coverage {args.coverage}: the picture must end in .png or .jpg")
+        if args.max_frames < 5:
+            raise BoardError("--max-frames: must be at least 5")
         board = BoardSpec.parse(args.board, args.square, args.charuco, args.marker, args.dict)
         result = calibrate_source(args.source, board, args.model, args.max_views, args.max_frames)
     except (BoardError, CalibrationError, FileFormatError) as e:

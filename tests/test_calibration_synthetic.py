@@ -168,6 +168,7 @@ def test_calibrate_from_video(tmp_path, pinhole_views):
         (["{folder}", "--board", "9x6", "--square", "30", "--charuco", "--marker", "40"], "smaller than the square"),
         (["{empty}", "--board", "9x6", "--square", "30"], "no images"),
         (["{folder}", "--board", "7x5", "--square", "30"], "only 0 usable board views"),
+        (["{folder}", "--board", "9x6", "--square", "30", "--coverage", "{folder}/cov"], "must end in .png"),
     ],
 )
 def test_cli_bad_input(tmp_path, pinhole_views, capsys, args, message):
