@@ -211,15 +211,25 @@ class Camera:
     def normalize_keypoints(self, keypoints: np.ndarray) -> np.ndarray:
         """Undistorted normalised coordinates ``(x/z, y/z)`` of 2D keypoints in pixels.
 
-        Accepts ``(..., 2)`` pixels or ``(..., 3)`` (pixel x, y, confidence); the confidence
-        column is passed through unchanged. This is what the lifter consumes: a distortion-free
-        pinhole view with focal length 1 and principal point 0.
+        Accepts ``(..., 2)`` pixels (a point without a pinhole image gives NaN) or ``(..., 3)``
+        (pixel x, y, confidence; 0 means missing). With confidences the output has no NaN:
+        missing points keep confidence 0 with coordinates 0, and points that cannot be
+        undistorted (non-finite, or a fisheye ray 90 degrees or more off-axis) become missing.
+        This is what the lifter consumes: a distortion-free pinhole view with focal length 1
+        and principal point 0.
         """
         kp = np.asarray(keypoints, dtype=np.float64)
         if kp.shape[-1] == 2:
             return self.undistort_points(kp)
         if kp.shape[-1] == 3:
-            return np.concatenate([self.undistort_points(kp[..., :2]), kp[..., 2:]], axis=-1)
+            conf = np.where(np.isfinite(kp[..., 2]), kp[..., 2], 0.0)
+            present = conf > 0
+            xy = np.zeros(kp.shape[:-1] + (2,))
+            xy[present] = self.undistort_points(kp[present][:, :2])
+            bad = ~np.isfinite(xy).all(axis=-1)
+            xy[bad] = 0.0
+            conf = np.where(bad, 0.0, conf)
+            return np.concatenate([xy, conf[..., None]], axis=-1)
         raise ValueError(f"normalize_keypoints: keypoints must have shape (..., 2) or (..., 3), got {kp.shape}")
 
     # -- ideal pinhole & image undistortion ------------------------------------------------------

@@ -89,7 +89,7 @@ def test_undistort_points_normalised_and_to_ideal_pinhole(name):
     uv = cam.project(pts)
     xy = cam.undistort_points(uv)
     np.testing.assert_allclose(xy, pts[:, :2] / pts[:, 2:], atol=1e-8)
-    kp = np.concatenate([uv, rng.uniform(0, 1, (len(uv), 1))], axis=1)
+    kp = np.concatenate([uv, rng.uniform(0.01, 1, (len(uv), 1))], axis=1)
     norm = cam.normalize_keypoints(kp.reshape(10, 20, 3))
     np.testing.assert_allclose(norm[..., :2].reshape(-1, 2), xy, atol=1e-12)
     np.testing.assert_array_equal(norm[..., 2].reshape(-1), kp[:, 2])
@@ -102,8 +102,15 @@ def test_missing_and_behind_points_are_nan():
     cam = reference_pinhole()
     out = cam.project(np.array([[0, 0, -1.0], [0.1, 0.1, 1.0], [np.nan, 0, 1]]))
     assert np.isnan(out[0]).all() and np.isfinite(out[1]).all() and np.isnan(out[2]).all()
-    und = cam.normalize_keypoints(np.array([[np.nan, np.nan, 0.0], [320.0, 240.0, 0.9]]))
-    assert np.isnan(und[0, :2]).all() and und[0, 2] == 0.0 and np.isfinite(und[1]).all()
+    und = cam.normalize_keypoints(np.array([[np.nan, np.nan, 0.0], [320.0, 240.0, 0.9], [0.0, 0.0, 0.0]]))
+    np.testing.assert_array_equal(und[[0, 2]], 0.0)  # missing stays missing, without NaN
+    assert und[1, 2] == 0.9 and np.isfinite(und[1]).all()
+    assert np.isnan(cam.normalize_keypoints(np.array([np.nan, 1.0]))).all()
+    # a fisheye point with no pinhole image (beyond 90 degrees) becomes missing
+    fish = strong_fisheye()
+    out = fish.normalize_keypoints(np.array([[0.0, 0.0, 0.8], [fish.cx, fish.cy, 0.7]]))
+    np.testing.assert_array_equal(out[0], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(out[1], [0.0, 0.0, 0.7], atol=1e-12)
 
 
 def test_undistort_image_matches_point_undistortion():
