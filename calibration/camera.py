@@ -98,14 +98,15 @@ class Camera:
         return self.model == "fisheye" or bool(np.any(self.dist != 0))
 
     def fov_deg(self) -> tuple[float, float]:
-        """Horizontal and vertical field of view in degrees, through the image centre lines."""
-        left, right = self.unproject(np.array([[-0.5, self.cy], [self.width - 0.5, self.cy]]))
-        top, bottom = self.unproject(np.array([[self.cx, -0.5], [self.cx, self.height - 0.5]]))
+        """Horizontal and vertical field of view in degrees, through the principal point.
 
-        def angle(a: np.ndarray, b: np.ndarray) -> float:
-            return math.degrees(math.acos(float(np.clip(a @ b, -1.0, 1.0))))
-
-        return angle(left, right), angle(top, bottom)
+        Sums the angles of the two image edges from the optical axis, so fisheye lenses wider
+        than 180 degrees are measured correctly. NaN where an edge lies outside the lens model.
+        """
+        edges = self.unproject(np.array([[-0.5, self.cy], [self.width - 0.5, self.cy],
+                                         [self.cx, -0.5], [self.cx, self.height - 0.5]]))
+        off_axis = np.degrees(np.arccos(np.clip(edges[:, 2], -1.0, 1.0)))
+        return float(off_axis[0] + off_axis[1]), float(off_axis[2] + off_axis[3])
 
     def __repr__(self) -> str:
         return (

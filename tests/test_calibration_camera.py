@@ -71,6 +71,8 @@ def test_project_unproject_round_trip(name):
 
 def test_fisheye_unproject_beyond_90_degrees():
     cam = strong_fisheye()
+    assert reference_fisheye().fov_deg()[0] == pytest.approx(156.9, abs=0.1)
+    assert cam.fov_deg()[0] == pytest.approx(175.7, abs=0.1)
     corner_ray = cam.unproject(np.array([0.0, 0.0]))
     assert corner_ray[2] < 0  # the image corner sees behind the camera plane
     assert math.degrees(math.acos(corner_ray[2])) > 90
