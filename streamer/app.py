@@ -42,6 +42,7 @@ class RunConfig:
     width: int | None = None
     height: int | None = None
     fps: float | None = None
+    camera: str | None = None
     queue_size: int | None = None
     progress: bool = True
 
@@ -81,12 +82,14 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
                          fps=config.fps)
     publisher = recorder = None
     try:
+        camera = _camera(config.camera, source)
         mode: Mode = config.mode or default_mode(source)
         if config.record:
             recorder = MotionRecorder(config.record, fps=getattr(source, "fps", None) or 30.0,
                                       image_size=source.size)
         if config.publish:
-            publisher = ZmqPublisher(config.publish, extra_header={"source": source.name})
+            publisher = ZmqPublisher(config.publish, extra_header={"source": source.name,
+                                                                   "camera": camera_header(camera)})
             log.info("publishing on %s", publisher.bound_endpoint)
         progress = None
         if config.progress and mode == "offline" and sys.stderr.isatty():
@@ -135,6 +138,27 @@ def run(config: RunConfig, *, extra_stages: list[Stage] | None = None) -> RunOut
     if error is not None:
         raise error
     return RunOutcome(result=result, summary=summary, mode=mode)
+
+
+def _camera(path: str | None, source: Source):
+    """The run's camera: the file scaled to the source size, or the assumed pinhole."""
+    from calibration.camera_file import camera_note, camera_or_assumed
+    from calibration.fileio import FileFormatError
+
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"--camera {path}: no such file (make one with `smplstream calibrate`)")
+    try:
+        camera, assumed = camera_or_assumed(path, *source.size)
+    except (FileFormatError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    log.info(camera_note(camera, assumed, path))
+    return camera
+
+
+def camera_header(camera) -> dict:
+    """The camera as it appears in the wire header (``docs/wire-format.md``)."""
+    return {"model": camera.model, "image_width": camera.width, "image_height": camera.height,
+            "camera_matrix": camera.K.round(6).tolist(), "dist_coeffs": camera.dist.round(9).tolist()}
 
 
 def _expected_frames(source: Source, max_frames: int | None) -> int | None:

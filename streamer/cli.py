@@ -32,6 +32,7 @@ def _run(args: argparse.Namespace) -> int:
         width=args.width,
         height=args.height,
         fps=args.fps,
+        camera=args.camera,
         progress=not args.quiet,
     )
     outcome = run(config)
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--record", metavar="DIR", help="write motion files per track into DIR")
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     run.add_argument("--stats-json", metavar="FILE", help="write latency statistics as JSON")
+    run.add_argument("--camera", metavar="CAM.yaml",
+                     help="camera file (see `calibrate`); without it a 63 deg pinhole is assumed")
     run.add_argument("--width", type=int, help="camera: requested frame width")
     run.add_argument("--height", type=int, help="camera: requested frame height")
     run.add_argument("--fps", type=float, help="camera: requested rate; image folder: its frame rate")
@@ -112,7 +115,30 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--timeout", type=float, default=None, metavar="S",
                            help="give up if no frame arrives for S seconds")
     subscribe.set_defaults(func=_subscribe)
+
+    for name, target, summary in DELEGATED:
+        delegate = sub.add_parser(name, help=summary, add_help=False, prefix_chars="\0")
+        delegate.add_argument("rest", nargs=argparse.REMAINDER)
+        delegate.set_defaults(func=_delegate(target))
     return parser
+
+
+# Subcommands whose options live with the code that does the work: "module:function"
+# taking argv and returning an exit status. Run `smplstream NAME --help` for their options.
+DELEGATED = (
+    ("calibrate", "calibration.cli:main",
+     "calibrate a camera from checkerboard or ChArUco images or video"),
+)
+
+
+def _delegate(target: str):
+    def call(args: argparse.Namespace) -> int:
+        import importlib
+
+        module, function = target.split(":")
+        return getattr(importlib.import_module(module), function)(args.rest)
+
+    return call
 
 
 def main(argv: list[str] | None = None) -> int:

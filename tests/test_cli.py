@@ -59,6 +59,18 @@ def test_unwritable_record_directory(clip, tmp_path):
     assert_one_line_error(proc, "cannot record", "a-file")
 
 
+def test_malformed_camera_file_names_the_field(clip, tmp_path):
+    cam = tmp_path / "cam.yaml"
+    cam.write_text("%YAML:1.0\n---\nmodel: pinhole\nimage_width: 640\n")
+    proc = smplstream("run", "--source", str(clip), "--publish", "none", "--camera", str(cam))
+    assert_one_line_error(proc, "cam.yaml", "image_height")
+
+
+def test_calibrate_is_a_subcommand():
+    proc = smplstream("calibrate", "--help")
+    assert proc.returncode == 0 and "--board COLSxROWS" in proc.stdout
+
+
 def test_not_a_video(tmp_path):
     bad = tmp_path / "garbage.mp4"
     bad.write_bytes(os.urandom(4096))
