@@ -127,6 +127,10 @@ def read_bvh(path: str | Path, unit_m: float = 0.01, fps: float | None = None,
         if frame_time <= 0:
             raise ValueError(f"{path}: Frame Time {frame_time} is not positive; pass fps")
         fps = 1.0 / frame_time
+        # "Frame Time" is printed with few digits (0.016667, 0.00833333): snap to the integer
+        # rate it stands for when it is that close.
+        if abs(fps - round(fps)) < 5e-4 * fps:
+            fps = float(round(fps))
 
     J = len(hier.names)
     T = data.shape[0]

@@ -9,8 +9,10 @@ Archive layouts (recognised by their files, not by the names given on the comman
 * HDM05 cut clips: ``**/HDM_<actor>_<motion>_<nnn>_<fps>.amc`` beside ``HDM_<actor>.asf``.
 * CMU "Daz-friendly" BVH: ``**/{salsa,martial,indian}/NN.bvh`` (43-joint ``hip``-rooted rig).
   Salsa headers say 120 fps but the clips are 60 fps (the archive's ``readme.txt``): overridden.
-* CMU iClone BVH: ``**/subjects/NNN/NNN_MM.bvh`` (``CC_Base_*`` rig). Some clips start with an
-  added T-pose frame; it is detected and dropped.
+* CMU iClone BVH: ``**/subjects/NNN/NNN_MM.bvh`` (``CC_Base_*`` rig).
+
+BVH clips that start with an added T-pose frame (all Daz clips, iClone 007_03-12) lose it, and
+so do the few glitching frames after it in the Daz clips (joints jumping at tens of m/s).
 """
 
 from __future__ import annotations
@@ -76,19 +78,29 @@ def find_clips(root: str | Path) -> list[Clip]:
     return clips
 
 
-def starts_with_tpose(motion: SourceMotion) -> bool:
+_ARM_JOINTS = {"bvh-iclone": ("CC_Base_L_Upperarm", "CC_Base_R_Upperarm", "CC_Base_L_Hand",
+                              "CC_Base_R_Hand"),
+               "bvh-daz": ("lShldr", "rShldr", "lHand", "rHand")}
+
+
+def starts_with_tpose(motion: SourceMotion, kind: str) -> bool:
     """Whether frame 0 is an added T-pose: arms out level, then a jump to frame 1."""
-    try:
-        sh = [motion.index(n) for n in ("CC_Base_L_Upperarm", "CC_Base_R_Upperarm")]
-        ha = [motion.index(n) for n in ("CC_Base_L_Hand", "CC_Base_R_Hand")]
-    except KeyError:
+    if kind not in _ARM_JOINTS or motion.num_frames < 2:
         return False
-    if motion.num_frames < 2:
-        return False
-    arms = motion.positions[0, ha] - motion.positions[0, sh]
+    idx = [motion.index(n) for n in _ARM_JOINTS[kind]]
+    arms = motion.positions[0, idx[2:]] - motion.positions[0, idx[:2]]
     level = np.all(np.abs(arms[:, 1]) < 0.1 * np.linalg.norm(arms, axis=-1))
-    jump = np.abs(np.diff(motion.positions[:2] - motion.positions[:2, :1], axis=0)).max()
-    return bool(level and jump > 0.2)
+    rel = motion.positions[:2] - motion.positions[:2, :1]
+    return bool(level and np.abs(rel[1] - rel[0]).max() > 0.2)
+
+
+def settled_start(motion: SourceMotion, max_speed: float = 8.0, window: int = 15) -> int:
+    """First frame after the glitches some converted clips start with (joints jumping at more
+    than ``max_speed`` m/s, relative to the root, within the first ``window`` frames)."""
+    rel = motion.positions[:window + 1] - motion.positions[:window + 1, :1]
+    speed = np.abs(np.diff(rel, axis=0)).max(axis=(1, 2)) * motion.fps
+    fast = np.nonzero(speed > max_speed)[0]
+    return int(fast[-1] + 1) if fast.size else 0
 
 
 def read_clip(path: str | Path, kind: str, asf: str | Path | None = None,
@@ -102,15 +114,15 @@ def read_clip(path: str | Path, kind: str, asf: str | Path | None = None,
         if asf is None or not Path(asf).exists():
             raise FileNotFoundError(f"{path}: give its .asf skeleton (--asf)")
         return read_asf_amc(asf, path, fps=fps)
-    if kind == "bvh-daz":
-        if fps is None and path.parent.name in DAZ_FPS:
+    if kind in ("bvh-daz", "bvh-iclone"):
+        if kind == "bvh-daz" and fps is None and path.parent.name in DAZ_FPS:
             fps = DAZ_FPS[path.parent.name]
-        return read_bvh(path, unit_m=0.01, fps=fps)
-    if kind == "bvh-iclone":
         motion = read_bvh(path, unit_m=0.01, fps=fps)
-        if starts_with_tpose(motion):
-            motion = motion.frames(slice(1, None))
-            motion.meta["dropped_tpose_frame"] = True
+        start = 1 if starts_with_tpose(motion, kind) else 0
+        start += settled_start(motion.frames(slice(start, None)))
+        if start:
+            motion = motion.frames(slice(start, None))
+            motion.meta["dropped_leading_frames"] = start
         return motion
     raise ValueError(f"unknown skeleton kind {kind!r}; one of {sorted(rt.SKELETON_MAPS)}")
 

@@ -13,8 +13,8 @@ so each frame is solved in world space:
      rotation relative to its calibration pose (a T-pose facing +Z), then the smallest swing
      aligns the bone exactly;
    * leaves (feet, head, hands) take the source joint's rotation relative to calibration.
-3. Local axis-angle poses ``(T, 72)`` follow from G; translation puts the SMPL pelvis on the
-   source pelvis, scaled by the ratio of leg lengths so feet stay on the floor.
+3. Local axis-angle poses ``(T, 72)`` follow from G; translation puts the midpoint of the SMPL
+   hips on the source's, scaled by the ratio of leg lengths so feet stay on the floor.
 
 Also: slerp resampling to a new frame rate, left/right mirroring, and the per-bone direction
 error that measures the result.
@@ -432,7 +432,11 @@ def retarget(motion: SourceMotion, smap: SkeletonMap, target: TargetSkeleton | N
                        + np.linalg.norm(P[:, k] - P[:, a], axis=-1).mean()
                        for h, k, a in ((1, 4, 7), (2, 5, 8))])
     scale = target.leg_length() / src_leg
-    trans = scale * P[:, 0] - J[0]
+    # Put the midpoint of the SMPL hips on the (scaled) source's: the legs hang from there, so
+    # feet meet the floor even where skeletons place their pelvis joint differently.
+    hip_mid_rest = 0.5 * (J[1] + J[2]) - J[0]
+    pelvis = scale * 0.5 * (P[:, 1] + P[:, 2]) - np.einsum("tab,b->ta", G[:, 0], hip_mid_rest)
+    trans = pelvis - J[0]
     return RetargetResult(poses, trans, motion.fps, G, P, float(scale))
 
 
