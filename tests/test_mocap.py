@@ -298,3 +298,37 @@ def test_dataset_command_writes_arrays_with_actor_ids(tmp_path, capsys):
     assert held.sum() == (z["actor_id"] == z["actors"].tolist().index("cmu-iclone:007")).sum()
     np.testing.assert_array_equal(z["clip_start"][1:], np.cumsum(z["clip_length"])[:-1])
     assert dataset.main([str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+def test_hinge_twist_correction_undoes_a_twisted_source_tpose():
+    # The source's upper arms carry 30 deg of extra twist relative to its T-pose (as the CMU ASF
+    # skeleton's elbow axis does); positions are the true pose. Copying the twist would make the
+    # elbows bend in a tilted plane; the hinge correction gives back the true rotations.
+    rng = np.random.default_rng(4)
+    target = rt.fallback_target()
+    T = 60
+    poses = np.zeros((T, 24, 3))
+    poses[:, 16] = rng.normal(0, 0.4, (T, 3))
+    poses[:, 17] = rng.normal(0, 0.4, (T, 3))
+    flex = np.radians(rng.uniform(40, 110, (T, 2)))
+    poses[:, 18, 1] = -flex[:, 0]  # left elbow about -Y
+    poses[:, 19, 1] = flex[:, 1]
+    poses[:, 4, 0] = flex[:, 0]  # knees about +X
+    poses = poses.reshape(T, 72)
+    motion, smap = _smpl_as_source(poses, np.zeros((T, 3)), target, np.ones(24))
+    for j, sign in ((16, 1), (17, -1)):  # +30 deg about each upper arm's own direction
+        twist = Rotation.from_rotvec(sign * np.radians(30) * np.array([1.0, 0, 0])).as_matrix()
+        motion.rotations[:, j] = motion.rotations[:, j] @ twist
+    R_true = Rotation.from_rotvec(poses.reshape(-1, 3))
+
+    def worst(res):
+        R_got = Rotation.from_rotvec(res.poses.reshape(-1, 3))
+        return np.degrees((R_true.inv() * R_got).magnitude()).max()
+
+    assert worst(rt.retarget(motion, smap, target, hinge_twist=False)) > 20
+    res = rt.retarget(motion, smap, target)
+    assert worst(res) < 0.5
+    # +30 deg about each arm's own bone direction (left +X, right -X) was added: found back
+    assert np.degrees(res.hinge_twist[16]) == pytest.approx(30, abs=0.5)
+    assert np.degrees(res.hinge_twist[17]) == pytest.approx(30, abs=0.5)
+    assert abs(res.hinge_twist.get(1, 0.0)) < np.radians(0.5)  # the knee needed none

@@ -146,6 +146,8 @@ class SkeletonMap:
         twist: SMPL joint -> source joint whose rotation carries that SMPL joint's segment (for
             twist and for leaves). Missing: no twist relative to the parent.
         to_smpl_axes: rotation from the source's world axes to SMPL's (Y up).
+        hinge_twist_default: upper-limb joint -> twist (radians) used when a clip does not bend
+            that limb enough to measure it (see :func:`hinge_twist_corrections`).
         calibration: a T-pose facing +Z as {"rotations": name -> world rotation (3, 3),
             "positions": name -> world position (3,)}, in SMPL axes. ``None``: the source's
             zero pose (all channels/dofs zero) is that T-pose.
@@ -157,6 +159,7 @@ class SkeletonMap:
     spine_chain: list[str] = field(default_factory=list)
     to_smpl_axes: np.ndarray = field(default_factory=lambda: np.eye(3))
     calibration: dict[str, dict[str, np.ndarray]] | None = None
+    hinge_twist_default: dict[int, float] = field(default_factory=dict)
 
 
 def _lr(left: dict[int, object], swap: callable) -> dict[int, object]:
@@ -167,6 +170,13 @@ def _lr(left: dict[int, object], swap: callable) -> dict[int, object]:
         if m != k:
             out[m] = swap(v)
     return out
+
+
+# All three archives descend from CMU/Vicon skeletons whose T-pose holds the upper arms twisted
+# 30 degrees from palms-down (the ASF humerus/radius "axis 180 -30 -90"): the elbow hinge is
+# tilted 30 degrees. hinge_twist_corrections() measures +30.0 (left) / -30.0 (right) on every
+# clip of the three archives that bends its elbows; this is used for clips that do not.
+CMU_ARM_TWIST = {1: 0.0, 2: 0.0, 16: float(np.radians(30.0)), 17: float(np.radians(-30.0))}
 
 
 def _swap_asf(v):
@@ -184,6 +194,7 @@ ASF_CMU_MAP = SkeletonMap(
                6: "upperback", 9: "thorax", 12: "upperneck", 15: "head", 13: "lclavicle",
                16: "lhumerus", 18: "lwrist", 20: "lhand", 22: "lfingers"}, _swap_asf),
     spine_chain=["root", "lowerback", "upperback", "thorax"],
+    hinge_twist_default=dict(CMU_ARM_TWIST),
 )
 
 
@@ -200,6 +211,7 @@ BVH_DAZ_MAP = SkeletonMap(
                6: "chest", 9: "chest", 12: "neck", 15: "head", 13: "lCollar", 16: "lShldr",
                18: "lForeArm", 20: "lHand", 22: "lHand"}, _swap_daz),
     spine_chain=["hip", "abdomen", "chest", "neck"],
+    hinge_twist_default=dict(CMU_ARM_TWIST),
 )
 
 
@@ -264,6 +276,7 @@ BVH_ICLONE_MAP = SkeletonMap(
     spine_chain=["CC_Base_Hip", "CC_Base_Waist", "CC_Base_Spine01", "CC_Base_Spine02",
                  "CC_Base_NeckTwist01"],
     calibration=_load_iclone_calibration(),
+    hinge_twist_default=dict(CMU_ARM_TWIST),
 )
 
 SKELETON_MAPS = {m.name: m for m in (ASF_CMU_MAP, BVH_DAZ_MAP, BVH_ICLONE_MAP)}
@@ -382,11 +395,16 @@ class RetargetResult:
     global_rot: np.ndarray  # (T, 24, 3, 3)
     source_points: np.ndarray  # (T, 24, 3) SMPL axes, metres (unscaled source)
     scale: float  # target leg length / source leg length, applied to translation
+    hinge_twist: dict[int, float] = field(default_factory=dict)  # joint -> radians applied
 
 
-def retarget(motion: SourceMotion, smap: SkeletonMap, target: TargetSkeleton | None = None
-             ) -> RetargetResult:
-    """Retarget every frame of ``motion`` onto ``target`` (see the module docstring)."""
+def retarget(motion: SourceMotion, smap: SkeletonMap, target: TargetSkeleton | None = None,
+             hinge_twist: bool = True) -> RetargetResult:
+    """Retarget every frame of ``motion`` onto ``target`` (see the module docstring).
+
+    ``hinge_twist``: correct the twist of thighs and upper arms so knees and elbows bend about
+    the target's hinge axes (see :func:`hinge_twist_corrections`).
+    """
     target = target or load_target_skeleton()
     J = target.rest_joints
     par = target.parents
@@ -424,6 +442,13 @@ def retarget(motion: SourceMotion, smap: SkeletonMap, target: TargetSkeleton | N
             G[:, j] = swing_rotation(u, d_src) @ R_rel
         else:
             G[:, j] = R_rel
+    hinge = {}
+    if hinge_twist:
+        hinge = dict(smap.hinge_twist_default)
+        hinge.update(hinge_twist_corrections(G, P, target))
+    for j, angle in hinge.items():
+        d = _normalize(J[children[j][0]] - J[j])
+        G[:, j] = G[:, j] @ Rotation.from_rotvec(-angle * d).as_matrix()
     local = G.copy()
     local[:, 1:] = np.einsum("tjba,tjbc->tjac", G[:, par[1:]], G[:, 1:])
     poses = Rotation.from_matrix(local.reshape(-1, 3, 3)).as_rotvec().reshape(T, 72)
@@ -437,7 +462,62 @@ def retarget(motion: SourceMotion, smap: SkeletonMap, target: TargetSkeleton | N
     hip_mid_rest = 0.5 * (J[1] + J[2]) - J[0]
     pelvis = scale * 0.5 * (P[:, 1] + P[:, 2]) - np.einsum("tab,b->ta", G[:, 0], hip_mid_rest)
     trans = pelvis - J[0]
-    return RetargetResult(poses, trans, motion.fps, G, P, float(scale))
+    return RetargetResult(poses, trans, motion.fps, G, P, float(scale), hinge)
+
+
+# Hinge joints: (parent segment's joint, hinge joint, hinge axis in the target's T-pose frame).
+# Knees flex with the shin going back (-Z), elbows with the forearm going forward (+Z).
+HINGES = [(1, 4, (1.0, 0, 0)), (2, 5, (1.0, 0, 0)), (16, 18, (0, -1.0, 0)),
+          (17, 19, (0, 1.0, 0))]
+
+
+def hinge_twist_corrections(G: np.ndarray, P: np.ndarray, target: TargetSkeleton,
+                            min_bend_deg: float = 30.0, min_frames: int = 30,
+                            min_consistency: float = 0.9) -> dict[int, float]:
+    """Twist angles (radians, about the bone) that make knees and elbows bend about the target's
+    hinge axes.
+
+    A source T-pose may hold the thigh or upper arm twisted differently from the target's (a
+    palm turned forward, say); twist copied from it then makes the limb bend in a tilted plane.
+    For each hinge the lower bone is seen from the upper segment's solved frame; its tip moves
+    on a circle about the bend axis, found as the normal of the tips' plane. If the clip bends
+    it (``min_frames`` frames beyond ``min_bend_deg``), the bends agree (mean resultant length
+    of their normals >= ``min_consistency``) and the tips spread over a flat arc, the upper
+    segment is turned
+    about its bone so the mean axis, seen across the bone, matches the target's. Returns, per
+    upper joint, the angle from the observed to the target axis about the bone (the segment is
+    turned by minus that). Bone directions do not change.
+    """
+    J = target.rest_joints
+    out: dict[int, float] = {}
+    for upper, joint, axis in HINGES:
+        child = [c for c in range(24) if target.parents[c] == joint][0]
+        # the lower bone seen from the upper segment's frame, against its rest direction there:
+        # their plane's normal is the bend axis (exact for a hinge at right angles to the bone)
+        low_rest = _normalize(J[child] - J[joint])
+        low = np.einsum("tba,tb->ta", G[:, upper], _normalize(P[:, child] - P[:, joint]))
+        n = np.cross(low_rest, low)
+        s = np.linalg.norm(n, axis=-1)
+        bent = (s > np.sin(np.radians(min_bend_deg))) | (low @ low_rest < 0)
+        bent &= low @ low_rest < np.cos(np.radians(min_bend_deg))
+        if bent.sum() < min_frames:
+            continue
+        # a hinge moves the bone's tip on a circle about its axis: the axis is the normal of the
+        # plane of all observed tips (least-variance direction; exact whatever the bone's angle
+        # to the axis and the rest poses). The bend normals give its sign and a consistency check.
+        disp = low - low.mean(0)
+        evals, evecs = np.linalg.eigh(disp.T @ disp / len(low))
+        mean = (n[bent] / s[bent, None]).mean(0)
+        if (np.linalg.norm(mean) < min_consistency or evals[1] < 1e-3
+                or evals[0] > 0.05 * evals[1]):
+            continue
+        axis_obs = evecs[:, 0] * np.sign(evecs[:, 0] @ mean)
+        d = _normalize(J[joint] - J[upper])
+        e = np.asarray(axis)
+        a_p = _normalize(axis_obs - d * (axis_obs @ d))
+        e_p = _normalize(e - d * (e @ d))
+        out[upper] = float(np.arctan2(np.cross(a_p, e_p) @ d, a_p @ e_p))
+    return out
 
 
 # ----------------------------------------------------------------------------- SMPL utilities
