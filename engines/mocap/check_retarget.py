@@ -7,6 +7,10 @@ joint), the mean and the worst angle over all frames, and the same angle in the 
 T-pose ("rest"): bones rigid with the pelvis or chest (pelvis -> hips/spine1, spine3 ->
 neck/collars) cannot match every source because the skeletons' rest shapes differ; for them the
 rest column is the expected constant offset and mean - rest is what the motion adds.
+
+Articulated bones match by construction (a check of the solver); what can go wrong there is
+twist, which bone directions cannot show. So it also prints, for knees and elbows, how far
+the SMPL bend axis is from SMPL's hinge axis (median and 90th percentile over bent frames).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from engines.mocap import retarget as rt
 from engines.mocap.dataset import _open_root, find_clips, read_clip
@@ -34,10 +39,14 @@ def check(roots: list[str], target: rt.TargetSkeleton, stride: int = 1, log=prin
             motion = read_clip(c.path, c.kind, asf=c.asf, fps=c.fps)
             motion = motion.frames(slice(None, None, stride))
             smap = rt.SKELETON_MAPS[c.kind]
-            err = rt.bone_direction_errors(rt.retarget(motion, smap, target), target)
+            res = rt.retarget(motion, smap, target)
+            err = rt.bone_direction_errors(res, target)
             rest = rt.calibration_offsets(motion, smap, target)
             s = stats.setdefault(c.dataset, {"frames": 0, "sum": np.zeros(23),
-                                             "max": np.zeros(23), "rest": [], "clips": 0})
+                                             "max": np.zeros(23), "rest": [], "clips": 0,
+                                             "hinge": {}})
+            for name, off in hinge_axis_errors(res.poses, target).items():
+                s["hinge"].setdefault(name, []).append(off)
             s["frames"] += len(err)
             s["clips"] += 1
             s["sum"] += err.sum(0)
@@ -45,9 +54,38 @@ def check(roots: list[str], target: rt.TargetSkeleton, stride: int = 1, log=prin
             s["rest"].append(rest)
             if (i + 1) % 25 == 0 or i + 1 == len(clips):
                 log(f"  {i + 1}/{len(clips)} clips ({time.time() - t0:.0f} s)")
-    return {k: {"clips": v["clips"], "frames": v["frames"], "mean": (v["sum"] / v["frames"]).tolist(),
-                "max": v["max"].tolist(), "rest": np.mean(v["rest"], 0).tolist()}
-            for k, v in stats.items()}
+    out = {}
+    for k, v in stats.items():
+        hinge = {n: np.concatenate(a) for n, a in v["hinge"].items()}
+        out[k] = {"clips": v["clips"], "frames": v["frames"],
+                  "mean": (v["sum"] / v["frames"]).tolist(), "max": v["max"].tolist(),
+                  "rest": np.mean(v["rest"], 0).tolist(),
+                  "hinge": {n: {"frames": int(len(a)), "median": float(np.median(a)) if len(a) else None,
+                                "p90": float(np.percentile(a, 90)) if len(a) else None}
+                            for n, a in hinge.items()}}
+    return out
+
+
+def hinge_axis_errors(poses: np.ndarray, target: rt.TargetSkeleton, min_bend_deg: float = 30.0
+                      ) -> dict[str, np.ndarray]:
+    """Per hinge (knees, elbows): for frames bent more than ``min_bend_deg``, the angle (deg)
+    between the SMPL bend axis (the plane of the rest and the posed lower bone, in the upper
+    segment's frame) and SMPL's hinge axis. Small when twist was transferred right: a limb
+    twisted by x degrees bends about an axis x degrees off."""
+    P = poses.reshape(len(poses), 24, 3)
+    J = target.rest_joints
+    out = {}
+    for upper, joint, axis in rt.HINGES:
+        child = [c for c in range(24) if target.parents[c] == joint][0]
+        d = rt._normalize(J[child] - J[joint])
+        low = Rotation.from_rotvec(P[:, joint]).apply(d)
+        n = np.cross(d, low)
+        s = np.linalg.norm(n, axis=-1)
+        bent = (s > np.sin(np.radians(min_bend_deg))) | (low @ d < 0)
+        bent &= low @ d < np.cos(np.radians(min_bend_deg))
+        cos = np.abs(n[bent] / s[bent, None] @ np.asarray(axis))
+        out[rt.SMPL_JOINT_NAMES[joint]] = np.degrees(np.arccos(np.clip(cos, 0, 1)))
+    return out
 
 
 def format_table(stats: dict) -> str:
@@ -66,6 +104,10 @@ def format_table(stats: dict) -> str:
     lines.append(f"{'articulated bones, mean':<30}" + "".join(
         f"{np.mean([stats[n]['mean'][k] for k in arts]):>14.2f}/{max(stats[n]['max'][k] for k in arts):>6.1f}/{'':>6}"
         for n in names))
+    for h in ("left_knee", "right_knee", "left_elbow", "right_elbow"):
+        lines.append(f"{h + ' axis off hinge':<30}" + "".join(
+            f"{'median %.1f / p90 %.1f' % (stats[n]['hinge'][h]['median'], stats[n]['hinge'][h]['p90']) if stats[n]['hinge'][h]['frames'] else 'n/a':>30}"
+            for n in names))
     lines.append(f"{'frames (clips)':<30}" + "".join(
         f"{str(stats[n]['frames']) + ' (' + str(stats[n]['clips']) + ')':>30}" for n in names))
     return "\n".join(lines)

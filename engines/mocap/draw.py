@@ -30,14 +30,15 @@ def draw_comparison(motion: SourceMotion, result: rt.RetargetResult, target: rt.
                     title: str = "") -> np.ndarray:
     """An image with one column per frame and four rows: source and SMPL from the front, then
     source and SMPL from the side. Source: all its bones in grey with the 24 mapped points as dots;
-    SMPL: left bones blue, right red. Orthographic, Y up; front: seen from +Z (the
-    body's left on the image's right), side: seen from +X (its left side), each frame centred on its pelvis."""
+    SMPL: left bones blue, right red. Orthographic, Y up; each frame is turned about the vertical
+    so the source's hips run along +X, then drawn from the front (the body's left on the
+    image's right) and from its left side, each frame centred on its pelvis."""
     X, _ = rt.smpl_fk(result.poses, target, result.trans)
     src = motion.positions @ to_smpl_axes.T
     rows = 4
     img = np.full((rows * cell + 30, len(frames) * cell, 3), 255, np.uint8)
     scale = cell / 2.1  # metres -> pixels; a 2.1 m tall box per cell
-    labels = ["source, from +Z", "SMPL, from +Z", "source, from +X", "SMPL, from +X"]
+    labels = ["source, front", "SMPL, front", "source, left side", "SMPL, left side"]
 
     def proj(p, centre, view, r, c):
         h = p[..., 2] if view == "side" else p[..., 0]
@@ -46,9 +47,16 @@ def draw_comparison(motion: SourceMotion, result: rt.RetargetResult, target: rt.
         return np.stack([x, y], -1).round().astype(int)
 
     for c, f in enumerate(frames):
-        sp = src[f]
-        pel_src = result.source_points[f, 0]
-        pel_smpl = X[f, 0]
+        # turn each frame about the vertical so the source's hips run along +X (body faces +Z)
+        lr = result.source_points[f, 1] - result.source_points[f, 2]
+        yaw = np.arctan2(-lr[2], lr[0])
+        cy, sy = np.cos(yaw), np.sin(yaw)
+        Ry = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])  # rotation by -yaw about Y
+        sp = src[f] @ Ry.T
+        pts = result.source_points[f] @ Ry.T
+        Xf = X[f] @ Ry.T
+        pel_src = pts[0]
+        pel_smpl = Xf[0]
         for r, (who, view) in enumerate([("src", "front"), ("smpl", "front"), ("src", "side"),
                                          ("smpl", "side")]):
             if who == "src":
@@ -57,12 +65,12 @@ def draw_comparison(motion: SourceMotion, result: rt.RetargetResult, target: rt.
                 for j, p in enumerate(motion.parents):
                     if p >= 0:
                         cv2.line(img, tuple(q[p]), tuple(q[j]), _SRC, 2, cv2.LINE_AA)
-                qp = proj(result.source_points[f], centre, view, r, c)
+                qp = proj(pts, centre, view, r, c)
                 for k in range(24):
                     cv2.circle(img, tuple(qp[k]), 3, _side_color(k), -1, cv2.LINE_AA)
             else:
                 centre = (pel_smpl[2] if view == "side" else pel_smpl[0], pel_smpl[1])
-                q = proj(X[f], centre, view, r, c)
+                q = proj(Xf, centre, view, r, c)
                 for k in range(1, 24):
                     cv2.line(img, tuple(q[target.parents[k]]), tuple(q[k]), _side_color(k), 3,
                              cv2.LINE_AA)
