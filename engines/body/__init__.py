@@ -1,0 +1,1 @@
+"""SMPL-format body model: joint sets, rotations, kinematics, loader."""
