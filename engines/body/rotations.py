@@ -64,7 +64,9 @@ def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
         [1.0 + m00 + m11 + m22, 1.0 + m00 - m11 - m22, 1.0 - m00 + m11 - m22, 1.0 - m00 - m11 + m22],
         dim=-1,
     )
-    q_abs = q_abs_sq.clamp_min(0.0).sqrt()
+    # sqrt of the positive part, with a zero (not infinite) gradient at 0.
+    positive = q_abs_sq > 0
+    q_abs = torch.where(positive, torch.where(positive, q_abs_sq, torch.ones_like(q_abs_sq)).sqrt(), torch.zeros_like(q_abs_sq))
     m21_12 = m[..., 2, 1] - m[..., 1, 2]
     m02_20 = m[..., 0, 2] - m[..., 2, 0]
     m10_01 = m[..., 1, 0] - m[..., 0, 1]
@@ -88,12 +90,13 @@ def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
     # Canonical sign w >= 0 gives angles in [0, pi].
     q = torch.where(q[..., :1] < 0, -q, q)
     w, xyz = q[..., 0], q[..., 1:]
-    sin_half = xyz.norm(dim=-1)
+    sin_half2 = (xyz * xyz).sum(-1)
+    small = sin_half2 < 1e-12
+    # Safe branches keep values and gradients finite at the zero rotation.
+    sin_half = torch.where(small, torch.ones_like(sin_half2), sin_half2).sqrt()
     angle = 2.0 * torch.atan2(sin_half, w)
-    small = sin_half < 1e-6
-    # angle / sin(angle/2) -> 2 (1 + angle^2 / 24) as the angle -> 0.
-    safe_sin = torch.where(small, torch.ones_like(sin_half), sin_half)
-    scale = torch.where(small, 2.0 + angle * angle / 12.0, angle / safe_sin)
+    # angle / sin(angle / 2) -> 2 (1 + sin^2(angle / 2) / 6) as the angle -> 0.
+    scale = torch.where(small, 2.0 + sin_half2 / 3.0, angle / sin_half)
     return xyz * scale[..., None]
 
 
