@@ -3,18 +3,18 @@
 ``BodyModel`` maps pose (24 joint rotations), shape (betas) and translation to joints,
 optionally the mesh, and keypoints (COCO-17, BlazePose-33) in SMPL axes (Y up, metres).
 
-Two paths, same numbers:
+The mesh is skinned only when asked for (``return_vertices=True``):
 
-- joints-only (default): rest joints straight from the betas through the precomputed
-  ``J_regressor @ shapedirs``; keypoints through precomputed per-joint moments of their
-  vertex regressors (``sum_i r_ki w_ij [v_i, 1]``), so no mesh is ever built. This is
-  the path for guidance inside the sampler.
-- mesh (``return_vertices=True``): full linear blend skinning of every vertex; the
-  keypoints then come from the skinned mesh by their vertex regressors.
-
-Keypoints depend linearly on the skinned vertices, and the skinned vertices linearly on
-the rest vertices for fixed joint transforms, so the two paths agree exactly (up to
-float rounding), including with pose correctives (``posedirs``) when a model has them.
+- Joints: rest joints come straight from the betas through the precomputed
+  ``J_regressor @ shapedirs`` (no mesh), then forward kinematics.
+- Keypoints: a keypoint is a fixed blend of skinned vertices, ``kp_k = sum_i r_ki v'_i``,
+  and LBS is linear in the rest vertices for given joint transforms, so
+  ``kp_k = sum_j G_j U_kj + M_kj T_j`` with per-joint moments ``U_kj = sum_i r_ki w_ij
+  v_i`` (linear in betas and in SMPL's pose feature) and ``M_kj = sum_i r_ki w_ij``
+  precomputed. This equals regressing the keypoints from the skinned mesh exactly (up to
+  float rounding), pose correctives included, at the cost of a few tiny products: the
+  path for guidance inside the sampler.
+- Mesh: full linear blend skinning of every vertex, for outputs and previews.
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ class BodyModel(torch.nn.Module):
         buf("J_regressor", Jr)
         # Joints-only path: rest joints = J_template + J_shapedirs . betas.
         buf("J_template", Jr @ v_t)
-        buf("J_shapedirs", np.einsum("jv,vcs->jcs", Jr, sd))
+        buf("J_shapedirs", np.einsum("jv,vcs->jcs", Jr, sd).reshape(72, S))  # (24*3, S)
         self.register_buffer("faces", torch.as_tensor(data.faces, dtype=torch.int64))
 
         # Keypoints: regressor r (K, V) restricted to its support; per-joint moments
@@ -138,10 +138,12 @@ class BodyModel(torch.nn.Module):
             buf(f"kp_{name}_reg", r)
             buf(f"kp_{name}_M", r @ Ws)  # (K, 24)
             buf(f"kp_{name}_U0", np.einsum("ki,ij,ic->kjc", r, Ws, v_t[support], optimize=True))
-            buf(f"kp_{name}_Us", np.einsum("ki,ij,ics->kjcs", r, Ws, sd[support], optimize=True))
+            Us = np.einsum("ki,ij,ics->kjcs", r, Ws, sd[support], optimize=True)
+            buf(f"kp_{name}_Us", Us.reshape(-1, S))  # (K*24*3, S)
             if data.posedirs is not None:
                 pd = data.posedirs[support]  # (n, 3, 207)
-                buf(f"kp_{name}_Up", np.einsum("ki,ij,icp->kjcp", r, Ws, pd, optimize=True))
+                Up = np.einsum("ki,ij,icp->kjcp", r, Ws, pd, optimize=True)
+                buf(f"kp_{name}_Up", Up.reshape(-1, 207))  # (K*24*3, 207)
             else:
                 buf(f"kp_{name}_Up", None)
 
@@ -160,11 +162,12 @@ class BodyModel(torch.nn.Module):
 
     def rest_joints(self, betas: torch.Tensor) -> torch.Tensor:
         """Rest (T-pose) joints (B, 24, 3) of shapes ``betas`` (B, S), without the mesh."""
-        return self.J_template + torch.einsum("jcs,bs->bjc", self.J_shapedirs, betas)
+        return self.J_template + (betas @ self.J_shapedirs.T).view(-1, 24, 3)
 
     def shaped_vertices(self, betas: torch.Tensor) -> torch.Tensor:
         """Rest (T-pose) mesh (B, V, 3) of shapes ``betas`` (B, S)."""
-        return self.v_template + torch.einsum("vcs,bs->bvc", self.shapedirs, betas)
+        V = self.v_template.shape[0]
+        return self.v_template + (betas @ self.shapedirs.view(V * 3, -1).T).view(-1, V, 3)
 
     def _betas(self, betas: torch.Tensor | None, B: int, like: torch.Tensor) -> torch.Tensor:
         if betas is None:
@@ -216,29 +219,29 @@ class BodyModel(torch.nn.Module):
         G, t = forward_kinematics(R, J_rest, self.parents, self.levels)
         T = t - (G @ J_rest[..., None])[..., 0]  # skinning translations
         pose_feature = None
-        if self.posedirs is not None and (return_vertices or sets):
+        if self.posedirs is not None and (return_vertices or sets):  # SMPL's pose feature
             eye = torch.eye(3, dtype=R.dtype, device=R.device)
             pose_feature = (R[:, 1:] - eye).reshape(B, 207)
 
-        out_kp: dict[str, torch.Tensor] = {}
         vertices = None
         if return_vertices:
             v = self.shaped_vertices(betas)
             if pose_feature is not None:
                 v = v + (pose_feature @ self.posedirs).reshape(B, -1, 3)
             vertices = linear_blend_skinning(v, self.weights, G, T)
-            for s in sets:
-                sup = getattr(self, f"kp_{s}_support")
-                out_kp[s] = torch.einsum("ki,bic->bkc", getattr(self, f"kp_{s}_reg"), vertices[:, sup])
-        else:
-            for s in sets:
-                U = getattr(self, f"kp_{s}_U0") + torch.einsum("kjcs,bs->bkjc", getattr(self, f"kp_{s}_Us"), betas)
-                Up = getattr(self, f"kp_{s}_Up")
-                if pose_feature is not None and Up is not None:
-                    U = U + torch.einsum("kjcp,bp->bkjc", Up, pose_feature)
-                out_kp[s] = torch.einsum("bjcd,bkjd->bkc", G, U.expand(B, -1, -1, -1)) + torch.einsum(
-                    "kj,bjc->bkc", getattr(self, f"kp_{s}_M"), T
-                )
+        # Keypoints are linear in the skinned vertices: kp_k = sum_i r_ki v'_i
+        # = sum_j G_j U_kj + M_kj T_j with the per-joint moments U, M precomputed, so they
+        # cost one (K, 72) x (72, 3) product per body and never need the mesh.
+        out_kp: dict[str, torch.Tensor] = {}
+        G_flat = G.transpose(-1, -2).reshape(B, 72, 3)  # rows (j, d), columns c
+        for s in sets:
+            U0 = getattr(self, f"kp_{s}_U0")
+            K = U0.shape[0]
+            U = U0.reshape(1, K * 72) + betas @ getattr(self, f"kp_{s}_Us").T
+            Up = getattr(self, f"kp_{s}_Up")
+            if pose_feature is not None and Up is not None:
+                U = U + pose_feature @ Up.T
+            out_kp[s] = torch.matmul(U.view(B, K, 72), G_flat) + torch.matmul(getattr(self, f"kp_{s}_M"), T)
         joints = t
         if transl is not None:
             tr = transl[:, None, :].to(joints.dtype)

@@ -93,7 +93,13 @@ def linear_blend_skinning(
             :func:`skinning_transforms`.
     """
     B, J = world_rotations.shape[:2]
-    A = torch.cat([world_rotations.reshape(B, J, 9), translations], dim=-1)  # (B, J, 12)
-    Av = torch.matmul(weights, A)  # (B, V, 12)
-    Rv = Av[..., :9].unflatten(-1, (3, 3))
-    return (Rv @ rest_vertices[..., None])[..., 0] + Av[..., 9:]
+    # Blend the per-joint maps with one (V, J) x (J, B*12) product, the columns of each
+    # rotation first (so column d of the blended matrix is a contiguous slice), then
+    # apply them as 3 multiply-adds, all in a (V, B, .) layout that keeps memory contiguous.
+    A = torch.cat([world_rotations.transpose(-1, -2).reshape(B, J, 9), translations], dim=-1)
+    Av = (weights @ A.permute(1, 0, 2).reshape(J, B * 12)).view(-1, B, 12)  # (V, B, 12)
+    v = rest_vertices.transpose(0, 1)  # (V, B, 3)
+    out = Av[..., 9:] + Av[..., 0:3] * v[..., 0:1]
+    out = out + Av[..., 3:6] * v[..., 1:2]
+    out = out + Av[..., 6:9] * v[..., 2:3]
+    return out.transpose(0, 1).contiguous()

@@ -250,6 +250,16 @@ def _as_array(path: Path, key: str, value: Any, ndim: int) -> np.ndarray:
     return arr
 
 
+def _normalise_rows(path: Path, key: str, arr: np.ndarray) -> np.ndarray:
+    sums = arr.sum(1, keepdims=True)
+    if np.abs(sums - 1.0).max() > 1e-3:
+        raise BodyModelFileError(
+            f"{path}: rows of {key!r} should sum to 1 (they are blend weights), got sums "
+            f"from {sums.min():.4f} to {sums.max():.4f}"
+        )
+    return arr / sums
+
+
 def load_body_model(
     path: str | Path | None = None, keypoint_regressors: str | Path | None = None
 ) -> BodyModelData:
@@ -314,6 +324,12 @@ def load_body_model(
     if tuple(parents.tolist()) != SMPL24_PARENTS:
         raise BodyModelFileError(f"{p}: kintree_table is not SMPL's 24-joint tree: {parents.tolist()}")
 
+    # Skinning weights and regressors are partitions of unity; files store them in float32,
+    # so rows sum to 1 only within ~1e-7. Renormalise in float64 so that translating the
+    # mesh translates joints and keypoints exactly.
+    weights = _normalise_rows(p, "weights", weights)
+    J_regressor = _normalise_rows(p, "J_regressor", J_regressor)
+
     regs: dict[str, np.ndarray] = {}
     sources = [(p, raw)]
     if keypoint_regressors is not None:
@@ -329,7 +345,7 @@ def load_body_model(
                 want = (len(JOINT_SETS[name]), V)
                 if reg.shape != want:
                     raise BodyModelFileError(f"{src}: {key} has shape {reg.shape}, expected {want}")
-                regs[name] = reg
+                regs[name] = _normalise_rows(src, key, reg)
 
     meta: dict[str, Any] = {}
     if "meta" in raw:
