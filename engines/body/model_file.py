@@ -150,6 +150,13 @@ def _restricted_reconstructor(cls: type, base: type, state: Any) -> Any:
     raise pickle.UnpicklingError(f"refusing to reconstruct {cls!r} from {base!r}")
 
 
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes: latin-1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     """The numpy functions array pickles name, under numpy 1 and numpy 2 module paths."""
     try:  # numpy >= 2
@@ -184,6 +191,8 @@ class RestrictedSmplUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._globals:
             return self._globals[(module, name)]
+        if module == "_codecs" and name == "encode":  # bytes in protocol-2 pickles
+            return _latin1_encode
         if module in ("copy_reg", "copyreg") and name == "_reconstructor":
             return _restricted_reconstructor
         if module in ("__builtin__", "builtins") and name in self._BUILTINS:
