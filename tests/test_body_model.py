@@ -170,6 +170,8 @@ def test_float32_default_and_clear_errors(data):
     m = BodyModel(data)
     out = m(torch.zeros(2, 72), keypoints="coco17")
     assert out.joints.dtype == torch.float32 and out.keypoints["coco17"].shape == (2, 17, 3)
+    both = m(torch.zeros(2, 72), transl=torch.ones(2, 3), keypoints=("smpl24", "coco17"))
+    assert torch.equal(both.keypoints["smpl24"], both.joints)
     with pytest.raises(ValueError, match="pose of shape"):
         m(torch.zeros(2, 23, 3))
     with pytest.raises(ValueError, match="betas"):

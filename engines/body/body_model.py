@@ -81,8 +81,8 @@ class BodyModel(torch.nn.Module):
 
     Args:
         data: a loaded model, or a path to one; None loads the bundled anny-based model.
-        num_betas: shape coefficients used (at most the model's; default all, max 10
-            by SMPL convention unless asked otherwise).
+        num_betas: shape coefficients used; default 10 (SMPL's convention) or fewer if
+            the file has fewer; official SMPL files may hold up to 300.
         dtype: floating type of the buffers (``model.to(dtype)`` works too).
 
     Buffers follow ``.to(device/dtype)``. Parameters are not learnable: the module only
@@ -100,7 +100,7 @@ class BodyModel(torch.nn.Module):
             data = load_body_model(data)
         self.data_name = data.name
         self.meta = data.meta
-        S = data.num_betas if num_betas is None else int(num_betas)
+        S = min(10, data.num_betas) if num_betas is None else int(num_betas)
         if not 0 < S <= data.num_betas:
             raise ValueError(f"num_betas must be in 1..{data.num_betas} for model {data.name!r}, got {S}")
         self.num_betas = S
@@ -194,7 +194,8 @@ class BodyModel(torch.nn.Module):
                 (B, 72) axis-angle / (B, 144) 6D.
             betas: (B, S) or (1, S) shape coefficients (S <= num_betas); None = mean shape.
             transl: (B, 3) translation added to every output point; None = zero.
-            keypoints: keypoint set(s) to compute: ``"coco17"``, ``"blazepose33"``.
+            keypoints: keypoint set(s) to compute: ``"coco17"``, ``"blazepose33"`` (if
+                the model has their regressors), ``"smpl24"`` (the joints).
             return_vertices: also skin the full mesh (slower); keypoints then come from it.
 
         Returns:
@@ -205,7 +206,7 @@ class BodyModel(torch.nn.Module):
         betas = self._betas(betas, B, R)
         sets = (keypoints,) if isinstance(keypoints, str) else tuple(keypoints)
         for s in sets:
-            if s not in self.keypoint_sets:
+            if s not in self.keypoint_sets and s != "smpl24":
                 known = ", ".join(self.keypoint_sets) or "none"
                 raise KeypointsUnavailableError(
                     f"body model {self.name!r} has no {s!r} keypoint regressor (has: {known}); "
@@ -234,7 +235,7 @@ class BodyModel(torch.nn.Module):
         # cost one (K, 72) x (72, 3) product per body and never need the mesh.
         out_kp: dict[str, torch.Tensor] = {}
         G_flat = G.transpose(-1, -2).reshape(B, 72, 3)  # rows (j, d), columns c
-        for s in sets:
+        for s in (s for s in sets if s != "smpl24"):
             U0 = getattr(self, f"kp_{s}_U0")
             K = U0.shape[0]
             U = U0.reshape(1, K * 72) + betas @ getattr(self, f"kp_{s}_Us").T
@@ -242,6 +243,8 @@ class BodyModel(torch.nn.Module):
             if pose_feature is not None and Up is not None:
                 U = U + pose_feature @ Up.T
             out_kp[s] = torch.matmul(U.view(B, K, 72), G_flat) + torch.matmul(getattr(self, f"kp_{s}_M"), T)
+        if "smpl24" in sets:  # the joints themselves, for code that treats sets uniformly
+            out_kp["smpl24"] = t
         joints = t
         if transl is not None:
             tr = transl[:, None, :].to(joints.dtype)
