@@ -310,11 +310,10 @@ def load_body_model(
     faces = _as_array(p, "f", raw["f"], 2).astype(np.int64)
     posedirs = None
     if "posedirs" in raw:
-        posedirs = _as_array(p, "posedirs", raw["posedirs"], 3).astype(np.float64)
-        if posedirs.shape != (V, 3, 207):
-            raise BodyModelFileError(f"{p}: posedirs should be ({V}, 3, 207), got {posedirs.shape}")
-        if not posedirs.any():
-            posedirs = None
+        pd = _as_array(p, "posedirs", raw["posedirs"], 3)
+        if pd.shape != (V, 3, 207):
+            raise BodyModelFileError(f"{p}: posedirs should be ({V}, 3, 207), got {pd.shape}")
+        posedirs = pd.astype(np.float64) if pd.any() else None  # all zeros: no correctives
 
     checks = [
         ("v_template", v_template.shape, (V, 3)),
