@@ -170,3 +170,25 @@ def joint_names(joint_set: str) -> tuple[str, ...]:
         raise ValueError(
             f"unknown joint set {joint_set!r}; expected one of {sorted(JOINT_SETS)}"
         ) from None
+
+
+def mirror_points(points, names: tuple[str, ...]):
+    """Mirror 3D points (..., J, 3) of a joint set through the body's sagittal plane.
+
+    Negates X (the body's left in SMPL axes) and swaps left and right points, so that a
+    left-right mirrored body gets correctly labelled points. Works on numpy arrays and
+    torch tensors alike.
+    """
+    out = points[..., list(flip_permutation(names)), :]
+    return out * out.new_tensor([-1.0, 1.0, 1.0]) if hasattr(out, "new_tensor") else out * [-1.0, 1.0, 1.0]
+
+
+def mirror_smpl_axis_angle(pose):
+    """Mirror SMPL poses (..., 24, 3) axis-angle left-right (the usual flip augmentation).
+
+    Mirroring through the plane x = 0 maps a rotation vector (x, y, z) to (x, -y, -z),
+    and the left and right joints swap. A body posed with the result is the mirror
+    image of the original one (exactly, for a left-right symmetric model).
+    """
+    out = pose[..., list(SMPL24_FLIP), :]
+    return out * out.new_tensor([1.0, -1.0, -1.0]) if hasattr(out, "new_tensor") else out * [1.0, -1.0, -1.0]
