@@ -134,8 +134,6 @@ class BodyModel(torch.nn.Module):
             support = np.nonzero(np.abs(reg).sum(0) > 0)[0]
             r = reg[:, support]
             Ws = W[support]
-            self.register_buffer(f"kp_{name}_support", torch.as_tensor(support, dtype=torch.int64))
-            buf(f"kp_{name}_reg", r)
             buf(f"kp_{name}_M", r @ Ws)  # (K, 24)
             buf(f"kp_{name}_U0", np.einsum("ki,ij,ic->kjc", r, Ws, v_t[support], optimize=True))
             Us = np.einsum("ki,ij,ics->kjcs", r, Ws, sd[support], optimize=True)
@@ -196,7 +194,8 @@ class BodyModel(torch.nn.Module):
             transl: (B, 3) translation added to every output point; None = zero.
             keypoints: keypoint set(s) to compute: ``"coco17"``, ``"blazepose33"`` (if
                 the model has their regressors), ``"smpl24"`` (the joints).
-            return_vertices: also skin the full mesh (slower); keypoints then come from it.
+            return_vertices: also skin the full mesh (slower; joints and keypoints are
+                the same numbers either way).
 
         Returns:
             :class:`BodyOutput` in the model's axes (Y up, facing +Z, metres).
