@@ -211,3 +211,16 @@ def test_mirrored_pose_gives_the_mirrored_body(model):
         np.testing.assert_allclose(flipped.keypoints[name].numpy(), mirrored, atol=5e-3)
     # Mirroring twice is the identity; numpy arrays work too.
     np.testing.assert_array_equal(js.mirror_smpl_axis_angle(js.mirror_smpl_axis_angle(pose.numpy())), pose.numpy())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(model):
+    g = torch.Generator().manual_seed(7)
+    pose = 0.5 * torch.randn(5, 24, 6, dtype=torch.float64, generator=g)
+    betas = torch.randn(5, 10, dtype=torch.float64, generator=g)
+    cpu = model(pose, betas, keypoints="blazepose33", return_vertices=True)
+    gpu_model = BodyModel(load_body_model(), dtype=torch.float64).to("cuda")
+    gpu = gpu_model(pose.cuda(), betas.cuda(), keypoints="blazepose33", return_vertices=True)
+    np.testing.assert_allclose(gpu.joints.cpu().numpy(), cpu.joints.numpy(), atol=1e-9)
+    np.testing.assert_allclose(gpu.vertices.cpu().numpy(), cpu.vertices.numpy(), atol=1e-9)
+    np.testing.assert_allclose(gpu.keypoints["blazepose33"].cpu().numpy(), cpu.keypoints["blazepose33"].numpy(), atol=1e-9)
