@@ -71,11 +71,13 @@ def test_detector_finds_walker_and_maps_back_to_image(detector, frame120):
     hip = dets[0].hip_center
     assert abs(hip[0] - 820) < 40 and abs(hip[1] - 715) < 50, hip
     assert 180 < dets[0].body_radius < 280  # hip to top of the head, ~225 px
-    # Mirroring the frame mirrors the detection: checks the letterbox mapping.
+    # Mirroring the frame mirrors the detection: checks the letterbox mapping
+    # (a mapping error shows as hundreds of pixels; the network itself is not
+    # exactly mirror-symmetric, ~20 px here).
     mirrored = detector(np.ascontiguousarray(frame120[:, ::-1]))
     w = frame120.shape[1]
-    assert abs((w - 1 - mirrored[0].hip_center[0]) - hip[0]) < 15
-    assert abs(mirrored[0].hip_center[1] - hip[1]) < 15
+    assert abs((w - 1 - mirrored[0].hip_center[0]) - hip[0]) < 35
+    assert abs(mirrored[0].hip_center[1] - hip[1]) < 35
 
 
 def test_detector_finds_several_people(detector, frame120):
