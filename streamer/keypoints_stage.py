@@ -85,6 +85,9 @@ class PersonKeypoints:
             give useful landmarks).
         search_frames: after losing a person, run the detector on every frame
             for this many frames to find them again (same id if still near).
+        detector_tile_size: also run the detector on overlapping tiles of this
+            many pixels to find small (far) people; costs one detector run per
+            tile on detector frames (see `PoseDetector`).
         tracker: a `Tracker` (default: reports a new person from their second
             frame, which hides one-frame false detections).
         detector, landmarker: perception engines (default: bundled models on CPU).
@@ -99,6 +102,7 @@ class PersonKeypoints:
         max_persons: int = 6,
         min_roi_size: float = 32.0,
         search_frames: int = 15,
+        detector_tile_size: int | None = None,
         tracker: Tracker | None = None,
         detector: PoseDetector | None = None,
         landmarker: PoseLandmarker | None = None,
@@ -113,7 +117,8 @@ class PersonKeypoints:
         self.min_roi_size = float(min_roi_size)
         self.search_frames = int(search_frames)
         self.detector = detector or PoseDetector(
-            min_score=min_detection_score, providers=providers, intra_op_threads=intra_op_threads
+            min_score=min_detection_score, tile_size=detector_tile_size,
+            providers=providers, intra_op_threads=intra_op_threads,
         )
         self.landmarker = landmarker or PoseLandmarker(providers=providers, intra_op_threads=intra_op_threads)
         self.tracker = tracker or Tracker(high_score=min_presence, low_score=min(0.1, min_presence), min_hits=2)
@@ -155,9 +160,12 @@ class PersonKeypoints:
         )
         new: list[Roi] = []
         if due or not carried or searching:
-            detections = self.detector(frame_rgb)
+            # Tiled detection (if configured) only at the regular cadence; the
+            # extra searches use one whole-frame view to stay cheap.
+            detections = self.detector(frame_rgb) if due else self.detector.detect_single(frame_rgb)
             self.detector_runs += 1
-            self._last_detect = frame_index
+            if due:
+                self._last_detect = frame_index
             new = self._new_rois(detections, carried)
         rois = carried + new
         results = self.landmarker(frame_rgb, rois[: 2 * self.max_persons])

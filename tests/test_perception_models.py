@@ -152,3 +152,28 @@ def test_bad_input_is_a_clear_error(detector, landmarker):
         detector(np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError, match="RGB uint8"):
         landmarker(np.zeros((10, 10, 3), np.float32), [Roi(np.array([5.0, 5.0]), 10.0, 0.0)])
+
+
+def test_tile_grid_covers_image():
+    from engines.perception.pose_detector import tile_grid
+
+    tiles = tile_grid(768, 576, 288, 0.25)
+    cover = np.zeros((576, 768), bool)
+    for x0, y0, x1, y1 in tiles:
+        assert x1 - x0 == 288 and y1 - y0 == 288
+        cover[y0:y1, x0:x1] = True
+    assert cover.all()
+    assert tile_grid(100, 50, 288, 0.25) == [(0, 0, 100, 50)]
+
+
+def test_tiles_find_a_small_person(frame120):
+    # The walker shrunk to ~150 px tall in a 1600x900 frame: ~21 px in the
+    # detector's 224x224 view, too small; 400-px tiles see her at ~80 px.
+    person = cv2.resize(frame120[480:994, 620:1020], None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA)
+    canvas = np.full((900, 1600, 3), 120, np.uint8)
+    canvas[500 : 500 + person.shape[0], 1000 : 1000 + person.shape[1]] = person
+    assert PoseDetector()(canvas) == []
+    dets = PoseDetector(tile_size=400)(canvas)
+    assert len(dets) == 1
+    hip = dets[0].hip_center
+    assert 1000 < hip[0] < 1000 + person.shape[1] and 500 < hip[1] < 500 + person.shape[0]

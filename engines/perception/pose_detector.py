@@ -239,6 +239,13 @@ class PoseDetector:
             before NMS, 0.5 for a person to be accepted by its pose graph).
         nms_iou: overlap above which candidates merge in weighted NMS.
         max_detections: keep at most this many, best first.
+        tile_size: if set, also run the detector on overlapping square tiles of
+            this many pixels and merge the results (non-maximum suppression on
+            the body boxes). The network sees the whole frame at 224x224, so
+            people shorter than about a third of the frame are missed; tiles
+            find them at one network run per tile (opt-in, for wide or crowded
+            scenes).
+        tile_overlap: fraction by which neighbouring tiles overlap.
         providers, intra_op_threads: ONNX Runtime settings.
     """
 
@@ -248,9 +255,17 @@ class PoseDetector:
         min_score: float = 0.5,
         nms_iou: float = DECODE_OPTIONS["nms_iou"],
         max_detections: int = 10,
+        tile_size: int | None = None,
+        tile_overlap: float = 0.25,
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 1,
     ) -> None:
+        if tile_size is not None and tile_size < 64:
+            raise ValueError(f"PoseDetector: tile_size must be at least 64 pixels, got {tile_size}")
+        if not 0.0 <= tile_overlap < 0.9:
+            raise ValueError(f"PoseDetector: tile_overlap must be in [0, 0.9), got {tile_overlap}")
+        self.tile_size = tile_size
+        self.tile_overlap = float(tile_overlap)
         self.session = make_session(model_path or DETECTOR_ONNX, providers, intra_op_threads)
         self.input_name = self.session.get_inputs()[0].name
         outs = {o.name: o for o in self.session.get_outputs()}
@@ -269,8 +284,8 @@ class PoseDetector:
         boxes, scores = self.session.run([self.boxes_name, self.scores_name], {self.input_name: tensor})
         return boxes[0], scores[0, :, 0]
 
-    def __call__(self, image_rgb: np.ndarray) -> list[PoseDetection]:
-        """Detect people in an RGB uint8 frame; returns detections best first, in image pixels."""
+    def detect_single(self, image_rgb: np.ndarray) -> list[PoseDetection]:
+        """Detect people in one view of the whole image (no tiling); best first, image pixels."""
         tensor, m = preprocess(image_rgb)
         raw_boxes, raw_scores = self.run_raw(tensor)
         scores, boxes, kps = decode_boxes(
@@ -287,6 +302,43 @@ class PoseDetector:
             box_px = (box.reshape(2, 2) * INPUT_SIZE - [tx, ty]) / s
             kp_px = (kp * INPUT_SIZE - [tx, ty]) / s
             out.append(PoseDetection(score, box_px.reshape(4).astype(np.float32), kp_px.astype(np.float32)))
-            if len(out) >= self.max_detections:
-                break
         return out
+
+    def __call__(self, image_rgb: np.ndarray) -> list[PoseDetection]:
+        """Detect people in an RGB uint8 frame; returns detections best first, in image pixels."""
+        dets = self.detect_single(image_rgb)
+        if self.tile_size:
+            h, w = image_rgb.shape[:2]
+            for x0, y0, x1, y1 in tile_grid(w, h, self.tile_size, self.tile_overlap):
+                for d in self.detect_single(np.ascontiguousarray(image_rgb[y0:y1, x0:x1])):
+                    d.face_box += np.array([x0, y0, x0, y0], np.float32)
+                    d.keypoints += np.array([x0, y0], np.float32)
+                    dets.append(d)
+            dets = suppress_duplicates(dets, self.nms_iou)
+        dets.sort(key=lambda d: -d.score)
+        return dets[: self.max_detections]
+
+
+def tile_grid(width: int, height: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """Overlapping square tiles (x0, y0, x1, y1) covering a width x height image."""
+
+    def starts(n: int) -> list[int]:
+        size = min(tile, n)
+        step = max(1, int(size * (1 - overlap)))
+        out = list(range(0, n - size + 1, step))
+        if out[-1] + size < n:
+            out.append(n - size)
+        return out
+
+    tw, th = min(tile, width), min(tile, height)
+    return [(x, y, x + tw, y + th) for y in starts(height) for x in starts(width)]
+
+
+def suppress_duplicates(dets: list[PoseDetection], iou_threshold: float = 0.3) -> list[PoseDetection]:
+    """Plain NMS on body boxes: keep the best-scoring detection of each person."""
+    kept: list[PoseDetection] = []
+    for d in sorted(dets, key=lambda d: -d.score):
+        if kept and _iou_one(d.box, np.stack([k.box for k in kept])).max() > iou_threshold:
+            continue
+        kept.append(d)
+    return kept
