@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         det_px = check_detector(det_src, dense, det_onnx, frames)
         lmk_px = check_landmarks(lmk_src, lmk_onnx, frames)
     for p in (det_onnx, lmk_onnx):
-        print(f"wrote {p.relative_to(REPO)} ({p.stat().st_size} bytes)")
+        print(f"wrote {p} ({p.stat().st_size} bytes)")
     if det_px > 0.05 or lmk_px > 0.05:
         print("FAILED: conversion differs from the original by more than 0.05 px", file=sys.stderr)
         return 1
