@@ -1,0 +1,1 @@
+"""Perception: person detection and 2D/3D body landmarks (BlazePose, ONNX Runtime)."""

@@ -1,0 +1,267 @@
+"""BlazePose GHUM (full) landmarks through ONNX Runtime, batched over persons.
+
+For each person a rotated square region of interest (ROI) is cut out of the
+frame into a 256x256 RGB crop in [0, 1] (cv2.warpAffine) and all crops of a
+frame go through the network in one call. The network returns 39 points of
+(x, y, z, visibility, presence) in crop pixels: 33 body landmarks and auxiliary
+points, of which 33 (hip centre) and 34 (a point whose distance from it is half
+the body's extent) align the next frame's ROI, as MediaPipe's
+PoseLandmarksToRoi does, so the detector need not run on every frame. It also
+returns a pose-presence probability and 33 (+6) metric world landmarks (metres,
+origin between the hips).
+
+ROI geometry follows MediaPipe's AlignmentPointsRectsCalculator and
+RectTransformationCalculator: centre at the alignment centre point, side
+2 * |scale point - centre| * 1.25, rotated so the centre->scale vector points up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .onnx_session import LANDMARKS_ONNX, make_session
+
+INPUT_SIZE = 256
+NUM_LANDMARKS = 33
+NUM_POINTS = 39  # 33 landmarks + 6 auxiliary points
+ROI_SCALE = 1.25  # RectTransformation scale_x/scale_y in MediaPipe's pose graphs
+HEATMAP_KERNEL = 7  # RefineLandmarksFromHeatmap kernel_size in MediaPipe's graph
+HEATMAP_MIN_CONFIDENCE = 0.5
+
+BLAZEPOSE33_NAMES = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
+    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
+    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip",
+    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel",
+    "right_heel", "left_foot_index", "right_foot_index",
+)  # fmt: skip
+# COCO-17 order (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles)
+# as indices into the 33 BlazePose landmarks.
+COCO17_FROM_BLAZEPOSE33 = np.array([0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28])
+# Skeleton edges over the 33 landmarks (for drawing).
+BLAZEPOSE33_EDGES = (
+    (0, 1), (1, 2), (2, 3), (3, 7), (0, 4), (4, 5), (5, 6), (6, 8), (9, 10),
+    (11, 12), (11, 13), (13, 15), (15, 17), (15, 19), (15, 21), (17, 19),
+    (12, 14), (14, 16), (16, 18), (16, 20), (16, 22), (18, 20),
+    (11, 23), (12, 24), (23, 24), (23, 25), (24, 26), (25, 27), (26, 28),
+    (27, 29), (28, 30), (29, 31), (30, 32), (27, 31), (28, 32),
+)  # fmt: skip
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+@dataclass
+class Roi:
+    """A rotated square region in image pixels.
+
+    Attributes:
+        center: (2,) x, y.
+        size: side length in pixels.
+        rotation: radians; 0 means upright, positive turns the crop's up
+            direction clockwise on screen (image y points down).
+    """
+
+    center: np.ndarray
+    size: float
+    rotation: float
+
+    @classmethod
+    def from_alignment(cls, center: np.ndarray, scale_point: np.ndarray, scale: float = ROI_SCALE) -> "Roi":
+        """ROI from a centre point and a scale point (distance = half the side before `scale`)."""
+        c = np.asarray(center, dtype=np.float64)
+        p = np.asarray(scale_point, dtype=np.float64)
+        d = p - c
+        # Target angle 90 deg: the centre->scale vector is made to point up (y flipped).
+        rotation = math.pi / 2 - math.atan2(-d[1], d[0])
+        rotation = (rotation + math.pi) % (2 * math.pi) - math.pi
+        return cls(c, float(2.0 * np.hypot(*d) * scale), rotation)
+
+    def crop_to_image(self, crop_size: int = INPUT_SIZE) -> np.ndarray:
+        """2x3 affine matrix taking crop pixel coordinates to image pixel coordinates."""
+        s = self.size / crop_size
+        c, si = math.cos(self.rotation), math.sin(self.rotation)
+        a = np.array([[s * c, -s * si], [s * si, s * c]])
+        # Crop centre (crop_size/2) maps to the ROI centre.
+        t = self.center - a @ np.array([crop_size / 2, crop_size / 2])
+        return np.hstack([a, t[:, None]])
+
+    def corners(self) -> np.ndarray:
+        """(4, 2) image-pixel corners of the ROI (for drawing)."""
+        m = self.crop_to_image()
+        pts = np.array([[0, 0], [INPUT_SIZE, 0], [INPUT_SIZE, INPUT_SIZE], [0, INPUT_SIZE]], float)
+        return pts @ m[:, :2].T + m[:, 2]
+
+
+@dataclass
+class PoseLandmarks:
+    """Landmarks of one person.
+
+    Attributes:
+        roi: the ROI the crop was taken from.
+        presence: pose presence probability (MediaPipe's pose flag; < 0.5 means
+            no person in the ROI).
+        image: (33, 3) x, y in image pixels and z (relative depth, hip-centred,
+            in the same pixel scale; smaller is nearer the camera).
+        visibility, landmark_presence: (33,) probabilities.
+        world: (33, 3) metres, origin between the hips, (x right, y down, z away).
+        auxiliary: (6, 2) the extra points in image pixels (0: hip centre,
+            1: body scale point used for the next ROI).
+    """
+
+    roi: Roi
+    presence: float
+    image: np.ndarray
+    visibility: np.ndarray
+    landmark_presence: np.ndarray
+    world: np.ndarray
+    auxiliary: np.ndarray
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """(33,) per-landmark confidence: visibility * presence (both probabilities)."""
+        return self.visibility * self.landmark_presence
+
+    @property
+    def keypoints33(self) -> np.ndarray:
+        """(33, 3) pixel x, y, confidence."""
+        return np.column_stack([self.image[:, :2], self.confidence]).astype(np.float32)
+
+    @property
+    def coco17(self) -> np.ndarray:
+        """(17, 3) pixel x, y, confidence in COCO order."""
+        return self.keypoints33[COCO17_FROM_BLAZEPOSE33]
+
+    def box(self, min_confidence: float = 0.3, margin: float = 0.05) -> np.ndarray:
+        """(4,) x1, y1, x2, y2 around landmarks with confidence >= min_confidence (all if none)."""
+        pts = self.image[:, :2]
+        ok = self.confidence >= min_confidence
+        if ok.sum() >= 2:
+            pts = pts[ok]
+        lo, hi = pts.min(0), pts.max(0)
+        pad = margin * (hi - lo).max()
+        return np.r_[lo - pad, hi + pad].astype(np.float32)
+
+    def next_roi(self, scale: float = ROI_SCALE) -> Roi:
+        """ROI for the next frame from the auxiliary alignment points (tracking by landmarks)."""
+        return Roi.from_alignment(self.auxiliary[0], self.auxiliary[1], scale)
+
+
+def refine_with_heatmap(xy_crop: np.ndarray, heatmap: np.ndarray, kernel: int = HEATMAP_KERNEL,
+                        min_confidence: float = HEATMAP_MIN_CONFIDENCE) -> np.ndarray:
+    """Refine landmark positions with the model's heatmap, as MediaPipe's RefineLandmarksFromHeatmap.
+
+    Args:
+        xy_crop: (K, 2) landmark x, y in crop pixels (0..256).
+        heatmap: (64, 64, K) logits.
+
+    Returns:
+        (K, 2) refined positions: the confidence-weighted mean cell position in
+        a kernel x kernel window around each landmark, where the window's best
+        confidence reaches `min_confidence`; unchanged elsewhere.
+    """
+    hm_h, hm_w, k = heatmap.shape
+    out = xy_crop.copy()
+    off = (kernel - 1) // 2
+    for i in range(min(k, len(xy_crop))):
+        col = int(xy_crop[i, 0] / INPUT_SIZE * hm_w)
+        row = int(xy_crop[i, 1] / INPUT_SIZE * hm_h)
+        if not (0 <= col < hm_w and 0 <= row < hm_h):
+            continue
+        r0, r1 = max(0, row - off), min(hm_h, row + off + 1)
+        c0, c1 = max(0, col - off), min(hm_w, col + off + 1)
+        conf = _sigmoid(heatmap[r0:r1, c0:c1, i].astype(np.float64))
+        total = conf.sum()
+        if conf.max() >= min_confidence and total > 0:
+            rows, cols = np.mgrid[r0:r1, c0:c1]
+            out[i, 0] = (cols * conf).sum() / total / hm_w * INPUT_SIZE
+            out[i, 1] = (rows * conf).sum() / total / hm_h * INPUT_SIZE
+    return out
+
+
+class PoseLandmarker:
+    """Runs the bundled BlazePose GHUM (full) landmark model on ROIs of a frame.
+
+    Args:
+        model_path: ONNX file (default: the bundled one).
+        refine_heatmap: refine x, y with the heatmap output, as MediaPipe does.
+        providers, intra_op_threads: ONNX Runtime settings.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        refine_heatmap: bool = True,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 1,
+    ) -> None:
+        self.session = make_session(model_path or LANDMARKS_ONNX, providers, intra_op_threads)
+        self.input_name = self.session.get_inputs()[0].name
+        by_shape = {}
+        for o in self.session.get_outputs():
+            by_shape[tuple(o.shape[1:])] = o.name
+        try:
+            self.out_landmarks = by_shape[(NUM_POINTS * 5,)]
+            self.out_flag = by_shape[(1,)]
+            self.out_heatmap = by_shape[(64, 64, NUM_POINTS)]
+            self.out_world = by_shape[(NUM_POINTS * 3,)]
+        except KeyError as e:
+            raise ValueError(f"{model_path or LANDMARKS_ONNX}: not a BlazePose landmark model (no output of shape {e})") from e
+        self.refine_heatmap = refine_heatmap
+
+    def crops(self, image_rgb: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
+        """(N, 256, 256, 3) float32 crops in [0, 1] for the ROIs (outside the image is black)."""
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+            raise ValueError(
+                f"pose landmarks: expected an RGB uint8 image (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}"
+            )
+        out = np.empty((len(rois), INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+        for i, roi in enumerate(rois):
+            m = cv2.invertAffineTransform(roi.crop_to_image())
+            crop = cv2.warpAffine(
+                image_rgb, m, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+            )
+            np.multiply(crop, 1.0 / 255.0, out=out[i], casting="unsafe")
+        return out
+
+    def __call__(self, image_rgb: np.ndarray, rois: Sequence[Roi]) -> list[PoseLandmarks]:
+        """Landmarks for each ROI of the frame (one batched network call)."""
+        if not rois:
+            return []
+        x = self.crops(image_rgb, rois)
+        names = [self.out_landmarks, self.out_flag, self.out_world]
+        if self.refine_heatmap:
+            names.append(self.out_heatmap)
+        outs = self.session.run(names, {self.input_name: x})
+        lm = outs[0].reshape(len(rois), NUM_POINTS, 5)
+        flag = outs[1].reshape(len(rois))
+        world = outs[2].reshape(len(rois), NUM_POINTS, 3)
+        result = []
+        for i, roi in enumerate(rois):
+            xy = lm[i, :, :2].astype(np.float64)
+            if self.refine_heatmap:
+                xy = refine_with_heatmap(xy, outs[3][i])
+            m = roi.crop_to_image()
+            img_xy = xy @ m[:, :2].T + m[:, 2]
+            z = lm[i, :, 2] * (roi.size / INPUT_SIZE)
+            result.append(
+                PoseLandmarks(
+                    roi=roi,
+                    presence=float(flag[i]),
+                    image=np.column_stack([img_xy[:NUM_LANDMARKS], z[:NUM_LANDMARKS]]).astype(np.float32),
+                    visibility=_sigmoid(lm[i, :NUM_LANDMARKS, 3]).astype(np.float32),
+                    landmark_presence=_sigmoid(lm[i, :NUM_LANDMARKS, 4]).astype(np.float32),
+                    world=world[i, :NUM_LANDMARKS].astype(np.float32),
+                    auxiliary=img_xy[NUM_LANDMARKS:].astype(np.float32),
+                )
+            )
+        return result

@@ -1,0 +1,209 @@
+"""Per-frame person keypoints with stable track ids (detect, track, landmarks).
+
+`PersonKeypoints.process(frame_rgb, frame_index) -> list[TrackedPerson]` is the
+logic of the pipeline's detect/track/keypoints stages, free of threads and
+queues. As in BlazePose, people are followed by their landmarks: each person's
+landmarks give the region of interest (ROI) for the next frame, so the
+detector runs only every `detect_every` frames (to find newcomers) or when a
+person was lost. All persons of a frame go through the landmark network as one
+batch. The tracker (`streamer.tracking.Tracker`) gives stable ids and keeps
+briefly lost people for re-identification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from engines.perception.pose_detector import PoseDetection, PoseDetector
+from engines.perception.pose_landmarks import PoseLandmarker, PoseLandmarks, Roi
+from streamer.tracking import Tracker, TrackState, iou_matrix
+
+
+@dataclass
+class TrackedPerson:
+    """One person in one frame.
+
+    Attributes:
+        track_id: stable integer id across frames.
+        score: pose presence probability from the landmark model.
+        box: (4,) x1, y1, x2, y2 pixels around the confident landmarks.
+        keypoints33: (33, 3) BlazePose landmarks: pixel x, y, confidence.
+        coco17: (17, 3) the COCO-17 subset, same columns.
+        world33: (33, 3) metric landmarks, metres, origin between the hips.
+        roi: the rotated square the landmarks were computed in.
+    """
+
+    track_id: int
+    score: float
+    box: np.ndarray
+    keypoints33: np.ndarray
+    coco17: np.ndarray
+    world33: np.ndarray
+    roi: Roi
+
+
+@dataclass
+class _Candidate:
+    """Tracker input built from one landmark result."""
+
+    box: np.ndarray
+    score: float
+    landmarks: PoseLandmarks
+
+
+def _roi_box(roi: Roi) -> np.ndarray:
+    h = roi.size / 2
+    return np.array([roi.center[0] - h, roi.center[1] - h, roi.center[0] + h, roi.center[1] + h])
+
+
+def _containment(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Intersection over the smaller area, between one box and each of others."""
+    x1 = np.maximum(box[0], others[:, 0])
+    y1 = np.maximum(box[1], others[:, 1])
+    x2 = np.minimum(box[2], others[:, 2])
+    y2 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    a = (box[2] - box[0]) * (box[3] - box[1])
+    b = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(np.minimum(a, b), 1e-9)
+
+
+class PersonKeypoints:
+    """Detect, follow and key-point every person in a video, frame by frame.
+
+    Args:
+        detect_every: run the detector at least every this many frames (to find
+            people who enter); it also runs on every frame while nobody is
+            followed or a recently lost person is being searched for.
+        min_detection_score: detector score to start following a person.
+        min_presence: landmark pose-presence probability to keep a person.
+        max_persons: follow at most this many people (best presence first).
+        min_roi_size: drop ROIs smaller than this many pixels (too far away to
+            give useful landmarks).
+        search_frames: after losing a person, run the detector on every frame
+            for this many frames to find them again (same id if still near).
+        detector_tile_size: also run the detector on overlapping tiles of this
+            many pixels to find small (far) people; costs one detector run per
+            tile on detector frames (see `PoseDetector`).
+        tracker: a `Tracker` (default: reports a new person from their second
+            frame, which hides one-frame false detections).
+        detector, landmarker: perception engines (default: bundled models on CPU).
+        providers, intra_op_threads: ONNX Runtime settings for the default engines.
+    """
+
+    def __init__(
+        self,
+        detect_every: int = 10,
+        min_detection_score: float = 0.5,
+        min_presence: float = 0.5,
+        max_persons: int = 6,
+        min_roi_size: float = 32.0,
+        search_frames: int = 15,
+        detector_tile_size: int | None = None,
+        tracker: Tracker | None = None,
+        detector: PoseDetector | None = None,
+        landmarker: PoseLandmarker | None = None,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 1,
+    ) -> None:
+        if detect_every < 1:
+            raise ValueError(f"PersonKeypoints: detect_every must be >= 1, got {detect_every}")
+        self.detect_every = int(detect_every)
+        self.min_presence = float(min_presence)
+        self.max_persons = int(max_persons)
+        self.min_roi_size = float(min_roi_size)
+        self.search_frames = int(search_frames)
+        self.detector = detector or PoseDetector(
+            min_score=min_detection_score, tile_size=detector_tile_size,
+            providers=providers, intra_op_threads=intra_op_threads,
+        )
+        self.landmarker = landmarker or PoseLandmarker(providers=providers, intra_op_threads=intra_op_threads)
+        self.tracker = tracker or Tracker(high_score=min_presence, low_score=min(0.1, min_presence), min_hits=2)
+        self._rois: list[Roi] = []
+        self._last_detect: int | None = None
+        self.detector_runs = 0
+
+    def reset(self) -> None:
+        """Forget followed people and track ids (e.g. on a new video)."""
+        self._rois = []
+        self._last_detect = None
+        self.tracker.reset()
+
+    def _new_rois(self, detections: list[PoseDetection], carried: list[Roi]) -> list[Roi]:
+        """ROIs of detections not already followed (overlap with a carried ROI)."""
+        fresh = [Roi.from_alignment(d.keypoints[0], d.keypoints[1]) for d in detections]
+        fresh = [r for r in fresh if r.size >= self.min_roi_size]
+        if not fresh or not carried:
+            return fresh
+        iou = iou_matrix(np.stack([_roi_box(r) for r in fresh]), np.stack([_roi_box(r) for r in carried]))
+        return [r for r, row in zip(fresh, iou) if row.max() < 0.4]
+
+    def process(self, frame_rgb: np.ndarray, frame_index: int) -> list[TrackedPerson]:
+        """Keypoints of every followed person in this frame.
+
+        Args:
+            frame_rgb: (H, W, 3) uint8 RGB frame.
+            frame_index: the frame's index in its stream (detector cadence).
+
+        Returns:
+            Tracked persons of this frame, ordered by track id.
+        """
+        carried = list(self._rois)
+        due = self._last_detect is None or frame_index - self._last_detect >= self.detect_every
+        # Someone recently lost (the tracker still holds the track) is searched
+        # for on every frame for a short while, so they come back under their id.
+        searching = any(
+            t.state == TrackState.LOST and t.time_since_update <= self.search_frames for t in self.tracker.tracks
+        )
+        new: list[Roi] = []
+        if due or not carried or searching:
+            # Tiled detection (if configured) only at the regular cadence; the
+            # extra searches use one whole-frame view to stay cheap.
+            detections = self.detector(frame_rgb) if due else self.detector.detect_single(frame_rgb)
+            self.detector_runs += 1
+            if due:
+                self._last_detect = frame_index
+            new = self._new_rois(detections, carried)
+        rois = carried + new
+        results = self.landmarker(frame_rgb, rois[: 2 * self.max_persons])
+        from_carried = [r for r in results[: len(carried)] if r.presence >= self.min_presence]
+        from_new = [r for r in results[len(carried) :] if r.presence >= self.min_presence]
+
+        # Keep followed people first; drop a result that duplicates a kept one
+        # (two ROIs converged on one person, or a new ROI spanning people
+        # already followed).
+        kept: list[PoseLandmarks] = []
+        boxes: list[np.ndarray] = []
+        for group, contain_limit in ((from_carried, 1.0), (from_new, 0.6)):
+            for r in sorted(group, key=lambda r: -r.presence):
+                b = r.box()
+                if boxes:
+                    others = np.stack(boxes)
+                    if iou_matrix(b[None], others).max() > 0.5 or _containment(b, others).max() > contain_limit:
+                        continue
+                kept.append(r)
+                boxes.append(b)
+        kept, boxes = kept[: self.max_persons], boxes[: self.max_persons]
+
+        tracks = self.tracker.update([_Candidate(b, r.presence, r) for r, b in zip(kept, boxes)])
+        self._rois = [r.next_roi() for r in kept]
+        self._rois = [r for r in self._rois if r.size >= self.min_roi_size]
+
+        persons = []
+        for t in tracks:
+            lm: PoseLandmarks = t.detection.landmarks
+            persons.append(
+                TrackedPerson(
+                    track_id=t.id,
+                    score=float(lm.presence),
+                    box=np.asarray(t.detection.box, dtype=np.float32),
+                    keypoints33=lm.keypoints33,
+                    coco17=lm.coco17,
+                    world33=lm.world.astype(np.float32),
+                    roi=lm.roi,
+                )
+            )
+        return persons

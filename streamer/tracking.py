@@ -1,0 +1,263 @@
+"""Multi-person tracking: stable integer ids for boxes across frames.
+
+`Tracker.update(detections) -> list[Track]`, in the manner of norfair. Each track
+keeps a constant-velocity Kalman filter (filterpy) on its box centre and size;
+detections are assigned to the predicted boxes with the Hungarian method
+(scipy) on an IoU cost, in two passes as ByteTrack does: confident detections
+first against every track (live and recently lost), then the weak ones against
+the live tracks left over, so a person who is briefly poorly seen keeps the id
+instead of spawning a new one. Tracks that miss detections are kept, predicted
+forward, for `max_lost` frames so a person who is hidden for a moment gets the
+same id back.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+from filterpy.kalman import KalmanFilter
+from scipy.optimize import linear_sum_assignment
+
+
+class Detected(Protocol):
+    """What the tracker needs from a detection: a box and a score."""
+
+    box: np.ndarray  # (4,) x1, y1, x2, y2 in pixels
+    score: float
+
+
+class TrackState(enum.Enum):
+    TENTATIVE = "tentative"  # seen, not yet confirmed by enough consecutive hits
+    CONFIRMED = "confirmed"  # matched in the latest frame
+    LOST = "lost"  # not matched lately; kept (predicted) for re-identification
+
+
+def box_to_z(box: np.ndarray) -> np.ndarray:
+    """(x1, y1, x2, y2) -> (cx, cy, w, h)."""
+    x1, y1, x2, y2 = np.asarray(box, dtype=np.float64)
+    return np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+
+
+def z_to_box(z: np.ndarray) -> np.ndarray:
+    """(cx, cy, w, h) -> (x1, y1, x2, y2)."""
+    cx, cy, w, h = z[:4]
+    w, h = max(w, 1e-3), max(h, 1e-3)
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes a (N, 4) and b (M, 4) in (x1, y1, x2, y2)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+@dataclass(eq=False)
+class Track:
+    """One tracked person.
+
+    `box` is the latest matched detection's box when the track was matched this
+    frame, else the Kalman prediction. `detection` is the latest matched
+    detection object (whatever the caller passed, e.g. with keypoints).
+    """
+
+    id: int
+    box: np.ndarray
+    score: float
+    detection: Any
+    state: TrackState
+    hits: int = 1  # consecutive matched frames
+    age: int = 1  # frames since creation
+    time_since_update: int = 0  # frames since the last match
+    kf: KalmanFilter = field(repr=False, default=None)  # type: ignore[assignment]
+
+    @property
+    def predicted_box(self) -> np.ndarray:
+        """The filter's current box estimate (x1, y1, x2, y2)."""
+        return z_to_box(self.kf.x[:4, 0])
+
+    @property
+    def velocity(self) -> np.ndarray:
+        """Estimated (d cx, d cy, d w, d h) per frame, in pixels."""
+        return self.kf.x[4:, 0].copy()
+
+
+def _make_filter(z: np.ndarray) -> KalmanFilter:
+    # State: cx, cy, w, h and their per-frame velocities; measurement: cx, cy, w, h.
+    kf = KalmanFilter(dim_x=8, dim_z=4)
+    kf.F = np.eye(8)
+    kf.F[:4, 4:] = np.eye(4)
+    kf.H = np.eye(4, 8)
+    kf.x[:4, 0] = z
+    size = max(z[2], z[3])
+    # Uncertainties scale with the box size, as ByteTrack/DeepSORT do, so one
+    # tuning serves near and far people.
+    kf.P = np.diag(np.square(np.r_[0.1 * size * np.ones(4), 0.1 * size * np.ones(4)]))
+    kf.R = np.diag(np.square(0.05 * size * np.ones(4)))
+    return kf
+
+
+def _set_process_noise(kf: KalmanFilter) -> None:
+    size = max(float(kf.x[2, 0]), float(kf.x[3, 0]), 1.0)
+    q_pos, q_vel = 0.05 * size, 0.01 * size
+    kf.Q = np.diag(np.square([q_pos] * 4 + [q_vel] * 4))
+    kf.R = np.diag(np.square(0.05 * size * np.ones(4)))
+
+
+class Tracker:
+    """ByteTrack-style multi-object tracker on boxes.
+
+    Args:
+        high_score: detections at or above this score are matched first and may
+            start new tracks.
+        low_score: detections below this are ignored; those between `low_score`
+            and `high_score` only extend live tracks (second pass).
+        match_iou: minimum IoU between a predicted box and a detection for the
+            first (confident) pass.
+        low_match_iou: minimum IoU for the second (weak detections) pass.
+        max_lost: frames a track is kept without a match before it is dropped.
+        min_hits: consecutive matches before a new track is reported (the first
+            frame's tracks are reported at once).
+    """
+
+    def __init__(
+        self,
+        high_score: float = 0.5,
+        low_score: float = 0.1,
+        match_iou: float = 0.2,
+        low_match_iou: float = 0.4,
+        max_lost: int = 30,
+        min_hits: int = 2,
+    ) -> None:
+        if not 0.0 <= low_score <= high_score <= 1.0:
+            raise ValueError(
+                f"Tracker: need 0 <= low_score <= high_score <= 1, got {low_score}, {high_score}"
+            )
+        self.high_score = high_score
+        self.low_score = low_score
+        self.match_iou = match_iou
+        self.low_match_iou = low_match_iou
+        self.max_lost = max_lost
+        self.min_hits = min_hits
+        self.frame_count = 0
+        self._next_id = 1
+        self._tracks: list[Track] = []
+
+    @property
+    def tracks(self) -> list[Track]:
+        """Every track held (tentative, confirmed and lost)."""
+        return list(self._tracks)
+
+    def reset(self) -> None:
+        """Forget all tracks; ids start again from 1."""
+        self.frame_count = 0
+        self._next_id = 1
+        self._tracks = []
+
+    def _match(
+        self, tracks: list[Track], dets: list[Detected], min_iou: float
+    ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+        """Hungarian assignment on 1 - IoU; returns (pairs, unmatched tracks, unmatched dets)."""
+        if not tracks or not dets:
+            return [], list(range(len(tracks))), list(range(len(dets)))
+        iou = iou_matrix(
+            np.stack([t.predicted_box for t in tracks]), np.stack([np.asarray(d.box) for d in dets])
+        )
+        rows, cols = linear_sum_assignment(1.0 - iou)
+        pairs = [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= min_iou]
+        matched_t = {r for r, _ in pairs}
+        matched_d = {c for _, c in pairs}
+        return (
+            pairs,
+            [i for i in range(len(tracks)) if i not in matched_t],
+            [j for j in range(len(dets)) if j not in matched_d],
+        )
+
+    def _apply(self, track: Track, det: Detected) -> None:
+        box = np.asarray(det.box, dtype=np.float64)
+        track.kf.update(box_to_z(box))
+        track.box = box.copy()
+        track.score = float(det.score)
+        track.detection = det
+        # time_since_update is 1 here for a track matched in the previous frame.
+        track.hits = track.hits + 1 if track.time_since_update <= 1 else 1
+        track.time_since_update = 0
+        if track.state == TrackState.LOST or track.hits >= self.min_hits or self.frame_count == 1:
+            track.state = TrackState.CONFIRMED
+
+    def update(self, detections: Sequence[Detected]) -> list[Track]:
+        """Advance one frame with this frame's detections.
+
+        Args:
+            detections: objects with `.box` ((4,) x1, y1, x2, y2 pixels) and
+                `.score` (0..1). May be empty (the tracks are then predicted).
+
+        Returns:
+            The confirmed tracks matched in this frame, ordered by id. Each
+            carries its matched detection in `.detection`.
+        """
+        self.frame_count += 1
+        for det in detections:
+            b = np.asarray(det.box, dtype=np.float64)
+            if b.shape != (4,) or not np.all(np.isfinite(b)) or b[2] <= b[0] or b[3] <= b[1]:
+                raise ValueError(f"Tracker.update: detection box must be finite (x1, y1, x2, y2) with x2>x1, y2>y1; got {b}")
+        for t in self._tracks:
+            _set_process_noise(t.kf)
+            t.kf.predict()
+            t.age += 1
+            t.time_since_update += 1
+
+        high = [d for d in detections if d.score >= self.high_score]
+        low = [d for d in detections if self.low_score <= d.score < self.high_score]
+
+        # Pass 1: confident detections against all tracks (live and lost).
+        pairs, un_t, un_d = self._match(self._tracks, high, self.match_iou)
+        for ti, di in pairs:
+            self._apply(self._tracks[ti], high[di])
+        # Pass 2: weak detections only extend tracks that were live last frame.
+        remaining = [self._tracks[i] for i in un_t if self._tracks[i].state != TrackState.LOST]
+        pairs2, _, _ = self._match(remaining, low, self.low_match_iou)
+        for ti, di in pairs2:
+            self._apply(remaining[ti], low[di])
+
+        for t in self._tracks:
+            if t.time_since_update > 0:
+                # Unconfirmed tracks that miss are noise; confirmed ones go lost.
+                t.state = TrackState.LOST if t.state != TrackState.TENTATIVE else t.state
+                t.box = t.predicted_box
+        self._tracks = [
+            t
+            for t in self._tracks
+            if not (t.state == TrackState.TENTATIVE and t.time_since_update > 0)
+            and t.time_since_update <= self.max_lost
+        ]
+
+        for di in un_d:
+            det = high[di]
+            box = np.asarray(det.box, dtype=np.float64)
+            t = Track(
+                id=self._next_id,
+                box=box.copy(),
+                score=float(det.score),
+                detection=det,
+                state=TrackState.CONFIRMED if self.frame_count == 1 or self.min_hits <= 1 else TrackState.TENTATIVE,
+                kf=_make_filter(box_to_z(box)),
+            )
+            self._next_id += 1
+            self._tracks.append(t)
+
+        return sorted(
+            (t for t in self._tracks if t.state == TrackState.CONFIRMED and t.time_since_update == 0),
+            key=lambda t: t.id,
+        )
