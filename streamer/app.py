@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import cv2
 from tqdm import tqdm
 
 from .errors import ConfigError, SmplstreamError
@@ -43,6 +44,8 @@ class RunConfig:
     height: int | None = None
     fps: float | None = None
     camera: str | None = None
+    preview: str | None = None
+    perception: bool = True
     queue_size: int | None = None
     progress: bool = True
 
@@ -60,11 +63,13 @@ def default_mode(source: Source) -> Mode:
 
 
 def processing_stages(config: RunConfig, source: Source) -> list[Stage]:
-    """The stages between the grabber and the outputs, in data-flow order.
+    """The stages between the grabber and the outputs, in data-flow order."""
+    stages: list[Stage] = []
+    if config.perception:
+        from .keypoints_stage import KeypointsStage
 
-    Detection, tracking, keypoints, lifting and refinement plug in here as they land.
-    """
-    return []
+        stages.append(KeypointsStage())
+    return stages
 
 
 def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None):
@@ -77,6 +82,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         raise ConfigError("--wait-subscribers needs a publisher (drop --publish none)")
     if config.stats_json and not Path(config.stats_json).resolve().parent.is_dir():
         raise ConfigError(f"--stats-json {config.stats_json}: its directory does not exist")
+    cv2.setNumThreads(1)  # global; stages run in parallel threads on few cores
     live_hint = None if config.mode is None else config.mode == "live"
     source = open_source(config.source, live=live_hint, width=config.width, height=config.height,
                          fps=config.fps)
@@ -91,13 +97,22 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
             publisher = ZmqPublisher(config.publish, extra_header={"source": source.name,
                                                                    "camera": camera_header(camera)})
             log.info("publishing on %s", publisher.bound_endpoint)
+        preview = None
+        if config.preview:
+            from .preview import PreviewWriter
+
+            try:
+                preview = PreviewWriter(config.preview, fps=getattr(source, "fps", None) or 30.0,
+                                        size=source.size)
+            except (ValueError, OSError) as exc:
+                raise ConfigError(str(exc)) from None
         progress = None
         if config.progress and mode == "offline" and sys.stderr.isatty():
             progress = tqdm(total=_expected_frames(source, config.max_frames), unit="frame",
                             desc="frames", dynamic_ncols=True, leave=False)
         stages = processing_stages(config, source) + list(extra_stages or [])
-        stages.append(OutputStage(publisher, recorder, wait_subscribers=config.wait_subscribers,
-                                  progress=progress))
+        stages.append(OutputStage(publisher, recorder, preview=preview,
+                                  wait_subscribers=config.wait_subscribers, progress=progress))
     except BaseException:
         source.close()
         if publisher is not None:

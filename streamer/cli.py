@@ -33,6 +33,8 @@ def _run(args: argparse.Namespace) -> int:
         height=args.height,
         fps=args.fps,
         camera=args.camera,
+        preview=args.preview,
+        perception=not args.no_perception,
         progress=not args.quiet,
     )
     outcome = run(config)
@@ -100,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--record", metavar="DIR", help="write motion files per track into DIR")
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     run.add_argument("--stats-json", metavar="FILE", help="write latency statistics as JSON")
+    run.add_argument("--preview", metavar="OUT.mp4",
+                     help="write a video with each person's box, id and skeleton drawn over the frames")
+    run.add_argument("--no-perception", action="store_true",
+                     help="skip detection and keypoints (capture, timestamp and publish frames only)")
     run.add_argument("--camera", metavar="CAM.yaml",
                      help="camera file (see `calibrate`); without it a 63 deg pinhole is assumed")
     run.add_argument("--width", type=int, help="camera: requested frame width")

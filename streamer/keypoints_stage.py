@@ -19,6 +19,8 @@ import numpy as np
 
 from engines.perception.pose_detector import PoseDetection, PoseDetector
 from engines.perception.pose_landmarks import PoseLandmarker, PoseLandmarks, Roi
+from streamer.frames import Frame, Person
+from streamer.graph import Stage
 from streamer.tracking import Tracker, TrackState, iou_matrix
 
 
@@ -207,3 +209,36 @@ class PersonKeypoints:
                 )
             )
         return persons
+
+
+class KeypointsStage(Stage):
+    """The detect, track and keypoints steps of the data flow as one pipeline stage.
+
+    They share one thread because they are coupled: each person's landmarks give the region
+    the landmark model looks at in the next frame, and the detector runs only when people
+    must be found. Adds a :class:`~streamer.frames.Person` per tracked person with the arrays
+    ``box_xyxy``, ``keypoints_blazepose33``, ``keypoints_coco17`` and ``world_blazepose33``.
+    """
+
+    name = "keypoints"
+
+    def __init__(self, *, threads: int = 1, **options) -> None:
+        self.threads = threads
+        self.options = options
+        self.keypoints: PersonKeypoints | None = None
+
+    def start(self) -> None:
+        self.keypoints = PersonKeypoints(intra_op_threads=self.threads, **self.options)
+
+    def process(self, frame: Frame) -> Frame:
+        tracked = self.keypoints.process(frame.image, frame.index)
+        frame.persons = [
+            Person(track_id=p.track_id, score=float(p.score), arrays={
+                "box_xyxy": np.asarray(p.box, np.float32),
+                "keypoints_blazepose33": np.asarray(p.keypoints33, np.float32),
+                "keypoints_coco17": np.asarray(p.coco17, np.float32),
+                "world_blazepose33": np.asarray(p.world33, np.float32),
+            })
+            for p in tracked
+        ]
+        return frame

@@ -23,6 +23,11 @@ from .frames import Frame
 
 log = logging.getLogger("smplstream.record")
 
+# mkstemp creates files readable by the owner only; motion files get the usual mode.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 SMPL_ARRAYS = ("poses", "trans", "betas", "joints")
 KEYPOINT_ARRAYS = {"keypoints_blazepose33": "blazepose33", "keypoints_coco17": "coco17"}
 
@@ -145,6 +150,7 @@ class MotionRecorder:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **data)
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, path)
         except OSError as exc:
             try:

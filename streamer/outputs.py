@@ -1,6 +1,6 @@
-"""The last stage: publish each frame over ZeroMQ, add it to the motion files, advance the
-progress bar. One stage, so a frame that was published is also recorded (no queue between
-them could drop it)."""
+"""The last stage: publish each frame over ZeroMQ, add it to the motion files and the preview
+video, advance the progress bar. One stage, so a frame that was published is also recorded
+(no queue between them could drop it)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 from .frames import Frame
 from .graph import Stage
 from .motion_files import MotionRecorder
+from .preview import PreviewWriter
 from .publisher import ZmqPublisher
 
 log = logging.getLogger("smplstream.publish")
@@ -21,9 +22,10 @@ class OutputStage(Stage):
     name = "publish"
 
     def __init__(self, publisher: ZmqPublisher | None = None, recorder: MotionRecorder | None = None,
-                 *, wait_subscribers: int = 0, progress=None):
+                 *, preview: PreviewWriter | None = None, wait_subscribers: int = 0, progress=None):
         self.publisher = publisher
         self.recorder = recorder
+        self.preview = preview
         self.wait_subscribers = wait_subscribers
         self.progress = progress
 
@@ -36,6 +38,8 @@ class OutputStage(Stage):
             self.publisher.publish(frame)
         if self.recorder is not None:
             self.recorder.write(frame)
+        if self.preview is not None:
+            self.preview.write(frame)
         if self.progress is not None:
             self.progress.update(1)
         frame.image = None  # the pixels are no longer needed; free them early
@@ -46,6 +50,8 @@ class OutputStage(Stage):
             if self.recorder is not None:
                 self.recorder.close()
         finally:
+            if self.preview is not None:
+                self.preview.close()
             if self.publisher is not None:
                 self.publisher.close()
             if self.progress is not None:

@@ -1,13 +1,19 @@
-"""Preview overlay: boxes, track ids and skeletons drawn on a frame (OpenCV)."""
+"""Preview video: each frame with its persons (boxes, track ids, skeletons) drawn over it."""
 
 from __future__ import annotations
 
+import time
+from fractions import Fraction
+from pathlib import Path
 from typing import Sequence
 
+import av
 import cv2
 import numpy as np
 
 from engines.perception.pose_landmarks import BLAZEPOSE33_EDGES
+
+from .frames import Frame, Person
 
 # Distinct BGR colours, picked by track id.
 _PALETTE = (
@@ -23,33 +29,29 @@ def track_colour(track_id: int) -> tuple[int, int, int]:
 
 def draw_persons(
     frame_bgr: np.ndarray,
-    persons: Sequence,
+    persons: Sequence[Person],
     min_confidence: float = 0.3,
-    draw_roi: bool = False,
 ) -> np.ndarray:
-    """Draw tracked persons on a copy of a BGR frame.
+    """Draw the persons of a frame (box, id, score, BlazePose skeleton) on a copy of a BGR image.
 
-    Args:
-        frame_bgr: (H, W, 3) uint8 BGR image.
-        persons: objects with `track_id`, `score`, `box` (x1, y1, x2, y2) and
-            `keypoints33` ((33, 3) x, y, confidence), e.g.
-            `streamer.keypoints_stage.TrackedPerson`.
-        min_confidence: landmarks below this are not drawn.
-        draw_roi: also outline each person's landmark ROI (needs `.roi`).
-
-    Returns:
-        The annotated copy.
+    Persons are :class:`streamer.frames.Person` s; what is drawn comes from their arrays
+    ``box_xyxy`` and ``keypoints_blazepose33`` (either may be absent).
     """
     out = frame_bgr.copy()
     scale = max(out.shape[:2]) / 1000.0
     thick = max(1, int(round(2 * scale)))
     for p in persons:
         colour = track_colour(int(p.track_id))
-        x1, y1, x2, y2 = (int(round(v)) for v in p.box)
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
-        label = f"id {p.track_id} {p.score:.2f}"
-        cv2.putText(out, label, (x1, max(0, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, colour, thick, cv2.LINE_AA)
-        kp = np.asarray(p.keypoints33)
+        box = p.arrays.get("box_xyxy")
+        if box is not None:
+            x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+            cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
+            cv2.putText(out, f"id {p.track_id} {p.score:.2f}", (x1, max(0, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.6 * scale, colour, thick, cv2.LINE_AA)
+        kp = p.arrays.get("keypoints_blazepose33")
+        if kp is None:
+            continue
+        kp = np.asarray(kp)
         ok = kp[:, 2] >= min_confidence
         for a, b in BLAZEPOSE33_EDGES:
             if ok[a] and ok[b]:
@@ -57,82 +59,54 @@ def draw_persons(
         for (x, y, _), good in zip(kp, ok):
             if good:
                 cv2.circle(out, (int(x), int(y)), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
-        if draw_roi and getattr(p, "roi", None) is not None:
-            cv2.polylines(out, [p.roi.corners().astype(np.int32)], True, colour, 1, cv2.LINE_AA)
     return out
 
 
-def write_preview(
-    video: str,
-    out_path: str,
-    max_frames: int | None = None,
-    detector_tile_size: int | None = None,
-    threads: int = 1,
-) -> dict:
-    """Run the keypoints stage over a video file and write the overlay as an H.264 .mp4.
+def draw_status(frame_bgr: np.ndarray, text: str) -> None:
+    """Write a status line (frame number, fps) in the top-left corner, in place."""
+    scale = max(frame_bgr.shape[:2]) / 1000.0
+    org = (int(10 * scale), int(30 * scale))
+    for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 1)):
+        cv2.putText(frame_bgr, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, colour,
+                    max(1, int(round(width * scale))), cv2.LINE_AA)
 
-    Returns a summary: frames, seconds, distinct track ids, mean persons per frame.
+
+class PreviewWriter:
+    """Writes the pipeline's frames with their persons drawn over them to an H.264 video.
+
+    Frames are written at the source's rate; in live mode, frames the pipeline dropped are
+    missing from the preview, so it plays faster than real time.
     """
-    import time
-    from fractions import Fraction
-    from pathlib import Path
 
-    import av
+    def __init__(self, path: str | Path, *, fps: float, size: tuple[int, int]):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in (".mp4", ".mkv", ".mov"):
+            raise ValueError(f"--preview {path}: use a .mp4, .mkv or .mov file name")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self.path), "w")
+        rate = Fraction(fps).limit_denominator(1001) if fps else Fraction(30)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        # Even sizes for 4:2:0 chroma.
+        self._stream.width, self._stream.height = size[0] - size[0] % 2, size[1] - size[1] % 2
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": "23", "preset": "veryfast"}
+        self._started = time.monotonic()
+        self.frames = 0
 
-    from streamer.keypoints_stage import PersonKeypoints
+    def write(self, frame: Frame) -> None:
+        if frame.image is None:
+            return
+        bgr = draw_persons(cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), frame.persons)
+        self.frames += 1
+        fps = self.frames / max(time.monotonic() - self._started, 1e-6)
+        draw_status(bgr, f"frame {frame.index}  {len(frame.persons)} person(s)  {fps:.1f} fps")
+        h, w = self._stream.height, self._stream.width
+        if bgr.shape[0] != h or bgr.shape[1] != w:
+            bgr = cv2.resize(bgr, (w, h)) if abs(bgr.shape[1] - w) > 1 else bgr[:h, :w]
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")):
+            self._container.mux(packet)
 
-    if not Path(video).is_file():
-        raise FileNotFoundError(f"{video}: no such video file")
-    cv2.setNumThreads(threads)
-    pk = PersonKeypoints(detector_tile_size=detector_tile_size, intra_op_threads=threads)
-    ids: set[int] = set()
-    counts = []
-    t0 = time.perf_counter()
-    with av.open(video) as src, av.open(out_path, "w") as dst:
-        vin = src.streams.video[0]
-        rate = vin.average_rate or Fraction(30)
-        vout = dst.add_stream("libx264", rate=rate)
-        vout.width, vout.height, vout.pix_fmt = vin.width - vin.width % 2, vin.height - vin.height % 2, "yuv420p"
-        vout.options = {"crf": "23", "preset": "veryfast"}
-        for i, frame in enumerate(src.decode(vin)):
-            if max_frames is not None and i >= max_frames:
-                break
-            rgb = frame.to_ndarray(format="rgb24")
-            persons = pk.process(rgb, i)
-            ids.update(p.track_id for p in persons)
-            counts.append(len(persons))
-            bgr = draw_persons(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), persons)
-            bgr = np.ascontiguousarray(bgr[: vout.height, : vout.width])
-            for packet in vout.encode(av.VideoFrame.from_ndarray(bgr, format="bgr24")):
-                dst.mux(packet)
-        for packet in vout.encode():
-            dst.mux(packet)
-    return {
-        "frames": len(counts),
-        "seconds": time.perf_counter() - t0,
-        "track_ids": sorted(ids),
-        "mean_persons": float(np.mean(counts)) if counts else 0.0,
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`preview VIDEO OUT.mp4`: tracked people (boxes, ids, skeletons) drawn over a video."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Write a video with tracked people, ids and skeletons drawn over it.")
-    ap.add_argument("video")
-    ap.add_argument("out", help="output .mp4")
-    ap.add_argument("--max-frames", type=int)
-    ap.add_argument("--tiles", type=int, metavar="PX", help="also detect on PX-pixel tiles (small/far people)")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    s = write_preview(args.video, args.out, args.max_frames, args.tiles, args.threads)
-    print(
-        f"{args.out}: {s['frames']} frames in {s['seconds']:.1f} s ({s['frames'] / max(s['seconds'], 1e-9):.1f} fps), "
-        f"{len(s['track_ids'])} track ids, {s['mean_persons']:.2f} persons per frame"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()

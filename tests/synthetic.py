@@ -58,5 +58,5 @@ if __name__ == "__main__":
     persons = int(sys.argv[4]) if len(sys.argv) > 4 else 2
     # Slow enough that the test can interrupt mid-run.
     outcome = run(RunConfig(source=source, record=record, publish=endpoint, mode="offline",
-                            progress=False), extra_stages=[SyntheticPersons(persons, delay=0.02)])
+                            progress=False, perception=False), extra_stages=[SyntheticPersons(persons, delay=0.02)])
     print(f"stopped_by={outcome.result.stopped_by} frames={outcome.result.frames_out}", flush=True)

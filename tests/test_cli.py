@@ -84,7 +84,7 @@ def test_stats_json_and_subscribe_command(clip, endpoint, tmp_path):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stats = tmp_path / "stats.json"
     proc = smplstream("run", "--source", str(clip), "--publish", endpoint, "--wait-subscribers", "1",
-                      "--max-frames", "20", "--stats-json", str(stats))
+                      "--max-frames", "20", "--stats-json", str(stats), "--no-perception")
     out, err = sub.communicate(timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert "glass-to-publish" in proc.stderr  # the table printed at the end

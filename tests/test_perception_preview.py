@@ -1,26 +1,14 @@
-"""Preview overlay drawing and the preview video writer."""
+"""Preview overlay drawing, and the full chain (grab -> keypoints -> publish) on the real clip
+with a preview video and keypoint files recorded."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
 
 import av
 import numpy as np
 
-from engines.perception.pose_landmarks import Roi
-from streamer.preview import draw_persons, track_colour, write_preview
-
-CLIP = Path(__file__).parent / "data" / "sports2d_demo.mp4"
-
-
-@dataclass
-class P:
-    track_id: int
-    score: float
-    box: np.ndarray
-    keypoints33: np.ndarray
-    roi: Roi | None = None
+from streamer.app import RunConfig, run
+from streamer.frames import Person
+from streamer.preview import draw_persons, track_colour
 
 
 def test_draw_persons_draws_on_a_copy():
@@ -30,17 +18,28 @@ def test_draw_persons_draws_on_a_copy():
     kp[:, 1] = np.linspace(40, 160, 33)
     kp[:, 2] = 1.0
     kp[5, 2] = 0.0  # not drawn
-    p = P(3, 0.9, np.array([50, 30, 150, 170.0]), kp, Roi(np.array([100.0, 100.0]), 160.0, 0.2))
-    out = draw_persons(frame, [p], draw_roi=True)
+    p = Person(3, 0.9, {"box_xyxy": np.array([50, 30, 150, 170.0]), "keypoints_blazepose33": kp})
+    out = draw_persons(frame, [p])
     assert frame.max() == 0  # input untouched
     assert tuple(out[100, 50]) == track_colour(3)  # left edge of the box
     assert out[int(kp[20, 1]), int(kp[20, 0])].any()  # a landmark
+    assert not out[int(kp[5, 1]) + 30:, 200:].any()  # nothing drawn far from the person
 
 
-def test_write_preview(tmp_path):
-    out = tmp_path / "preview.mp4"
-    s = write_preview(str(CLIP), str(out), max_frames=6)
-    assert s["frames"] == 6
-    with av.open(str(out)) as c:
-        frames = list(c.decode(video=0))
-    assert len(frames) == 6 and frames[0].width == 1768
+def test_run_with_perception_writes_preview_and_keypoint_files(clip, tmp_path):
+    frames = 40
+    outcome = run(RunConfig(source=str(clip), publish=None, record=str(tmp_path / "rec"),
+                            preview=str(tmp_path / "preview.mp4"), max_frames=frames, progress=False))
+    assert outcome.result.frames_out == frames and "keypoints" in outcome.summary["stages"]
+    with av.open(str(tmp_path / "preview.mp4")) as c:
+        decoded = list(c.decode(video=0))
+    assert len(decoded) == frames and decoded[0].width == 1768
+    files = sorted((tmp_path / "rec").glob("track_*_blazepose33.npz"))
+    assert files, "the man on the box is in view from the first frames"
+    with np.load(files[0]) as data:
+        kp = data["keypoints"]
+        assert kp.shape[1:] == (33, 3) and str(data["joint_set"]) == "blazepose33"
+        assert tuple(data["image_size"]) == (1768, 994)
+        seen = kp[..., 2] > 0.5
+        assert seen.mean() > 0.5
+        assert (kp[..., 0][seen] >= 0).all() and (kp[..., 0][seen] < 1768).all()

@@ -42,7 +42,7 @@ def test_offline_run_with_waiting_subscriber_receives_every_frame_in_order(clip,
     t = threading.Thread(target=subscribe)
     t.start()
     outcome = run(RunConfig(source=str(clip), publish=endpoint, wait_subscribers=1,
-                            record=str(tmp_path / "rec"), progress=False),
+                            record=str(tmp_path / "rec"), progress=False, perception=False),
                   extra_stages=[SyntheticPersons(2)])
     t.join(30)
     assert outcome.mode == "offline"

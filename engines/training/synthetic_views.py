@@ -1,0 +1,182 @@
+"""Training views made on the fly: a mocap pose with a sampled body shape, seen by a random
+virtual camera, projected to the BlazePose-33 keypoints through the body model's keypoint
+regressors, and damaged the way a real detector damages them.
+
+Cameras: horizontal field of view from narrow (30 deg) to wide-angle (120 deg), several
+aspect ratios, pitch from looking up to looking down, some roll; the person anywhere in
+the frame at a size from small to filling it, sometimes partly out of it.
+
+Noise: pixel jitter proportional to the person's size (different per sample and per
+point), occasional gross outliers, single points and whole limbs dropped, points outside
+the image dropped or kept with low confidence, confidences that fall with the damage done,
+and a share of samples reduced to the COCO-17 points (as from a COCO detector).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from engines.body.joint_sets import BLAZEPOSE33_NAMES, COCO17_FROM_BLAZEPOSE33
+from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
+
+# Limbs that detectors lose as a whole (occlusion), as BlazePose-33 indices.
+_LIMB_NAMES = (
+    ("left_elbow", "left_wrist", "left_pinky", "left_index", "left_thumb"),
+    ("right_elbow", "right_wrist", "right_pinky", "right_index", "right_thumb"),
+    ("left_knee", "left_ankle", "left_heel", "left_foot_index"),
+    ("right_knee", "right_ankle", "right_heel", "right_foot_index"),
+    ("left_ankle", "left_heel", "left_foot_index", "right_ankle", "right_heel", "right_foot_index"),
+)
+LIMBS = tuple(tuple(BLAZEPOSE33_NAMES.index(n) for n in limb) for limb in _LIMB_NAMES)
+COCO_IN_BLAZEPOSE = torch.tensor(COCO17_FROM_BLAZEPOSE33)
+
+
+@dataclass
+class ViewConfig:
+    """Ranges of the virtual cameras and of the keypoint damage (the defaults train the
+    shipped model)."""
+
+    hfov_deg: tuple[float, float] = (30.0, 120.0)
+    aspects: tuple[float, ...] = (16 / 9, 4 / 3, 1.0, 9 / 16)
+    image_width: float = 1280.0
+    person_height_frac: tuple[float, float] = (0.12, 1.05)  # of the image height
+    pitch_deg: tuple[float, float] = (-30.0, 40.0)  # positive: camera looks down
+    roll_sd_deg: float = 5.0
+    min_depth: float = 0.8  # metres from the camera to the pelvis
+    inside_prob: float = 0.85  # pelvis well inside the frame; otherwise anywhere near it
+    jitter_frac: tuple[float, float] = (0.002, 0.03)  # of the person's size
+    outlier_prob: float = 0.03
+    outlier_frac: float = 0.3
+    drop_prob_max: float = 0.12
+    limb_drop_prob: float = 0.12
+    outside_keep_prob: float = 0.3  # points out of the image kept (low confidence)
+    coco_only_prob: float = 0.2
+    betas_sd: float = 1.0
+
+
+@dataclass
+class SyntheticViews:
+    """A batch of training views (B persons)."""
+
+    x0: torch.Tensor  # (B, 154) target: 6D rotations (root in camera frame), then betas
+    keypoints: torch.Tensor  # (B, 33, 3) noisy normalised camera coords + confidence
+    keypoints_px: torch.Tensor  # (B, 33, 3) the same in pixels
+    clean_px: torch.Tensor  # (B, 33, 2) noiseless projections
+    K: torch.Tensor  # (B, 3, 3) intrinsics
+    image_size: torch.Tensor  # (B, 2) width, height
+    joints_cam: torch.Tensor  # (B, 24, 3) true joints in the camera, metres
+    trans_cam: torch.Tensor  # (B, 3) true translation (model origin = pelvis) in the camera
+    poses_cam: torch.Tensor  # (B, 24, 3, 3) local rotations with the root in the camera frame
+    betas: torch.Tensor  # (B, 10)
+
+
+def _rot_x(a: torch.Tensor) -> torch.Tensor:
+    c, s, o, z = torch.cos(a), torch.sin(a), torch.ones_like(a), torch.zeros_like(a)
+    return torch.stack([o, z, z, z, c, -s, z, s, c], -1).view(-1, 3, 3)
+
+
+def _rot_y(a: torch.Tensor) -> torch.Tensor:
+    c, s, o, z = torch.cos(a), torch.sin(a), torch.ones_like(a), torch.zeros_like(a)
+    return torch.stack([c, z, s, z, o, z, -s, z, c], -1).view(-1, 3, 3)
+
+
+def _rot_z(a: torch.Tensor) -> torch.Tensor:
+    c, s, o, z = torch.cos(a), torch.sin(a), torch.ones_like(a), torch.zeros_like(a)
+    return torch.stack([c, -s, z, s, c, z, z, z, o], -1).view(-1, 3, 3)
+
+
+def _uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+# SMPL world (Y up, the body faces +Z) to a camera looking along world -Z (OpenCV: y down).
+WORLD_TO_CAMERA = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
+
+
+@torch.no_grad()
+def make_views(body, poses: torch.Tensor, cfg: ViewConfig, g: torch.Generator,
+               betas: torch.Tensor | None = None) -> SyntheticViews:
+    """Training views for mocap ``poses`` (B, 72) axis-angle in SMPL world axes."""
+    B = poses.shape[0]
+    R = axis_angle_to_matrix(poses.view(B, 24, 3).float())
+    if betas is None:
+        betas = (torch.randn(B, 10, generator=g) * cfg.betas_sd).clamp(-3, 3)
+    # Heading, pitch, roll: the world as the camera sees it.
+    yaw = _uniform(-math.pi, math.pi, B, g)
+    pitch = torch.deg2rad(_uniform(*cfg.pitch_deg, B, g))
+    roll = torch.deg2rad(torch.randn(B, generator=g) * cfg.roll_sd_deg)
+    R_cw = _rot_z(roll) @ _rot_x(-pitch) @ WORLD_TO_CAMERA @ _rot_y(yaw)
+    poses_cam = torch.cat([(R_cw @ R[:, 0])[:, None], R[:, 1:]], dim=1)
+    out = body(poses_cam, betas, keypoints="blazepose33")
+    joints, kp3d = out.joints, out.keypoints["blazepose33"]
+
+    # Camera intrinsics.
+    hfov = torch.deg2rad(_uniform(*cfg.hfov_deg, B, g))
+    aspect = torch.tensor(cfg.aspects)[torch.randint(len(cfg.aspects), (B,), generator=g)]
+    W = torch.full((B,), cfg.image_width)
+    H = W / aspect
+    f = (W / 2) / torch.tan(hfov / 2)
+    K = torch.zeros(B, 3, 3)
+    K[:, 0, 0] = K[:, 1, 1] = f
+    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = W / 2, H / 2, 1.0
+
+    # Depth from the size the person should appear at; pelvis at a random image point.
+    spread = kp3d[..., :2].amax(1) - kp3d[..., :2].amin(1)
+    extent = spread.amax(-1).clamp(min=0.3)  # larger of the width and height, metres
+    frac = _uniform(*cfg.person_height_frac, B, g)
+    depth = (f * extent / (frac * H)).clamp(min=cfg.min_depth)
+    inside = torch.rand(B, generator=g) < cfg.inside_prob
+    lo = torch.where(inside, torch.full((B,), 0.15), torch.full((B,), -0.1))
+    hi = 1 - lo
+    u = (lo + (hi - lo) * torch.rand(B, generator=g)) * W
+    v = (lo + (hi - lo) * torch.rand(B, generator=g)) * H
+    ray = torch.stack([(u - W / 2) / f, (v - H / 2) / f, torch.ones(B)], -1)
+    trans = depth[:, None] * ray - joints[:, 0]
+    joints_cam = joints + trans[:, None]
+    kp_cam = kp3d + trans[:, None]
+
+    z = kp_cam[..., 2].clamp(min=1e-3)
+    clean = kp_cam[..., :2] / z[..., None] * f[:, None, None] + torch.stack([W / 2, H / 2], -1)[:, None]
+    behind = kp_cam[..., 2] < 0.1
+    keypoints_px, conf = _damage(clean, behind, W, H, cfg, g)
+    norm = (keypoints_px[..., :2] - K[:, None, :2, 2]) / f[:, None, None]
+    keypoints = torch.cat([norm * (conf[..., None] > 0), conf[..., None]], dim=-1)
+    x0 = torch.cat([matrix_to_rotation_6d(poses_cam).flatten(1), betas], dim=-1)
+    return SyntheticViews(x0=x0, keypoints=keypoints, keypoints_px=torch.cat([keypoints_px, conf[..., None]], -1),
+                          clean_px=clean, K=K, image_size=torch.stack([W, H], -1), joints_cam=joints_cam,
+                          trans_cam=trans, poses_cam=poses_cam, betas=betas)
+
+
+def _damage(clean: torch.Tensor, behind: torch.Tensor, W: torch.Tensor, H: torch.Tensor, cfg: ViewConfig,
+            g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detector-like noise on clean pixel positions (B, J, 2) -> (noisy (B, J, 2), conf (B, J))."""
+    B, J, _ = clean.shape
+    size = (clean.amax(1) - clean.amin(1)).amax(-1).clamp(min=8.0)  # person's extent, px
+    level = _uniform(*cfg.jitter_frac, B, g)[:, None] * torch.empty(B, J).uniform_(0.5, 1.5, generator=g)
+    sigma = level * size[:, None]
+    noisy = clean + torch.randn(B, J, 2, generator=g) * sigma[..., None]
+    conf = (torch.empty(B, J).uniform_(0.75, 1.0, generator=g) - 4.0 * level).clamp(0.05, 1.0)
+
+    outlier = torch.rand(B, J, generator=g) < cfg.outlier_prob
+    jump = torch.randn(B, J, 2, generator=g) * (cfg.outlier_frac * size)[:, None, None]
+    noisy = torch.where(outlier[..., None], noisy + jump, noisy)
+    conf = torch.where(outlier, torch.empty(B, J).uniform_(0.1, 0.8, generator=g), conf)
+
+    missing = torch.rand(B, J, generator=g) < _uniform(0, cfg.drop_prob_max, B, g)[:, None]
+    for limb in LIMBS:
+        lost = torch.rand(B, generator=g) < cfg.limb_drop_prob / len(LIMBS)
+        missing[:, list(limb)] |= lost[:, None]
+    outside = (noisy[..., 0] < 0) | (noisy[..., 0] >= W[:, None]) | (noisy[..., 1] < 0) | (noisy[..., 1] >= H[:, None])
+    keep_outside = torch.rand(B, J, generator=g) < cfg.outside_keep_prob
+    conf = torch.where(outside & keep_outside, conf * 0.3, conf)
+    missing |= (outside & ~keep_outside) | behind
+    coco_only = torch.rand(B, generator=g) < cfg.coco_only_prob
+    not_coco = torch.ones(J, dtype=torch.bool)
+    not_coco[COCO_IN_BLAZEPOSE] = False
+    missing |= coco_only[:, None] & not_coco[None]
+    conf = torch.where(missing, torch.zeros_like(conf), conf)
+    noisy = torch.where(missing[..., None], torch.zeros_like(noisy), noisy)
+    return noisy, conf

@@ -1,0 +1,221 @@
+"""Training the diffusion lifter on this CPU: resumable, with progress and a loss curve.
+
+    python -m engines.training.train --data mocap.npz --out runs/lifter [--steps 20000]
+
+Each step draws mocap poses of the training actors (held-out actors never), makes fresh
+synthetic views of them (:mod:`engines.training.synthetic_views`), noises the targets to a
+random diffusion time and regresses the clean target. The loss is the mean squared error on
+the 6D rotations and shape, plus the error of the joints the predicted pose gives through
+the body model (metres), which weights the rotations by how much they move the body.
+
+Checkpoints (``checkpoint.pt``: model, optimiser, step, generator) are written every
+``--save-every`` steps and on Ctrl-C; rerunning the command resumes. ``export`` writes the
+shipped files: ``denoiser.pt`` (weights only, loaded with ``weights_only=True``) and
+``denoiser.json`` (network config, training settings, data hash, final losses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.body.body_model import BodyModel
+from engines.diffusion.denoiser import DenoiserConfig, PoseDenoiser
+from engines.diffusion.features import condition_features
+from engines.diffusion.schedule import DDIMScheduler
+from engines.training.synthetic_views import ViewConfig, make_views
+
+log = logging.getLogger("smplstream.train")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class MocapPoses:
+    """The training (or held-out) frames of a dataset written by ``engines.mocap.dataset``."""
+
+    def __init__(self, path: str | Path, heldout: bool = False):
+        with np.load(path) as d:
+            held = d["clip_heldout"][d["clip_id"]]
+            keep = held if heldout else ~held
+            self.poses = torch.from_numpy(d["poses"][keep].astype(np.float32))
+            self.clip_id = d["clip_id"][keep]
+        if len(self.poses) == 0:
+            raise ValueError(f"{path}: no {'held-out' if heldout else 'training'} frames")
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    def batch(self, size: int, g: torch.Generator) -> torch.Tensor:
+        return self.poses[torch.randint(len(self.poses), (size,), generator=g)]
+
+
+def training_loss(model: PoseDenoiser, body: BodyModel, scheduler: DDIMScheduler, views, g: torch.Generator,
+                  joint_weight: float = 10.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Diffusion regression loss on one batch of views."""
+    B = views.x0.shape[0]
+    cond = condition_features(views.keypoints)
+    t = torch.randint(0, scheduler.num_train_steps, (B,), generator=g)
+    noise = torch.randn(views.x0.shape, generator=g)
+    x_t = scheduler.add_noise(views.x0, noise, t)
+    pred = model(x_t, t, cond)
+    param_loss = torch.nn.functional.mse_loss(pred, views.x0)
+    # Joints through the body model, root-relative (translation is solved separately).
+    joints_pred = body(pred[:, :144].view(B, 24, 6), pred[:, 144:]).joints
+    joints_true = views.joints_cam - views.trans_cam[:, None]
+    joint_loss = (joints_pred - joints_true).norm(dim=-1).mean()
+    loss = param_loss + joint_weight * joint_loss
+    return loss, {"loss": loss.item(), "param": param_loss.item(), "joint_mm": joint_loss.item() * 1000}
+
+
+def train(args: argparse.Namespace) -> Path:
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(args.seed)
+    data = MocapPoses(args.data)
+    body = BodyModel.load()
+    config = DenoiserConfig(width=args.width, depth=args.depth)
+    model = PoseDenoiser(config)
+    scheduler = DDIMScheduler()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    view_cfg = ViewConfig()
+    step = 0
+    ckpt_path = out / "checkpoint.pt"
+    history: list[dict] = []
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        g.set_state(ckpt["generator"])
+        step = int(ckpt["step"])
+        history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
+        log.info("resumed from %s at step %d", ckpt_path, step)
+    meta = {"data": str(args.data), "data_sha256": file_sha256(args.data), "frames": len(data),
+            "config": config.to_dict(), "views": asdict(view_cfg), "batch": args.batch, "lr": args.lr,
+            "steps": args.steps, "seed": args.seed, "body_model": body.name}
+    (out / "run.json").write_text(json.dumps(meta, indent=2))
+
+    stop = {"now": False}
+
+    def on_signal(signum, _frame):
+        stop["now"] = True
+        log.warning("signal %d: saving a checkpoint and stopping", signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def save():
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                    "generator": g.get_state()}, out / "checkpoint.tmp")
+        (out / "checkpoint.tmp").replace(ckpt_path)
+        (out / "history.json").write_text(json.dumps(history))
+
+    model.train()
+    started, window = time.monotonic(), []
+    try:
+        while step < args.steps and not stop["now"]:
+            lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0)))
+            lr *= min(1.0, (step + 1) / 500)  # warm-up
+            for group in opt.param_groups:
+                group["lr"] = lr
+            views = make_views(body, data.batch(args.batch, g), view_cfg, g)
+            loss, parts = training_loss(model, body, scheduler, views, g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            window.append(parts)
+            if step % args.log_every == 0 or step == args.steps:
+                mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                window = []
+                rate = step / max(time.monotonic() - started, 1e-9) if not history else None
+                history.append({"step": step, "lr": lr, **mean})
+                print(f"step {step}/{args.steps}  loss {mean['loss']:.4f}  param {mean['param']:.4f}  "
+                      f"joints {mean['joint_mm']:.1f} mm  lr {lr:.2e}"
+                      + (f"  {rate:.2f} steps/s" if rate else ""), flush=True)
+            if step % args.save_every == 0:
+                save()
+    finally:
+        save()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    plot_history(history, out / "loss.png")
+    if step >= args.steps:
+        export(model, meta, history, out)
+    return out
+
+
+def export(model: PoseDenoiser, meta: dict, history: list[dict], out: Path) -> None:
+    """Write the shipped weights (float32 state dict) and their description."""
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out / "denoiser.pt")
+    info = dict(meta)
+    info["final"] = history[-1] if history else None
+    info["weights_sha256"] = file_sha256(out / "denoiser.pt")
+    (out / "denoiser.json").write_text(json.dumps(info, indent=2))
+    log.info("exported %s", out / "denoiser.pt")
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Loss curve as a PNG (OpenCV drawing, log scale)."""
+    if len(history) < 2:
+        return
+    import cv2
+
+    w, h, m = 800, 400, 50
+    img = np.full((h, w, 3), 255, np.uint8)
+    steps = np.array([r["step"] for r in history], float)
+    for key, color in (("loss", (200, 60, 0)), ("param", (0, 140, 0))):
+        y = np.log10(np.maximum([r[key] for r in history], 1e-6))
+        lo, hi = y.min(), y.max() + 1e-9
+        pts = np.stack([m + (steps - steps[0]) / max(steps[-1] - steps[0], 1) * (w - 2 * m),
+                        h - m - (y - lo) / (hi - lo) * (h - 2 * m)], -1).astype(np.int32)
+        cv2.polylines(img, [pts], False, color, 2, cv2.LINE_AA)
+        cv2.putText(img, f"{key}: {history[0][key]:.3g} -> {history[-1][key]:.3g}", (m, 30 + 20 * (key == "param")),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+    cv2.putText(img, f"step {int(steps[0])} .. {int(steps[-1])} (log-scale loss)", (m, h - 15),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), img)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train-lifter", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="training arrays from `engines.mocap.dataset`")
+    p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--width", type=int, default=DenoiserConfig.width)
+    p.add_argument("--depth", type=int, default=DenoiserConfig.depth)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--save-every", type=int, default=500)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
+    train(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
