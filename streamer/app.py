@@ -25,6 +25,7 @@ from .sources import Source, open_source
 log = logging.getLogger("smplstream.run")
 
 Mode = Literal["live", "offline"]
+BODY_MODEL_NAME = "anny-smpl"  # the bundled body model the lifter was trained with
 LIVE_QUEUE = 1  # live: nothing waits behind the frame being worked on
 OFFLINE_QUEUE = 4  # offline: enough to keep every stage busy
 
@@ -46,6 +47,9 @@ class RunConfig:
     camera: str | None = None
     preview: str | None = None
     perception: bool = True
+    lift: bool = True
+    lift_steps: int = 4
+    lift_samples: int = 8
     queue_size: int | None = None
     progress: bool = True
 
@@ -62,13 +66,17 @@ def default_mode(source: Source) -> Mode:
     return "live" if source.is_live else "offline"
 
 
-def processing_stages(config: RunConfig, source: Source) -> list[Stage]:
+def processing_stages(config: RunConfig, camera) -> list[Stage]:
     """The stages between the grabber and the outputs, in data-flow order."""
     stages: list[Stage] = []
     if config.perception:
         from .keypoints_stage import KeypointsStage
 
         stages.append(KeypointsStage())
+        if config.lift:
+            from .lift_stage import LiftStage
+
+            stages.append(LiftStage(camera, num_steps=config.lift_steps, num_samples=config.lift_samples))
     return stages
 
 
@@ -90,12 +98,14 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     try:
         camera = _camera(config.camera, source)
         mode: Mode = config.mode or default_mode(source)
+        stages = processing_stages(config, camera) + list(extra_stages or [])
         if config.record:
             recorder = MotionRecorder(config.record, fps=getattr(source, "fps", None) or 30.0,
-                                      image_size=source.size)
+                                      image_size=source.size, body_model=BODY_MODEL_NAME)
         if config.publish:
             publisher = ZmqPublisher(config.publish, extra_header={"source": source.name,
-                                                                   "camera": camera_header(camera)})
+                                                                   "camera": camera_header(camera),
+                                                                   "body_model": BODY_MODEL_NAME})
             log.info("publishing on %s", publisher.bound_endpoint)
         preview = None
         if config.preview:
@@ -110,7 +120,6 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         if config.progress and mode == "offline" and sys.stderr.isatty():
             progress = tqdm(total=_expected_frames(source, config.max_frames), unit="frame",
                             desc="frames", dynamic_ncols=True, leave=False)
-        stages = processing_stages(config, source) + list(extra_stages or [])
         stages.append(OutputStage(publisher, recorder, preview=preview,
                                   wait_subscribers=config.wait_subscribers, progress=progress))
     except BaseException:

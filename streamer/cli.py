@@ -35,6 +35,9 @@ def _run(args: argparse.Namespace) -> int:
         camera=args.camera,
         preview=args.preview,
         perception=not args.no_perception,
+        lift=not args.no_lift,
+        lift_steps=args.lift_steps,
+        lift_samples=args.lift_samples,
         progress=not args.quiet,
     )
     outcome = run(config)
@@ -106,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write a video with each person's box, id and skeleton drawn over the frames")
     run.add_argument("--no-perception", action="store_true",
                      help="skip detection and keypoints (capture, timestamp and publish frames only)")
+    run.add_argument("--no-lift", action="store_true", help="stop at 2D keypoints (no SMPL)")
+    run.add_argument("--lift-steps", type=int, default=4, metavar="K", help="denoising steps (default 4)")
+    run.add_argument("--lift-samples", type=int, default=8, metavar="N",
+                     help="samples per person; their spread is the published uncertainty (default 8)")
     run.add_argument("--camera", metavar="CAM.yaml",
                      help="camera file (see `calibrate`); without it a 63 deg pinhole is assumed")
     run.add_argument("--width", type=int, help="camera: requested frame width")
@@ -132,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Subcommands whose options live with the code that does the work: "module:function"
 # taking argv and returning an exit status. Run `smplstream NAME --help` for their options.
 DELEGATED = (
+    ("lift", "streamer.lift_file:main", "lift a keypoint file to an AMASS-style SMPL motion file"),
     ("calibrate", "calibration.cli:main",
      "calibrate a camera from checkerboard or ChArUco images or video"),
 )

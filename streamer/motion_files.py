@@ -113,22 +113,13 @@ class MotionRecorder:
         }
         rows = _complete_rows(track, SMPL_ARRAYS)
         if rows is not None:
-            poses = np.stack([track.arrays["poses"][i] for i in rows]).astype(np.float32)
-            data = {
-                "poses": poses.reshape(len(rows), -1),
-                "trans": np.stack([track.arrays["trans"][i] for i in rows]).astype(np.float32),
-                "betas": np.mean([track.arrays["betas"][i] for i in rows], axis=0).astype(np.float32),
-                "betas_per_frame": np.stack([track.arrays["betas"][i] for i in rows]).astype(np.float32),
-                "joints": np.stack([track.arrays["joints"][i] for i in rows]).astype(np.float32),
-                "mocap_framerate": np.float64(self.fps),
-                "gender": np.str_("neutral"),
-                "body_model": np.str_(self.body_model),
-                **{k: v[rows] for k, v in base.items() if k != "track_id"},
-                "track_id": base["track_id"],
-            }
-            for extra in ("poses_std", "joints_std"):
-                if extra in track.arrays and all(_present(track.arrays[extra], i) for i in rows):
-                    data[extra] = np.stack([track.arrays[extra][i] for i in rows]).astype(np.float32)
+            column = lambda name: np.stack([track.arrays[name][i] for i in rows])  # noqa: E731
+            extras = {name: column(name) for name in ("poses_std", "joints_std")
+                      if name in track.arrays and all(_present(track.arrays[name], i) for i in rows)}
+            data = motion_arrays(poses=column("poses"), trans=column("trans"), betas=column("betas"),
+                                 joints=column("joints"), fps=self.fps, body_model=self.body_model,
+                                 **{k: v[rows] for k, v in base.items() if k != "track_id"}, **extras)
+            data["track_id"] = base["track_id"]
             self._save(self.directory / f"track_{track.track_id:04d}.npz", data)
         for name, joint_set in KEYPOINT_ARRAYS.items():
             rows = _complete_rows(track, (name,))
@@ -146,19 +137,49 @@ class MotionRecorder:
             break  # one keypoint file per track: the richest joint set present
 
     def _save(self, path: Path, data: dict) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **data)
-            os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, path)
-        except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise RecordError(f"cannot write {path}: {exc.strerror or exc}") from None
+        write_npz_atomic(path, data)
         self.files_written.add(path)
+
+
+def motion_arrays(*, poses, trans, betas, joints, fps: float, body_model: str, frame_index, timestamp,
+                  score=None, **extras) -> dict[str, np.ndarray]:
+    """The AMASS-style motion file of ``docs/motion-files.md`` from per-frame arrays:
+    ``poses`` (T, 72), ``trans`` (T, 3), ``betas`` (T, 10) per frame, ``joints`` (T, 24, 3)."""
+    T = len(frame_index)
+    data = {
+        "poses": np.asarray(poses, np.float32).reshape(T, -1),
+        "trans": np.asarray(trans, np.float32).reshape(T, 3),
+        "betas": np.asarray(betas, np.float32).mean(axis=0),
+        "betas_per_frame": np.asarray(betas, np.float32),
+        "joints": np.asarray(joints, np.float32).reshape(T, -1, 3),
+        "mocap_framerate": np.float64(fps),
+        "gender": np.str_("neutral"),
+        "body_model": np.str_(body_model),
+        "frame_index": np.asarray(frame_index, np.int64),
+        "timestamp": np.asarray(timestamp, np.float64),
+    }
+    if score is not None:
+        data["score"] = np.asarray(score, np.float32)
+    data.update({k: np.asarray(v, np.float32) for k, v in extras.items()})
+    return data
+
+
+def write_npz_atomic(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as ``.npz`` to a temporary file beside ``path``, then rename it over
+    ``path``: readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **data)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise RecordError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _present(column: list, i: int) -> bool:

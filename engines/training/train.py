@@ -84,6 +84,20 @@ def training_loss(model: PoseDenoiser, body: BodyModel, scheduler: DDIMScheduler
     return loss, {"loss": loss.item(), "param": param_loss.item(), "joint_mm": joint_loss.item() * 1000}
 
 
+def export_checkpoint(args: argparse.Namespace) -> Path:
+    """Export the run's latest checkpoint as the shipped files (``--export-only``)."""
+    out = Path(args.out)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    meta = json.loads((out / "run.json").read_text())
+    model = PoseDenoiser(DenoiserConfig(**meta["config"]))
+    model.load_state_dict(ckpt["model"])
+    history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
+    meta["exported_step"] = int(ckpt["step"])
+    plot_history(history, out / "loss.png")
+    export(model, meta, history, out)
+    return out
+
+
 def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -131,7 +145,7 @@ def train(args: argparse.Namespace) -> Path:
     try:
         while step < args.steps and not stop["now"]:
             lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0)))
-            lr *= min(1.0, (step + 1) / 500)  # warm-up
+            lr *= min(1.0, (step + 1) / min(500, max(1, args.steps // 10)))  # warm-up
             for group in opt.param_groups:
                 group["lr"] = lr
             views = make_views(body, data.batch(args.batch, g), view_cfg, g)
@@ -163,13 +177,22 @@ def train(args: argparse.Namespace) -> Path:
 
 
 def export(model: PoseDenoiser, meta: dict, history: list[dict], out: Path) -> None:
-    """Write the shipped weights (float32 state dict) and their description."""
-    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out / "denoiser.pt")
+    """Write the shipped weights (float16 state dict: half the bytes, computed in float32),
+    their description and, when the export extra is installed, the ONNX file."""
+    torch.save({k: v.detach().half() if v.is_floating_point() else v.detach().clone()
+                for k, v in model.state_dict().items()}, out / "denoiser.pt")
     info = dict(meta)
     info["final"] = history[-1] if history else None
     info["weights_sha256"] = file_sha256(out / "denoiser.pt")
     (out / "denoiser.json").write_text(json.dumps(info, indent=2))
     log.info("exported %s", out / "denoiser.pt")
+    try:
+        from engines.diffusion.onnx_denoiser import main as export_onnx_main
+
+        export_onnx_main(["--weights", str(out / "denoiser.pt")])
+    except ImportError as exc:
+        log.warning("no ONNX export (%s); install the export extra and run "
+                    "`python -m engines.diffusion.onnx_denoiser --weights %s`", exc, out / "denoiser.pt")
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -208,12 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--export-only", action="store_true", help="export the latest checkpoint and exit")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
-    train(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    (export_checkpoint if args.export_only else train)(args)
     return 0
 
 

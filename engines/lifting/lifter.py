@@ -1,0 +1,181 @@
+"""The lifter: 2D keypoints of a batch of persons -> SMPL pose, shape and translation with
+uncertainty, by few-step sampling of the conditional diffusion model.
+
+>>> lifter = Lifter.load()                       # bundled weights, bundled body model
+>>> result = lifter.lift(keypoints)              # (B, 33, 3) normalised x, y, confidence
+>>> result.poses.shape, result.trans.shape       # (B, 72) axis-angle, (B, 3) metres
+
+Keypoints are in normalised camera coordinates (``calibration.Camera.normalize_keypoints``
+turns pixels of a calibrated or assumed camera into them). N samples are drawn per person;
+the estimate is their rotation-wise mean, and their spread is the per-joint uncertainty.
+The camera translation is solved in closed form from the keypoints and the posed body.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.body.body_model import BodyModel
+from engines.body.joint_sets import COCO17_FROM_BLAZEPOSE33
+from engines.body.rotations import matrix_to_axis_angle, rotation_6d_to_matrix
+from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS, DenoiserConfig, PoseDenoiser
+from engines.diffusion.features import condition_features, liftable
+from engines.diffusion.sampler import sample
+from engines.diffusion.schedule import DDIMScheduler
+from engines.lifting.translation import solve_translation
+
+ASSETS = Path(__file__).resolve().parents[1] / "diffusion" / "assets"
+DEFAULT_WEIGHTS = ASSETS / "denoiser.pt"
+
+
+class LifterWeightsError(ValueError):
+    """The denoiser weights are missing or do not fit the network."""
+
+
+@dataclass
+class LiftResult:
+    """Per person (B rows). Camera frame: OpenCV axes, metres; rotations axis-angle, radians."""
+
+    poses: torch.Tensor  # (B, 72) local rotations, root (global orientation) first
+    betas: torch.Tensor  # (B, 10)
+    trans: torch.Tensor  # (B, 3) position of the body model's origin (the pelvis)
+    joints: torch.Tensor  # (B, 24, 3)
+    poses_std: torch.Tensor  # (B, 24) angular spread of the samples about the estimate
+    joints_std: torch.Tensor  # (B, 24) positional spread of the samples' joints (root-relative)
+    valid: torch.Tensor  # (B,) False where too few keypoints were seen to lift
+
+
+def coco17_to_blazepose33(keypoints: torch.Tensor) -> torch.Tensor:
+    """Place COCO-17 keypoints (..., 17, 3) into the BlazePose-33 layout (others missing)."""
+    out = keypoints.new_zeros(*keypoints.shape[:-2], 33, keypoints.shape[-1])
+    out[..., list(COCO17_FROM_BLAZEPOSE33), :] = keypoints
+    return out
+
+
+def rotation_mean(R: torch.Tensor) -> torch.Tensor:
+    """Chordal L2 mean of rotations (..., N, 3, 3) -> (..., 3, 3)."""
+    U, _, Vh = torch.linalg.svd(R.mean(dim=-3))
+    d = torch.sign(torch.linalg.det(U @ Vh))
+    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
+    return U @ D @ Vh
+
+
+def geodesic_angle(Ra: torch.Tensor, Rb: torch.Tensor) -> torch.Tensor:
+    """Angle (radians) of the rotation taking ``Rb`` to ``Ra``."""
+    cos = ((Ra.transpose(-1, -2) @ Rb).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    return torch.arccos(cos.clamp(-1.0, 1.0))
+
+
+class Lifter:
+    """Keypoints -> SMPL for a batch of persons. ``num_steps`` K and ``num_samples`` N trade
+    speed for accuracy and uncertainty; ``seed`` makes the sampling repeatable."""
+
+    def __init__(self, denoiser: PoseDenoiser, body: BodyModel, *, num_steps: int = 4, num_samples: int = 8,
+                 seed: int = 0, scheduler: DDIMScheduler | None = None):
+        if num_steps < 1 or num_samples < 1:
+            raise ValueError("num_steps and num_samples must be at least 1")
+        self.denoiser = denoiser.eval()
+        self.body = body
+        self.scheduler = scheduler or DDIMScheduler()
+        self.num_steps = num_steps
+        self.num_samples = num_samples
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def load(cls, weights: str | Path | None = None, body: BodyModel | None = None, *,
+             backend: str = "auto", threads: int = 1, **kwargs) -> "Lifter":
+        """The denoiser from ``weights`` (default: the bundled one) and the bundled body model.
+
+        ``backend``: ``onnxruntime`` (the ``.onnx`` file beside the weights), ``torch``, or
+        ``auto`` (ONNX Runtime when the file is there, else torch).
+        """
+        model = load_denoiser(weights)
+        onnx_path = Path(weights or DEFAULT_WEIGHTS).with_suffix(".onnx")
+        if backend not in ("auto", "onnxruntime", "torch"):
+            raise ValueError(f"unknown backend {backend!r}; expected auto, onnxruntime or torch")
+        if backend == "onnxruntime" and not onnx_path.is_file():
+            raise LifterWeightsError(f"{onnx_path}: missing; export it with "
+                                     "`python -m engines.diffusion.onnx_denoiser` (needs the export extra)")
+        if backend in ("auto", "onnxruntime") and onnx_path.is_file():
+            from engines.diffusion.onnx_denoiser import OrtDenoiser
+
+            model = OrtDenoiser(onnx_path, model.config, threads=threads)
+        return cls(model, body or BodyModel.load(), **kwargs)
+
+    @property
+    def body_model_name(self) -> str:
+        return self.body.name
+
+    @torch.no_grad()
+    def lift(self, keypoints: torch.Tensor | np.ndarray) -> LiftResult:
+        """Lift (B, 33, 3) BlazePose or (B, 17, 3) COCO keypoints in normalised camera
+        coordinates with confidences (0 = missing)."""
+        kp = torch.as_tensor(keypoints, dtype=torch.float32)
+        if kp.dim() != 3 or kp.shape[-1] != 3 or kp.shape[1] not in (17, 33):
+            raise ValueError(f"keypoints must be (B, 33, 3) or (B, 17, 3), got {tuple(kp.shape)}")
+        if kp.shape[1] == 17:
+            kp = coco17_to_blazepose33(kp)
+        kp = torch.where(torch.isfinite(kp), kp, torch.zeros_like(kp))
+        B, N = kp.shape[0], self.num_samples
+        valid = liftable(kp)
+        # Rows that cannot be lifted still go through (shapes stay fixed) on a dummy layout.
+        safe = torch.where(valid[:, None, None], kp, _DUMMY_KEYPOINTS.expand(B, -1, -1))
+        x = sample(self.denoiser, self.scheduler, condition_features(safe), num_steps=self.num_steps,
+                   num_samples=N, generator=self.generator)
+        R_samples = rotation_6d_to_matrix(x[..., : NUM_JOINTS * 6].reshape(B, N, NUM_JOINTS, 6))
+        R = rotation_mean(R_samples.transpose(1, 2)).contiguous()  # (B, 24, 3, 3)
+        betas = x[..., NUM_JOINTS * 6: NUM_JOINTS * 6 + NUM_BETAS].mean(dim=1)
+        out = self.body(R, betas, keypoints="blazepose33")
+        weights = safe[..., 2] * (safe[..., 2] > 0.05)
+        trans = solve_translation(out.keypoints["blazepose33"], safe[..., :2], weights)
+        joints = out.joints + trans[:, None]
+        poses_std = geodesic_angle(R_samples, R[:, None]).pow(2).mean(dim=1).sqrt()
+        if N > 1:
+            sample_joints = self.body(R_samples.reshape(B * N, NUM_JOINTS, 3, 3),
+                                      x[..., NUM_JOINTS * 6:].reshape(B * N, -1)).joints.view(B, N, NUM_JOINTS, 3)
+            joints_std = (sample_joints - sample_joints.mean(1, keepdim=True)).norm(dim=-1).pow(2).mean(1).sqrt()
+        else:
+            joints_std = torch.zeros(B, NUM_JOINTS)
+        return LiftResult(poses=matrix_to_axis_angle(R).reshape(B, -1), betas=betas, trans=trans, joints=joints,
+                          poses_std=poses_std, joints_std=joints_std, valid=valid)
+
+
+# A plausible standing layout for rows that are not liftable (their results are discarded).
+_DUMMY_KEYPOINTS = torch.zeros(1, 33, 3)
+_DUMMY_KEYPOINTS[0, :, 1] = torch.linspace(-0.2, 0.2, 33)
+_DUMMY_KEYPOINTS[0, :, 0] = torch.linspace(-0.05, 0.05, 33)
+_DUMMY_KEYPOINTS[0, :, 2] = 1.0
+
+
+def load_denoiser(weights: str | Path | None = None) -> PoseDenoiser:
+    """Load denoiser weights (a state dict saved with ``torch.save``, float16 or float32; read
+    with ``weights_only=True``, so a tampered file cannot run code) and the config beside
+    them (``NAME.json``). The network computes in float32."""
+    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    config_path = path.with_suffix(".json")
+    if not path.is_file():
+        raise LifterWeightsError(f"{path}: no such weights file" + (
+            " (the bundled lifter weights are missing from this installation)" if weights is None else ""))
+    if not config_path.is_file():
+        raise LifterWeightsError(f"{config_path}: missing (the network config saved beside the weights)")
+    try:
+        info = json.loads(config_path.read_text())
+        config = DenoiserConfig(**info["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LifterWeightsError(f"{config_path}: not a denoiser config ({exc})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds; all mean "not loadable"
+        raise LifterWeightsError(f"{path}: cannot be loaded as plain weights ({str(exc).splitlines()[0]})") from None
+    model = PoseDenoiser(config)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise LifterWeightsError(f"{path}: does not fit the network in {config_path.name} "
+                                 f"({str(exc).splitlines()[0]})") from None
+    return model.eval()

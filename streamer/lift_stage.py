@@ -1,0 +1,53 @@
+"""The lift stage: every person of a frame with keypoints gets SMPL pose, shape,
+translation and uncertainty, all persons of the frame in one batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .frames import Frame
+from .graph import Stage
+
+SMPL_KEYS = ("poses", "betas", "trans", "joints", "poses_std", "joints_std")
+
+
+class LiftStage(Stage):
+    """Lifts ``keypoints_blazepose33`` (pixels) through ``camera`` (a
+    :class:`calibration.camera.Camera`; its distortion is removed first) to SMPL arrays
+    ``poses`` (72,), ``betas`` (10,), ``trans`` (3,), ``joints`` (24, 3),
+    ``poses_std`` (24,) and ``joints_std`` (24,). Persons with too few keypoints are passed
+    on without them."""
+
+    name = "lift"
+
+    def __init__(self, camera, *, weights=None, num_steps: int = 4, num_samples: int = 8, threads: int = 1):
+        self.camera = camera
+        self.weights = weights
+        self.num_steps = num_steps
+        self.num_samples = num_samples
+        self.threads = threads
+        self.lifter = None
+
+    def start(self) -> None:
+        from engines.lifting.lifter import Lifter
+
+        torch.set_num_threads(self.threads)
+        self.lifter = Lifter.load(self.weights, num_steps=self.num_steps, num_samples=self.num_samples)
+
+    @property
+    def body_model_name(self) -> str:
+        return self.lifter.body_model_name if self.lifter is not None else "anny-smpl"
+
+    def process(self, frame: Frame) -> Frame:
+        persons = [p for p in frame.persons if "keypoints_blazepose33" in p.arrays]
+        if not persons:
+            return frame
+        pixels = np.stack([p.arrays["keypoints_blazepose33"] for p in persons]).astype(np.float64)
+        normalised = self.camera.normalize_keypoints(pixels)
+        result = self.lifter.lift(torch.from_numpy(normalised.astype(np.float32)))
+        arrays = {k: getattr(result, k).numpy().astype(np.float32) for k in SMPL_KEYS}
+        for i, person in enumerate(persons):
+            if bool(result.valid[i]):
+                person.arrays.update({k: v[i] for k, v in arrays.items()})
+        return frame

@@ -1,0 +1,133 @@
+"""The lifter with the bundled weights: synthetic views of known poses, the `lift` command on
+real keypoints from the test clip, bad keypoint files, and weights that must be refused."""
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engines.body.body_model import BodyModel
+from engines.lifting.lifter import Lifter, LifterWeightsError, load_denoiser
+from engines.training.evaluate import joint_errors
+from engines.training.synthetic_views import ViewConfig, make_views
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYPOINTS = ROOT / "tests" / "data" / "keypoints" / "sports2d_walker_blazepose33.npz"
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def body():
+    return BodyModel.load()
+
+
+def walking_poses(n: int) -> torch.Tensor:
+    """A simple walk cycle: hips and knees swing, arms counter-swing (axis-angle, SMPL)."""
+    phase = torch.linspace(0, 2 * np.pi, n)
+    poses = torch.zeros(n, 24, 3)
+    poses[:, 1, 0] = 0.5 * torch.sin(phase)  # left hip
+    poses[:, 2, 0] = -0.5 * torch.sin(phase)  # right hip
+    poses[:, 4, 0] = 0.6 * (1 + torch.cos(phase)) / 2  # left knee
+    poses[:, 5, 0] = 0.6 * (1 - torch.cos(phase)) / 2
+    poses[:, 16, 2] = -1.2  # arms down from the T-pose
+    poses[:, 17, 2] = 1.2
+    poses[:, 16, 0] = -0.4 * torch.sin(phase)
+    poses[:, 17, 0] = 0.4 * torch.sin(phase)
+    return poses.view(n, 72)
+
+
+def test_lifts_clean_synthetic_views_of_a_walk(body):
+    g = torch.Generator().manual_seed(3)
+    clean = ViewConfig(jitter_frac=(0.0, 0.0), outlier_prob=0.0, drop_prob_max=0.0, limb_drop_prob=0.0,
+                       coco_only_prob=0.0, inside_prob=1.0, person_height_frac=(0.4, 0.8))
+    views = make_views(body, walking_poses(32), clean, g, betas=torch.zeros(32, 10))
+    result = Lifter.load(body=body, num_steps=4, num_samples=4).lift(views.keypoints)
+    errors = joint_errors(result.joints, views.joints_cam)
+    assert result.valid.all()
+    assert errors["pa_mpjpe_mm"] < 70, errors
+    depth_err = (result.trans[:, 2] - views.trans_cam[:, 2]).abs() / views.trans_cam[:, 2]
+    assert depth_err.median() < 0.15
+    assert (result.joints_std[:, 1:] > 0).all()
+
+
+def test_onnx_runtime_and_torch_backends_agree(body):
+    kp = make_views(body, walking_poses(4), ViewConfig(), torch.Generator().manual_seed(0)).keypoints
+    a = Lifter.load(body=body, backend="onnxruntime", seed=5).lift(kp)
+    b = Lifter.load(body=body, backend="torch", seed=5).lift(kp)
+    torch.testing.assert_close(a.joints, b.joints, atol=1e-3, rtol=1e-3)
+
+
+def test_same_seed_same_result_and_coco_input(body):
+    kp = make_views(body, walking_poses(3), ViewConfig(coco_only_prob=0.0), torch.Generator().manual_seed(1)).keypoints
+    lifter = Lifter.load(body=body, seed=9)
+    first = lifter.lift(kp).poses
+    assert torch.equal(Lifter.load(body=body, seed=9).lift(kp).poses, first)
+    from engines.body.joint_sets import COCO17_FROM_BLAZEPOSE33
+
+    coco = lifter.lift(kp[:, list(COCO17_FROM_BLAZEPOSE33)])
+    assert coco.poses.shape == (3, 72) and coco.valid.all()
+
+
+def smplstream(*args):
+    return subprocess.run([sys.executable, str(ROOT / "run_stream.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_lift_command_on_real_keypoints(tmp_path):
+    out = tmp_path / "walker.npz"
+    proc = smplstream("lift", str(KEYPOINTS), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "assuming" in proc.stderr  # no camera file: said so
+    with np.load(out) as m:
+        T = len(m["frame_index"])
+        assert T == 59 and m["poses"].shape == (T, 72) and m["joints"].shape == (T, 24, 3)
+        assert np.isfinite(m["poses"]).all() and str(m["body_model"]) == "anny-smpl"
+        # She walks 4 to 10 m from the camera, upright (head above pelvis: y is down).
+        assert 3.0 < np.median(m["trans"][:, 2]) < 12.0
+        head_above = m["joints"][:, 15, 1] < m["joints"][:, 0, 1]
+        assert head_above.mean() > 0.9
+        assert (m["poses_std"] > 0).all()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(keypoints=d["keypoints"][:, :20]), "(T, 33, 3)"),
+    (lambda d: d.update(joint_set=np.str_("openpose25")), "unknown joint_set"),
+    (lambda d: d["keypoints"].__setitem__((5, 3, 0), np.nan), "NaN"),
+    (lambda d: d.pop("fps"), "missing fps"),
+    (lambda d: d.update(image_size=np.array([0, 10])), "image_size"),
+])
+def test_bad_keypoint_files_are_one_line_errors(tmp_path, change, message):
+    with np.load(KEYPOINTS) as src:
+        data = {k: src[k].copy() for k in src.files}
+    change(data)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **data)
+    proc = smplstream("lift", str(bad), "--out", str(tmp_path / "out.npz"))
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("smplstream: error:")]
+    assert len(errors) == 1 and message in errors[0] and "bad.npz" in errors[0], proc.stderr
+    assert not (tmp_path / "out.npz").exists()
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/smplstream-pwned",))
+
+
+def test_weights_that_would_run_code_are_refused(tmp_path):
+    weights = tmp_path / "denoiser.pt"
+    torch.save({"x": _Exploit()}, weights)
+    (tmp_path / "denoiser.json").write_text('{"config": {}}')
+    with pytest.raises(LifterWeightsError, match="cannot be loaded as plain weights"):
+        load_denoiser(weights)
+    assert not Path("/tmp/smplstream-pwned").exists()
+    with open(weights, "wb") as f:
+        pickle.dump({"x": _Exploit()}, f)
+    with pytest.raises(LifterWeightsError):
+        load_denoiser(weights)
+    assert not Path("/tmp/smplstream-pwned").exists()
