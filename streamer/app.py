@@ -113,7 +113,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
 
             try:
                 preview = PreviewWriter(config.preview, fps=getattr(source, "fps", None) or 30.0,
-                                        size=source.size)
+                                        size=source.size, camera=camera)
             except (ValueError, OSError) as exc:
                 raise ConfigError(str(exc)) from None
         progress = None

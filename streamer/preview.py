@@ -1,4 +1,5 @@
-"""Preview video: each frame with its persons (boxes, track ids, skeletons) drawn over it."""
+"""Preview video: each frame with its persons drawn over it: the posed body mesh where the
+lifter gave one, the box, track id and 2D skeleton."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Sequence
 import av
 import cv2
 import numpy as np
+import torch
 
 from engines.perception.pose_landmarks import BLAZEPOSE33_EDGES
 
@@ -62,6 +64,64 @@ def draw_persons(
     return out
 
 
+class BodyMeshDrawer:
+    """Draws each person's posed body (a coarse mesh, flat-shaded, depth-sorted, see-through)
+    through the run's camera, lens distortion included."""
+
+    def __init__(self, camera, body=None, cell: float = 0.03, opacity: float = 0.6):
+        from engines.body.body_model import BodyModel
+        from engines.body.decimate import cluster_decimate
+
+        self.camera = camera
+        self.body = body or BodyModel.load()
+        keep, faces = cluster_decimate(self.body.v_template.numpy(), self.body.faces.numpy(), cell)
+        self.keep = torch.as_tensor(keep)
+        self.faces = faces
+        self.opacity = opacity
+
+    def vertices(self, persons: Sequence[Person]) -> list[np.ndarray]:
+        """Camera-frame vertices (V', 3) of the coarse mesh of every person with SMPL arrays."""
+        with_body = [p for p in persons if "poses" in p.arrays]
+        if not with_body:
+            return []
+        stack = lambda k: torch.as_tensor(np.stack([p.arrays[k] for p in with_body]), dtype=torch.float32)  # noqa: E731
+        with torch.no_grad():
+            out = self.body(stack("poses").view(-1, 24, 3), stack("betas"), stack("trans"), return_vertices=True)
+        return list(out.vertices[:, self.keep].numpy())
+
+    def draw(self, frame_bgr: np.ndarray, persons: Sequence[Person]) -> np.ndarray:
+        """Draw in place and return the frame."""
+        with_body = [p for p in persons if "poses" in p.arrays]
+        polygons, depths, colours = [], [], []
+        for person, verts in zip(with_body, self.vertices(with_body)):
+            tri = verts[self.faces]  # (F, 3, 3)
+            centre = tri.mean(1)
+            normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+            normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-12
+            facing = (normal * centre).sum(1) < 0  # towards the camera
+            ok = facing & (tri[..., 2] > 0.05).all(1)
+            px = self.camera.project(verts.astype(np.float64))[self.faces[ok]]
+            shade = 0.35 + 0.65 * np.abs((normal[ok] * centre[ok]).sum(1) / np.linalg.norm(centre[ok], axis=1))
+            base = np.array(track_colour(int(person.track_id)), np.float64)
+            polygons.append(px)
+            depths.append(centre[ok, 2])
+            colours.append(shade[:, None] * (0.5 * base + 0.5 * 255))
+        if not polygons:
+            return frame_bgr
+        px, depth, colour = np.concatenate(polygons), np.concatenate(depths), np.concatenate(colours)
+        finite = np.isfinite(px).all(axis=(1, 2)) & (np.abs(px) < 1e5).all(axis=(1, 2))
+        order = np.argsort(-depth[finite])  # far first: painter's algorithm
+        px, colour = np.round(px[finite][order]).astype(np.int32), colour[finite][order]
+        overlay = frame_bgr.copy()
+        mask = np.zeros(frame_bgr.shape[:2], np.uint8)
+        for tri, c in zip(px, colour):
+            cv2.fillConvexPoly(overlay, tri, c.tolist(), cv2.LINE_AA)
+            cv2.fillConvexPoly(mask, tri, 255)
+        blend = cv2.addWeighted(overlay, self.opacity, frame_bgr, 1 - self.opacity, 0)
+        np.copyto(frame_bgr, blend, where=mask[..., None].astype(bool))
+        return frame_bgr
+
+
 def draw_status(frame_bgr: np.ndarray, text: str) -> None:
     """Write a status line (frame number, fps) in the top-left corner, in place."""
     scale = max(frame_bgr.shape[:2]) / 1000.0
@@ -78,7 +138,7 @@ class PreviewWriter:
     missing from the preview, so it plays faster than real time.
     """
 
-    def __init__(self, path: str | Path, *, fps: float, size: tuple[int, int]):
+    def __init__(self, path: str | Path, *, fps: float, size: tuple[int, int], camera=None):
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".mkv", ".mov"):
             raise ValueError(f"--preview {path}: use a .mp4, .mkv or .mov file name")
@@ -92,11 +152,22 @@ class PreviewWriter:
         self._stream.options = {"crf": "23", "preset": "veryfast"}
         self._started = time.monotonic()
         self.frames = 0
+        self.camera = camera
+        self._mesh: BodyMeshDrawer | None = None
+
+    def _bodies(self, bgr: np.ndarray, persons: Sequence[Person]) -> None:
+        if self.camera is None or not any("poses" in p.arrays for p in persons):
+            return
+        if self._mesh is None:
+            self._mesh = BodyMeshDrawer(self.camera)
+        self._mesh.draw(bgr, persons)
 
     def write(self, frame: Frame) -> None:
         if frame.image is None:
             return
-        bgr = draw_persons(cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), frame.persons)
+        bgr = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
+        self._bodies(bgr, frame.persons)
+        bgr = draw_persons(bgr, frame.persons)
         self.frames += 1
         fps = self.frames / max(time.monotonic() - self._started, 1e-6)
         draw_status(bgr, f"frame {frame.index}  {len(frame.persons)} person(s)  {fps:.1f} fps")

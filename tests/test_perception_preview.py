@@ -43,3 +43,26 @@ def test_run_with_perception_writes_preview_and_keypoint_files(clip, tmp_path):
         seen = kp[..., 2] > 0.5
         assert seen.mean() > 0.5
         assert (kp[..., 0][seen] >= 0).all() and (kp[..., 0][seen] < 1768).all()
+
+
+def test_body_mesh_is_drawn_where_the_body_projects():
+    from calibration.camera import assumed_camera
+    from engines.body.body_model import BodyModel
+    from engines.body.decimate import cluster_decimate
+    from streamer.preview import BodyMeshDrawer
+
+    body = BodyModel.load()
+    keep, faces = cluster_decimate(body.v_template.numpy(), body.faces.numpy(), 0.03)
+    assert 1000 < len(faces) < 0.3 * len(body.faces) and faces.max() < len(keep)
+    camera = assumed_camera(640, 480)
+    pose = np.zeros(72, np.float32)
+    pose[0] = np.pi  # SMPL's Y-up body seen by a Y-down camera: turn it upright, facing us
+    person = Person(1, 1.0, {"poses": pose, "betas": np.zeros(10, np.float32),
+                             "trans": np.array([0.0, 0.0, 4.0], np.float32)})
+    frame = np.zeros((480, 640, 3), np.uint8)
+    BodyMeshDrawer(camera, body).draw(frame, [person])
+    centre = camera.project(np.array([[0.0, 0.0, 4.0]]))[0].astype(int)
+    assert frame[centre[1], centre[0]].any()  # the pelvis is covered
+    assert not frame[:, :100].any() and not frame[:, -100:].any()  # the T-pose spans ~2 m, not the frame
+    ys = np.nonzero(frame.any(axis=(1, 2)))[0]
+    assert 150 < ys.max() - ys.min() < 350  # 1.7 m at 4 m with f = 522 px is about 220 px tall
