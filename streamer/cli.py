@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 # taking argv and returning an exit status. Run `smplstream NAME --help` for their options.
 DELEGATED = (
     ("lift", "streamer.lift_file:main", "lift a keypoint file to an AMASS-style SMPL motion file"),
+    ("mocap-dataset", "engines.mocap.dataset:main",
+     "retarget motion capture (HDM05 ASF/AMC, CMU BVH) to SMPL training arrays"),
+    ("train-lifter", "engines.training.train:main", "train the diffusion lifter (resumable)"),
+    ("evaluate-lifter", "engines.training.evaluate:main", "evaluate the lifter on held-out actors"),
     ("calibrate", "calibration.cli:main",
      "calibrate a camera from checkerboard or ChArUco images or video"),
 )

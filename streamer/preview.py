@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from engines.perception.pose_landmarks import BLAZEPOSE33_EDGES
+from engines.body.joint_sets import BLAZEPOSE33_EDGES
 
 from .frames import Frame, Person
 

@@ -25,6 +25,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from engines.body.joint_sets import COCO17_FROM_BLAZEPOSE33 as _COCO17_FROM_BLAZEPOSE33
+
 from .onnx_session import LANDMARKS_ONNX, make_session
 
 INPUT_SIZE = 256
@@ -34,25 +36,8 @@ ROI_SCALE = 1.25  # RectTransformation scale_x/scale_y in MediaPipe's pose graph
 HEATMAP_KERNEL = 7  # RefineLandmarksFromHeatmap kernel_size in MediaPipe's graph
 HEATMAP_MIN_CONFIDENCE = 0.5
 
-BLAZEPOSE33_NAMES = (
-    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
-    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
-    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip",
-    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel",
-    "right_heel", "left_foot_index", "right_foot_index",
-)  # fmt: skip
-# COCO-17 order (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles)
-# as indices into the 33 BlazePose landmarks.
-COCO17_FROM_BLAZEPOSE33 = np.array([0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28])
-# Skeleton edges over the 33 landmarks (for drawing).
-BLAZEPOSE33_EDGES = (
-    (0, 1), (1, 2), (2, 3), (3, 7), (0, 4), (4, 5), (5, 6), (6, 8), (9, 10),
-    (11, 12), (11, 13), (13, 15), (15, 17), (15, 19), (15, 21), (17, 19),
-    (12, 14), (14, 16), (16, 18), (16, 20), (16, 22), (18, 20),
-    (11, 23), (12, 24), (23, 24), (23, 25), (24, 26), (25, 27), (26, 28),
-    (27, 29), (28, 30), (29, 31), (30, 32), (27, 31), (28, 32),
-)  # fmt: skip
+# The COCO-17 subset, from the joint sets (names and drawing edges live there too).
+COCO17_FROM_BLAZEPOSE33 = np.array(_COCO17_FROM_BLAZEPOSE33)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

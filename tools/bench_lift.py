@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""CPU time of the lift (K denoising steps, N samples, persons batched), eager torch against
+ONNX Runtime, in one run (this machine is noisy: compare the ratio).
+
+    python tools/bench_lift.py [--steps 4] [--samples 8] [--threads 1] [--repeat 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engines.body.body_model import BodyModel  # noqa: E402
+from engines.lifting.lifter import Lifter  # noqa: E402
+from engines.training.synthetic_views import ViewConfig, make_views  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=30)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    body = BodyModel.load()
+    views = make_views(body, torch.zeros(8, 72), ViewConfig(), torch.Generator().manual_seed(0))
+    lifters = {b: Lifter.load(body=body, backend=b, threads=args.threads, num_steps=args.steps,
+                              num_samples=args.samples) for b in ("torch", "onnxruntime")}
+    print(f"lift, K={args.steps} steps, N={args.samples} samples, {args.threads} thread(s); median of {args.repeat}")
+    print(f"{'persons':>8} {'torch ms':>9} {'ORT ms':>8} {'torch/ORT':>10} {'ORT ms/person':>14}")
+    for persons in (1, 8):
+        kp = views.keypoints[:persons]
+        times = {b: [] for b in lifters}
+        for _ in range(args.repeat):
+            for name, lifter in lifters.items():  # interleaved, so both see the same load
+                t0 = time.perf_counter()
+                lifter.lift(kp)
+                times[name].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+        print(f"{persons:>8} {med['torch']:>9.2f} {med['onnxruntime']:>8.2f} "
+              f"{med['torch'] / med['onnxruntime']:>10.2f} {med['onnxruntime'] / persons:>14.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
