@@ -186,13 +186,15 @@ def export(model: PoseDenoiser, meta: dict, history: list[dict], out: Path) -> N
     info["weights_sha256"] = file_sha256(out / "denoiser.pt")
     (out / "denoiser.json").write_text(json.dumps(info, indent=2))
     log.info("exported %s", out / "denoiser.pt")
-    try:
+    import importlib.util
+
+    if all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript")):
         from engines.diffusion.onnx_denoiser import main as export_onnx_main
 
         export_onnx_main(["--weights", str(out / "denoiser.pt")])
-    except ImportError as exc:
-        log.warning("no ONNX export (%s); install the export extra and run "
-                    "`python -m engines.diffusion.onnx_denoiser --weights %s`", exc, out / "denoiser.pt")
+    else:
+        log.warning("no ONNX export: install the export extra (pip install -e '.[export]') and run "
+                    "`python -m engines.diffusion.onnx_denoiser --weights %s`", out / "denoiser.pt")
 
 
 def plot_history(history: list[dict], path: Path) -> None:
