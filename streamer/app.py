@@ -37,6 +37,7 @@ class RunConfig:
     source: str
     mode: Mode | None = None
     publish: str | None = DEFAULT_ENDPOINT
+    curve_keys: str | None = None
     record: str | None = None
     max_frames: int | None = None
     stats_json: str | None = None
@@ -105,7 +106,8 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         if config.publish:
             publisher = ZmqPublisher(config.publish, extra_header={"source": source.name,
                                                                    "camera": camera_header(camera),
-                                                                   "body_model": BODY_MODEL_NAME})
+                                                                   "body_model": BODY_MODEL_NAME},
+                                     curve_keys=config.curve_keys)
             log.info("publishing on %s", publisher.bound_endpoint)
         preview = None
         if config.preview:

@@ -25,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         source=args.source,
         mode=args.mode,
         publish=None if args.publish.lower() == "none" else args.publish,
+        curve_keys=args.curve_keys,
         record=args.record,
         max_frames=args.max_frames,
         stats_json=args.stats_json,
@@ -52,7 +53,7 @@ def _subscribe(args: argparse.Namespace) -> int:
     from .wire import person_summary
 
     received = 0
-    with Subscriber(args.endpoint) as sub:
+    with Subscriber(args.endpoint, curve_keys=args.curve_keys) as sub:
         try:
             while args.count is None or received < args.count:
                 msg = sub.receive(timeout=args.timeout)
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "offline: every frame processed (default for files and folders)")
     run.add_argument("--publish", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
                      help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; 'none' to disable)")
+    run.add_argument("--curve-keys", metavar="DIR",
+                     help="encrypt the stream and admit only authorised subscribers (see `keys`)")
     run.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
                      help="hold the first frame until N subscribers have joined")
     run.add_argument("--record", metavar="DIR", help="write motion files per track into DIR")
@@ -124,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Connect to a publisher and print one line per frame.")
     subscribe.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT)
     subscribe.add_argument("--count", type=int, metavar="N", help="exit after N frames")
+    subscribe.add_argument("--curve-keys", metavar="DIR", help="client key pair and the publisher's public key")
     subscribe.add_argument("--json", action="store_true", help="one JSON object per line")
     subscribe.add_argument("--timeout", type=float, default=None, metavar="S",
                            help="give up if no frame arrives for S seconds")
@@ -144,6 +148,7 @@ DELEGATED = (
      "retarget motion capture (HDM05 ASF/AMC, CMU BVH) to SMPL training arrays"),
     ("train-lifter", "engines.training.train:main", "train the diffusion lifter (resumable)"),
     ("evaluate-lifter", "engines.training.evaluate:main", "evaluate the lifter on held-out actors"),
+    ("keys", "streamer.security:main", "generate CurveZMQ key pairs for an encrypted, authenticated stream"),
     ("calibrate", "calibration.cli:main",
      "calibrate a camera from checkerboard or ChArUco images or video"),
 )

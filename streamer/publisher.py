@@ -33,7 +33,8 @@ class ZmqPublisher:
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, hwm: int = 64,
-                 extra_header: dict | None = None, context: zmq.Context | None = None):
+                 extra_header: dict | None = None, context: zmq.Context | None = None,
+                 curve_keys: str | None = None):
         self.endpoint = endpoint
         self.extra_header = dict(extra_header or {})
         self.seq = 0
@@ -44,10 +45,21 @@ class ZmqPublisher:
         self._sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 200)
+        self._auth = None
+        if curve_keys:
+            from .security import secure_publisher
+
+            try:
+                self._auth = secure_publisher(self._sock, curve_keys, self._ctx)
+            except BaseException:
+                self._sock.close(0)
+                raise
         try:
             self._sock.bind(endpoint)
         except zmq.ZMQError as exc:
             self._sock.close(0)
+            if self._auth is not None:
+                self._auth.stop()
             if exc.errno == errno.EADDRINUSE:
                 raise PublishError(
                     f"cannot publish on {endpoint}: address already in use (another smplstream "
@@ -56,9 +68,9 @@ class ZmqPublisher:
                                "tcp://127.0.0.1:5555 or ipc:///tmp/smplstream)") from None
         self.bound_endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         host = urlparse(self.bound_endpoint).hostname or ""
-        if host in ("0.0.0.0", "*", "::", "[::]"):
+        if host in ("0.0.0.0", "*", "::", "[::]") and not curve_keys:
             log.warning("publishing on all network interfaces (%s): anyone who can reach this "
-                        "machine can subscribe; bind 127.0.0.1 unless you mean it",
+                        "machine can subscribe; bind 127.0.0.1 unless you mean it, or use --curve-keys",
                         self.bound_endpoint)
 
     def poll_subscriptions(self, timeout_ms: int = 0) -> int:
@@ -101,3 +113,5 @@ class ZmqPublisher:
 
     def close(self) -> None:
         self._sock.close()
+        if self._auth is not None:
+            self._auth.stop()

@@ -40,7 +40,7 @@ class Subscriber:
     """
 
     def __init__(self, endpoint: str, *, rcvhwm: int = 1000, strict: bool = False,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, curve_keys: str | None = None):
         self.endpoint = endpoint
         self.strict = strict
         self.gaps = 0
@@ -53,6 +53,14 @@ class Subscriber:
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SUBSCRIBE, TOPIC)
+        if curve_keys:
+            from .security import secure_subscriber
+
+            try:
+                secure_subscriber(self._sock, curve_keys)
+            except BaseException:
+                self._sock.close(0)
+                raise
         self._sock.connect(endpoint)
 
     def receive(self, timeout: float | None = None) -> ReceivedFrame | None:
