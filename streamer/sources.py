@@ -59,8 +59,15 @@ class VideoFileSource:
         index = 0
         start_wall = None
         start_pts = None
+        previous = None
         for frame in _decode(self._container, self._stream, self):
             t = frame.time
+            if self.fps and t is not None and previous is not None and t - previous > 1.5 / self.fps:
+                missing = round((t - previous) * self.fps) - 1
+                self.decode_errors += 1
+                log.warning("%s: about %d frame(s) missing after frame %d (%.2f s to %.2f s): damaged data?",
+                            self.name, missing, index - 1, previous, t)
+            previous = t if t is not None else previous
             if self.realtime and t is not None:
                 if start_wall is None:
                     start_wall, start_pts = time.monotonic(), t
@@ -69,6 +76,9 @@ class VideoFileSource:
                     time.sleep(delay)
             yield _to_frame(frame, index, t)
             index += 1
+        if self.frame_count and index < self.frame_count:
+            log.warning("%s: decoded %d of the %d frames the file announces (truncated or damaged?)",
+                        self.name, index, self.frame_count)
 
     def close(self) -> None:
         self._container.close()
@@ -312,15 +322,22 @@ def _video_stream(container, name: str):
 
 
 def _decode(container, stream, owner) -> Iterator[av.VideoFrame]:
-    """Decode packet by packet so one corrupt packet costs one frame, not the run."""
+    """Decode packet by packet so corrupt data costs the frames it holds, not the run.
+    A run of undecodable packets is reported once, with the frame number where it began."""
     decoded = 0
+    bad_run = 0
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
         except av.error.InvalidDataError as exc:
             owner.decode_errors += 1
-            log.warning("%s: frame %d could not be decoded (%s); skipped", owner.name, decoded, exc)
+            if bad_run == 0:
+                log.warning("%s: undecodable data after frame %d (%s); skipping it", owner.name,
+                            decoded - 1, str(exc).split(":")[0])
+            bad_run += 1
             continue
+        if frames:
+            bad_run = 0
         for frame in frames:
             decoded += 1
             yield frame

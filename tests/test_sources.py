@@ -67,3 +67,23 @@ def test_dropped_network_stream_is_reopened_and_counted(caplog):
     assert 50 <= len(frames) <= 60
     assert sum(v < 95 for v in levels) >= 25 and sum(v >= 98 for v in levels) >= 25
     assert "reconnected after" in caplog.text and "gave up after 3" in caplog.text
+
+
+def test_damaged_files_are_read_as_far_as_possible_with_frame_numbers(clip, tmp_path, caplog):
+    data = clip.read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    damaged = bytearray(data)
+    for offset in range(len(data) // 3, len(data) // 3 + 20000, 1000):
+        damaged[offset:offset + 50] = bytes((offset * 7 + i) % 251 for i in range(50))
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(bytes(damaged))
+
+    frames = list(open_source(str(truncated)).frames())
+    assert 100 < len(frames) < 230
+    assert f"decoded {len(frames)} of the 230 frames" in caplog.text
+    caplog.clear()
+    frames = list(open_source(str(garbage)).frames())
+    assert 150 < len(frames) < 230
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert "undecodable data after frame" in caplog.text and "frame(s) missing after frame" in caplog.text
