@@ -2,7 +2,7 @@
 for the lifter so outputs and shutdown can be tested before (and independently of) models.
 
 Run as a script it is a real pipeline process to signal: ``python tests/synthetic.py
-SOURCE RECORD_DIR ENDPOINT [persons]``.
+SOURCE RECORD_DIR ENDPOINT [persons [fail_at_frame]]``.
 """
 
 from __future__ import annotations
@@ -37,11 +37,14 @@ class SyntheticPersons(Stage):
 
     name = "lift"
 
-    def __init__(self, persons: int = 2, delay: float = 0.0):
+    def __init__(self, persons: int = 2, delay: float = 0.0, fail_at: int | None = None):
         self.persons = persons
         self.delay = delay
+        self.fail_at = fail_at
 
     def process(self, frame: Frame) -> Frame:
+        if frame.index == self.fail_at:
+            raise RuntimeError(f"synthetic failure at frame {frame.index}")
         if self.delay:
             time.sleep(self.delay)
         frame.persons = [synthetic_person(i + 1, frame.index) for i in range(self.persons)]
@@ -56,7 +59,9 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s [%(threadName)s] %(message)s")
     source, record, endpoint = sys.argv[1:4]
     persons = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    fail_at = int(sys.argv[5]) if len(sys.argv) > 5 else None
     # Slow enough that the test can interrupt mid-run.
     outcome = run(RunConfig(source=source, record=record, publish=endpoint, mode="offline",
-                            progress=False, perception=False), extra_stages=[SyntheticPersons(persons, delay=0.02)])
+                            progress=False, perception=False),
+                  extra_stages=[SyntheticPersons(persons, delay=0.02, fail_at=fail_at)])
     print(f"stopped_by={outcome.result.stopped_by} frames={outcome.result.frames_out}", flush=True)

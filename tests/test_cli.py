@@ -125,3 +125,15 @@ def test_signal_mid_run_leaves_complete_loadable_motion_files(clip, endpoint, tm
             assert n == frames_out  # every frame that went out is in the file
             if "poses" in data:
                 assert data["poses"].shape == (n, 72) and np.isfinite(data["poses"]).all()
+
+
+def test_failing_stage_leaves_complete_motion_files_and_the_stats_table(clip, endpoint, tmp_path):
+    record = tmp_path / "rec"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "synthetic.py"), str(clip), str(record),
+                           endpoint, "2", "40"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "stage 'lift' failed: RuntimeError: synthetic failure at frame 40" in proc.stderr
+    assert "glass-to-publish" in proc.stderr  # the final table still printed
+    for f in sorted(record.glob("*.npz")):
+        with np.load(f, allow_pickle=False) as data:
+            np.testing.assert_array_equal(data["frame_index"], np.arange(40))
