@@ -69,7 +69,7 @@ class BodyMeshDrawer:
     through the run's camera, lens distortion included."""
 
     def __init__(self, camera, body=None, cell: float = 0.03, opacity: float = 0.6, shades: int = 12,
-                 depth_bins: int = 48):
+                 depth_bins: int = 32):
         from engines.body.body_model import BodyModel
         from engines.body.decimate import cluster_decimate
 
@@ -141,13 +141,11 @@ class BodyMeshDrawer:
         ends = np.r_[starts[1:], len(group)]
         roi = frame_bgr[y0:y1, x0:x1]
         overlay = roi.copy()
-        mask = np.zeros(roi.shape[:2], np.uint8)
         for a, b in zip(starts, ends):
-            colour = palette[group[a] % len(palette)].tolist()
-            cv2.fillPoly(overlay, px[a:b], colour)
-            cv2.fillPoly(mask, px[a:b], 255)
-        blend = cv2.addWeighted(overlay, self.opacity, roi, 1 - self.opacity, 0)
-        np.copyto(roi, blend, where=mask[..., None].astype(bool))
+            cv2.fillPoly(overlay, px[a:b], palette[group[a] % len(palette)].tolist())
+        # Blend the whole box: where nothing was painted, overlay == roi and the weighted sum
+        # gives the pixel back unchanged, so no coverage mask is needed.
+        cv2.addWeighted(overlay, self.opacity, roi, 1 - self.opacity, 0, dst=roi)
         return frame_bgr
 
 
@@ -238,7 +236,10 @@ class PreviewWriter:
         h, w = self._stream.height, self._stream.width
         if bgr.shape[0] != h or bgr.shape[1] != w:
             bgr = cv2.resize(bgr, (w, h)) if abs(bgr.shape[1] - w) > 1 else bgr[:h, :w]
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")):
+        # OpenCV's BGR -> I420 (BT.601, as libswscale's default) is SIMD and about 10 ms a
+        # frame cheaper at 1768x994 than letting PyAV convert bgr24.
+        yuv = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420)
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")):
             self._container.mux(packet)
 
     def close(self) -> None:
