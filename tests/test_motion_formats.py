@@ -158,3 +158,43 @@ def test_parse_formats():
     assert parse_formats("npz, BVH,.bvh") == ("npz", "bvh")
     with pytest.raises(ConfigError, match="fbx"):
         parse_formats("npz,fbx")
+
+
+RUNNER = """
+import sys
+sys.path.insert(0, 'tests')
+from synthetic import SyntheticPersons
+from streamer.app import RunConfig, run
+outcome = run(RunConfig(source=sys.argv[1], record=sys.argv[2], publish=None, mode='offline', progress=False,
+                        perception=False, formats='npz,bvh,smpl'), extra_stages=[SyntheticPersons(1, delay=0.02)])
+print(f'stopped_by={outcome.result.stopped_by} frames={outcome.result.frames_out}', flush=True)
+"""
+
+
+def test_ctrl_c_leaves_complete_bvh_and_smpl_files(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    bvh = pytest.importorskip("bvh")
+    smplcodec = pytest.importorskip("smplcodec")
+    root = Path(__file__).resolve().parents[1]
+    record = tmp_path / "rec"
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(root / "tests" / "data" / "sports2d_demo.mp4"),
+                             str(record)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (record / "track_0001.smpl").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert "stopped_by=SIGINT" in out, err
+    frames_out = int(out.split("frames=")[1].split()[0])
+    assert 0 < frames_out < 230
+    assert not list(record.glob(".*tmp"))
+    mocap = bvh.Bvh((record / "track_0001.bvh").read_text())
+    assert mocap.nframes == frames_out and len(mocap.frames) == frames_out
+    codec = smplcodec.SMPLCodec.from_file(record / "track_0001.smpl")
+    assert codec.frame_count == frames_out and np.isfinite(codec.body_pose).all()
