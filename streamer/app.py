@@ -17,7 +17,6 @@ from tqdm import tqdm
 from .errors import ConfigError, SmplstreamError
 from .graph import Pipeline, RunResult, Stage
 from .latency import LatencyStats, format_table
-from .motion_files import MotionRecorder
 from .outputs import OutputStage
 from .publisher import DEFAULT_ENDPOINT, ZmqPublisher
 from .sources import Source, open_source

@@ -17,7 +17,6 @@ details.
 from __future__ import annotations
 
 import io
-import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from engines.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from .errors import ConfigError, RecordError
 from .motion_files import FILE_MODE, MotionRecorder
 
-log = logging.getLogger("smplstream.record")
 
 #: Camera frame (OpenCV) -> Y-up world: 180 degrees about x.
 CAMERA_TO_WORLD = np.diag([1.0, -1.0, -1.0])

@@ -148,7 +148,7 @@ class RerunViewer:
                 good = np.nonzero(kp[:, 2] >= 0.3)[0]
                 rec.log(f"world/camera/image/track_{tid}",
                         rr.Points2D(kp[good, :2] * s, keypoint_ids=good, class_ids=_BLAZEPOSE_CLASS,
-                                    colors=colour, labels=None, radii=-2.0))
+                                    colors=colour, radii=-2.0))  # negative radius: screen pixels
             joints = person.arrays.get("joints")
             if self.skeleton and joints is not None:
                 rec.log(f"world/track_{tid}/skeleton",
