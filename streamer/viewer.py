@@ -20,6 +20,8 @@ where it has one). A track that leaves the picture is cleared.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Sequence
 
 import cv2
@@ -66,6 +68,9 @@ class RerunViewer:
             raise ConfigError(f"--viewer-save {save}: use a file name ending in .rrd")
         if not 0 < image_scale <= 1:
             raise ConfigError(f"viewer image scale must be in (0, 1], got {image_scale}")
+        if spawn and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise ConfigError("--viewer: no display to open a viewer on (DISPLAY is not set); use --viewer-save "
+                              "FILE.rrd, or --viewer rerun+http://HOST:9876/proxy for a viewer on another machine")
         rr = import_rerun()
         self.rr = rr
         self.camera = camera
@@ -179,12 +184,14 @@ class RerunViewer:
                                         albedo_factor=(*colour, 200)))
 
     def close(self) -> None:
-        """Flush everything to the sinks (the .rrd file is complete afterwards)."""
+        """Flush everything to the sinks (the .rrd file is complete afterwards). A viewer that
+        could not be reached is a warning, not a failed run: the other outputs are written."""
         try:
             self.rec.flush(blocking=True)
-        except TypeError:  # older SDKs: flush() takes no argument
-            self.rec.flush()
-        self.rec.disconnect()
+            self.rec.disconnect()
+        except Exception as exc:  # rerun raises RuntimeError for an unreachable gRPC viewer
+            log.warning("viewer: could not deliver the recording: %s", exc)
+            return
         log.info("viewer: logged %d frame(s)", self.frames)
 
 

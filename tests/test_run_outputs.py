@@ -34,3 +34,13 @@ def test_output_option_errors(tmp_path, capsys, argv, message):
     assert main(["-q", "run", "--source", CLIP, "--publish", "none", "--no-perception", "--max-frames", "1",
                  *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_viewer_without_a_display_says_what_to_do(monkeypatch, capsys):
+    pytest.importorskip("rerun")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    assert main(["-q", "run", "--source", CLIP, "--publish", "none", "--no-perception", "--max-frames", "1",
+                 "--viewer"]) == 2
+    assert "--viewer-save" in capsys.readouterr().err
