@@ -187,7 +187,7 @@ class RerunViewer:
         """Flush everything to the sinks (the .rrd file is complete afterwards). A viewer that
         could not be reached is a warning, not a failed run: the other outputs are written."""
         try:
-            self.rec.flush(blocking=True)
+            self.rec.flush(timeout_sec=10.0)
             self.rec.disconnect()
         except Exception as exc:  # rerun raises RuntimeError for an unreachable gRPC viewer
             log.warning("viewer: could not deliver the recording: %s", exc)
