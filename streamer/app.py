@@ -17,7 +17,6 @@ from tqdm import tqdm
 from .errors import ConfigError, SmplstreamError
 from .graph import Pipeline, RunResult, Stage
 from .latency import LatencyStats, format_table
-from .motion_files import MotionRecorder
 from .outputs import OutputStage
 from .publisher import DEFAULT_ENDPOINT, ZmqPublisher
 from .sources import Source, open_source
@@ -53,6 +52,10 @@ class RunConfig:
     lift_samples: int = 8
     queue_size: int | None = None
     progress: bool = True
+    formats: str | None = None  # motion file formats for --record: "npz,bvh,smpl" (default npz)
+    preview_skeleton: bool = False  # preview draws the 3D skeleton instead of the mesh
+    viewer: str | None = None  # "spawn" or a Rerun gRPC URL: stream to a live Rerun viewer
+    viewer_save: str | None = None  # write the Rerun stream to this .rrd file
 
 
 @dataclass
@@ -101,8 +104,13 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         mode: Mode = config.mode or default_mode(source)
         stages = processing_stages(config, camera) + list(extra_stages or [])
         if config.record:
-            recorder = MotionRecorder(config.record, fps=getattr(source, "fps", None) or 30.0,
-                                      image_size=source.size, body_model=BODY_MODEL_NAME)
+            from .motion_formats import MultiFormatRecorder, parse_formats
+
+            recorder = MultiFormatRecorder(config.record, formats=parse_formats(config.formats),
+                                           fps=getattr(source, "fps", None) or 30.0,
+                                           image_size=source.size, body_model=BODY_MODEL_NAME)
+        elif config.formats:
+            raise ConfigError("--formats needs --record DIR")
         if config.publish:
             publisher = ZmqPublisher(config.publish, extra_header={"source": source.name,
                                                                    "camera": camera_header(camera),
@@ -115,15 +123,25 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
 
             try:
                 preview = PreviewWriter(config.preview, fps=getattr(source, "fps", None) or 30.0,
-                                        size=source.size, camera=camera)
+                                        size=source.size, camera=camera, skeleton=config.preview_skeleton)
             except (ValueError, OSError) as exc:
                 raise ConfigError(str(exc)) from None
+        elif config.preview_skeleton:
+            raise ConfigError("--preview-skeleton needs --preview OUT.mp4")
+        viewer = None
+        if config.viewer or config.viewer_save:
+            from .viewer import RerunViewer
+
+            viewer = RerunViewer(spawn=config.viewer == "spawn",
+                                 connect=None if config.viewer in (None, "spawn") else config.viewer,
+                                 save=config.viewer_save, camera=camera)
         progress = None
         if config.progress and mode == "offline" and sys.stderr.isatty():
             progress = tqdm(total=_expected_frames(source, config.max_frames), unit="frame",
                             desc="frames", dynamic_ncols=True, leave=False)
         stages.append(OutputStage(publisher, recorder, preview=preview,
-                                  wait_subscribers=config.wait_subscribers, progress=progress))
+                                  wait_subscribers=config.wait_subscribers, progress=progress,
+                                  viewer=viewer))
     except BaseException:
         source.close()
         if publisher is not None:

@@ -40,6 +40,10 @@ def _run(args: argparse.Namespace) -> int:
         lift_steps=args.lift_steps,
         lift_samples=args.lift_samples,
         progress=not args.quiet,
+        formats=args.formats,
+        preview_skeleton=args.preview_skeleton,
+        viewer=args.viewer,
+        viewer_save=args.viewer_save,
     )
     outcome = run(config)
     stopped = outcome.result.stopped_by
@@ -106,10 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
                      help="hold the first frame until N subscribers have joined")
     run.add_argument("--record", metavar="DIR", help="write motion files per track into DIR")
+    run.add_argument("--formats", metavar="LIST",
+                     help="motion file formats for --record, comma-separated: npz, bvh, smpl "
+                          "(default npz; keypoint .npz files are always written)")
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     run.add_argument("--stats-json", metavar="FILE", help="write latency statistics as JSON")
     run.add_argument("--preview", metavar="OUT.mp4",
                      help="write a video with each person's box, id and skeleton drawn over the frames")
+    run.add_argument("--preview-skeleton", action="store_true",
+                     help="preview: draw each body's 3D skeleton, projected, instead of its mesh")
+    run.add_argument("--viewer", nargs="?", const="spawn", metavar="URL",
+                     help="stream to a live Rerun viewer: spawn one (or join one on port 9876), or connect "
+                          "to URL (rerun+http://HOST:9876/proxy); needs the viewer extra")
+    run.add_argument("--viewer-save", metavar="FILE.rrd",
+                     help="write the Rerun stream to FILE.rrd (headless; open it with `rerun FILE.rrd`)")
     run.add_argument("--no-perception", action="store_true",
                      help="skip detection and keypoints (capture, timestamp and publish frames only)")
     run.add_argument("--no-lift", action="store_true", help="stop at 2D keypoints (no SMPL)")

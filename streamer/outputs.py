@@ -22,8 +22,10 @@ class OutputStage(Stage):
     name = "publish"
 
     def __init__(self, publisher: ZmqPublisher | None = None, recorder: MotionRecorder | None = None,
-                 *, preview: PreviewWriter | None = None, wait_subscribers: int = 0, progress=None):
+                 *, preview: PreviewWriter | None = None, wait_subscribers: int = 0, progress=None,
+                 viewer=None):
         self.publisher = publisher
+        self.viewer = viewer  # a streamer.viewer.RerunViewer, or None
         self.recorder = recorder
         self.preview = preview
         self.wait_subscribers = wait_subscribers
@@ -40,6 +42,8 @@ class OutputStage(Stage):
             self.recorder.write(frame)
         if self.preview is not None:
             self.preview.write(frame)
+        if self.viewer is not None:
+            self.viewer.write(frame)
         if self.progress is not None:
             self.progress.update(1)
         frame.image = None  # the pixels are no longer needed; free them early
@@ -52,6 +56,8 @@ class OutputStage(Stage):
         finally:
             if self.preview is not None:
                 self.preview.close()
+            if self.viewer is not None:
+                self.viewer.close()
             if self.publisher is not None:
                 self.publisher.close()
             if self.progress is not None:
