@@ -169,6 +169,41 @@ def evaluate(args: argparse.Namespace) -> dict:
     return report
 
 
+def plot_tradeoff(report: dict, path: str) -> None:
+    """PA-MPJPE against acceleration error (log scale) of every method, as a PNG (OpenCV)."""
+    import cv2
+
+    w, h, m = 900, 520, 70
+    img = np.full((h, w, 3), 255, np.uint8)
+    rows = report["methods"]
+    ax = np.log10([max(r["accel_mm"], 1e-3) for r in rows.values()])
+    ay = np.array([r["pa_mpjpe_mm"] for r in rows.values()])
+    x_lo, x_hi = ax.min() - 0.1, ax.max() + 0.1
+    y_lo, y_hi = ay.min() - 2, ay.max() + 2
+    px = lambda v: int(m + (v - x_lo) / (x_hi - x_lo) * (w - 2 * m))  # noqa: E731
+    py = lambda v: int(h - m - (v - y_lo) / (y_hi - y_lo) * (h - 2 * m))  # noqa: E731
+    cv2.rectangle(img, (m, m), (w - m, h - m), (0, 0, 0), 1)
+    for e in range(int(np.floor(x_lo)), int(np.ceil(x_hi)) + 1):
+        for k in (1, 2, 5):
+            v = e + np.log10(k)
+            if x_lo <= v <= x_hi:
+                cv2.line(img, (px(v), h - m), (px(v), h - m + 5), (0, 0, 0), 1)
+                cv2.putText(img, f"{10 ** v:g}", (px(v) - 10, h - m + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    for v in np.arange(np.ceil(y_lo), y_hi, max(1, round((y_hi - y_lo) / 8))):
+        cv2.putText(img, f"{v:.0f}", (m - 35, py(v) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.line(img, (m - 5, py(v)), (m, py(v)), (0, 0, 0), 1)
+    colours = {"per-frame": (0, 0, 200), "refine": (200, 80, 0), "One-Euro": (0, 150, 0), "Kalman": (150, 0, 150)}
+    for (label, _), x, y in zip(rows.items(), ax, ay):
+        colour = next((c for k, c in colours.items() if label.startswith(k)), (0, 0, 0))
+        cv2.circle(img, (px(x), py(y)), 5, colour, -1, cv2.LINE_AA)
+        cv2.putText(img, label, (px(x) + 7, py(y) - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    cv2.putText(img, "acceleration error, mm/frame^2 (log)", (w // 2 - 150, h - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, f"PA-MPJPE (mm) vs acceleration error, {report['frames']} held-out frames", (m, 40),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(path, img)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="evaluate-refinement", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the report here")
+    p.add_argument("--plot", help="write a PA-MPJPE vs acceleration error figure (PNG) here")
     args = p.parse_args(argv)
     report = evaluate(args)
+    if args.plot:
+        plot_tradeoff(report, args.plot)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -39,7 +39,7 @@ class GuidanceSettings:
     noise_t: int = 100
     num_steps: int = 2
     guide: Literal["x0", "xt"] = "x0"
-    iters_per_step: int = 4
+    iters_per_step: int = 1
     step_size: float = 0.02
     trans_step: float = 0.02
     reproj_weight: float = 1.0
