@@ -46,10 +46,12 @@ class RefineStage(Stage):
         from engines.lifting.lifter import load_denoiser
         from engines.refinement.guided import CameraParams, GuidedRefiner
         from engines.refinement.online import OnlineRefiner
+        from engines.refinement.settings import GuidanceSettings
 
         torch.set_num_threads(self.threads)
         self.body = BodyModel.load()
-        refiner = GuidedRefiner(load_denoiser(self.weights), self.body, self.settings)
+        settings = self.settings or GuidanceSettings.for_lag(self.lag)
+        refiner = GuidedRefiner(load_denoiser(self.weights), self.body, settings)
         self.online = OnlineRefiner(refiner, lag=self.lag, context=self.context)
         self.camera_params = CameraParams.from_camera(self.camera)
 

@@ -232,3 +232,15 @@ def test_baselines_smooth_a_noisy_line():
     for smoothed in (one_euro(noisy, 30.0, min_cutoff=2.0, beta=1.0), kalman_rts(noisy, process_var=1e-5, measurement_var=2.5e-3)):
         assert np.abs(np.diff(smoothed, 2, axis=0)).mean() < 0.3 * np.abs(np.diff(noisy, 2, axis=0)).mean()
         assert np.abs(smoothed - truth)[10:].mean() < np.abs(noisy - truth).mean()
+
+
+def test_settings_defaults_per_lag_and_bad_values():
+    causal, lagged = GuidanceSettings.for_lag(0), GuidanceSettings.for_lag(5)
+    assert lagged == GuidanceSettings()
+    assert causal.smooth_rot_acc < lagged.smooth_rot_acc and causal.smooth_rot_vel > lagged.smooth_rot_vel
+    assert GuidanceSettings.for_lag(0, noise_t=50).noise_t == 50
+    for bad in ({"noise_t": 1000}, {"guide": "eps"}, {"num_steps": 0}, {"reproj_sigma": 0.0}):
+        with pytest.raises(ValueError):
+            GuidanceSettings(**bad)
+    with pytest.raises(ValueError):
+        GuidanceSettings.for_lag(-1)

@@ -99,8 +99,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     body = BodyModel.load()
     lifter = Lifter.load(args.weights, body, num_steps=args.lift_steps, num_samples=args.lift_samples, seed=args.seed,
                          threads=args.threads)
-    settings = GuidanceSettings(**json.loads(args.settings)) if args.settings else GuidanceSettings()
-    guided = GuidedRefiner(load_denoiser(args.weights), body, settings)
+    overrides = json.loads(args.settings) if args.settings else {}
+    model = load_denoiser(args.weights)
+    guided_for = {L: GuidedRefiner(model, body, GuidanceSettings.for_lag(L, **overrides)) for L in {0, *args.lags}}
+    settings = guided_for[max(args.lags)].settings
     g = torch.Generator().manual_seed(args.seed)
     clips = heldout_clips(args.data, args.clips, args.max_frames)
     methods: dict[str, list] = {}
@@ -125,8 +127,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         camera = CameraParams(K=views.K[0])
         true = views.joints_cam
         add("per-frame lift", joints_of(body, x, trans), true, T)
-        runs = [("per-frame guidance", OnlineRefiner(guided, lag=0, context=0))]
-        runs += [(f"refine L={L}", OnlineRefiner(guided, lag=L, context=args.context)) for L in args.lags]
+        runs = [("per-frame guidance", OnlineRefiner(guided_for[0], lag=0, context=0))]
+        runs += [(f"refine L={L}", OnlineRefiner(guided_for[L], lag=L, context=args.context)) for L in args.lags]
         for label, online in runs:
             rx, rt, sec = run_online(online, x, trans, cond, kp, camera)
             add(label, joints_of(body, rx, rt), true, T)
@@ -140,7 +142,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         print(f"{name}: {T} frames", flush=True)
 
     report = {"clips": [c[0] for c in clips], "frames": sum(c[1].shape[0] for c in clips),
-              "settings": settings.to_dict(), "context": args.context, "methods": {}}
+              "settings": {L: g.settings.to_dict() for L, g in guided_for.items()}, "context": args.context, "methods": {}}
     print(f"\n{'method':<22}{'MPJPE':>8}{'PA-MPJPE':>10}{'accel':>8}{'ms/frame':>10}")
     for label, rows in methods.items():
         n = sum(T for T, _ in rows)
@@ -161,7 +163,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         for L in args.lags:
             for n in args.timing_tracks:
                 t0 = time.process_time()
-                _, _, sec = run_online(OnlineRefiner(guided, lag=L, context=args.context), x, trans, cond,
+                _, _, sec = run_online(OnlineRefiner(guided_for[L], lag=L, context=args.context), x, trans, cond,
                                        views.keypoints_px, camera, copies=n)
                 cpu = (time.process_time() - t0) / x.shape[0] * 1000
                 report["timing_ms"][f"L={L} tracks={n}"] = {"wall_ms": sec * 1000, "cpu_ms": cpu}
@@ -193,10 +195,11 @@ def plot_tradeoff(report: dict, path: str) -> None:
         cv2.putText(img, f"{v:.0f}", (m - 35, py(v) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
         cv2.line(img, (m - 5, py(v)), (m, py(v)), (0, 0, 0), 1)
     colours = {"per-frame": (0, 0, 200), "refine": (200, 80, 0), "One-Euro": (0, 150, 0), "Kalman": (150, 0, 150)}
-    for (label, _), x, y in zip(rows.items(), ax, ay):
+    for i, ((label, _), x, y) in enumerate(zip(rows.items(), ax, ay)):
         colour = next((c for k, c in colours.items() if label.startswith(k)), (0, 0, 0))
         cv2.circle(img, (px(x), py(y)), 5, colour, -1, cv2.LINE_AA)
-        cv2.putText(img, label, (px(x) + 7, py(y) - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+        dy = -8 if i % 2 else 16  # alternate above and below: neighbours' labels do not overlap
+        cv2.putText(img, label, (px(x) + 7, py(y) + dy), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
     cv2.putText(img, "acceleration error, mm/frame^2 (log)", (w // 2 - 150, h - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                 (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, f"PA-MPJPE (mm) vs acceleration error, {report['frames']} held-out frames", (m, 40),

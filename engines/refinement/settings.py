@@ -54,6 +54,16 @@ class GuidanceSettings:
     smooth_joint_vel: float = 0.0
     smooth_joint_acc: float = 10.0
 
+    @classmethod
+    def for_lag(cls, lag: int, **changes) -> "GuidanceSettings":
+        """The measured defaults for a lag of ``lag`` frames. Causal refinement (``lag = 0``)
+        cannot see the motion ahead: an acceleration penalty there extrapolates the past and
+        drifts, so it is smoothed mostly by velocity (a first-order low-pass) instead."""
+        if lag < 0:
+            raise ValueError(f"lag must be >= 0 frames, got {lag}")
+        base = dict(smooth_rot_vel=3.0, smooth_rot_acc=1.0, smooth_trans_vel=3.0, smooth_trans_acc=1.0) if lag == 0 else {}
+        return cls(**{**base, **changes})
+
     def replace(self, **changes) -> "GuidanceSettings":
         return replace(self, **changes)
 
