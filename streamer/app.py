@@ -50,6 +50,8 @@ class RunConfig:
     lift: bool = True
     lift_steps: int = 4
     lift_samples: int = 8
+    refine: bool = True
+    refine_lag: int = 5
     queue_size: int | None = None
     progress: bool = True
     formats: str | None = None  # motion file formats for --record: "npz,bvh,smpl" (default npz)
@@ -81,6 +83,10 @@ def processing_stages(config: RunConfig, camera) -> list[Stage]:
             from .lift_stage import LiftStage
 
             stages.append(LiftStage(camera, num_steps=config.lift_steps, num_samples=config.lift_samples))
+            if config.refine:
+                from .refine_stage import RefineStage
+
+                stages.append(RefineStage(camera, lag=config.refine_lag))
     return stages
 
 
@@ -88,6 +94,8 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     """Open the source and outputs and assemble the pipeline. Raises SmplstreamError."""
     if config.max_frames is not None and config.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
+    if config.refine_lag < 0:
+        raise ConfigError("--refine-lag must be 0 (causal) or more frames")
     if config.wait_subscribers < 0:
         raise ConfigError("--wait-subscribers must not be negative")
     if config.wait_subscribers and not config.publish:

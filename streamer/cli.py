@@ -39,6 +39,8 @@ def _run(args: argparse.Namespace) -> int:
         lift=not args.no_lift,
         lift_steps=args.lift_steps,
         lift_samples=args.lift_samples,
+        refine=not args.no_refine,
+        refine_lag=args.refine_lag,
         progress=not args.quiet,
         formats=args.formats,
         preview_skeleton=args.preview_skeleton,
@@ -130,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lift-steps", type=int, default=4, metavar="K", help="denoising steps (default 4)")
     run.add_argument("--lift-samples", type=int, default=8, metavar="N",
                      help="samples per person; their spread is the published uncertainty (default 8)")
+    run.add_argument("--refine-lag", type=int, default=5, metavar="L",
+                     help="temporal refinement publishes each frame L frames late (0: causal; default 5)")
+    run.add_argument("--no-refine", action="store_true", help="publish the per-frame lifts unrefined")
     run.add_argument("--camera", metavar="CAM.yaml",
                      help="camera file (see `calibrate`); without it a 63 deg pinhole is assumed")
     run.add_argument("--width", type=int, help="camera: requested frame width")

@@ -96,6 +96,66 @@ def _uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
 WORLD_TO_CAMERA = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
 
 
+@dataclass
+class _Camera:
+    """One virtual camera per row: world-to-camera rotation and pinhole intrinsics."""
+
+    R_cw: torch.Tensor  # (B, 3, 3)
+    K: torch.Tensor  # (B, 3, 3)
+    f: torch.Tensor  # (B,)
+    W: torch.Tensor  # (B,)
+    H: torch.Tensor  # (B,)
+
+
+def _sample_rotation(n: int, cfg: ViewConfig, g: torch.Generator) -> torch.Tensor:
+    """Heading, pitch, roll: the world as the camera sees it, (n, 3, 3)."""
+    yaw = _uniform(-math.pi, math.pi, n, g)
+    pitch = torch.deg2rad(_uniform(*cfg.pitch_deg, n, g))
+    roll = torch.deg2rad(torch.randn(n, generator=g) * cfg.roll_sd_deg)
+    return _rot_z(roll) @ _rot_x(-pitch) @ WORLD_TO_CAMERA @ _rot_y(yaw)
+
+
+def _sample_intrinsics(R_cw: torch.Tensor, cfg: ViewConfig, g: torch.Generator) -> _Camera:
+    n = R_cw.shape[0]
+    hfov = torch.deg2rad(_uniform(*cfg.hfov_deg, n, g))
+    aspect = torch.tensor(cfg.aspects)[torch.randint(len(cfg.aspects), (n,), generator=g)]
+    W = torch.full((n,), cfg.image_width)
+    H = W / aspect
+    f = (W / 2) / torch.tan(hfov / 2)
+    K = torch.zeros(n, 3, 3)
+    K[:, 0, 0] = K[:, 1, 1] = f
+    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = W / 2, H / 2, 1.0
+    return _Camera(R_cw=R_cw, K=K, f=f, W=W, H=H)
+
+
+def _sample_placement(cam: _Camera, extent: torch.Tensor, cfg: ViewConfig, g: torch.Generator) -> torch.Tensor:
+    """Camera-frame position (n, 3) for a pelvis of a person ``extent`` metres large: depth from
+    the size the person should appear at, at a random image point."""
+    n = cam.f.shape[0]
+    frac = _uniform(*cfg.person_height_frac, n, g)
+    depth = (cam.f * extent / (frac * cam.H)).clamp(min=cfg.min_depth)
+    inside = torch.rand(n, generator=g) < cfg.inside_prob
+    lo = torch.where(inside, torch.full((n,), 0.15), torch.full((n,), -0.1))
+    hi = 1 - lo
+    u = (lo + (hi - lo) * torch.rand(n, generator=g)) * cam.W
+    v = (lo + (hi - lo) * torch.rand(n, generator=g)) * cam.H
+    ray = torch.stack([(u - cam.W / 2) / cam.f, (v - cam.H / 2) / cam.f, torch.ones(n)], -1)
+    return depth[:, None] * ray
+
+
+def _observe(kp_cam: torch.Tensor, cam: _Camera, cfg: ViewConfig, g: torch.Generator):
+    """Project camera-frame keypoints (B, J, 3) and damage them like a detector:
+    (clean px (B, J, 2), noisy px + conf (B, J, 3), noisy normalised + conf (B, J, 3))."""
+    f, W, H, K = cam.f, cam.W, cam.H, cam.K
+    z = kp_cam[..., 2].clamp(min=1e-3)
+    clean = kp_cam[..., :2] / z[..., None] * f[:, None, None] + torch.stack([W / 2, H / 2], -1)[:, None]
+    behind = kp_cam[..., 2] < 0.1
+    keypoints_px, conf = _damage(clean, behind, W, H, cfg, g)
+    norm = (keypoints_px[..., :2] - K[:, None, :2, 2]) / f[:, None, None]
+    keypoints = torch.cat([norm * (conf[..., None] > 0), conf[..., None]], dim=-1)
+    return clean, torch.cat([keypoints_px, conf[..., None]], -1), keypoints
+
+
 @torch.no_grad()
 def make_views(body, poses: torch.Tensor, cfg: ViewConfig, g: torch.Generator,
                betas: torch.Tensor | None = None) -> SyntheticViews:
@@ -104,49 +164,52 @@ def make_views(body, poses: torch.Tensor, cfg: ViewConfig, g: torch.Generator,
     R = axis_angle_to_matrix(poses.view(B, 24, 3).float())
     if betas is None:
         betas = (torch.randn(B, 10, generator=g) * cfg.betas_sd).clamp(-3, 3)
-    # Heading, pitch, roll: the world as the camera sees it.
-    yaw = _uniform(-math.pi, math.pi, B, g)
-    pitch = torch.deg2rad(_uniform(*cfg.pitch_deg, B, g))
-    roll = torch.deg2rad(torch.randn(B, generator=g) * cfg.roll_sd_deg)
-    R_cw = _rot_z(roll) @ _rot_x(-pitch) @ WORLD_TO_CAMERA @ _rot_y(yaw)
+    R_cw = _sample_rotation(B, cfg, g)
     poses_cam = torch.cat([(R_cw @ R[:, 0])[:, None], R[:, 1:]], dim=1)
     out = body(poses_cam, betas, keypoints="blazepose33")
     joints, kp3d = out.joints, out.keypoints["blazepose33"]
-
-    # Camera intrinsics.
-    hfov = torch.deg2rad(_uniform(*cfg.hfov_deg, B, g))
-    aspect = torch.tensor(cfg.aspects)[torch.randint(len(cfg.aspects), (B,), generator=g)]
-    W = torch.full((B,), cfg.image_width)
-    H = W / aspect
-    f = (W / 2) / torch.tan(hfov / 2)
-    K = torch.zeros(B, 3, 3)
-    K[:, 0, 0] = K[:, 1, 1] = f
-    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = W / 2, H / 2, 1.0
-
-    # Depth from the size the person should appear at; pelvis at a random image point.
+    cam = _sample_intrinsics(R_cw, cfg, g)
     spread = kp3d[..., :2].amax(1) - kp3d[..., :2].amin(1)
     extent = spread.amax(-1).clamp(min=0.3)  # larger of the width and height, metres
-    frac = _uniform(*cfg.person_height_frac, B, g)
-    depth = (f * extent / (frac * H)).clamp(min=cfg.min_depth)
-    inside = torch.rand(B, generator=g) < cfg.inside_prob
-    lo = torch.where(inside, torch.full((B,), 0.15), torch.full((B,), -0.1))
-    hi = 1 - lo
-    u = (lo + (hi - lo) * torch.rand(B, generator=g)) * W
-    v = (lo + (hi - lo) * torch.rand(B, generator=g)) * H
-    ray = torch.stack([(u - W / 2) / f, (v - H / 2) / f, torch.ones(B)], -1)
-    trans = depth[:, None] * ray - joints[:, 0]
-    joints_cam = joints + trans[:, None]
-    kp_cam = kp3d + trans[:, None]
-
-    z = kp_cam[..., 2].clamp(min=1e-3)
-    clean = kp_cam[..., :2] / z[..., None] * f[:, None, None] + torch.stack([W / 2, H / 2], -1)[:, None]
-    behind = kp_cam[..., 2] < 0.1
-    keypoints_px, conf = _damage(clean, behind, W, H, cfg, g)
-    norm = (keypoints_px[..., :2] - K[:, None, :2, 2]) / f[:, None, None]
-    keypoints = torch.cat([norm * (conf[..., None] > 0), conf[..., None]], dim=-1)
+    trans = _sample_placement(cam, extent, cfg, g) - joints[:, 0]
+    clean, keypoints_px, keypoints = _observe(kp3d + trans[:, None], cam, cfg, g)
     x0 = torch.cat([matrix_to_rotation_6d(poses_cam).flatten(1), betas], dim=-1)
-    return SyntheticViews(x0=x0, keypoints=keypoints, keypoints_px=torch.cat([keypoints_px, conf[..., None]], -1),
-                          clean_px=clean, K=K, image_size=torch.stack([W, H], -1), joints_cam=joints_cam,
+    return SyntheticViews(x0=x0, keypoints=keypoints, keypoints_px=keypoints_px, clean_px=clean, K=cam.K,
+                          image_size=torch.stack([cam.W, cam.H], -1), joints_cam=joints + trans[:, None],
+                          trans_cam=trans, poses_cam=poses_cam, betas=betas)
+
+
+@torch.no_grad()
+def make_sequence_views(body, poses: torch.Tensor, cfg: ViewConfig, g: torch.Generator,
+                        trans_world: torch.Tensor | None = None,
+                        betas: torch.Tensor | None = None) -> SyntheticViews:
+    """Views of one clip: ``poses`` (T, 72) axis-angle and ``trans_world`` (T, 3) metres in
+    SMPL world axes, seen by one camera with one body shape for all T frames (the clip's
+    centre placed as :func:`make_views` places a single pose); the keypoint damage is drawn
+    afresh every frame, like a detector's."""
+    T = poses.shape[0]
+    R = axis_angle_to_matrix(poses.view(T, 24, 3).float())
+    if betas is None:
+        betas = (torch.randn(1, 10, generator=g) * cfg.betas_sd).clamp(-3, 3)
+    betas = betas.reshape(1, -1).expand(T, -1).contiguous()
+    R_cw = _sample_rotation(1, cfg, g)
+    poses_cam = torch.cat([(R_cw @ R[:, 0])[:, None], R[:, 1:]], dim=1)
+    out = body(poses_cam, betas, keypoints="blazepose33")
+    joints, kp3d = out.joints, out.keypoints["blazepose33"]
+    cam = _sample_intrinsics(R_cw, cfg, g)
+    spread = kp3d[..., :2].amax(1) - kp3d[..., :2].amin(1)
+    extent = spread.amax(-1).clamp(min=0.3).mean().reshape(1)
+    path = torch.zeros(T, 3) if trans_world is None else (R_cw[0] @ (trans_world.float() - trans_world.float().mean(0)).T).T
+    centre = _sample_placement(cam, extent, cfg, g)[0]
+    # Keep the whole clip in front of the camera: push the camera back along its axis if needed.
+    nearest = (centre[2] + path[:, 2]).min()
+    centre = centre * (cfg.min_depth / nearest).clamp(min=1.0)
+    trans = centre + path - joints[:, 0]
+    cam = _Camera(**{k: v.expand(T, *v.shape[1:]) for k, v in vars(cam).items()})
+    clean, keypoints_px, keypoints = _observe(kp3d + trans[:, None], cam, cfg, g)
+    x0 = torch.cat([matrix_to_rotation_6d(poses_cam).flatten(1), betas], dim=-1)
+    return SyntheticViews(x0=x0, keypoints=keypoints, keypoints_px=keypoints_px, clean_px=clean, K=cam.K,
+                          image_size=torch.stack([cam.W, cam.H], -1), joints_cam=joints + trans[:, None],
                           trans_cam=trans, poses_cam=poses_cam, betas=betas)
 
 

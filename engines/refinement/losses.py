@@ -1,0 +1,59 @@
+"""Guidance losses: robust reprojection through the real camera model and temporal
+smoothness over a window. Batched over windows (S) and frames (T); differentiable."""
+
+from __future__ import annotations
+
+import torch
+
+from calibration.torch_projection import project_points
+
+
+def geman_mcclure(residual_sq: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Geman-McClure robust penalty of squared residuals: ``r^2 / (r^2 + sigma^2)`` in [0, 1)."""
+    return residual_sq / (residual_sq + sigma * sigma)
+
+
+def person_size_px(keypoints: torch.Tensor, min_confidence: float = 0.05) -> torch.Tensor:
+    """Larger side (..., ) of the box around the confident keypoints (..., J, 3), pixels (>= 8)."""
+    valid = keypoints[..., 2] > min_confidence
+    big = torch.finfo(keypoints.dtype).max
+    xy = keypoints[..., :2]
+    lo = torch.where(valid[..., None], xy, torch.full_like(xy, big)).amin(-2)
+    hi = torch.where(valid[..., None], xy, torch.full_like(xy, -big)).amax(-2)
+    size = (hi - lo).amax(-1)
+    return torch.where(valid.sum(-1) >= 2, size, torch.full_like(size, 8.0)).clamp(min=8.0)
+
+
+def reprojection_loss(points3d: torch.Tensor, keypoints: torch.Tensor, K: torch.Tensor, dist: torch.Tensor | None,
+                      model: str, *, sigma: float, min_confidence: float = 0.05,
+                      size: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row robust reprojection loss (...,): camera-frame keypoints ``points3d`` (..., J, 3)
+    projected through the camera (``K``, ``dist``, ``model`` as in
+    :func:`calibration.torch_projection.project_points`) against detected ``keypoints``
+    (..., J, 3) pixel x, y, confidence. Residuals are divided by the person's size in the
+    image, so ``sigma`` is a fraction of it; the result is the confidence-weighted mean."""
+    px = project_points(points3d, K, dist, model)
+    conf = keypoints[..., 2] * (keypoints[..., 2] > min_confidence)
+    if size is None:
+        size = person_size_px(keypoints, min_confidence)
+    r2 = (px - keypoints[..., :2]).pow(2).sum(-1) / size[..., None].pow(2)
+    return (conf * geman_mcclure(r2, sigma)).sum(-1) / conf.sum(-1).clamp(min=1e-6)
+
+
+def difference_penalty(x: torch.Tensor, valid: torch.Tensor, order: int) -> torch.Tensor:
+    """Sum of squared ``order``-th differences along the frame axis of ``x`` (S, T, ...) over
+    runs of valid frames, per window (S,). ``valid`` (S, T) marks real frames (padding False)."""
+    d, ok = x, valid
+    for _ in range(order):
+        d = d[:, 1:] - d[:, :-1]
+        ok = ok[:, 1:] & ok[:, :-1]
+    sq = d.pow(2).flatten(2).sum(-1)
+    return (sq * ok).sum(-1)
+
+
+def smoothness_loss(rot6d: torch.Tensor, joints: torch.Tensor, valid: torch.Tensor, *, rot_vel: float,
+                    rot_acc: float, joint_vel: float, joint_acc: float) -> torch.Tensor:
+    """Temporal smoothness per window (S,) of 6D rotations (S, T, 24, 6) and camera-frame
+    joints (S, T, 24, 3) in metres: weighted squared velocities and accelerations."""
+    loss = rot_vel * difference_penalty(rot6d, valid, 1) + rot_acc * difference_penalty(rot6d, valid, 2)
+    return loss + joint_vel * difference_penalty(joints, valid, 1) + joint_acc * difference_penalty(joints, valid, 2)

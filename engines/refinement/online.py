@@ -1,0 +1,112 @@
+"""Online fixed-lag refinement: per track a ring buffer of its recent frames; every new
+frame refines, jointly for all tracks of that frame, the frames not yet emitted, with
+already emitted frames as fixed context; the frame ``lag`` behind the newest is then final.
+
+>>> refiner = OnlineRefiner(GuidedRefiner(model, body), lag=5, context=4)
+>>> refiner.update(step, {track_id: Observation(...)}, camera)   # every frame, in order
+>>> refiner.estimate(track_id, step - 5)                         # final once 5 frames behind
+
+``step`` counts the frames the refiner has seen (consecutive integers). A track that misses
+more than ``max_gap`` frames starts a new window (no smoothing across a long pause); a
+track not seen for ``lag + context + max_gap`` frames is forgotten.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from .guided import CameraParams, GuidedRefiner, WindowBatch
+
+
+@dataclass
+class Observation:
+    """A track's per-frame estimate and evidence: ``x`` (154,) 6D rotations + betas,
+    ``trans`` (3,), ``cond`` (102,) denoiser condition, ``keypoints`` (33, 3) pixels + conf."""
+
+    x: torch.Tensor
+    trans: torch.Tensor
+    cond: torch.Tensor
+    keypoints: torch.Tensor
+
+
+@dataclass
+class _Entry:
+    step: int
+    obs: Observation
+    x: torch.Tensor
+    trans: torch.Tensor
+
+
+class OnlineRefiner:
+    """Fixed-lag refinement of many tracks; ``lag`` L frames (0: causal), ``context`` already
+    emitted frames kept as fixed context in each window (window = context + L + 1)."""
+
+    def __init__(self, refiner: GuidedRefiner, *, lag: int = 5, context: int = 4, max_gap: int = 1):
+        if lag < 0 or context < 0 or max_gap < 1:
+            raise ValueError("OnlineRefiner: lag and context must be >= 0, max_gap >= 1")
+        self.refiner = refiner
+        self.lag = lag
+        self.context = context
+        self.max_gap = max_gap
+        self.window = context + lag + 1
+        self.tracks: dict[int, deque[_Entry]] = {}
+        # Every held frame by (track, step), also those of a window closed by a pause, so
+        # frames still waiting to be emitted are found after their track restarted.
+        self._held: dict[tuple[int, int], _Entry] = {}
+        self.last_step: int | None = None
+
+    def update(self, step: int, observations: dict[int, Observation], camera: CameraParams) -> None:
+        """Add frame ``step``'s observations (track id -> :class:`Observation`) and refine the
+        open windows of those tracks in one batch."""
+        if self.last_step is not None and step <= self.last_step:
+            raise ValueError(f"OnlineRefiner.update: steps must increase (got {step} after {self.last_step})")
+        self.last_step = step
+        for tid, obs in observations.items():
+            buf = self.tracks.get(tid)
+            if buf is None or step - buf[-1].step > self.max_gap:
+                buf = self.tracks[tid] = deque(maxlen=self.window)
+            entry = _Entry(step, obs, obs.x.clone(), obs.trans.clone())
+            buf.append(entry)
+            self._held[(tid, step)] = entry
+        forget = self.window + self.max_gap
+        for tid in [t for t, b in self.tracks.items() if step - b[-1].step > forget]:
+            del self.tracks[tid]
+        for key in [k for k in self._held if step - k[1] > forget]:
+            del self._held[key]
+        ids = [tid for tid in observations]
+        if ids:
+            self._refine(ids, step, camera)
+
+    def estimate(self, track_id: int, step: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The current ``(x, trans)`` of a track at ``step`` (final once ``step`` is ``lag``
+        behind the newest), or None when the refiner does not hold it (any more)."""
+        e = self._held.get((track_id, step))
+        return None if e is None else (e.x, e.trans)
+
+    def _refine(self, ids: list[int], step: int, camera: CameraParams) -> None:
+        bufs = [self.tracks[t] for t in ids]
+        T = max(len(b) for b in bufs)
+        S = len(bufs)
+        first = bufs[0][0].obs
+        x = first.x.new_zeros(S, T, first.x.shape[-1])
+        trans = first.x.new_zeros(S, T, 3)
+        cond = first.x.new_zeros(S, T, first.cond.shape[-1])
+        kp = first.x.new_zeros(S, T, *first.keypoints.shape)
+        x_obs = torch.zeros_like(x)
+        valid = torch.zeros(S, T, dtype=torch.bool)
+        free = torch.zeros(S, T, dtype=torch.bool)
+        for i, b in enumerate(bufs):
+            # Right-aligned: the newest frame of every window is in the last column.
+            for j, e in enumerate(b, start=T - len(b)):
+                x[i, j], trans[i, j], cond[i, j], kp[i, j] = e.x, e.trans, e.obs.cond, e.obs.keypoints
+                x_obs[i, j] = e.obs.x
+                valid[i, j] = True
+                free[i, j] = e.step >= step - self.lag
+        x_new, trans_new = self.refiner.refine(WindowBatch(x, trans, cond, kp, valid, free, x_obs), camera)
+        for i, b in enumerate(bufs):
+            for j, e in enumerate(b, start=T - len(b)):
+                if free[i, j]:
+                    e.x, e.trans = x_new[i, j], trans_new[i, j]
