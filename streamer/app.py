@@ -51,7 +51,7 @@ class RunConfig:
     lift_steps: int = 4
     lift_samples: int = 8
     refine: bool = True
-    refine_lag: int = 5
+    refine_lag: int | None = None  # None: 0 (causal) in live mode, 5 offline
     queue_size: int | None = None
     progress: bool = True
     formats: str | None = None  # motion file formats for --record: "npz,bvh,smpl" (default npz)
@@ -72,7 +72,10 @@ def default_mode(source: Source) -> Mode:
     return "live" if source.is_live else "offline"
 
 
-def processing_stages(config: RunConfig, camera) -> list[Stage]:
+OFFLINE_REFINE_LAG = 5  # frames; live runs refine causally (lag 0) unless told otherwise
+
+
+def processing_stages(config: RunConfig, camera, mode: Mode = "offline") -> list[Stage]:
     """The stages between the grabber and the outputs, in data-flow order."""
     stages: list[Stage] = []
     if config.perception:
@@ -86,7 +89,10 @@ def processing_stages(config: RunConfig, camera) -> list[Stage]:
             if config.refine:
                 from .refine_stage import RefineStage
 
-                stages.append(RefineStage(camera, lag=config.refine_lag))
+                lag = config.refine_lag
+                if lag is None:
+                    lag = 0 if mode == "live" else OFFLINE_REFINE_LAG
+                stages.append(RefineStage(camera, lag=lag))
     return stages
 
 
@@ -94,7 +100,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     """Open the source and outputs and assemble the pipeline. Raises SmplstreamError."""
     if config.max_frames is not None and config.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
-    if config.refine_lag < 0:
+    if config.refine_lag is not None and config.refine_lag < 0:
         raise ConfigError("--refine-lag must be 0 (causal) or more frames")
     if config.wait_subscribers < 0:
         raise ConfigError("--wait-subscribers must not be negative")
@@ -110,7 +116,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     try:
         camera = _camera(config.camera, source)
         mode: Mode = config.mode or default_mode(source)
-        stages = processing_stages(config, camera) + list(extra_stages or [])
+        stages = processing_stages(config, camera, mode) + list(extra_stages or [])
         if config.record:
             from .motion_formats import MultiFormatRecorder, parse_formats
 

@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lift-steps", type=int, default=4, metavar="K", help="denoising steps (default 4)")
     run.add_argument("--lift-samples", type=int, default=8, metavar="N",
                      help="samples per person; their spread is the published uncertainty (default 8)")
-    run.add_argument("--refine-lag", type=int, default=5, metavar="L",
-                     help="temporal refinement publishes each frame L frames late (0: causal; default 5)")
+    run.add_argument("--refine-lag", type=int, default=None, metavar="L",
+                     help="temporal refinement publishes each frame L frames late (0: causal; "
+                          "default 0 in live mode, 5 offline)")
     run.add_argument("--no-refine", action="store_true", help="publish the per-frame lifts unrefined")
     run.add_argument("--camera", metavar="CAM.yaml",
                      help="camera file (see `calibrate`); without it a 63 deg pinhole is assumed")
@@ -166,6 +167,8 @@ DELEGATED = (
     ("mocap-dataset", "engines.mocap.dataset:main",
      "retarget motion capture (HDM05 ASF/AMC, CMU BVH) to SMPL training arrays"),
     ("train-lifter", "engines.training.train:main", "train the diffusion lifter (resumable)"),
+    ("evaluate-refinement", "engines.refinement.evaluate:main",
+     "compare temporal refinement with per-frame lifting and classic smoothers on held-out clips"),
     ("evaluate-lifter", "engines.training.evaluate:main", "evaluate the lifter on held-out actors"),
     ("keys", "streamer.security:main", "generate CurveZMQ key pairs for an encrypted, authenticated stream"),
     ("calibrate", "calibration.cli:main",
