@@ -165,13 +165,23 @@ def motion_arrays(*, poses, trans, betas, joints, fps: float, body_model: str, f
 
 
 def write_npz_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as ``.npz`` to a temporary file beside ``path``, then rename it over
+    """Write ``data`` as ``.npz`` atomically (see :func:`write_file_atomic`)."""
+    write_file_atomic(path, lambda f: np.savez(f, **data))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` atomically (see :func:`write_file_atomic`)."""
+    write_file_atomic(path, lambda f: f.write(data))
+
+
+def write_file_atomic(path: str | os.PathLike, write) -> None:
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it over
     ``path``: readers see the old file or the new one, never half of one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **data)
+            write(f)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:

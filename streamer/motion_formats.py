@@ -17,8 +17,6 @@ details.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +27,8 @@ from scipy.spatial.transform import Rotation
 from engines.body.joint_sets import SMPL24_NAMES, SMPL24_PARENTS
 from engines.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
-from .errors import ConfigError, RecordError
-from .motion_files import FILE_MODE, MotionRecorder
+from .errors import ConfigError
+from .motion_files import MotionRecorder, write_bytes_atomic
 
 
 #: Camera frame (OpenCV) -> Y-up world: 180 degrees about x.
@@ -220,23 +218,6 @@ def smpl_bytes(motion: WorldMotion, fps: float, *, include_betas: bool) -> bytes
     buf = io.BytesIO()
     codec.write_to_buffer(buf)
     return buf.getvalue()
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise RecordError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # -- recorder ------------------------------------------------------------------------------
