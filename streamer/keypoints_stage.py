@@ -17,11 +17,12 @@ from typing import Sequence
 
 import numpy as np
 
+from engines.perception.boxes import containment_matrix, iou_matrix
 from engines.perception.pose_detector import PoseDetection, PoseDetector
 from engines.perception.pose_landmarks import PoseLandmarker, PoseLandmarks, Roi
 from streamer.frames import Frame, Person
 from streamer.graph import Stage
-from streamer.tracking import Tracker, TrackState, iou_matrix
+from streamer.tracking import Tracker, TrackState
 
 
 @dataclass
@@ -59,18 +60,6 @@ class _Candidate:
 def _roi_box(roi: Roi) -> np.ndarray:
     h = roi.size / 2
     return np.array([roi.center[0] - h, roi.center[1] - h, roi.center[0] + h, roi.center[1] + h])
-
-
-def _containment(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Intersection over the smaller area, between one box and each of others."""
-    x1 = np.maximum(box[0], others[:, 0])
-    y1 = np.maximum(box[1], others[:, 1])
-    x2 = np.minimum(box[2], others[:, 2])
-    y2 = np.minimum(box[3], others[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    a = (box[2] - box[0]) * (box[3] - box[1])
-    b = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(np.minimum(a, b), 1e-9)
 
 
 class PersonKeypoints:
@@ -184,7 +173,7 @@ class PersonKeypoints:
                 b = r.box()
                 if boxes:
                     others = np.stack(boxes)
-                    if iou_matrix(b[None], others).max() > 0.5 or _containment(b, others).max() > contain_limit:
+                    if iou_matrix(b[None], others).max() > 0.5 or containment_matrix(b, others).max() > contain_limit:
                         continue
                 kept.append(r)
                 boxes.append(b)

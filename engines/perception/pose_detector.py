@@ -22,6 +22,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from .boxes import iou_matrix
 from .onnx_session import DETECTOR_ONNX, make_session
 
 # From MediaPipe's pose_detection_cpu.pbtxt (SsdAnchorsCalculatorOptions).
@@ -191,17 +192,6 @@ def decode_boxes(
     return scores[keep].astype(np.float32), boxes, kp
 
 
-def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
-
-
 def weighted_nms(
     scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, iou_threshold: float = 0.3
 ) -> list[tuple[float, np.ndarray, np.ndarray]]:
@@ -218,7 +208,7 @@ def weighted_nms(
     remaining = np.arange(len(scores))
     while remaining.size:
         top = remaining[0]
-        iou = _iou_one(boxes[top], boxes[remaining])
+        iou = iou_matrix(boxes[top], boxes[remaining])[0]
         group = remaining[iou > iou_threshold]
         if group.size == 0:  # degenerate box: keep it alone
             group = remaining[:1]
@@ -338,7 +328,7 @@ def suppress_duplicates(dets: list[PoseDetection], iou_threshold: float = 0.3) -
     """Plain NMS on body boxes: keep the best-scoring detection of each person."""
     kept: list[PoseDetection] = []
     for d in sorted(dets, key=lambda d: -d.score):
-        if kept and _iou_one(d.box, np.stack([k.box for k in kept])).max() > iou_threshold:
+        if kept and iou_matrix(d.box, np.stack([k.box for k in kept]))[0].max() > iou_threshold:
             continue
         kept.append(d)
     return kept
