@@ -112,7 +112,8 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     live_hint = None if config.mode is None else config.mode == "live"
     source = open_source(config.source, live=live_hint, width=config.width, height=config.height,
                          fps=config.fps)
-    publisher = recorder = None
+    publisher = recorder = preview = viewer = None
+    fps = getattr(source, "fps", None) or 30.0
     try:
         camera = _camera(config.camera, source)
         mode: Mode = config.mode or default_mode(source)
@@ -121,8 +122,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
             from .motion_formats import MultiFormatRecorder, parse_formats
 
             recorder = MultiFormatRecorder(config.record, formats=parse_formats(config.formats),
-                                           fps=getattr(source, "fps", None) or 30.0,
-                                           image_size=source.size, body_model=BODY_MODEL_NAME)
+                                           fps=fps, image_size=source.size, body_model=BODY_MODEL_NAME)
         elif config.formats:
             raise ConfigError("--formats needs --record DIR")
         if config.publish:
@@ -131,18 +131,16 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
                                                                    "body_model": BODY_MODEL_NAME},
                                      curve_keys=config.curve_keys)
             log.info("publishing on %s", publisher.bound_endpoint)
-        preview = None
         if config.preview:
             from .preview import PreviewWriter
 
             try:
-                preview = PreviewWriter(config.preview, fps=getattr(source, "fps", None) or 30.0,
-                                        size=source.size, camera=camera, skeleton=config.preview_skeleton)
+                preview = PreviewWriter(config.preview, fps=fps, size=source.size, camera=camera,
+                                        skeleton=config.preview_skeleton)
             except (ValueError, OSError) as exc:
                 raise ConfigError(str(exc)) from None
         elif config.preview_skeleton:
             raise ConfigError("--preview-skeleton needs --preview OUT.mp4")
-        viewer = None
         if config.viewer or config.viewer_save:
             from .viewer import RerunViewer
 
@@ -157,9 +155,11 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
                                   wait_subscribers=config.wait_subscribers, progress=progress,
                                   viewer=viewer))
     except BaseException:
+        # Nothing half-opened is left behind when a later option turns out to be bad.
         source.close()
-        if publisher is not None:
-            publisher.close()
+        for opened in (publisher, preview, viewer):
+            if opened is not None:
+                opened.close()
         raise
     stats = LatencyStats()
     if mode == "live":
