@@ -61,7 +61,9 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
     assert history[-1]["step"] == 60
     assert history[-1]["loss"] < 0.7 * history[0]["loss"], history
     assert (tmp_path / "run" / "denoiser.pt").exists() and (tmp_path / "run" / "loss.png").exists()
-    args.steps = 70  # resume from step 60
+    args.steps = 70  # resume from step 60; the run keeps its own network whatever the flags say
+    args.depth = 3
     train(args)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["depth"] == 1
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["step"] for h in history][-2:] == [60, 70]

@@ -22,7 +22,7 @@ class DenoiserConfig:
     x_dim: int = X_DIM
     cond_dim: int = 102
     width: int = 512
-    depth: int = 5
+    depth: int = 4
     mlp_ratio: int = 2
     time_features: int = 128
 

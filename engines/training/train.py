@@ -106,12 +106,19 @@ def train(args: argparse.Namespace) -> Path:
     data = MocapPoses(args.data)
     body = BodyModel.load()
     config = DenoiserConfig(width=args.width, depth=args.depth)
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and (out / "run.json").exists():
+        # A resumed run keeps the network it started with, whatever the flags say now.
+        saved = DenoiserConfig(**json.loads((out / "run.json").read_text())["config"])
+        if saved != config:
+            log.warning("resuming with the run's own network %s (flags asked for width %d, depth %d)",
+                        saved, args.width, args.depth)
+        config = saved
     model = PoseDenoiser(config)
     scheduler = DDIMScheduler()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     view_cfg = ViewConfig()
     step = 0
-    ckpt_path = out / "checkpoint.pt"
     history: list[dict] = []
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=True)
