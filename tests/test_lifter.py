@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from engines.body.body_model import BodyModel
-from engines.lifting.lifter import Lifter, LifterWeightsError, load_denoiser
+from engines.body.rotations import axis_angle_to_matrix
+from engines.lifting.lifter import Lifter, LifterWeightsError, load_denoiser, mirror_keypoints, mirror_rotations
 from engines.training.evaluate import joint_errors
 from engines.training.synthetic_views import ViewConfig, make_views
 
@@ -53,6 +54,24 @@ def test_lifts_clean_synthetic_views_of_a_walk(body):
     depth_err = (result.trans[:, 2] - views.trans_cam[:, 2]).abs() / views.trans_cam[:, 2]
     assert depth_err.median() < 0.15
     assert (result.joints_std[:, 1:] > 0).all()
+
+
+def test_mirrored_view_maps_back_to_the_same_body(body):
+    """Mirror-half sampling rests on this: the body posed with ``mirror_rotations`` of a pose
+    is the mirror image (camera x -> -x) of the body posed with the pose, keypoints included."""
+    g = torch.Generator().manual_seed(1)
+    poses = walking_poses(6).view(6, 24, 3) + 0.3 * torch.randn(6, 24, 3, generator=g)
+    R = axis_angle_to_matrix(poses)
+    betas = torch.zeros(6, 10)
+    out = body(R, betas, keypoints="blazepose33")
+    mirrored = body(mirror_rotations(R), betas, keypoints="blazepose33")
+    kp = out.keypoints["blazepose33"]
+    seen = torch.cat([kp[..., :2] / 3.0, torch.ones_like(kp[..., :1])], -1)  # any x, y will do
+    mirrored_seen = torch.cat([mirrored.keypoints["blazepose33"][..., :2] / 3.0, torch.ones_like(kp[..., :1])], -1)
+    # The bundled body is left-right symmetric (to 0.2 mm here); a wrong mirror is off by decimetres.
+    assert (mirror_keypoints(seen) - mirrored_seen).abs().max() < 1e-3
+    assert torch.allclose(mirror_rotations(mirror_rotations(R)), R, atol=1e-6)
+    assert not torch.allclose(mirror_rotations(R), R, atol=1e-2)
 
 
 def test_onnx_runtime_and_torch_backends_agree(body):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from engines.body.body_model import BodyModel
-from engines.body.joint_sets import COCO17_FROM_BLAZEPOSE33
+from engines.body.joint_sets import BLAZEPOSE33_FLIP, COCO17_FROM_BLAZEPOSE33, SMPL24_FLIP
 from engines.body.rotations import matrix_to_axis_angle, rotation_6d_to_matrix
 from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS, DenoiserConfig, PoseDenoiser
 from engines.diffusion.features import condition_features, liftable
@@ -76,10 +76,13 @@ class Lifter:
     speed for accuracy and uncertainty; ``seed`` makes the sampling repeatable."""
 
     def __init__(self, denoiser: PoseDenoiser, body: BodyModel, *, num_steps: int = 4, num_samples: int = 8,
-                 seed: int = 0, scheduler: DDIMScheduler | None = None):
+                 seed: int = 0, scheduler: DDIMScheduler | None = None, mirror_half: bool = True):
         if num_steps < 1 or num_samples < 1:
             raise ValueError("num_steps and num_samples must be at least 1")
         self.denoiser = denoiser.eval()
+        # Half the samples come from the left-right mirrored view, mirrored back: the same
+        # cost, and the model's left/right biases cancel in the mean (needs N even).
+        self.mirror_half = mirror_half and num_samples % 2 == 0
         self.body = body
         self.scheduler = scheduler or DDIMScheduler()
         self.num_steps = num_steps
@@ -125,9 +128,17 @@ class Lifter:
         valid = liftable(kp)
         # Rows that cannot be lifted still go through (shapes stay fixed) on a dummy layout.
         safe = torch.where(valid[:, None, None], kp, _DUMMY_KEYPOINTS.expand(B, -1, -1))
-        x = sample(self.denoiser, self.scheduler, condition_features(safe), num_steps=self.num_steps,
-                   num_samples=N, generator=self.generator)
-        R_samples = rotation_6d_to_matrix(x[..., : NUM_JOINTS * 6].reshape(B, N, NUM_JOINTS, 6))
+        if self.mirror_half:
+            cond = condition_features(torch.cat([safe, mirror_keypoints(safe)]))
+            x = sample(self.denoiser, self.scheduler, cond, num_steps=self.num_steps, num_samples=N // 2,
+                       generator=self.generator)
+            R_samples = rotation_6d_to_matrix(x[..., : NUM_JOINTS * 6].reshape(2 * B, N // 2, NUM_JOINTS, 6))
+            R_samples = torch.cat([R_samples[:B], mirror_rotations(R_samples[B:])], dim=1)
+            x = torch.cat([x[:B], x[B:]], dim=1)  # betas are left-right symmetric: used as they are
+        else:
+            x = sample(self.denoiser, self.scheduler, condition_features(safe), num_steps=self.num_steps,
+                       num_samples=N, generator=self.generator)
+            R_samples = rotation_6d_to_matrix(x[..., : NUM_JOINTS * 6].reshape(B, N, NUM_JOINTS, 6))
         R = rotation_mean(R_samples.transpose(1, 2)).contiguous()  # (B, 24, 3, 3)
         betas = x[..., NUM_JOINTS * 6: NUM_JOINTS * 6 + NUM_BETAS].mean(dim=1)
         out = self.body(R, betas, keypoints="blazepose33")
@@ -143,6 +154,24 @@ class Lifter:
             joints_std = torch.zeros(B, NUM_JOINTS)
         return LiftResult(poses=matrix_to_axis_angle(R).reshape(B, -1), betas=betas, trans=trans, joints=joints,
                           poses_std=poses_std, joints_std=joints_std, valid=valid)
+
+
+_MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+
+
+def mirror_keypoints(keypoints: torch.Tensor) -> torch.Tensor:
+    """The left-right mirror image (x -> -x in normalised camera coordinates, left and right
+    points swapped) of BlazePose-33 keypoints (..., 33, 3)."""
+    out = keypoints[..., list(BLAZEPOSE33_FLIP), :].clone()
+    out[..., 0] = -out[..., 0]
+    return out
+
+
+def mirror_rotations(R: torch.Tensor) -> torch.Tensor:
+    """SMPL-24 rotations (..., 24, 3, 3) of a body seen in a mirror (camera x -> -x), mapped
+    back to the body itself: left and right joints swap and each rotation is conjugated by
+    the reflection."""
+    return _MIRROR_X @ R[..., list(SMPL24_FLIP), :, :] @ _MIRROR_X
 
 
 # A plausible standing layout for rows that are not liftable (their results are discarded).

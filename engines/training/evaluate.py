@@ -101,7 +101,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     report = {"frames": args.frames, "samples": args.samples, "heldout_pool": len(heldout),
               "baseline_mean_pose": mean_pose_baseline(body, train, views), "steps": {}}
     for K in args.steps:
-        lifter = Lifter(denoiser, body, num_steps=K, num_samples=args.samples, seed=args.seed)
+        lifter = Lifter(denoiser, body, num_steps=K, num_samples=args.samples, seed=args.seed,
+                        mirror_half=not args.no_mirror)
         t0 = time.perf_counter()
         result = lifter.lift(views.keypoints)
         elapsed = time.perf_counter() - t0
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 10, 50])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-mirror", action="store_true",
+                   help="draw every sample from the view itself (default: half from its mirror image)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="write the report here")
     args = p.parse_args(argv)
