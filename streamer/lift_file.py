@@ -85,7 +85,7 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     """Lift every frame of a keypoint file and write the motion file; returns a summary."""
     from calibration.camera_file import camera_note, camera_or_assumed
     from calibration.fileio import FileFormatError
-    from engines.lifting.lifter import Lifter, LifterWeightsError
+    from engines.lifting.lifter import Lifter, LifterWeightsError, LiftResult
 
     kf = read_keypoint_file(path)
     try:
@@ -101,9 +101,8 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     parts = []
     for start in range(0, len(normalised), batch):
         parts.append(lifter.lift(torch.from_numpy(normalised[start:start + batch])))
-    cat = {k: torch.cat([getattr(p, k) for p in parts]).numpy() for k in
-           ("poses", "betas", "trans", "joints", "poses_std", "joints_std", "valid")}
-    keep = cat.pop("valid")
+    cat = {k: np.concatenate([p.smpl_arrays()[k] for p in parts]) for k in LiftResult.SMPL_FIELDS}
+    keep = torch.cat([p.valid for p in parts]).numpy()
     if not keep.any():
         raise KeypointFileError(f"{path}: no frame has enough confident keypoints to lift")
     data = motion_arrays(poses=cat["poses"][keep], trans=cat["trans"][keep], betas=cat["betas"][keep],

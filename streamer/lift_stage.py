@@ -9,7 +9,6 @@ import torch
 from .frames import Frame
 from .graph import Stage
 
-SMPL_KEYS = ("poses", "betas", "trans", "joints", "poses_std", "joints_std")
 
 
 class LiftStage(Stage):
@@ -46,7 +45,7 @@ class LiftStage(Stage):
         pixels = np.stack([p.arrays["keypoints_blazepose33"] for p in persons]).astype(np.float64)
         normalised = self.camera.normalize_keypoints(pixels)
         result = self.lifter.lift(torch.from_numpy(normalised.astype(np.float32)))
-        arrays = {k: getattr(result, k).numpy().astype(np.float32) for k in SMPL_KEYS}
+        arrays = result.smpl_arrays()
         for i, person in enumerate(persons):
             if bool(result.valid[i]):
                 person.arrays.update({k: v[i] for k, v in arrays.items()})

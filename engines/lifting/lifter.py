@@ -49,6 +49,13 @@ class LiftResult:
     joints_std: torch.Tensor  # (B, 24) positional spread of the samples' joints (root-relative)
     valid: torch.Tensor  # (B,) False where too few keypoints were seen to lift
 
+    #: The per-person SMPL arrays a motion file or a wire message carries.
+    SMPL_FIELDS = ("poses", "betas", "trans", "joints", "poses_std", "joints_std")
+
+    def smpl_arrays(self) -> dict[str, np.ndarray]:
+        """The SMPL fields as float32 numpy arrays, one row per person."""
+        return {k: getattr(self, k).numpy().astype(np.float32) for k in self.SMPL_FIELDS}
+
 
 def coco17_to_blazepose33(keypoints: torch.Tensor) -> torch.Tensor:
     """Place COCO-17 keypoints (..., 17, 3) into the BlazePose-33 layout (others missing)."""
