@@ -37,7 +37,8 @@ def onnx_graph_spec(module, name: str) -> ModelSpec:
     import onnx  # noqa: F401 - the module was made from it
 
     return ModelSpec(name, tuple(TensorSpec(n, (None, *s[1:])) for n, s in module.input_shapes),
-                     tuple(module.output_names))
+                     tuple(module.output_names),
+                     output_shapes=tuple((None, *s[1:]) for s in module.output_shapes))
 
 
 def load_onnx_model(path: str | Path, backend: str = "onnxruntime", device: str | None = None, *, threads: int = 1,

@@ -76,6 +76,7 @@ class OnnxGraphModule(torch.nn.Module):
         self.input_shapes = [(i.name, tuple(d.dim_value or None for d in i.type.tensor_type.shape.dim))
                              for i in graph_inputs]
         self.output_names = [o.name for o in graph.output]
+        self.output_shapes = [tuple(d.dim_value or None for d in o.type.tensor_type.shape.dim) for o in graph.output]
         unsupported = sorted({n.op_type for n in graph.node if n.op_type not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx")})
         if unsupported:
             raise UnsupportedOnnxModel(f"{name}: operators {unsupported} are not supported by the converter "
