@@ -69,7 +69,19 @@ def check_backend(backend: str, device: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected auto or one of {', '.join(BACKENDS)}")
     _check_device(device)
-    if device == "cuda" and backend != "onnxruntime" and not cuda_available():
+    if backend == "tensorrt":
+        if device != "cuda":
+            raise BackendUnavailable("backend tensorrt runs on cuda only; use --device cuda on an NVIDIA GPU")
+        missing = []
+        if not tensorrt_importable():
+            missing.append("torch_tensorrt is not installed: `pip install 'smplstream[gpu]'` "
+                           "(torch-tensorrt matching torch's minor version)")
+        if not cuda_available():
+            missing.append("torch sees no CUDA device (needs an NVIDIA GPU and a CUDA build of torch)")
+        if missing:
+            raise BackendUnavailable("backend tensorrt: " + "; ".join(missing))
+        return
+    if device == "cuda" and not cuda_available() and backend != "onnxruntime":
         raise BackendUnavailable(f"backend {backend} on cuda: torch sees no CUDA device; install a CUDA build "
                                  "of torch (https://pytorch.org/get-started) on a machine with an NVIDIA GPU")
     if backend == "onnxruntime":
@@ -81,12 +93,6 @@ def check_backend(backend: str, device: str) -> None:
             raise BackendUnavailable("backend torch-compile on cpu: no C++ compiler found (torch.compile generates "
                                      "C++ on CPU); install one (`apt-get install g++`) or set $CXX, or use "
                                      "--backend onnxruntime")
-    elif backend == "tensorrt":
-        if device != "cuda":
-            raise BackendUnavailable("backend tensorrt runs on cuda only; use --device cuda on an NVIDIA GPU")
-        if not tensorrt_importable():
-            raise BackendUnavailable("backend tensorrt: torch_tensorrt is not installed; "
-                                     "`pip install 'smplstream[gpu]'` (torch-tensorrt matching torch's minor version)")
 
 
 def resolve_backend(backend: str = "auto", device: str | None = None) -> BackendChoice:

@@ -119,6 +119,8 @@ def make_runner(model: str, backend: str, device: str | None = None, *, threads:
     else:
         sampler = load_sampler(choice.backend, choice.device, torch_model, weights=DENOISER_WEIGHTS,
                                num_steps=num_steps, num_samples=num_samples, threads=threads, scheduler=scheduler)
+        if sampler is None:  # onnxruntime without the `onnx` package: no fused graph
+            return make_runner(model, "onnxruntime:stepwise", threads=threads, num_steps=num_steps)
         desc = sampler.info.describe() + f", fused loop, K={num_steps}"
 
     def run(inputs):

@@ -30,6 +30,7 @@ DENOISER_WEIGHTS = ROOT / "diffusion" / "assets" / "denoiser.pt"
 DENOISER_ONNX = DENOISER_WEIGHTS.with_suffix(".onnx")
 
 X_DIM, COND_DIM = 154, 102
+_warned_no_onnx = False
 
 
 def onnx_graph_spec(module, name: str) -> ModelSpec:
@@ -160,8 +161,11 @@ def load_sampler(backend: str, device: str, model, *, weights: str | Path | None
         try:
             import onnx  # noqa: F401
         except ImportError:
-            log.warning("`onnx` is not installed: the sampler runs step by step on ONNX Runtime "
-                        "(`pip install onnx` for the fused loop)")
+            global _warned_no_onnx
+            if not _warned_no_onnx:
+                log.warning("`onnx` is not installed: the sampler runs step by step on ONNX Runtime "
+                            "(`pip install onnx` for the fused loop)")
+                _warned_no_onnx = True
             return None
         return OrtFusedSampler(weights.with_suffix(".onnx"), scheduler, num_steps, threads=threads, device=device)
     fused = FusedSampler(model, scheduler, num_steps)
