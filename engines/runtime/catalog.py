@@ -121,7 +121,7 @@ def make_runner(model: str, backend: str, device: str | None = None, *, threads:
                                num_steps=num_steps, num_samples=num_samples, threads=threads, scheduler=scheduler)
         if sampler is None:  # onnxruntime without the `onnx` package: no fused graph
             return make_runner(model, "onnxruntime:stepwise", threads=threads, num_steps=num_steps)
-        desc = sampler.info.describe() + f", fused loop, K={num_steps}"
+        desc = sampler.info.describe() + ", fused loop"
 
     def run(inputs):
         return {"x": sampler(torch.from_numpy(inputs["cond"]), torch.from_numpy(inputs["noise"])).numpy()}

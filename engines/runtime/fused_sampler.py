@@ -190,6 +190,7 @@ class OrtFusedSampler:
         self.engine = OrtEngine(sampler_spec(), build_fused_onnx(denoiser_onnx, scheduler, num_steps), device=device,
                                 threads=threads)
         self.engine.info.source = f"{denoiser_onnx} (fused, K={num_steps})"
+        self.engine.info.details["K"] = num_steps
         self.info: EngineInfo = self.engine.info
 
     def __call__(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
