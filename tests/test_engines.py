@@ -381,3 +381,26 @@ def test_export_command_fails_when_a_threshold_is_exceeded(monkeypatch, capsys):
     assert "denoiser   onnxruntime" in capsys.readouterr().out
     monkeypatch.setitem(export.THRESHOLDS, "denoiser", 1e-9)
     assert export.main(["--models", "denoiser", "--batches", "1", "--backends", "onnxruntime", "torch"]) == 1
+
+
+def test_modules_tensorrt_builds_from_export_with_a_shared_dynamic_batch(denoiser):
+    """The torch.export step of the TensorRT build, on CPU: one batch dimension shared by the
+    sampler's inputs (and the converted detector, whose forward takes *inputs)."""
+    from engines.runtime.models import sampler_spec
+
+    fused = FusedSampler(denoiser, DDIMScheduler(), 4)
+    program, examples, _ = T.export_program(sampler_spec(), fused, "cpu")
+    assert examples[1].shape == (8, 8, 154)  # built at the profile's opt batch
+    cond, noise = torch.randn(3, 102), torch.randn(3, 8, 154)
+    with torch.no_grad():
+        assert torch.equal(program.module()(cond, noise), fused(cond, noise))
+    if HAS_ONNX:
+        from engines.runtime.models import DETECTOR_ONNX, onnx_graph_spec
+        from engines.runtime.onnx_to_torch import load_onnx_as_torch
+
+        det = load_onnx_as_torch(DETECTOR_ONNX)
+        program, _, _ = T.export_program(onnx_graph_spec(det, "detector"), det, "cpu")
+        x = torch.rand(2, 224, 224, 3)
+        with torch.no_grad():
+            for a, b in zip(program.module()(x), det(x)):
+                assert a.shape[0] == 2 and torch.allclose(a, b, atol=1e-5)

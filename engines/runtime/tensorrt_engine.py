@@ -1,8 +1,8 @@
 """TensorRT engines through torch-tensorrt (the optional ``gpu`` extra).
 
-A module is compiled with ``torch_tensorrt.compile(..., ir="dynamo")`` for the spec's
-batch range (one optimisation profile, min/opt/max = 1/8/32 by default), in FP16 by
-default, saved with ``torch_tensorrt.save`` under the engine cache and loaded from there
+A module is exported (``torch.export``, batch dimension dynamic) and compiled with
+torch-tensorrt's dynamo frontend for the spec's batch range (one optimisation profile,
+min/opt/max = 1/8/32 by default), in FP16 by default, saved with ``torch_tensorrt.save`` under the engine cache and loaded from there
 with ``torch_tensorrt.load`` next time. The cache file name carries a hash of the model
 file, the shapes, the precision, torch / torch-tensorrt / TensorRT / CUDA versions and the
 GPU name (:mod:`engines.runtime.cache`), so any change rebuilds.
@@ -36,25 +36,44 @@ def _trt_inputs(spec: ModelSpec, dtype: torch.dtype):
     return out
 
 
+def _examples(spec: ModelSpec, batch: int, device: str = "cuda") -> tuple[torch.Tensor, ...]:
+    return tuple(torch.zeros(t.concrete(batch), dtype=getattr(torch, t.dtype), device=device) for t in spec.inputs)
+
+
+def export_program(spec: ModelSpec, module: torch.nn.Module, device: str = "cuda"):
+    """``torch.export`` of ``module`` with one dynamic batch dimension shared by all inputs;
+    returns (program, example inputs, dynamic_shapes)."""
+    batch = torch.export.Dim("batch", min=spec.min_batch, max=spec.max_batch)
+    dynamic = tuple({0: batch} for _ in spec.inputs)
+    params = list(inspect.signature(module.forward).parameters.values())
+    if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        dynamic = (dynamic,)  # forward(*inputs): the shapes of the one *args entry
+    examples = _examples(spec, spec.opt_batch, device)
+    return torch.export.export(module, examples, dynamic_shapes=dynamic, strict=False), examples, dynamic
+
+
 def build_engine(spec: ModelSpec, module: torch.nn.Module, path: Path, precision: str = "fp16"):
-    """Compile ``module`` for ``spec`` and save it to ``path``; returns the compiled module."""
+    """Compile ``module`` for ``spec`` and save it to ``path``; returns the compiled module.
+
+    The module is exported first with one ``torch.export.Dim`` shared by every input's
+    batch dimension (the sampler's condition and noise must agree on it; separate
+    per-input dimensions, as plain ``torch_tensorrt.Input`` ranges would give, fail
+    export's shape checks), then compiled with the spec's min/opt/max profile.
+    """
     import torch_tensorrt
 
-    module = module.eval().cuda()
-    inputs = _trt_inputs(spec, torch.float32)
+    program, examples, dynamic = export_program(spec, module.eval().cuda())
     precisions = {torch.float16, torch.float32} if precision == "fp16" else {torch.float32}
-    kwargs = dict(ir="dynamo", arg_inputs=inputs, enabled_precisions=precisions, min_block_size=1)
+    kwargs = dict(arg_inputs=_trt_inputs(spec, torch.float32), enabled_precisions=precisions, min_block_size=1)
     # torch-tensorrt 2.9+ defaults to explicit typing, under which enabled_precisions is ignored;
-    # FP16 needs weak typing (or autocast) there.
-    params = inspect.signature(torch_tensorrt.dynamo.compile).parameters
-    if precision == "fp16" and "use_explicit_typing" in params:
+    # FP16 needs weak typing there.
+    if precision == "fp16" and "use_explicit_typing" in inspect.signature(torch_tensorrt.dynamo.compile).parameters:
         kwargs["use_explicit_typing"] = False
-    trt_module = torch_tensorrt.compile(module, **kwargs)
+    trt_module = torch_tensorrt.dynamo.compile(program, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp" + path.suffix)
-    # Input objects carry the min/opt/max range into the saved program (dynamic batch kept).
-    torch_tensorrt.save(trt_module, str(tmp), arg_inputs=inputs)
-    tmp.replace(path)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    torch_tensorrt.save(trt_module, str(tmp), arg_inputs=list(examples), dynamic_shapes=dynamic)
+    tmp.replace(path)  # atomic: a half-written engine is never found in the cache
     return trt_module
 
 
