@@ -374,11 +374,19 @@ def test_export_checks_pass_their_thresholds_on_cpu():
             assert c.max_rel > 0 or c.backend == "torch"  # different engines do differ a little
 
 
-def test_export_command_fails_when_a_threshold_is_exceeded(monkeypatch, capsys):
+def test_export_command_fails_when_a_threshold_is_exceeded(monkeypatch, capsys, tmp_path):
     from engines.runtime import export
 
     assert export.main(["--models", "denoiser", "--batches", "1", "--backends", "onnxruntime", "torch"]) == 0
     assert "denoiser   onnxruntime" in capsys.readouterr().out
+    if HAS_ONNX:
+        saved = export.save_onnx(tmp_path, num_steps=2)
+        from engines.runtime.ort import make_session
+
+        sampler = make_session(saved[0])
+        assert [i.name for i in sampler.get_inputs()] == ["cond", "noise"]
+        x = sampler.run(None, {"cond": np.zeros((2, 102), np.float32), "noise": np.zeros((2, 3, 154), np.float32)})
+        assert x[0].shape == (2, 3, 154)
     monkeypatch.setitem(export.THRESHOLDS, "denoiser", 1e-9)
     assert export.main(["--models", "denoiser", "--batches", "1", "--backends", "onnxruntime", "torch"]) == 1
 

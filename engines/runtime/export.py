@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -88,6 +89,22 @@ def check_model(model: str, backends: list[str], batches=(1, 8, 32), *, device: 
     return checks
 
 
+def save_onnx(directory: Path, num_steps: int = 4) -> list[Path]:
+    """Write the fused sampler graph (``sampler_k{K}.onnx``: ``cond`` (B, 102), ``noise``
+    (B, N, 154) -> ``x``) and the detector with a dynamic batch to ``directory``."""
+    from engines.diffusion.schedule import DDIMScheduler
+
+    from .fused_sampler import build_fused_onnx
+    from .models import DENOISER_ONNX, DETECTOR_ONNX
+    from .onnx_to_torch import batch_dynamic_onnx
+
+    directory.mkdir(parents=True, exist_ok=True)
+    out = [directory / f"sampler_k{num_steps}.onnx", directory / "pose_detection_dynamic_batch.onnx"]
+    out[0].write_bytes(build_fused_onnx(DENOISER_ONNX, DDIMScheduler(), num_steps))
+    out[1].write_bytes(batch_dynamic_onnx(DETECTOR_ONNX))
+    return out
+
+
 def available_backends(device: str | None) -> list[str]:
     """onnxruntime and torch always; torch-compile on CUDA; tensorrt with CUDA and torch_tensorrt."""
     out = ["onnxruntime", "torch"]
@@ -112,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=4, help="K, the sampler's DDIM steps")
     p.add_argument("--samples", type=int, default=8, help="N, samples per person")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.add_argument("--save-onnx", metavar="DIR", type=Path,
+                   help="also write the graphs built at run time (the fused K-step sampler, the detector with a "
+                        "dynamic batch) as .onnx files in DIR, for use outside this package (needs `onnx`)")
     args = p.parse_args(argv)
     if args.threads < 1 or args.steps < 1 or args.samples < 1 or min(args.batches) < 1:
         p.error("--threads, --steps, --samples and --batches must be at least 1")
@@ -127,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     log = (lambda *a, **k: None) if args.json else print
+    if args.save_onnx:
+        for path in save_onnx(args.save_onnx, args.steps):
+            log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     checks: list[Check] = []
     for model in args.models:
         checks += check_model(model, backends, args.batches, device=args.device, threads=args.threads,

@@ -103,6 +103,8 @@ class OnnxGraphModule(torch.nn.Module):
         self.dynamic_batch = dynamic_batch
         for op, ins, outs, attrs in self.nodes:
             self._validate(op, ins, attrs)
+            self._resolve_constants(op, ins, attrs)
+        del self._consts_np  # forward reads only Python values and buffers (torch.compile traces it)
 
     def _const(self, name: str) -> np.ndarray:
         if name not in self._consts_np:
@@ -127,6 +129,22 @@ class OnnxGraphModule(torch.nn.Module):
         if op == "MaxPool" and (attrs.get("ceil_mode", 0) or attrs.get("storage_order", 0)):
             raise UnsupportedOnnxModel(f"{self.model_name}: MaxPool ceil_mode/storage_order not supported")
 
+    def _resolve_constants(self, op: str, ins: list[str], a: dict) -> None:
+        """Shape-like constant inputs (pads, target shapes, scales, clip bounds) as Python values."""
+        present = lambda i: len(ins) > i and bool(ins[i])  # noqa: E731 - optional ONNX inputs
+        if op == "Clip":
+            a["_lo"] = float(self._const(ins[1])) if present(1) else None
+            a["_hi"] = float(self._const(ins[2])) if present(2) else None
+        elif op == "Pad":
+            a["_pads"] = [int(p) for p in self._const(ins[1])]
+            a["_value"] = float(self._const(ins[2])) if present(2) else 0.0
+        elif op == "Reshape":
+            a["_shape"] = [int(v) for v in self._const(ins[1])]
+        elif op == "Resize":
+            a["_scales"] = [float(v) for v in self._const(ins[2])]
+            if a["_scales"][:2] != [1.0, 1.0]:
+                raise UnsupportedOnnxModel(f"{self.model_name}: Resize over batch/channel dims")
+
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         env: dict[str, torch.Tensor] = dict(zip(self.input_names, inputs))
 
@@ -147,9 +165,7 @@ class OnnxGraphModule(torch.nn.Module):
                 y = F.conv2d(x, w, b, stride=tuple(a.get("strides", [1] * nd)), padding=pad,
                              dilation=tuple(a.get("dilations", [1] * nd)), groups=int(a.get("group", 1)))
             elif op == "Clip":
-                lo = float(self._const(ins[1])) if len(ins) > 1 and ins[1] else None
-                hi = float(self._const(ins[2])) if len(ins) > 2 and ins[2] else None
-                y = torch.clamp(x, lo, hi)
+                y = torch.clamp(x, a["_lo"], a["_hi"])
             elif op == "Add":
                 y = x + get(ins[1])
             elif op == "Sigmoid":
@@ -157,8 +173,7 @@ class OnnxGraphModule(torch.nn.Module):
             elif op == "Cast":
                 y = x.to(_torch_dtype(a["to"]))
             elif op == "Pad":
-                pads = [int(p) for p in self._const(ins[1])]
-                value = float(self._const(ins[2])) if len(ins) > 2 and ins[2] else 0.0
+                pads, value = a["_pads"], a["_value"]
                 n = len(pads) // 2
                 fpad = []
                 for d in reversed(range(n)):
@@ -167,7 +182,7 @@ class OnnxGraphModule(torch.nn.Module):
             elif op == "Transpose":
                 y = x.permute(*a["perm"])
             elif op == "Reshape":
-                shape = [int(s) for s in self._const(ins[1])]
+                shape = list(a["_shape"])
                 if self.dynamic_batch and shape and shape[0] == 1:
                     shape[0] = x.shape[0]
                 shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
@@ -181,9 +196,7 @@ class OnnxGraphModule(torch.nn.Module):
                     y = x.reshape(n, c // bs**2, bs, bs, h, w).permute(0, 1, 4, 2, 5, 3)
                 y = y.reshape(n, c // bs**2, h * bs, w * bs)
             elif op == "Resize":
-                scales = [float(s) for s in self._const(ins[2])]
-                if scales[:2] != [1.0, 1.0]:
-                    raise UnsupportedOnnxModel(f"{self.model_name}: Resize over batch/channel dims")
+                scales = a["_scales"]
                 if a.get("mode", b"nearest") == b"linear":
                     y = F.interpolate(x, scale_factor=tuple(scales[2:]), mode="bilinear", align_corners=False)
                 else:
