@@ -25,6 +25,7 @@ so a seeded Lifter gives the same result on every path.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,21 @@ def build_fused_onnx(denoiser_onnx: str | Path, scheduler: DDIMScheduler | None 
     (inputs ``x_t`` (rows, X), ``t`` (rows,), ``cond`` (rows, C); output ``x0``).
 
     The result has inputs ``cond`` (B, C) and ``noise`` (B, N, X) and output ``x`` (B, N, X).
+    The last two results are kept in memory (keyed by the file's path, size and modification
+    time and by the step plan), so loading several lifters builds the graph once.
     """
+    path = Path(denoiser_onnx)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no denoiser ONNX file; export it with "
+                                "`python -m engines.diffusion.onnx_denoiser` (needs the export extra)")
+    stat = path.stat()
+    plan = tuple(ddim_plan(scheduler or DDIMScheduler(), num_steps))
+    return _build_fused_onnx(str(path.resolve()), stat.st_size, stat.st_mtime_ns, plan)
+
+
+@functools.lru_cache(maxsize=2)
+def _build_fused_onnx(denoiser_onnx: str, _size: int, _mtime_ns: int, plan: tuple) -> bytes:
+    num_steps = len(plan)
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
@@ -137,7 +152,6 @@ def build_fused_onnx(denoiser_onnx: str | Path, scheduler: DDIMScheduler | None 
         nodes.append(helper.make_node(node.op_type, [rename(i, 0, "x_t") for i in node.input], list(node.output),
                                       name=node.name, domain=node.domain))
         nodes[-1].attribute.extend(node.attribute)
-    plan = ddim_plan(scheduler or DDIMScheduler(), num_steps)
     x_name = "x_0"
     for k, (t, coefs) in enumerate(plan):
         # A one-element time: the time embedding broadcasts over rows and folds to a constant.

@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from .backends import resolve_backend
@@ -35,8 +34,6 @@ _warned_no_onnx = False
 
 def onnx_graph_spec(module, name: str) -> ModelSpec:
     """The spec of a converted ONNX graph (its first dimension is the dynamic batch)."""
-    import onnx  # noqa: F401 - the module was made from it
-
     return ModelSpec(name, tuple(TensorSpec(n, (None, *s[1:])) for n, s in module.input_shapes),
                      tuple(module.output_names),
                      output_shapes=tuple((None, *s[1:]) for s in module.output_shapes))

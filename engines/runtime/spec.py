@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 MIN_BATCH, OPT_BATCH, MAX_BATCH = 1, 8, 32
 
 
@@ -45,35 +43,10 @@ class ModelSpec:
     def input_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.inputs)
 
-    def shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
-        """Concrete input shapes for one batch size."""
-        return {t.name: t.concrete(batch) for t in self.inputs}
-
     def profile(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
         """(min, opt, max) shape per input, for engines built over a batch range."""
         return {t.name: (t.concrete(self.min_batch), t.concrete(self.opt_batch), t.concrete(self.max_batch))
                 for t in self.inputs}
-
-    def random_inputs(self, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Random inputs of the right shapes and dtypes (floats: standard normal; ints: 0..999)."""
-        out = {}
-        for t in self.inputs:
-            shape = t.concrete(batch)
-            if t.dtype.startswith("int"):
-                out[t.name] = rng.integers(0, 1000, size=shape).astype(t.dtype)
-            else:
-                out[t.name] = rng.standard_normal(shape).astype(t.dtype)
-        return out
-
-    def check_inputs(self, inputs: dict) -> None:
-        """Clear error for a missing input or a wrong non-batch dimension."""
-        for t in self.inputs:
-            if t.name not in inputs:
-                raise ValueError(f"{self.name}: input {t.name!r} missing (expected {list(self.input_names)})")
-            shape = tuple(inputs[t.name].shape)
-            if len(shape) != len(t.shape) or any(d is not None and d != s for d, s in zip(t.shape, shape)):
-                want = tuple("B" if d is None else d for d in t.shape)
-                raise ValueError(f"{self.name}: input {t.name!r} has shape {shape}, expected {want}")
 
 
 @dataclass
