@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Callable
@@ -155,9 +156,7 @@ def load_sampler(backend: str, device: str, model, *, weights: str | Path | None
 
     weights = Path(weights or DENOISER_WEIGHTS)
     if backend == "onnxruntime":
-        try:
-            import onnx  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("onnx") is None:
             global _warned_no_onnx
             if not _warned_no_onnx:
                 log.warning("`onnx` is not installed: the sampler runs step by step on ONNX Runtime "

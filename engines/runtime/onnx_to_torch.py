@@ -77,7 +77,8 @@ class OnnxGraphModule(torch.nn.Module):
                              for i in graph_inputs]
         self.output_names = [o.name for o in graph.output]
         self.output_shapes = [tuple(d.dim_value or None for d in o.type.tensor_type.shape.dim) for o in graph.output]
-        unsupported = sorted({n.op_type for n in graph.node if n.op_type not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx")})
+        unsupported = sorted({n.op_type for n in graph.node
+                              if n.op_type not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx")})
         if unsupported:
             raise UnsupportedOnnxModel(f"{name}: operators {unsupported} are not supported by the converter "
                                        f"(supported: {sorted(SUPPORTED_OPS)}); run this model with onnxruntime")
@@ -119,11 +120,13 @@ class OnnxGraphModule(torch.nn.Module):
         if op == "Resize":
             mode = attrs.get("mode", b"nearest").decode()
             ctm = attrs.get("coordinate_transformation_mode", b"half_pixel").decode()
+            nearest = attrs.get("nearest_mode", b"round_prefer_floor")
             ok = (mode == "linear" and ctm in ("half_pixel", "pytorch_half_pixel")) or \
-                 (mode == "nearest" and ctm == "asymmetric" and attrs.get("nearest_mode", b"round_prefer_floor") == b"floor")
+                 (mode == "nearest" and ctm == "asymmetric" and nearest == b"floor")
             if not ok or len(ins) < 3 or not ins[2]:
-                raise UnsupportedOnnxModel(f"{self.model_name}: Resize mode={mode} coordinate_transformation_mode={ctm} "
-                                           "(or sizes instead of scales) not supported")
+                raise UnsupportedOnnxModel(f"{self.model_name}: Resize mode={mode} "
+                                           f"coordinate_transformation_mode={ctm} (or sizes instead of scales) "
+                                           "not supported")
         if op == "DepthToSpace" and attrs.get("mode", b"DCR") not in (b"DCR", b"CRD", "DCR", "CRD"):
             raise UnsupportedOnnxModel(f"{self.model_name}: DepthToSpace mode {attrs['mode']!r}")
         if op == "MaxPool" and (attrs.get("ceil_mode", 0) or attrs.get("storage_order", 0)):

@@ -2,8 +2,8 @@
 
 A module is exported (``torch.export``, batch dimension dynamic) and compiled with
 torch-tensorrt's dynamo frontend for the spec's batch range (one optimisation profile,
-min/opt/max = 1/8/32 by default), in FP16 by default, saved with ``torch_tensorrt.save`` under the engine cache and loaded from there
-with ``torch_tensorrt.load`` next time. The cache file name carries a hash of the model
+min/opt/max = 1/8/32 by default), in FP16 by default, saved with ``torch_tensorrt.save``
+under the engine cache and loaded from there with ``torch_tensorrt.load`` next time. The cache file name carries a hash of the model
 file, the shapes, the precision, torch / torch-tensorrt / TensorRT / CUDA versions and the
 GPU name (:mod:`engines.runtime.cache`), so any change rebuilds.
 """
