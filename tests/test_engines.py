@@ -412,3 +412,15 @@ def test_modules_tensorrt_builds_from_export_with_a_shared_dynamic_batch(denoise
         with torch.no_grad():
             for a, b in zip(program.module()(x), det(x)):
                 assert a.shape[0] == 2 and torch.allclose(a, b, atol=1e-5)
+
+
+def test_sampler_engines_with_a_batch_limit_take_larger_batches_in_chunks(denoiser):
+    from engines.runtime.models import TensorSampler
+
+    fused = FusedSampler(denoiser, DDIMScheduler(), 2)
+    calls = []
+    chunked = TensorSampler(lambda c, n: calls.append(c.shape[0]) or fused(c, n), "cpu", None, max_batch=4)
+    cond, noise = torch.randn(10, 102), torch.randn(10, 3, 154)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(cond, noise), fused(cond, noise))
+    assert calls == [4, 4, 2]

@@ -68,7 +68,9 @@ class FusedSampler(torch.nn.Module):
     def forward(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         b, n, d = noise.shape
         x = noise.reshape(b * n, d)
-        cond_rows = cond.repeat_interleave(n, dim=0)
+        # Row b * n + j is sample j of person b, as repeat_interleave gives in sample(); the
+        # expand form has no host-side size computation (CUDA graph capture, torch.export).
+        cond_rows = cond.unsqueeze(1).expand(b, n, cond.shape[1]).reshape(b * n, cond.shape[1])
         for i, (_, coefs) in enumerate(self.plan):
             t = getattr(self, f"t{i}").expand(b * n)
             x0 = self.denoiser(x, t, cond_rows)

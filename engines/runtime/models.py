@@ -127,16 +127,22 @@ def load_denoiser_engine(backend: str = "onnxruntime", device: str | None = None
 
 
 class TensorSampler:
-    """A fused sampler on a torch device: ``(cond, noise) -> x`` on CPU tensors in and out."""
+    """A fused sampler on a torch device: ``(cond, noise) -> x`` on CPU tensors in and out.
+    ``max_batch``: engines built for at most that many persons get larger batches in chunks."""
 
-    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: str, info: EngineInfo):
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: str,
+                 info: EngineInfo | None, max_batch: int | None = None):
         self.fn = fn
         self.device = torch.device(device)
         self.info = info
+        self.max_batch = max_batch
 
     @torch.inference_mode()
     def __call__(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.fn(cond.to(self.device), noise.to(self.device)).float().cpu()
+        step = self.max_batch or max(1, cond.shape[0])
+        parts = [self.fn(cond[i:i + step].to(self.device), noise[i:i + step].to(self.device)).float().cpu()
+                 for i in range(0, cond.shape[0], step)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def load_sampler(backend: str, device: str, model, *, weights: str | Path | None = None, num_steps: int = 4,
@@ -184,5 +190,6 @@ def load_sampler(backend: str, device: str, model, *, weights: str | Path | None
         spec = sampler_spec(model.config.x_dim, model.config.cond_dim, num_samples)
         engine = TensorRTEngine(spec, fused, file_sha256(weights), precision=precision or "fp16",
                                 extra_key={"num_steps": num_steps, "plan": [t for t, _ in fused.plan]})
-        return TensorSampler(lambda c, n: engine.run_tensors({"cond": c, "noise": n})["x"], "cuda", engine.info)
+        return TensorSampler(lambda c, n: engine.run_tensors({"cond": c, "noise": n})["x"], "cuda", engine.info,
+                             max_batch=spec.max_batch)
     raise ValueError(f"unknown backend {backend!r}")
