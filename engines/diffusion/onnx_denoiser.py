@@ -65,14 +65,9 @@ class OrtDenoiser:
 
     def __init__(self, path: str | Path, config: DenoiserConfig, *, threads: int = 1,
                  providers: list[str] | None = None):
-        import onnxruntime as ort
+        from engines.runtime.ort import make_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        self.session = make_session(path, providers, intra_op_threads=threads)
         self.config = config
         self.path = Path(path)
 

@@ -14,6 +14,7 @@ The camera translation is solved in closed form from the keypoints and the posed
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +26,15 @@ from engines.body.joint_sets import BLAZEPOSE33_FLIP, COCO17_FROM_BLAZEPOSE33, S
 from engines.body.rotations import matrix_to_axis_angle, rotation_6d_to_matrix
 from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS, DenoiserConfig, PoseDenoiser
 from engines.diffusion.features import condition_features, liftable
+from engines.diffusion.onnx_denoiser import OrtDenoiser
 from engines.diffusion.sampler import sample
 from engines.diffusion.schedule import DDIMScheduler
 from engines.lifting.translation import solve_translation
+from engines.runtime.backends import resolve_backend
+from engines.runtime.models import load_sampler
+from engines.runtime.spec import EngineInfo
+
+log = logging.getLogger("engines.lifting")
 
 ASSETS = Path(__file__).resolve().parents[1] / "diffusion" / "assets"
 DEFAULT_WEIGHTS = ASSETS / "denoiser.pt"
@@ -83,7 +90,12 @@ class Lifter:
     speed for accuracy and uncertainty; ``seed`` makes the sampling repeatable."""
 
     def __init__(self, denoiser: PoseDenoiser, body: BodyModel, *, num_steps: int = 4, num_samples: int = 8,
-                 seed: int = 0, scheduler: DDIMScheduler | None = None, mirror_half: bool = True):
+                 seed: int = 0, scheduler: DDIMScheduler | None = None, sampler=None,
+                 engine_info: EngineInfo | None = None, mirror_half: bool = True):
+        """``sampler``: an optional fused K-step sampler, ``(cond (B, C), noise (B, N, X)) -> (B, N, X)``
+        (:mod:`engines.runtime.fused_sampler`), used instead of the step-by-step loop over
+        ``denoiser``; it must have been built for ``num_steps`` and ``scheduler``.
+        ``mirror_half``: draw half of the N samples from the mirrored view (N even)."""
         if num_steps < 1 or num_samples < 1:
             raise ValueError("num_steps and num_samples must be at least 1")
         self.denoiser = denoiser.eval()
@@ -95,31 +107,59 @@ class Lifter:
         self.num_steps = num_steps
         self.num_samples = num_samples
         self.generator = torch.Generator().manual_seed(seed)
+        self.sampler = sampler
+        self.engine_info = engine_info or getattr(sampler, "info", None) or EngineInfo(
+            "sampler", "onnxruntime" if isinstance(denoiser, OrtDenoiser) else "torch", "cpu",
+            details={"K": num_steps, "loop": "step-by-step"})
 
     @classmethod
     def load(cls, weights: str | Path | None = None, body: BodyModel | None = None, *,
-             backend: str = "auto", threads: int = 1, **kwargs) -> "Lifter":
+             backend: str = "auto", threads: int = 1, device: str | None = None, **kwargs) -> "Lifter":
         """The denoiser from ``weights`` (default: the bundled one) and the bundled body model.
 
-        ``backend``: ``onnxruntime`` (the ``.onnx`` file beside the weights), ``torch``, or
-        ``auto`` (ONNX Runtime when the file is there, else torch).
+        ``backend`` (through :func:`engines.runtime.resolve_backend`): ``onnxruntime`` (the
+        ``.onnx`` file beside the weights; the K steps fused into one ONNX Runtime call when
+        the ``onnx`` package is installed, else step by step), ``torch`` (eager, step by step
+        on cpu; a CUDA graph of the fused loop on cuda), ``torch-compile``, ``tensorrt``, or
+        ``auto`` (TensorRT, then torch-compile on CUDA, else ONNX Runtime on CPU; torch when
+        the ``.onnx`` file is missing). ``threads``: ONNX Runtime intra-op threads.
         """
         model = load_denoiser(weights)
         onnx_path = Path(weights or DEFAULT_WEIGHTS).with_suffix(".onnx")
-        if backend not in ("auto", "onnxruntime", "torch"):
-            raise ValueError(f"unknown backend {backend!r}; expected auto, onnxruntime or torch")
-        if backend == "onnxruntime" and not onnx_path.is_file():
-            raise LifterWeightsError(f"{onnx_path}: missing; export it with "
-                                     "`python -m engines.diffusion.onnx_denoiser` (needs the export extra)")
-        if backend in ("auto", "onnxruntime") and onnx_path.is_file():
-            from engines.diffusion.onnx_denoiser import OrtDenoiser
+        choice = resolve_backend(backend, device)
+        if choice.backend == "onnxruntime" and not onnx_path.is_file():
+            if backend != "auto":
+                raise LifterWeightsError(f"{onnx_path}: missing; export it with "
+                                         "`python -m engines.diffusion.onnx_denoiser` (needs the export extra)")
+            log.info("backend auto: %s missing, lifting with eager torch", onnx_path)
+            choice = choice._replace(backend="torch", reason=f"{onnx_path.name} missing")
+        denoiser = model
+        if choice.backend == "onnxruntime":
+            denoiser = OrtDenoiser(onnx_path, model.config, threads=threads)
+        scheduler = kwargs.pop("scheduler", None) or DDIMScheduler()
+        num_steps = kwargs.get("num_steps", 4)
+        sampler = load_sampler(choice.backend, choice.device, model, weights=weights or DEFAULT_WEIGHTS,
+                               num_steps=num_steps, num_samples=kwargs.get("num_samples", 8), threads=threads,
+                               scheduler=scheduler)
+        return cls(denoiser, body or BodyModel.load(), scheduler=scheduler, sampler=sampler, **kwargs)
 
-            model = OrtDenoiser(onnx_path, model.config, threads=threads)
-        return cls(model, body or BodyModel.load(), **kwargs)
+    def describe(self) -> str:
+        """What runs the sampling (backend, device, fused or step by step)."""
+        return self.engine_info.describe()
 
     @property
     def body_model_name(self) -> str:
         return self.body.name
+
+    def _draw(self, cond: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """``num_samples`` samples per condition row: (B, C) -> (B, N, X)."""
+        if self.sampler is None:
+            return sample(self.denoiser, self.scheduler, cond, num_steps=self.num_steps, num_samples=num_samples,
+                          generator=self.generator)
+        # The same noise draw as sample(), so a seed gives the same result on every path.
+        noise = torch.randn(cond.shape[0] * num_samples, self.denoiser.config.x_dim, generator=self.generator,
+                            dtype=cond.dtype)
+        return self.sampler(cond, noise.view(cond.shape[0], num_samples, -1))
 
     @torch.no_grad()
     def lift(self, keypoints: torch.Tensor | np.ndarray) -> LiftResult:
@@ -136,15 +176,12 @@ class Lifter:
         # Rows that cannot be lifted still go through (shapes stay fixed) on a dummy layout.
         safe = torch.where(valid[:, None, None], kp, _DUMMY_KEYPOINTS.expand(B, -1, -1))
         if self.mirror_half:
-            cond = condition_features(torch.cat([safe, mirror_keypoints(safe)]))
-            x = sample(self.denoiser, self.scheduler, cond, num_steps=self.num_steps, num_samples=N // 2,
-                       generator=self.generator)
+            x = self._draw(condition_features(torch.cat([safe, mirror_keypoints(safe)])), N // 2)
             R_samples = rotation_6d_to_matrix(x[..., : NUM_JOINTS * 6].reshape(2 * B, N // 2, NUM_JOINTS, 6))
             R_samples = torch.cat([R_samples[:B], mirror_rotations(R_samples[B:])], dim=1)
             x = torch.cat([x[:B], x[B:]], dim=1)  # betas are left-right symmetric: used as they are
         else:
-            x = sample(self.denoiser, self.scheduler, condition_features(safe), num_steps=self.num_steps,
-                       num_samples=N, generator=self.generator)
+            x = self._draw(condition_features(safe), N)
             R_samples = rotation_6d_to_matrix(x[..., : NUM_JOINTS * 6].reshape(B, N, NUM_JOINTS, 6))
         R = rotation_mean(R_samples.transpose(1, 2)).contiguous()  # (B, 24, 3, 3)
         betas = x[..., NUM_JOINTS * 6: NUM_JOINTS * 6 + NUM_BETAS].mean(dim=1)

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         ("landmarks, batch 2", _median_ms(lambda: lmk(frame, [roi, roi2]), args.repeat), 2),
     ]
     x = lmk.crops(frame, [roi])
-    rows.append(("  of which network only, batch 1", _median_ms(lambda: lmk.session.run(None, {lmk.input_name: x}), args.repeat), 1))
+    rows.append(("  of which network only, batch 1", _median_ms(lambda: lmk.engine.run({lmk.input_name: x}), args.repeat), 1))
 
     class _D:
         def __init__(self, box, score):

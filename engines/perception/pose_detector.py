@@ -23,7 +23,9 @@ import cv2
 import numpy as np
 
 from .boxes import iou_matrix
-from .onnx_session import DETECTOR_ONNX, make_session
+from engines.runtime.models import load_onnx_model
+
+from .onnx_session import DETECTOR_ONNX
 
 # From MediaPipe's pose_detection_cpu.pbtxt (SsdAnchorsCalculatorOptions).
 ANCHOR_OPTIONS = dict(
@@ -236,7 +238,12 @@ class PoseDetector:
             find them at one network run per tile (opt-in, for wide or crowded
             scenes).
         tile_overlap: fraction by which neighbouring tiles overlap.
-        providers, intra_op_threads: ONNX Runtime settings.
+        providers, intra_op_threads: ONNX Runtime settings (threads: also the thread
+            count reported for the other backends).
+        backend: ``onnxruntime`` (default), ``torch``, ``torch-compile``, ``tensorrt`` or
+            ``auto`` (see :func:`engines.runtime.resolve_backend`); the torch backends run
+            the ONNX graph converted by :mod:`engines.runtime.onnx_to_torch`.
+        device: ``cpu`` or ``cuda`` (default: the backend's).
     """
 
     def __init__(
@@ -249,6 +256,8 @@ class PoseDetector:
         tile_overlap: float = 0.25,
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 1,
+        backend: str = "onnxruntime",
+        device: str | None = None,
     ) -> None:
         if tile_size is not None and tile_size < 64:
             raise ValueError(f"PoseDetector: tile_size must be at least 64 pixels, got {tile_size}")
@@ -256,12 +265,15 @@ class PoseDetector:
             raise ValueError(f"PoseDetector: tile_overlap must be in [0, 0.9), got {tile_overlap}")
         self.tile_size = tile_size
         self.tile_overlap = float(tile_overlap)
-        self.session = make_session(model_path or DETECTOR_ONNX, providers, intra_op_threads)
-        self.input_name = self.session.get_inputs()[0].name
-        outs = {o.name: o for o in self.session.get_outputs()}
+        self.engine = load_onnx_model(model_path or DETECTOR_ONNX, backend, device, threads=intra_op_threads,
+                                      providers=providers, name="detector")
+        self.session = getattr(self.engine, "session", None)  # the ORT session, when on onnxruntime
+        spec = self.engine.spec
+        self.input_name = spec.input_names[0]
+        outs = dict(zip(spec.outputs, spec.output_shapes))
         # Pick outputs by shape: boxes (1, N, 12), scores (1, N, 1).
-        self.boxes_name = next(n for n, o in outs.items() if o.shape[-1] == DECODE_OPTIONS["num_coords"])
-        self.scores_name = next(n for n, o in outs.items() if o.shape[-1] == 1)
+        self.boxes_name = next(n for n, s in outs.items() if s[-1] == DECODE_OPTIONS["num_coords"])
+        self.scores_name = next(n for n, s in outs.items() if s[-1] == 1)
         self.anchors = ssd_anchors(**ANCHOR_OPTIONS)
         if len(self.anchors) != DECODE_OPTIONS["num_boxes"]:
             raise RuntimeError(f"anchor layout gives {len(self.anchors)} anchors, model has {DECODE_OPTIONS['num_boxes']}")
@@ -271,8 +283,8 @@ class PoseDetector:
 
     def run_raw(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the network on a prepared (1, 224, 224, 3) tensor; returns (raw_boxes (N,12), raw_scores (N,))."""
-        boxes, scores = self.session.run([self.boxes_name, self.scores_name], {self.input_name: tensor})
-        return boxes[0], scores[0, :, 0]
+        outs = self.engine.run({self.input_name: tensor})
+        return outs[self.boxes_name][0], outs[self.scores_name][0, :, 0]
 
     def detect_single(self, image_rgb: np.ndarray) -> list[PoseDetection]:
         """Detect people in one view of the whole image (no tiling); best first, image pixels."""

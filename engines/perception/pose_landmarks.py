@@ -27,7 +27,9 @@ import numpy as np
 
 from engines.body.joint_sets import COCO17_FROM_BLAZEPOSE33 as _COCO17_FROM_BLAZEPOSE33
 
-from .onnx_session import LANDMARKS_ONNX, make_session
+from engines.runtime.models import load_onnx_model
+
+from .onnx_session import LANDMARKS_ONNX
 
 INPUT_SIZE = 256
 NUM_LANDMARKS = 33
@@ -178,7 +180,11 @@ class PoseLandmarker:
     Args:
         model_path: ONNX file (default: the bundled one).
         refine_heatmap: refine x, y with the heatmap output, as MediaPipe does.
-        providers, intra_op_threads: ONNX Runtime settings.
+        providers, intra_op_threads: ONNX Runtime settings (threads: also the thread
+            count reported for the other backends).
+        backend: ``onnxruntime`` (default), ``torch``, ``torch-compile``, ``tensorrt`` or
+            ``auto`` (see :func:`engines.runtime.resolve_backend`).
+        device: ``cpu`` or ``cuda`` (default: the backend's).
     """
 
     def __init__(
@@ -187,12 +193,16 @@ class PoseLandmarker:
         refine_heatmap: bool = True,
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 1,
+        backend: str = "onnxruntime",
+        device: str | None = None,
     ) -> None:
-        self.session = make_session(model_path or LANDMARKS_ONNX, providers, intra_op_threads)
-        self.input_name = self.session.get_inputs()[0].name
+        self.engine = load_onnx_model(model_path or LANDMARKS_ONNX, backend, device, threads=intra_op_threads,
+                                      providers=providers, name="landmarks")
+        self.session = getattr(self.engine, "session", None)  # the ORT session, when on onnxruntime
+        self.input_name = self.engine.spec.input_names[0]
         by_shape = {}
-        for o in self.session.get_outputs():
-            by_shape[tuple(o.shape[1:])] = o.name
+        for name, shape in zip(self.engine.spec.outputs, self.engine.spec.output_shapes):
+            by_shape[tuple(shape[1:])] = name
         try:
             self.out_landmarks = by_shape[(NUM_POINTS * 5,)]
             self.out_flag = by_shape[(1,)]
@@ -226,7 +236,8 @@ class PoseLandmarker:
         names = [self.out_landmarks, self.out_flag, self.out_world]
         if self.refine_heatmap:
             names.append(self.out_heatmap)
-        outs = self.session.run(names, {self.input_name: x})
+        result_by_name = self.engine.run({self.input_name: x})
+        outs = [result_by_name[n] for n in names]
         lm = outs[0].reshape(len(rois), NUM_POINTS, 5)
         flag = outs[1].reshape(len(rois))
         world = outs[2].reshape(len(rois), NUM_POINTS, 3)
