@@ -170,6 +170,8 @@ DELEGATED = (
     ("evaluate-refinement", "engines.refinement.evaluate:main",
      "compare temporal refinement with per-frame lifting and classic smoothers on held-out clips"),
     ("evaluate-lifter", "engines.training.evaluate:main", "evaluate the lifter on held-out actors"),
+    ("export-engines", "engines.runtime.export:main",
+     "prepare every model for a backend (ONNX Runtime, torch, torch.compile, TensorRT) and check it numerically"),
     ("keys", "streamer.security:main", "generate CurveZMQ key pairs for an encrypted, authenticated stream"),
     ("calibrate", "calibration.cli:main",
      "calibrate a camera from checkerboard or ChArUco images or video"),
