@@ -84,6 +84,49 @@ class VideoFileSource:
         self._container.close()
 
 
+class LoopingVideoSource:
+    """A video file played again and again at its own rate, like a camera that never stops
+    (soak tests and benchmarks). Frame indices and stream times keep counting across loops;
+    the file is reopened at each loop, so nothing accumulates. ``max_seconds`` ends it."""
+
+    is_live = True
+
+    def __init__(self, path: str | os.PathLike, *, max_seconds: float | None = None):
+        self.path = Path(path)
+        self.name = f"{path} (looping)"
+        self.max_seconds = max_seconds
+        self.decode_errors = 0
+        self.loops = 0
+        probe = VideoFileSource(path)
+        self.size, self.fps = probe.size, probe.fps or 30.0
+        probe.close()
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        start = time.monotonic()
+        while True:
+            source = VideoFileSource(self.path)
+            try:
+                for frame in source.frames():
+                    due = start + index / self.fps
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    if self.max_seconds is not None and time.monotonic() - start >= self.max_seconds:
+                        return
+                    frame.index, frame.stream_time = index, index / self.fps
+                    frame.capture_time = time.monotonic()
+                    yield frame
+                    index += 1
+            finally:
+                self.decode_errors += source.decode_errors
+                source.close()
+            self.loops += 1
+
+    def close(self) -> None:
+        pass
+
+
 class NetworkStreamSource:
     """A network stream (RTSP, HTTP(S), SRT, TCP, UDP, RTMP) read by PyAV.
 
@@ -263,7 +306,7 @@ class ImageFolderSource:
         pass
 
 
-Source = VideoFileSource | NetworkStreamSource | CameraSource | ImageFolderSource
+Source = VideoFileSource | LoopingVideoSource | NetworkStreamSource | CameraSource | ImageFolderSource
 
 
 def open_source(spec: str, *, live: bool | None = None, width: int | None = None,
