@@ -133,6 +133,11 @@ class NetworkStreamSource:
     When the stream drops it is reopened with exponential backoff (0.5 s doubling to 8 s);
     reconnects and the frames missed during the gap are counted and logged. After
     ``max_retries`` failed attempts in a row the stream ends.
+
+    Frame indices and stream times follow the clock across a gap, as a camera's would: the
+    first frame after a reconnect gets the index and time it would have had if the stream had
+    never stopped (the server's own timestamps restart with each connection). Motion files
+    therefore keep true timing, and the tracker sees how long the people went unseen.
     """
 
     is_live = True
@@ -146,6 +151,7 @@ class NetworkStreamSource:
         self.reconnects = 0
         self.decode_errors = 0
         self.gap_seconds = 0.0
+        self.frames_missed = 0  # estimated from the gaps' durations and the frame rate
         self._container = _open_container(url, url, timeout=self.timeout, options=self._options())
         self._stream = _video_stream(self._container, url)
         self.size = (self._stream.codec_context.width, self._stream.codec_context.height)
@@ -160,14 +166,33 @@ class NetworkStreamSource:
 
     def frames(self) -> Iterator[Frame]:
         index = 0
+        last_time = last_wall = None  # the previous frame's stream time and monotonic arrival
         while True:
+            offset = None  # maps this connection's timestamps onto the run's clock
             try:
                 for frame in _decode(self._container, self._stream, self):
-                    yield _to_frame(frame, index, frame.time)
+                    now = time.monotonic()
+                    t = frame.time
+                    if offset is None:
+                        if last_wall is None:  # first connection: the stream's own clock
+                            offset = 0.0
+                        else:  # after a reconnect: continue the clock over the gap
+                            gap = now - last_wall
+                            period = 1.0 / self.fps if self.fps else gap
+                            skipped = max(0, round(gap / period) - 1) if self.fps else 0
+                            index += skipped
+                            self.frames_missed += skipped
+                            first = last_time + gap if last_time is not None else None
+                            offset = (first - t) if first is not None and t is not None else 0.0
+                            log.warning("%s: about %d frame(s) missed during the %.1f s gap; "
+                                        "resuming at frame %d", self.url, skipped, gap, index)
+                    stream_time = t + offset if t is not None else None
+                    yield _to_frame(frame, index, stream_time)
+                    last_time, last_wall = stream_time, now
                     index += 1
                 log.warning("%s: stream ended", self.url)
             except av.error.FFmpegError as exc:
-                log.warning("%s: stream dropped after frame %d: %s", self.url, index, exc)
+                log.warning("%s: stream dropped after frame %d: %s", self.url, index - 1, exc)
             if not self._reconnect():
                 return
 
