@@ -76,7 +76,7 @@ class RunResult:
     source_faults: dict[str, float] = field(default_factory=dict)
 
 
-SOURCE_FAULTS = ("reconnects", "gap_seconds", "frames_missed", "decode_errors")
+SOURCE_FAULTS = ("reconnects", "gap_seconds", "frames_missed", "decode_errors", "resized_frames")
 
 
 class FrameObserver(Protocol):
