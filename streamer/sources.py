@@ -159,10 +159,13 @@ class NetworkStreamSource:
         self.fps = float(rate) if rate else None
 
     def _options(self) -> dict[str, str]:
+        # Probe half a second of stream, not FFmpeg's default five: every (re)connect waits
+        # for the probe, and a live stream's frames are late by it.
+        options = {"analyzeduration": "500000"}
         scheme = urlparse(self.url).scheme
         if scheme in ("rtsp", "rtsps"):
-            return {"rtsp_transport": "tcp"}
-        return {}
+            options["rtsp_transport"] = "tcp"
+        return options
 
     def frames(self) -> Iterator[Frame]:
         index = 0
@@ -181,6 +184,7 @@ class NetworkStreamSource:
                             # arrives from then on (probed and buffered while opening) is the
                             # stream going on, not more gap.
                             gap = max(self._connected_at - last_wall, 0.0)
+                            self.gap_seconds += gap
                             period = 1.0 / self.fps if self.fps else gap
                             skipped = max(0, round(gap / period) - 1) if self.fps else 0
                             index += skipped
@@ -219,9 +223,8 @@ class NetworkStreamSource:
                 delay = min(delay * 2, 8.0)
                 continue
             self.reconnects += 1
-            gap = time.monotonic() - lost_at
-            self.gap_seconds += gap
-            log.warning("%s: reconnected after %.1f s (reconnect #%d)", self.url, gap, self.reconnects)
+            log.warning("%s: reconnected after %.1f s (reconnect #%d)", self.url,
+                        self._connected_at - lost_at, self.reconnects)
             return True
         log.error("%s: gave up after %d reconnect attempts", self.url, self.max_retries)
         return False

@@ -6,12 +6,13 @@ level (s * 100 + k * 3) % 256.
 
     python tests/stream_server.py PORT SEGMENTS FRAMES GAP
 
-The real clip, cut once: frames START to CUT of CLIP (scaled to WIDTH pixels wide) at 30 fps,
-then the connection is closed for GAP seconds; when the client is back the stream goes on
-where a camera would be by then (frames kept coming while nobody was connected) until END.
-Prints the first frame of each segment ("segment START") as it begins.
+The real clip, cut once: frames START to CUT of CLIP (scaled to WIDTH pixels wide) at FPS
+frames a second (a camera of that rate; the clip's frames are not resampled), then the
+connection is closed for GAP seconds; when the client is back the stream goes on where a
+camera would be by then (frames kept coming while nobody was connected) until END. Prints
+the first frame of each segment ("segment START") as it begins.
 
-    python tests/stream_server.py clip PORT CLIP WIDTH START CUT GAP END
+    python tests/stream_server.py clip PORT CLIP WIDTH FPS START CUT GAP END
 """
 
 import sys
@@ -37,7 +38,7 @@ def serve(port: int, segments: int, frames: int, gap: float) -> None:
         time.sleep(gap)
 
 
-def serve_clip(port: int, clip: str, width: int, start: int, cut: int, gap: float, end: int) -> None:
+def serve_clip(port: int, clip: str, width: int, fps: int, start: int, cut: int, gap: float, end: int) -> None:
     with av.open(clip) as src:
         images = []
         for i, frame in enumerate(src.decode(video=0)):
@@ -51,17 +52,17 @@ def serve_clip(port: int, clip: str, width: int, start: int, cut: int, gap: floa
     while True:
         out = av.open(f"tcp://127.0.0.1:{port}?listen=1", "w", format="mpegts")  # waits for a client
         if cut_time is not None:  # the "camera" kept running while the client was away
-            resumed = cut + round((time.monotonic() - cut_time) * 30)
+            resumed = cut + round((time.monotonic() - cut_time) * fps)
             segment = (min(resumed, end), end)
         print(f"segment {segment[0]}", flush=True)
-        stream = out.add_stream("mpeg2video", rate=30)
+        stream = out.add_stream("mpeg2video", rate=fps)
         stream.width, stream.height, stream.pix_fmt = images[0].shape[1], images[0].shape[0], "yuv420p"
         stream.bit_rate = 4_000_000
         began = time.monotonic()
         for n, k in enumerate(range(*segment)):
             for packet in stream.encode(av.VideoFrame.from_ndarray(images[k - start], format="rgb24")):
                 out.mux(packet)
-            time.sleep(max(0.0, began + (n + 1) / 30 - time.monotonic()))
+            time.sleep(max(0.0, began + (n + 1) / fps - time.monotonic()))
         for packet in stream.encode():
             out.mux(packet)
         out.close()
@@ -73,7 +74,7 @@ def serve_clip(port: int, clip: str, width: int, start: int, cut: int, gap: floa
 
 if __name__ == "__main__":
     if sys.argv[1] == "clip":
-        port, clip, width, start, cut, gap, end = sys.argv[2:9]
-        serve_clip(int(port), clip, int(width), int(start), int(cut), float(gap), int(end))
+        port, clip, width, fps, start, cut, gap, end = sys.argv[2:10]
+        serve_clip(int(port), clip, int(width), int(fps), int(start), int(cut), float(gap), int(end))
     else:
         serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
