@@ -71,6 +71,7 @@ class MotionRecorder:
         for person in frame.persons:
             track = self._tracks.get(person.track_id)
             if track is None:
+                track_file(self.directory, person.track_id, ".npz")  # a usable id, before any data
                 track = self._tracks[person.track_id] = _Track(person.track_id)
             track.frame_index.append(frame.index)
             track.timestamp.append(float(stamp))
@@ -120,7 +121,7 @@ class MotionRecorder:
                                  joints=column("joints"), fps=self.fps, body_model=self.body_model,
                                  **{k: v[rows] for k, v in base.items() if k != "track_id"}, **extras)
             data["track_id"] = base["track_id"]
-            self._save(self.directory / f"track_{track.track_id:04d}.npz", data)
+            self._save(track_file(self.directory, track.track_id, ".npz"), data)
         for name, joint_set in KEYPOINT_ARRAYS.items():
             rows = _complete_rows(track, (name,))
             if rows is None:
@@ -133,12 +134,24 @@ class MotionRecorder:
                 **{k: v[rows] for k, v in base.items() if k != "track_id"},
                 "track_id": base["track_id"],
             }
-            self._save(self.directory / f"track_{track.track_id:04d}_{joint_set}.npz", data)
+            self._save(track_file(self.directory, track.track_id, f"_{joint_set}.npz"), data)
             break  # one keypoint file per track: the richest joint set present
 
     def _save(self, path: Path, data: dict) -> None:
         write_npz_atomic(path, data)
         self.files_written.add(path)
+
+
+def track_file(directory: Path, track_id, suffix: str) -> Path:
+    """``directory/track_NNNN<suffix>``. Track ids must be integers (never text, which could
+    hold ``../`` or a NUL and name a file elsewhere); the name is built from the number only.
+    Raises :class:`RecordError` otherwise."""
+    if isinstance(track_id, bool) or not isinstance(track_id, (int, np.integer)):
+        raise RecordError(f"track id {track_id!r} is not an integer; refusing to name a motion file after it")
+    path = directory / f"track_{int(track_id):04d}{suffix}"
+    if path.parent != directory:  # cannot happen with an integer id; kept as the invariant
+        raise RecordError(f"motion file {path} would lie outside {directory}")
+    return path
 
 
 def motion_arrays(*, poses, trans, betas, joints, fps: float, body_model: str, frame_index, timestamp,
@@ -207,6 +220,8 @@ def _complete_rows(track: _Track, names) -> np.ndarray | None:
 def check_writable(directory: Path) -> None:
     """Create ``directory`` if needed and prove a file can be written there, or raise
     :class:`RecordError` before any frame is captured."""
+    if "\0" in str(directory):
+        raise RecordError(f"cannot record to {str(directory)!r}: the name contains a NUL byte")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
