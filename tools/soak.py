@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
           f"dropped {summary['drops_total']}, loops {source.loops}, subscriber got {received[0]} "
           f"({received[1]} missed)")
     print(f"glass-to-publish ms: p50 {g2p['p50']:.0f}, p99 {g2p['p99']:.0f}")
+    import numpy as np
+
+    slope = np.polyfit([s[0] / 60 for s in after], [s[1] for s in after], 1)[0]
+    print(f"RSS trend after warm-up (least squares): {slope:+.2f} MiB/min")
     print(f"RSS: first {samples[0][1]:.1f} MiB, after warm-up {base:.1f} MiB, end {end:.1f} MiB, "
           f"max {max(s[1] for s in samples):.1f} MiB; growth after warm-up {growth:+.1f} MiB "
           f"(bound {args.max_growth_mb:g} MiB): {'OK' if growth <= args.max_growth_mb else 'EXCEEDED'}")
