@@ -54,7 +54,7 @@ class Subscriber:
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sock.setsockopt(zmq.LINGER, 0)
-        # A message part larger than this (a frame of 16 people is about 60 kB) makes ZeroMQ
+        # A message part larger than this (a frame of 16 people is about 43 kB) makes ZeroMQ
         # close the connection instead of buffering it: a hostile or broken publisher cannot
         # make this process allocate gigabytes.
         self._sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
