@@ -15,6 +15,7 @@ the first frame of each segment ("segment START") as it begins.
     python tests/stream_server.py clip PORT CLIP WIDTH FPS START CUT GAP END
 """
 
+import socket
 import sys
 import time
 
@@ -50,7 +51,12 @@ def serve_clip(port: int, clip: str, width: int, fps: int, start: int, cut: int,
     segment = (start, cut)
     cut_time = None
     while True:
-        out = av.open(f"tcp://127.0.0.1:{port}?listen=1", "w", format="mpegts")  # waits for a client
+        # Our own socket, so the time the client connects is known (FFmpeg's listening
+        # output may return before a client is there and buffer the first frames).
+        with socket.create_server(("127.0.0.1", port)) as server:
+            conn, _ = server.accept()
+        sink = conn.makefile("wb")
+        out = av.open(sink, "w", format="mpegts")
         if cut_time is not None:  # the "camera" kept running while the client was away
             resumed = cut + round((time.monotonic() - cut_time) * fps)
             segment = (min(resumed, end), end)
@@ -63,13 +69,15 @@ def serve_clip(port: int, clip: str, width: int, fps: int, start: int, cut: int,
             for packet in stream.encode(av.VideoFrame.from_ndarray(images[k - start], format="rgb24")):
                 out.mux(packet)
             time.sleep(max(0.0, began + (n + 1) / fps - time.monotonic()))
+        cut_time = time.monotonic()  # the camera's clock: closing may wait for a slow client
         for packet in stream.encode():
             out.mux(packet)
         out.close()
+        sink.close()
+        conn.close()
         if segment[1] >= end:
             return
-        cut_time = time.monotonic()
-        time.sleep(gap)
+        time.sleep(max(0.0, cut_time + gap - time.monotonic()))
 
 
 if __name__ == "__main__":
