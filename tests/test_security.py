@@ -1,14 +1,23 @@
-"""CurveZMQ: with --curve-keys the stream is encrypted and only authorised subscribers get it."""
+"""Security: CurveZMQ (with --curve-keys the stream is encrypted and only authorised
+subscribers get it), loopback by default, files that would run code refused, and paths
+from data never naming files outside their directory."""
 
+import os
+import pickle
 import threading
+from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
 
 from streamer.app import RunConfig, run
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, RecordError
+from streamer.frames import Frame
+from streamer.motion_files import MotionRecorder
 from streamer.security import generate_keys
 from streamer.subscriber import Subscriber
+from synthetic import synthetic_person
 
 
 def receive_into(results, name, endpoint, keys, count=5, timeout=8):
@@ -56,16 +65,6 @@ def test_missing_or_existing_keys_are_clear_errors(tmp_path):
 
 # -- files and paths from data: never executed, never outside their directory ---------------
 
-import os  # noqa: E402
-import pickle  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from streamer.errors import RecordError  # noqa: E402
-from streamer.frames import Frame, Person  # noqa: E402
-from streamer.motion_files import MotionRecorder  # noqa: E402
-from synthetic import synthetic_person  # noqa: E402
 
 
 class _Exploit:
