@@ -106,6 +106,10 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         raise ConfigError("--wait-subscribers must not be negative")
     if config.wait_subscribers and not config.publish:
         raise ConfigError("--wait-subscribers needs a publisher (drop --publish none)")
+    from .security import reject_nul
+
+    for option in ("source", "record", "stats_json", "camera", "preview", "viewer_save", "curve_keys"):
+        reject_nul(getattr(config, option), "--" + option.replace("_", "-"))
     if config.stats_json and not Path(config.stats_json).resolve().parent.is_dir():
         raise ConfigError(f"--stats-json {config.stats_json}: its directory does not exist")
     cv2.setNumThreads(1)  # global; stages run in parallel threads on few cores

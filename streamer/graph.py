@@ -71,6 +71,12 @@ class RunResult:
     stopped_by: str | None = None  # "SIGINT", "SIGTERM", "stop()" or None (end of source)
     queue_drops: dict[str, int] = field(default_factory=dict)
     queue_max_depth: dict[str, int] = field(default_factory=dict)
+    # What the source survived: reconnects, seconds without frames, frames missed in gaps,
+    # undecodable data (only the counters the source keeps, see SOURCE_FAULTS).
+    source_faults: dict[str, float] = field(default_factory=dict)
+
+
+SOURCE_FAULTS = ("reconnects", "gap_seconds", "frames_missed", "decode_errors", "resized_frames")
 
 
 class FrameObserver(Protocol):
@@ -226,7 +232,11 @@ class Pipeline:
             stopped_by=self._stopped_by,
             queue_drops={q.name: q.drops for q in self.queues},
             queue_max_depth={q.name: q.max_depth for q in self.queues},
+            source_faults=source_faults(self.source),
         )
+        if any(result.source_faults.values()):
+            log.warning("source %s: %s", self.source.name,
+                        ", ".join(f"{k.replace('_', ' ')} {_number(v)}" for k, v in result.source_faults.items()))
         self.result = result
         if self._errors:
             raise self._errors[0]
@@ -247,6 +257,20 @@ class Pipeline:
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, on_signal)
         return previous
+
+
+def source_faults(source) -> dict[str, float]:
+    """The fault counters ``source`` keeps (:data:`SOURCE_FAULTS`), rounded for reports."""
+    out = {}
+    for name in SOURCE_FAULTS:
+        value = getattr(source, name, None)
+        if isinstance(value, (int, float)):
+            out[name] = round(float(value), 2) if isinstance(value, float) else int(value)
+    return out
+
+
+def _number(value: float) -> str:
+    return f"{value:.1f} s" if isinstance(value, float) else str(value)
 
 
 def _is_user_error(error: BaseException) -> bool:

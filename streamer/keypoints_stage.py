@@ -115,12 +115,14 @@ class PersonKeypoints:
         self.tracker = tracker or Tracker(high_score=min_presence, low_score=min(0.1, min_presence), min_hits=2)
         self._rois: list[Roi] = []
         self._last_detect: int | None = None
+        self._last_index: int | None = None
         self.detector_runs = 0
 
     def reset(self) -> None:
         """Forget followed people and track ids (e.g. on a new video)."""
         self._rois = []
         self._last_detect = None
+        self._last_index = None
         self.tracker.reset()
 
     def _new_rois(self, detections: list[PoseDetection], carried: list[Roi]) -> list[Roi]:
@@ -179,7 +181,12 @@ class PersonKeypoints:
                 boxes.append(b)
         kept, boxes = kept[: self.max_persons], boxes[: self.max_persons]
 
-        tracks = self.tracker.update([_Candidate(b, r.presence, r) for r, b in zip(kept, boxes)])
+        # Frames skipped since the last call (live drops, a stream's reconnect gap): the
+        # tracker predicts people that far ahead so they keep their ids.
+        steps = frame_index - self._last_index if self._last_index is not None else 1
+        self._last_index = frame_index
+        tracks = self.tracker.update([_Candidate(b, r.presence, r) for r, b in zip(kept, boxes)],
+                                     steps=max(1, steps))
         self._rois = [r.next_roi() for r in kept]
         self._rois = [r for r in self._rois if r.size >= self.min_roi_size]
 

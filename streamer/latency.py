@@ -69,6 +69,7 @@ class LatencyStats:
             out["drops_total"] = sum(result.queue_drops.values())
             out["queue_max_depth"] = dict(result.queue_max_depth)
             out["stopped_by"] = result.stopped_by
+            out["source_faults"] = dict(getattr(result, "source_faults", {}))
         return out
 
 

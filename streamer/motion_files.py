@@ -13,7 +13,6 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +31,50 @@ SMPL_ARRAYS = ("poses", "trans", "betas", "joints")
 KEYPOINT_ARRAYS = {"keypoints_blazepose33": "blazepose33", "keypoints_coco17": "coco17"}
 
 
-@dataclass
+class _Column:
+    """One array of a track, every frame in one growing numpy block (not a list of small
+    arrays: a flush then copies blocks instead of looping over frames in Python, and memory
+    per frame is the array's bytes, not an object per frame)."""
+
+    def __init__(self, value: np.ndarray, capacity: int):
+        self.shape, self.dtype = value.shape, value.dtype
+        self.data = np.zeros((capacity, *value.shape), value.dtype)
+        self.present = np.zeros(capacity, bool)  # rows (frames) in which the person had it
+
+    def grow(self, capacity: int) -> None:
+        data = np.zeros((capacity, *self.shape), self.dtype)
+        data[: len(self.data)] = self.data
+        present = np.zeros(capacity, bool)
+        present[: len(self.present)] = self.present
+        self.data, self.present = data, present
+
+
 class _Track:
-    track_id: int
-    frame_index: list[int] = field(default_factory=list)
-    timestamp: list[float] = field(default_factory=list)
-    score: list[float] = field(default_factory=list)
-    arrays: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    dirty: bool = False
+    def __init__(self, track_id: int):
+        self.track_id = track_id
+        self.n = 0  # rows (frames) held
+        self.capacity = 64
+        self.frame_index = np.zeros(self.capacity, np.int64)
+        self.timestamp = np.zeros(self.capacity, np.float64)
+        self.score = np.zeros(self.capacity, np.float32)
+        self.columns: dict[str, _Column] = {}
+        self.dirty = False
+        self.shape_warned: set[str] = set()
+
+    def add_row(self, frame_index: int, timestamp: float, score: float) -> int:
+        if self.n == self.capacity:  # double: amortised O(1) per frame
+            self.capacity *= 2
+            for name in ("frame_index", "timestamp", "score"):
+                old = getattr(self, name)
+                new = np.zeros(self.capacity, old.dtype)
+                new[: self.n] = old
+                setattr(self, name, new)
+            for column in self.columns.values():
+                column.grow(self.capacity)
+        row = self.n
+        self.frame_index[row], self.timestamp[row], self.score[row] = frame_index, timestamp, score
+        self.n += 1
+        return row
 
 
 class MotionRecorder:
@@ -71,16 +106,24 @@ class MotionRecorder:
         for person in frame.persons:
             track = self._tracks.get(person.track_id)
             if track is None:
+                track_file(self.directory, person.track_id, ".npz")  # a usable id, before any data
                 track = self._tracks[person.track_id] = _Track(person.track_id)
-            track.frame_index.append(frame.index)
-            track.timestamp.append(float(stamp))
-            track.score.append(float(person.score))
+            row = track.add_row(frame.index, float(stamp), float(person.score))
             for name, value in person.arrays.items():
-                column = track.arrays.setdefault(name, [])
-                if len(column) < len(track.frame_index) - 1:
-                    # An array this person lacked in earlier frames: keep rows aligned.
-                    column.extend([None] * (len(track.frame_index) - 1 - len(column)))
-                column.append(np.asarray(value))
+                value = np.asarray(value)
+                column = track.columns.get(name)
+                if column is None:
+                    column = track.columns[name] = _Column(value, track.capacity)
+                if value.shape != column.shape:
+                    # Recorded as missing in this frame rather than failing the whole file.
+                    if name not in track.shape_warned:
+                        track.shape_warned.add(name)
+                        log.warning("track %s: '%s' has shape %s in frame %d, not %s as before; "
+                                    "left out of the motion file in such frames", track.track_id, name,
+                                    value.shape, frame.index, column.shape)
+                    continue
+                column.data[row] = value
+                column.present[row] = True
             track.dirty = True
         now = time.monotonic()
         # Rewriting whole files costs more as they grow: keep flushing below ~10% of the time.
@@ -105,40 +148,53 @@ class MotionRecorder:
     # -- formats ---------------------------------------------------------------
 
     def _write_track(self, track: _Track) -> None:
+        n = track.n
         base = {
             "track_id": np.int64(track.track_id),
-            "frame_index": np.asarray(track.frame_index, dtype=np.int64),
-            "timestamp": np.asarray(track.timestamp, dtype=np.float64),
-            "score": np.asarray(track.score, dtype=np.float32),
+            "frame_index": track.frame_index[:n].copy(),
+            "timestamp": track.timestamp[:n].copy(),
+            "score": track.score[:n].copy(),
         }
         rows = _complete_rows(track, SMPL_ARRAYS)
         if rows is not None:
-            column = lambda name: np.stack([track.arrays[name][i] for i in rows])  # noqa: E731
+            column = lambda name: track.columns[name].data[rows]  # noqa: E731
             extras = {name: column(name) for name in ("poses_std", "joints_std")
-                      if name in track.arrays and all(_present(track.arrays[name], i) for i in rows)}
+                      if name in track.columns and track.columns[name].present[rows].all()}
             data = motion_arrays(poses=column("poses"), trans=column("trans"), betas=column("betas"),
                                  joints=column("joints"), fps=self.fps, body_model=self.body_model,
                                  **{k: v[rows] for k, v in base.items() if k != "track_id"}, **extras)
             data["track_id"] = base["track_id"]
-            self._save(self.directory / f"track_{track.track_id:04d}.npz", data)
+            self._save(track_file(self.directory, track.track_id, ".npz"), data)
         for name, joint_set in KEYPOINT_ARRAYS.items():
             rows = _complete_rows(track, (name,))
             if rows is None:
                 continue
             data = {
-                "keypoints": np.stack([track.arrays[name][i] for i in rows]).astype(np.float32),
+                "keypoints": track.columns[name].data[rows].astype(np.float32),
                 "joint_set": np.str_(joint_set),
                 "fps": np.float64(self.fps),
                 "image_size": np.asarray(self.image_size or (0, 0), dtype=np.int64),
                 **{k: v[rows] for k, v in base.items() if k != "track_id"},
                 "track_id": base["track_id"],
             }
-            self._save(self.directory / f"track_{track.track_id:04d}_{joint_set}.npz", data)
+            self._save(track_file(self.directory, track.track_id, f"_{joint_set}.npz"), data)
             break  # one keypoint file per track: the richest joint set present
 
     def _save(self, path: Path, data: dict) -> None:
         write_npz_atomic(path, data)
         self.files_written.add(path)
+
+
+def track_file(directory: Path, track_id, suffix: str) -> Path:
+    """``directory/track_NNNN<suffix>``. Track ids must be integers (never text, which could
+    hold ``../`` or a NUL and name a file elsewhere); the name is built from the number only.
+    Raises :class:`RecordError` otherwise."""
+    if isinstance(track_id, bool) or not isinstance(track_id, (int, np.integer)):
+        raise RecordError(f"track id {track_id!r} is not an integer; refusing to name a motion file after it")
+    path = directory / f"track_{int(track_id):04d}{suffix}"
+    if path.parent != directory:  # cannot happen with an integer id; kept as the invariant
+        raise RecordError(f"motion file {path} would lie outside {directory}")
+    return path
 
 
 def motion_arrays(*, poses, trans, betas, joints, fps: float, body_model: str, frame_index, timestamp,
@@ -192,21 +248,22 @@ def write_file_atomic(path: str | os.PathLike, write) -> None:
         raise RecordError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _present(column: list, i: int) -> bool:
-    return i < len(column) and column[i] is not None
-
-
 def _complete_rows(track: _Track, names) -> np.ndarray | None:
     """Indices of the frames in which the track has every array in ``names``."""
-    if not all(n in track.arrays for n in names):
+    if not all(n in track.columns for n in names):
         return None
-    rows = [i for i in range(len(track.frame_index)) if all(_present(track.arrays[n], i) for n in names)]
-    return np.asarray(rows, dtype=np.int64) if rows else None
+    mask = np.ones(track.n, bool)
+    for name in names:
+        mask &= track.columns[name].present[: track.n]
+    rows = np.flatnonzero(mask)
+    return rows if len(rows) else None
 
 
 def check_writable(directory: Path) -> None:
     """Create ``directory`` if needed and prove a file can be written there, or raise
     :class:`RecordError` before any frame is captured."""
+    if "\0" in str(directory):
+        raise RecordError(f"cannot record to {str(directory)!r}: the name contains a NUL byte")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except FileExistsError:

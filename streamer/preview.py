@@ -189,6 +189,9 @@ def draw_status(frame_bgr: np.ndarray, text: str) -> None:
                     max(1, int(round(width * scale))), cv2.LINE_AA)
 
 
+MIN_PREVIEW_SIDE = 64  # pixels: a smaller source is enlarged in the preview
+
+
 class PreviewWriter:
     """Writes the pipeline's frames with their persons drawn over them to an H.264 video.
 
@@ -205,8 +208,11 @@ class PreviewWriter:
         self._container = av.open(str(self.path), "w")
         rate = Fraction(fps).limit_denominator(1001) if fps else Fraction(30)
         self._stream = self._container.add_stream("libx264", rate=rate)
-        # Even sizes for 4:2:0 chroma.
-        self._stream.width, self._stream.height = size[0] - size[0] % 2, size[1] - size[1] % 2
+        # Even sizes for 4:2:0 chroma; tiny frames (a 1x1 or 8x8 source) are enlarged by a whole
+        # factor to a size the encoder takes and a person can see.
+        zoom = max(1, -(-MIN_PREVIEW_SIDE // max(1, min(size))))
+        width, height = size[0] * zoom, size[1] * zoom
+        self._stream.width, self._stream.height = width - width % 2, height - height % 2
         self._stream.pix_fmt = "yuv420p"
         # superfast on one thread: about 60% of veryfast's CPU for twice the bytes; a preview
         # must not starve the pipeline's stages of cores.
@@ -235,7 +241,10 @@ class PreviewWriter:
         draw_status(bgr, f"frame {frame.index}  {len(frame.persons)} person(s)  {fps:.1f} fps")
         h, w = self._stream.height, self._stream.width
         if bgr.shape[0] != h or bgr.shape[1] != w:
-            bgr = cv2.resize(bgr, (w, h)) if abs(bgr.shape[1] - w) > 1 else bgr[:h, :w]
+            if bgr.shape[1] < w // 2:  # tiny frames: whole pixels, not a blur
+                bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_NEAREST)
+            else:
+                bgr = cv2.resize(bgr, (w, h)) if abs(bgr.shape[1] - w) > 1 else bgr[:h, :w]
         # OpenCV's BGR -> I420 (BT.601, as libswscale's default) is SIMD and about 10 ms a
         # frame cheaper at 1768x994 than letting PyAV convert bgr24.
         yuv = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420)

@@ -35,6 +35,8 @@ class ZmqPublisher:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, hwm: int = 64,
                  extra_header: dict | None = None, context: zmq.Context | None = None,
                  curve_keys: str | None = None):
+        if "\0" in endpoint:
+            raise PublishError(f"cannot publish on {endpoint!r}: the endpoint contains a NUL byte")
         self.endpoint = endpoint
         self.extra_header = dict(extra_header or {})
         self.seq = 0

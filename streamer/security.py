@@ -28,6 +28,14 @@ from .errors import ConfigError
 AUTHORIZED = "authorized_clients"
 
 
+def reject_nul(value: str | Path | None, what: str) -> None:
+    """Raise :class:`ConfigError` if ``value`` (a path or endpoint given as ``what``) holds a
+    NUL byte: the operating system would cut the name there (ZeroMQ silently binds the
+    shorter ``ipc://`` path) or Python would raise mid-run."""
+    if value is not None and "\0" in str(value):
+        raise ConfigError(f"{what} {str(value)!r} contains a NUL byte")
+
+
 def generate_keys(directory: str | Path) -> Path:
     """Create the server and client key pairs in ``directory`` and authorise the client."""
     directory = Path(directory)

@@ -74,7 +74,7 @@ class VideoFileSource:
                 delay = start_wall + (t - start_pts) - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            yield _to_frame(frame, index, t)
+            yield _to_frame(frame, index, t, self)
             index += 1
         if self.frame_count and index < self.frame_count:
             log.warning("%s: decoded %d of the %d frames the file announces (truncated or damaged?)",
@@ -84,12 +84,60 @@ class VideoFileSource:
         self._container.close()
 
 
+class LoopingVideoSource:
+    """A video file played again and again at its own rate, like a camera that never stops
+    (soak tests and benchmarks). Frame indices and stream times keep counting across loops;
+    the file is reopened at each loop, so nothing accumulates. ``max_seconds`` ends it."""
+
+    is_live = True
+
+    def __init__(self, path: str | os.PathLike, *, max_seconds: float | None = None):
+        self.path = Path(path)
+        self.name = f"{path} (looping)"
+        self.max_seconds = max_seconds
+        self.decode_errors = 0
+        self.loops = 0
+        probe = VideoFileSource(path)
+        self.size, self.fps = probe.size, probe.fps or 30.0
+        probe.close()
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        start = time.monotonic()
+        while True:
+            source = VideoFileSource(self.path)
+            try:
+                for frame in source.frames():
+                    due = start + index / self.fps
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    if self.max_seconds is not None and time.monotonic() - start >= self.max_seconds:
+                        return
+                    frame.index, frame.stream_time = index, index / self.fps
+                    frame.capture_time = time.monotonic()
+                    yield frame
+                    index += 1
+            finally:
+                self.decode_errors += source.decode_errors
+                source.close()
+            self.loops += 1
+
+    def close(self) -> None:
+        pass
+
+
 class NetworkStreamSource:
     """A network stream (RTSP, HTTP(S), SRT, TCP, UDP, RTMP) read by PyAV.
 
     When the stream drops it is reopened with exponential backoff (0.5 s doubling to 8 s);
     reconnects and the frames missed during the gap are counted and logged. After
     ``max_retries`` failed attempts in a row the stream ends.
+
+    Frame indices and stream times follow the clock across a gap, as a camera's would: the
+    first frame after a reconnect gets the index and time it would have had if the stream had
+    never stopped (the server's own timestamps restart with each connection). Motion files
+    therefore keep true timing, and the tracker sees how long the people went unseen.
     """
 
     is_live = True
@@ -103,6 +151,7 @@ class NetworkStreamSource:
         self.reconnects = 0
         self.decode_errors = 0
         self.gap_seconds = 0.0
+        self.frames_missed = 0  # estimated from the gaps' durations and the frame rate
         self._container = _open_container(url, url, timeout=self.timeout, options=self._options())
         self._stream = _video_stream(self._container, url)
         self.size = (self._stream.codec_context.width, self._stream.codec_context.height)
@@ -110,21 +159,47 @@ class NetworkStreamSource:
         self.fps = float(rate) if rate else None
 
     def _options(self) -> dict[str, str]:
+        # Probe half a second of stream, not FFmpeg's default five: every (re)connect waits
+        # for the probe, and a live stream's frames are late by it.
+        options = {"analyzeduration": "500000"}
         scheme = urlparse(self.url).scheme
         if scheme in ("rtsp", "rtsps"):
-            return {"rtsp_transport": "tcp"}
-        return {}
+            options["rtsp_transport"] = "tcp"
+        return options
 
     def frames(self) -> Iterator[Frame]:
         index = 0
+        last_time = last_wall = None  # the previous frame's stream time and monotonic arrival
         while True:
+            offset = None  # maps this connection's timestamps onto the run's clock
             try:
                 for frame in _decode(self._container, self._stream, self):
-                    yield _to_frame(frame, index, frame.time)
+                    now = time.monotonic()
+                    t = frame.time
+                    if offset is None:
+                        if last_wall is None:  # first connection: the stream's own clock
+                            offset = 0.0
+                        else:  # after a reconnect: continue the clock over the gap
+                            # The gap ends when the connection that worked was opened: what
+                            # arrives from then on (probed and buffered while opening) is the
+                            # stream going on, not more gap.
+                            gap = max(self._connected_at - last_wall, 0.0)
+                            self.gap_seconds += gap
+                            period = 1.0 / self.fps if self.fps else gap
+                            skipped = max(0, round(gap / period) - 1) if self.fps else 0
+                            index += skipped
+                            self.frames_missed += skipped
+                            first = last_time + gap if last_time is not None else None
+                            offset = (first - t) if first is not None and t is not None else 0.0
+                            log.warning("%s: about %d frame(s) missed during the %.1f s gap; "
+                                        "resuming at frame %d", self.url, skipped, gap, index)
+                    stream_time = t + offset if t is not None else None
+                    yield _to_frame(frame, index, stream_time, self)
+                    last_time, last_wall = stream_time, now
                     index += 1
                 log.warning("%s: stream ended", self.url)
             except av.error.FFmpegError as exc:
-                log.warning("%s: stream dropped after frame %d: %s", self.url, index, exc)
+                log.warning("%s: stream dropped after frame %d: %s", self.url, index - 1, exc)
             if not self._reconnect():
                 return
 
@@ -137,6 +212,7 @@ class NetworkStreamSource:
         delay = 0.5
         for attempt in range(1, self.max_retries + 1):
             time.sleep(delay)
+            self._connected_at = time.monotonic()
             try:
                 self._container = _open_container(self.url, self.url, timeout=self.timeout,
                                                   options=self._options())
@@ -147,9 +223,8 @@ class NetworkStreamSource:
                 delay = min(delay * 2, 8.0)
                 continue
             self.reconnects += 1
-            gap = time.monotonic() - lost_at
-            self.gap_seconds += gap
-            log.warning("%s: reconnected after %.1f s (reconnect #%d)", self.url, gap, self.reconnects)
+            log.warning("%s: reconnected after %.1f s (reconnect #%d)", self.url,
+                        self._connected_at - lost_at, self.reconnects)
             return True
         log.error("%s: gave up after %d reconnect attempts", self.url, self.max_retries)
         return False
@@ -172,17 +247,21 @@ class CameraSource:
     is_live = True
 
     def __init__(self, device: int | str, *, width: int | None = None, height: int | None = None,
-                 fps: float | None = None):
+                 fps: float | None = None, capture=None):
+        """``capture``: an already opened ``cv2.VideoCapture``-like object to read instead of
+        opening ``device`` (another backend, or a test's stand-in)."""
         self.device = device
         self.name = f"camera {device}"
-        path = f"/dev/video{device}" if isinstance(device, int) else str(device)
-        if os.name == "posix" and Path("/dev").exists() and not Path(path).exists():
-            raise SourceError(
-                f"{self.name}: no such device {path} (list cameras with `v4l2-ctl --list-devices` "
-                "or `ls /dev/video*`; is it plugged in?)")
-        _quiet_opencv()
-        backend = cv2.CAP_V4L2 if os.name == "posix" else cv2.CAP_ANY
-        self._cap = cv2.VideoCapture(device if isinstance(device, int) else path, backend)
+        if capture is None:
+            path = f"/dev/video{device}" if isinstance(device, int) else str(device)
+            if os.name == "posix" and Path("/dev").exists() and not Path(path).exists():
+                raise SourceError(
+                    f"{self.name}: no such device {path} (list cameras with `v4l2-ctl --list-devices` "
+                    "or `ls /dev/video*`; is it plugged in?)")
+            _quiet_opencv()
+            backend = cv2.CAP_V4L2 if os.name == "posix" else cv2.CAP_ANY
+            capture = cv2.VideoCapture(device if isinstance(device, int) else path, backend)
+        self._cap = capture
         if not self._cap.isOpened():
             raise SourceError(
                 f"{self.name}: could not be opened (is another program using it? do you have "
@@ -213,7 +292,7 @@ class CameraSource:
                         f"{self.name}: stopped delivering frames after frame {index - 1} "
                         "(unplugged or taken by another program?)")
             now = time.monotonic()
-            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            rgb = fit_size(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), index, self)
             yield Frame(index=index, image=rgb, capture_time=now, source_size=self.size)
             index += 1
             image = None
@@ -241,29 +320,31 @@ class ImageFolderSource:
         if not self.files:
             raise SourceError(
                 f"{self.name}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
-        first = cv2.imread(str(self.files[0]), cv2.IMREAD_COLOR)
+        # IMREAD_COLOR gives 8-bit BGR from grey, 16-bit and alpha images alike.
+        first = next((image for image in map(_read_image, self.files[:50]) if image is not None), None)
         if first is None:
-            raise SourceError(f"{self.files[0]}: not a readable image")
+            raise SourceError(f"{self.name}: none of the first {min(50, len(self.files))} images is readable "
+                              f"(first: {self.files[0].name})")
         self.size = (first.shape[1], first.shape[0])
         self.frame_count = len(self.files)
 
     def frames(self) -> Iterator[Frame]:
         for index, path in enumerate(self.files):
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = _read_image(path)
             if image is None:
                 self.decode_errors += 1
                 log.warning("%s: frame %d (%s) is not a readable image; skipped", self.name, index,
                             path.name)
                 continue
-            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            rgb = fit_size(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), index, self)
             yield Frame(index=index, image=rgb, capture_time=time.monotonic(),
-                        source_size=(rgb.shape[1], rgb.shape[0]), stream_time=index / self.fps)
+                        source_size=self.size, stream_time=index / self.fps)
 
     def close(self) -> None:
         pass
 
 
-Source = VideoFileSource | NetworkStreamSource | CameraSource | ImageFolderSource
+Source = VideoFileSource | LoopingVideoSource | NetworkStreamSource | CameraSource | ImageFolderSource
 
 
 def open_source(spec: str, *, live: bool | None = None, width: int | None = None,
@@ -308,8 +389,11 @@ def _open_container(target: str, name: str, *, timeout, options: dict[str, str] 
         if "://" in name:
             raise SourceError(f"{name}: could not open stream: {reason} (is the server running and "
                               "the URL right?)") from None
-        raise SourceError(f"{name}: not a readable video: {reason} (is it a video file FFmpeg can "
-                          "decode?)") from None
+        hint = "is it a video file FFmpeg can decode?"
+        if Path(name).suffix.lower() in (".mp4", ".mov", ".m4v"):
+            hint += (" an MP4/MOV whose recording was interrupted lacks its index (moov atom) and "
+                     "cannot be read; record to .mkv or .ts, or with -movflags +faststart, to avoid this")
+        raise SourceError(f"{name}: not a readable video: {reason} ({hint})") from None
 
 
 def _video_stream(container, name: str):
@@ -343,11 +427,42 @@ def _decode(container, stream, owner) -> Iterator[av.VideoFrame]:
             yield frame
 
 
-def _to_frame(frame: av.VideoFrame, index: int, stream_time: float | None) -> Frame:
+def fit_size(rgb: np.ndarray, index: int, source) -> np.ndarray:
+    """``rgb`` at ``source.size``: a frame whose size differs (the resolution changed
+    mid-stream, a folder of mixed image sizes, a reconnect to another mode) is scaled to the
+    size the run started with, so the camera intrinsics, preview, motion files and wire
+    header stay consistent. Each new size is reported once with its first frame number;
+    ``source.resized_frames`` counts the frames scaled."""
+    width, height = source.size
+    if rgb.shape[1] == width and rgb.shape[0] == height:
+        return rgb
+    seen = source.__dict__.setdefault("_sizes_reported", set())
+    if (rgb.shape[1], rgb.shape[0]) not in seen:
+        seen.add((rgb.shape[1], rgb.shape[0]))
+        log.warning("%s: frame %d is %dx%d, not %dx%d (resolution changed mid-stream); frames of this "
+                    "size are scaled to %dx%d", source.name, index, rgb.shape[1], rgb.shape[0], width,
+                    height, width, height)
+    source.resized_frames = getattr(source, "resized_frames", 0) + 1
+    shrink = rgb.shape[1] > width or rgb.shape[0] > height
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _to_frame(frame: av.VideoFrame, index: int, stream_time: float | None, source) -> Frame:
     now = time.monotonic()
-    rgb = frame.to_ndarray(format="rgb24")
-    return Frame(index=index, image=rgb, capture_time=now, source_size=(rgb.shape[1], rgb.shape[0]),
+    # rgb24 from any pixel format (grey, 10/16-bit, alpha): FFmpeg's swscale converts and
+    # scales the depth down to 8 bits per channel.
+    rgb = fit_size(frame.to_ndarray(format="rgb24"), index, source)
+    return Frame(index=index, image=rgb, capture_time=now, source_size=source.size,
                  stream_time=stream_time)
+
+
+def _read_image(path: Path) -> np.ndarray | None:
+    """8-bit BGR image, or None when the file is not a readable image (OpenCV may also raise
+    on some damaged files; that counts as unreadable)."""
+    try:
+        return cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
 
 
 def _natural_key(name: str) -> list:

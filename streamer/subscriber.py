@@ -35,12 +35,14 @@ class Subscriber:
     """Subscribes to a smplstream publisher and yields :class:`ReceivedFrame` s.
 
     Malformed messages are counted in ``bad_messages`` and skipped (``strict=True`` raises
-    :class:`~streamer.wire.WireError` instead). ``gaps`` and ``missed`` count sequence
+    :class:`~streamer.wire.WireError` instead); a message part over ``max_message_bytes``
+    is never delivered: ZeroMQ closes that connection instead of buffering it. ``gaps`` and ``missed`` count sequence
     numbers that never arrived (messages dropped at a high-water mark).
     """
 
     def __init__(self, endpoint: str, *, rcvhwm: int = 1000, strict: bool = False,
-                 context: zmq.Context | None = None, curve_keys: str | None = None):
+                 context: zmq.Context | None = None, curve_keys: str | None = None,
+                 max_message_bytes: int = 64 << 20):
         self.endpoint = endpoint
         self.strict = strict
         self.gaps = 0
@@ -52,6 +54,10 @@ class Subscriber:
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sock.setsockopt(zmq.LINGER, 0)
+        # A message part larger than this (a frame of 16 people is about 43 kB) makes ZeroMQ
+        # close the connection instead of buffering it: a hostile or broken publisher cannot
+        # make this process allocate gigabytes.
+        self._sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self._sock.setsockopt(zmq.SUBSCRIBE, TOPIC)
         if curve_keys:
             from .security import secure_subscriber

@@ -31,6 +31,13 @@ class Detected(Protocol):
     score: float
 
 
+# Re-identification by distance after several unseen frames (Tracker, pass 3): a walking
+# person covers about 0.8 body heights per second, 0.03 per frame at 30 fps.
+REID_MIN_FRAMES = 5
+REID_SPEED = 0.03
+REID_MAX_HEIGHTS = 2.0
+
+
 class TrackState(enum.Enum):
     TENTATIVE = "tentative"  # seen, not yet confirmed by enough consecutive hits
     CONFIRMED = "confirmed"  # matched in the latest frame
@@ -66,7 +73,8 @@ class Track:
     state: TrackState
     hits: int = 1  # consecutive matched frames
     age: int = 1  # frames since creation
-    time_since_update: int = 0  # frames since the last match
+    time_since_update: int = 0  # updates since the last match
+    frames_unseen: int = 0  # source frames since the last match (counts skipped frames too)
     kf: KalmanFilter = field(repr=False, default=None)  # type: ignore[assignment]
 
     @property
@@ -171,6 +179,23 @@ class Tracker:
             [j for j in range(len(dets)) if j not in matched_d],
         )
 
+    def _match_by_distance(self, tracks: list[Track], dets: list[Detected]
+                           ) -> tuple[list[tuple[int, int]], list[int]]:
+        """Hungarian assignment on centre distance in units of the track's box height, gated
+        by how far the person could have walked; returns (pairs, unmatched detections)."""
+        t_z = np.stack([box_to_z(t.predicted_box) for t in tracks])
+        d_z = np.stack([box_to_z(np.asarray(d.box)) for d in dets])
+        height = np.maximum(t_z[:, 3:4], 1.0)
+        dist = np.linalg.norm(t_z[:, None, :2] - d_z[None, :, :2], axis=2) / height
+        reach = np.array([min(REID_MAX_HEIGHTS, 0.3 + REID_SPEED * t.frames_unseen) for t in tracks])
+        ratio = d_z[None, :, 3] / height
+        allowed = (dist <= reach[:, None]) & (ratio > 0.67) & (ratio < 1.5)
+        cost = np.where(allowed, dist, 1e6)
+        rows, cols = linear_sum_assignment(cost)
+        pairs = [(r, c) for r, c in zip(rows, cols) if allowed[r, c]]
+        matched = {c for _, c in pairs}
+        return pairs, [j for j in range(len(dets)) if j not in matched]
+
     def _apply(self, track: Track, det: Detected) -> None:
         box = np.asarray(det.box, dtype=np.float64)
         track.kf.update(box_to_z(box))
@@ -180,15 +205,21 @@ class Tracker:
         # time_since_update is 1 here for a track matched in the previous frame.
         track.hits = track.hits + 1 if track.time_since_update <= 1 else 1
         track.time_since_update = 0
+        track.frames_unseen = 0
         if track.state == TrackState.LOST or track.hits >= self.min_hits or self.frame_count == 1:
             track.state = TrackState.CONFIRMED
 
-    def update(self, detections: Sequence[Detected]) -> list[Track]:
+    def update(self, detections: Sequence[Detected], steps: int = 1) -> list[Track]:
         """Advance one frame with this frame's detections.
 
         Args:
             detections: objects with `.box` ((4,) x1, y1, x2, y2 pixels) and
                 `.score` (0..1). May be empty (the tracks are then predicted).
+            steps: source frames since the previous update (more than 1 when
+                frames were dropped or a stream came back after a gap): the
+                tracks are predicted that far ahead (at most `max_lost` frames),
+                so a person who kept walking is still matched. Losing and
+                dropping tracks still counts updates, not frames.
 
         Returns:
             The confirmed tracks matched in this frame, ordered by id. Each
@@ -199,11 +230,14 @@ class Tracker:
             b = np.asarray(det.box, dtype=np.float64)
             if b.shape != (4,) or not np.all(np.isfinite(b)) or b[2] <= b[0] or b[3] <= b[1]:
                 raise ValueError(f"Tracker.update: detection box must be finite (x1, y1, x2, y2) with x2>x1, y2>y1; got {b}")
+        ahead = min(max(1, int(steps)), self.max_lost)
         for t in self._tracks:
             _set_process_noise(t.kf)
-            t.kf.predict()
+            for _ in range(ahead):
+                t.kf.predict()
             t.age += 1
             t.time_since_update += 1
+            t.frames_unseen += max(1, int(steps))
 
         high = [d for d in detections if d.score >= self.high_score]
         low = [d for d in detections if self.low_score <= d.score < self.high_score]
@@ -217,6 +251,17 @@ class Tracker:
         pairs2, _, _ = self._match(remaining, low, self.low_match_iou)
         for ti, di in pairs2:
             self._apply(remaining[ti], low[di])
+        # Pass 3: a person unseen for several frames (a stream's reconnect gap, a long
+        # occlusion) may have moved off the constant-velocity prediction: match confident
+        # detections left over to lost tracks by distance, within how far a walking person
+        # gets in the frames unseen (REID_SPEED body heights per frame), similar size only.
+        lost = [self._tracks[i] for i in un_t if self._tracks[i].state != TrackState.TENTATIVE
+                and self._tracks[i].time_since_update > 0 and self._tracks[i].frames_unseen >= REID_MIN_FRAMES]
+        if lost and un_d:
+            pairs3, still = self._match_by_distance(lost, [high[j] for j in un_d])
+            for ti, dj in pairs3:
+                self._apply(lost[ti], high[un_d[dj]])
+            un_d = [un_d[j] for j in still]
 
         for t in self._tracks:
             if t.time_since_update > 0:

@@ -43,6 +43,7 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_PERSONS = 1024
 MAX_ARRAYS_PER_PERSON = 64
 MAX_NDIM = 8
+MAX_ELEMENTS = 1 << 31  # product of an array's non-zero dimensions (an empty array's shape too)
 
 
 class WireError(ValueError):
@@ -145,7 +146,8 @@ def decode_message(parts: list[bytes]) -> DecodedFrame:
         raise WireError(f"header of {len(raw_header)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
         header = json.loads(raw_header.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    # ValueError also covers integers longer than Python's digit limit (4300 digits).
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise WireError(f"header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise WireError("header is not a JSON object")
@@ -201,6 +203,9 @@ def _decode_array(where: str, spec: Any, payload: bytes) -> tuple[str, np.ndarra
     if (not isinstance(shape, list) or len(shape) > MAX_NDIM
             or not all(_is_int(d) and d >= 0 for d in shape)):
         raise WireError(f"{where}.shape must be a list of at most {MAX_NDIM} non-negative integers")
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        # Even an empty array (a zero dimension) may not claim more: numpy refuses such shapes.
+        raise WireError(f"{where}.shape {shape} claims more than {MAX_ELEMENTS} elements")
     offset, nbytes = spec.get("offset"), spec.get("nbytes")
     if not (_is_int(offset) and _is_int(nbytes) and offset >= 0 and nbytes >= 0):
         raise WireError(f"{where}.offset and .nbytes must be non-negative integers")

@@ -94,7 +94,8 @@ def _mutate_header(parts, fn):
 
 
 @pytest.mark.parametrize("mutation, message", [
-    (lambda h: h["persons"][0]["arrays"][0].update(shape=[10**12, 10**12]), "is not"),
+    (lambda h: h["persons"][0]["arrays"][0].update(shape=[10**12, 10**12]), "claims more than"),
+    (lambda h: h["persons"][0]["arrays"][0].update(shape=[10**4, 10**4]), "is not"),
     (lambda h: h["persons"][0]["arrays"][0].update(offset=10**9), "outside"),
     (lambda h: h["persons"][0]["arrays"][0].update(dtype="object"), "dtype"),
     (lambda h: h["persons"][0]["arrays"][0].update(shape=[-1, 3]), "shape"),
@@ -141,3 +142,142 @@ def test_random_mutations_only_ever_raise_wire_error(data):
     for person in decoded.persons:  # whatever decodes must be backed by real bytes
         for arr in person.arrays.values():
             assert arr.nbytes <= len(mutated[2])
+
+
+# -- hostile input: mutations of valid messages, hostile headers, part counts ----------------
+
+def _valid_parts(persons=2):
+    return encode_frame(make_frame(persons), 3, 1.0, wall_time=0.0)
+
+
+def _decode_bounded(parts):
+    """Decode under tracemalloc: only WireError may escape, and the decoder may not allocate
+    much beyond the bytes it was given, whatever the header claims."""
+    import tracemalloc
+
+    present = sum(len(p) for p in parts)
+    tracemalloc.start()
+    try:
+        decoded = decode_message(parts)
+    except WireError as exc:
+        assert str(exc) and "\n" not in str(exc)  # one line that says what was wrong
+        return None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 4 * present + (1 << 20), (peak, present)
+    for person in decoded.persons:
+        for arr in person.arrays.values():
+            assert arr.nbytes <= len(parts[2])
+    return decoded
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_bit_flips_truncation_and_splices_only_ever_raise_wire_error(data):
+    parts = _valid_parts(data.draw(st.integers(0, 3)))
+    which = data.draw(st.integers(0, 2))
+    raw = bytearray(parts[which])
+    for _ in range(data.draw(st.integers(0, 6))):  # single-bit flips
+        if raw:
+            pos = data.draw(st.integers(0, len(raw) - 1))
+            raw[pos] ^= 1 << data.draw(st.integers(0, 7))
+    op = data.draw(st.sampled_from(["none", "truncate", "insert", "duplicate"]))
+    if op == "truncate":
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    elif op == "insert":
+        pos = data.draw(st.integers(0, len(raw)))
+        raw[pos:pos] = data.draw(st.binary(max_size=64))
+    elif op == "duplicate" and raw:
+        a = data.draw(st.integers(0, len(raw) - 1))
+        raw[a:a] = raw[a:a + data.draw(st.integers(1, 200))]
+    mutated = list(parts)
+    mutated[which] = bytes(raw)
+    _decode_bounded(mutated)
+
+
+huge_ints = st.one_of(st.integers(-5, 5), st.integers(0, 10**6), st.just(2**63), st.just(10**30),
+                      st.just(-(2**63)))
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), huge_ints, st.floats(allow_nan=False), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=10)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_hostile_header_fields_never_allocate_from_claimed_shapes(data):
+    parts = _valid_parts(data.draw(st.integers(1, 2)))
+    header = json.loads(parts[1])
+    payload = parts[2][: data.draw(st.integers(0, len(parts[2])))] if data.draw(st.booleans()) else parts[2]
+    header["payload_bytes"] = len(payload)
+    for _ in range(data.draw(st.integers(1, 4))):
+        person = header["persons"][data.draw(st.integers(0, len(header["persons"]) - 1))]
+        spec = person["arrays"][data.draw(st.integers(0, len(person["arrays"]) - 1))]
+        field = data.draw(st.sampled_from(["shape", "offset", "nbytes", "dtype", "name"]))
+        if field == "shape":
+            spec["shape"] = data.draw(st.one_of(st.lists(huge_ints, max_size=10), json_values))
+            if data.draw(st.booleans()):  # make nbytes agree with the claim, as an attacker would
+                try:
+                    spec["nbytes"] = int(np.prod([int(d) for d in spec["shape"]], dtype=object)) * 4
+                except (TypeError, ValueError):
+                    pass
+        else:
+            spec[field] = data.draw(st.one_of(huge_ints, json_values))
+    _decode_bounded([parts[0], json.dumps(header).encode(), payload])
+
+
+@pytest.mark.parametrize("shape", [[10**20, 0], [0, 2**62, 2**62], [2**40, 2**40, 0, 0, 0, 0, 0, 7]])
+def test_empty_arrays_cannot_claim_absurd_shapes(shape):
+    parts = _valid_parts(1)
+    header = json.loads(parts[1])
+    header["persons"][0]["arrays"][0].update(shape=shape, nbytes=0)
+    with pytest.raises(WireError, match="claims more than"):
+        decode_message([parts[0], json.dumps(header).encode(), parts[2]])
+
+
+def test_numbers_beyond_pythons_digit_limit_are_a_wire_error():
+    parts = _valid_parts(1)
+    raw = parts[1].replace(b'"seq":3', b'"seq":' + b"7" * 5000)
+    assert raw != parts[1]
+    with pytest.raises(WireError, match="JSON"):
+        decode_message([parts[0], raw, parts[2]])
+
+
+@settings(max_examples=100, deadline=None)
+@given(parts=st.lists(st.binary(max_size=300), max_size=6))
+def test_random_part_counts_and_bytes_only_ever_raise_wire_error(parts):
+    valid = _valid_parts(1)
+    if len(parts) == 3 and parts[0] == b"":
+        parts[0] = valid[0]  # often give it the right topic so the header is reached
+    _decode_bounded(parts)
+    _decode_bounded(valid + parts)  # a valid message with extra parts is still malformed
+    _decode_bounded(valid[: len(parts) % 3])
+
+
+def test_subscriber_skips_hostile_messages_and_receives_the_next_valid_one(endpoint):
+    import time
+
+    import zmq
+
+    from streamer.subscriber import Subscriber
+
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.bind(endpoint)
+    try:
+        with Subscriber(endpoint, max_message_bytes=1 << 16) as sub:
+            time.sleep(0.3)  # the subscription reaches the publisher
+            valid = _valid_parts(2)
+            pub.send_multipart([TOPIC, b"{", b""])
+            pub.send_multipart([TOPIC, valid[1]])  # two parts
+            pub.send_multipart([TOPIC, valid[1].replace(b'"payload_bytes":', b'"payload_bytes":1'), valid[2]])
+            pub.send_multipart(valid)
+            msg = sub.receive(timeout=5)
+            assert msg is not None and [p.track_id for p in msg.frame.persons] == [1, 2]
+            assert sub.bad_messages == 3
+            # A part over max_message_bytes is never delivered (ZeroMQ drops the connection
+            # instead of buffering it).
+            pub.send_multipart([TOPIC, b"{}", b"x" * (1 << 17)])
+            assert sub.receive(timeout=1.0) is None
+    finally:
+        pub.close(0)
