@@ -49,10 +49,11 @@ class RunConfig:
     preview: str | None = None
     perception: bool = True
     lift: bool = True
-    lift_steps: int = 4
+    lift_steps: int | None = None  # None: 2 in live mode, 4 offline (LIVE_LIFT_STEPS, OFFLINE_LIFT_STEPS)
     lift_samples: int = 8
     refine: bool = True
     refine_lag: int | None = None  # None: 0 (causal) in live mode, 5 offline
+    refine_steps: int | None = None  # guided denoising steps; None: 1 in live mode, 2 offline
     queue_size: int | None = None
     progress: bool = True
     formats: str | None = None  # motion file formats for --record: "npz,bvh,smpl" (default npz)
@@ -77,6 +78,11 @@ def default_mode(source: Source) -> Mode:
 
 
 OFFLINE_REFINE_LAG = 5  # frames; live runs refine causally (lag 0) unless told otherwise
+# Live mode trades a little of what offline runs keep for speed (docs/performance.md has the
+# measured costs): 2 denoising steps in the lift instead of 4 (same joint error, a sample
+# spread further from calibrated) and 1 guided refinement step instead of 2.
+LIVE_LIFT_STEPS, OFFLINE_LIFT_STEPS = 2, 4
+LIVE_REFINE_STEPS, OFFLINE_REFINE_STEPS = 1, 2
 BACKENDS = ("auto", "onnxruntime", "torch", "torch-compile", "tensorrt")
 BACKEND_STAGES = ("keypoints", "lift", "refine")
 
@@ -114,15 +120,21 @@ def processing_stages(config: RunConfig, camera, mode: Mode = "offline") -> list
         if config.lift:
             from .lift_stage import LiftStage
 
-            stages.append(LiftStage(camera, num_steps=config.lift_steps, num_samples=config.lift_samples,
+            live = mode == "live"
+            steps = config.lift_steps or (LIVE_LIFT_STEPS if live else OFFLINE_LIFT_STEPS)
+            stages.append(LiftStage(camera, num_steps=steps, num_samples=config.lift_samples,
                                     backend=backend["lift"]))
             if config.refine:
+                from engines.refinement.settings import GuidanceSettings
+
                 from .refine_stage import RefineStage
 
                 lag = config.refine_lag
                 if lag is None:
-                    lag = 0 if mode == "live" else OFFLINE_REFINE_LAG
-                stages.append(RefineStage(camera, lag=lag, backend=backend["refine"]))
+                    lag = 0 if live else OFFLINE_REFINE_LAG
+                refine_steps = config.refine_steps or (LIVE_REFINE_STEPS if live else OFFLINE_REFINE_STEPS)
+                stages.append(RefineStage(camera, lag=lag, backend=backend["refine"],
+                                          settings=GuidanceSettings.for_lag(lag, num_steps=refine_steps)))
     return stages
 
 
@@ -142,6 +154,10 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         raise ConfigError("--wait-subscribers needs a publisher (drop --publish none)")
     if config.stats_json and not Path(config.stats_json).resolve().parent.is_dir():
         raise ConfigError(f"--stats-json {config.stats_json}: its directory does not exist")
+    if config.lift_steps is not None and config.lift_steps < 1:
+        raise ConfigError("--lift-steps must be at least 1")
+    if config.refine_steps is not None and config.refine_steps < 1:
+        raise ConfigError("--refine-steps must be at least 1")
     if config.max_persons < 1:
         raise ConfigError("--max-persons must be at least 1")
     stage_backends(config.backend)  # a bad --backend fails before anything is opened

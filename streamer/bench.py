@@ -42,11 +42,25 @@ class _AfterWarmup:
         self.stats = stats
         self.warmup = warmup
         self.persons: list[int] = []
+        self.latency_by_people: dict[int, list[float]] = {}
 
     def record(self, frame: Frame) -> None:
         if frame.index >= self.warmup:
             self.stats.record(frame)
             self.persons.append(len(frame.persons))
+            done = frame.publish_time if frame.publish_time is not None else frame.stamps[-1].released
+            self.latency_by_people.setdefault(len(frame.persons), []).append(done - frame.capture_time)
+
+    def by_people(self) -> dict[str, dict]:
+        """End-to-end latency (glass-to-publish, else -output) of the frames with n people."""
+        import numpy as np
+
+        out = {}
+        for n, values in sorted(self.latency_by_people.items()):
+            ms = np.asarray(values) * 1000
+            out[str(n)] = {"frames": len(values), **{f"p{p}": round(float(np.percentile(ms, p)), 3)
+                                                     for p in (50, 95, 99)}}
+        return out
 
     def persons_summary(self) -> dict:
         """People found per measured frame: min, mean, max."""
@@ -127,6 +141,7 @@ def bench_once(config: RunConfig, *, synthetic: int | None = None, rate: float =
                    process_cpu_cores=round(cpu_s / wall_s, 2) if wall_s > 0 else None,
                    detector_tile_size=config.detector_tile_size)
     summary["persons_per_frame"] = observer.persons_summary()
+    summary["end_to_end_ms_by_people"] = observer.by_people()
     return summary
 
 
@@ -235,9 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run once per backend (same forms as --backend) and print the runs side by side")
     p.add_argument("--publish", default="none", metavar="ENDPOINT",
                    help="also publish over ZeroMQ (default none: glass-to-output is measured)")
-    p.add_argument("--lift-steps", type=int, default=4, metavar="K")
+    p.add_argument("--lift-steps", type=int, metavar="K", help="denoising steps (default: 2 live, 4 offline)")
     p.add_argument("--lift-samples", type=int, default=8, metavar="N")
-    p.add_argument("--refine-lag", type=int, default=None, metavar="L")
+    p.add_argument("--refine-lag", type=int, default=None, metavar="L", help="default: 0 live, 5 offline")
+    p.add_argument("--refine-steps", type=int, metavar="S", help="guided steps (default: 1 live, 2 offline)")
     p.add_argument("--no-refine", action="store_true")
     p.add_argument("--no-lift", action="store_true")
     p.add_argument("--max-persons", type=int, default=6, metavar="N",
@@ -261,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         publish=None if args.publish.lower() == "none" else args.publish,
         max_frames=None if args.synthetic is not None else args.frames,
         camera=args.camera, lift=not args.no_lift, lift_steps=args.lift_steps, lift_samples=args.lift_samples,
-        refine=not args.no_refine, refine_lag=args.refine_lag, progress=False, max_persons=args.max_persons,
+        refine=not args.no_refine, refine_lag=args.refine_lag, refine_steps=args.refine_steps, progress=False, max_persons=args.max_persons,
         detector_tile_size=args.detector_tiles,
     )
     backends = args.compare or [args.backend]

@@ -15,6 +15,7 @@ camera's, whether or not the pipeline keeps up (the live queues then drop the ol
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -40,7 +41,9 @@ def grid_shape(people: int) -> tuple[int, int]:
     return cols, math.ceil(people / cols)
 
 
-def _clip_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+@functools.lru_cache(maxsize=2)
+def _clip_frames(path: Path, wanted: frozenset[int]) -> dict[int, np.ndarray]:
+    """The frames ``wanted`` of the clip (decoded once per process; callers copy)."""
     import av
 
     if not path.is_file():
@@ -65,7 +68,7 @@ def compose(people: int, clip: Path = CLIP) -> tuple[np.ndarray, list[tuple[int,
     """
     if not 1 <= people <= MAX_PEOPLE:
         raise ConfigError(f"--synthetic takes 1 to {MAX_PEOPLE} people, got {people}")
-    frames = _clip_frames(clip, {BACKGROUND_FRAME, PERSON_FRAME})
+    frames = _clip_frames(Path(clip), frozenset({BACKGROUND_FRAME, PERSON_FRAME}))
     canvas = frames[BACKGROUND_FRAME].copy()
     canvas[:, CLEAR_FROM_X:] = frames[PERSON_FRAME][:, CLEAR_FROM_X:]
     x1, y1, x2, y2 = PERSON_BOX

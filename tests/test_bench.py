@@ -1,0 +1,111 @@
+"""The benchmark: synthetic camera, ``bench`` output, backend comparison, live start gate."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from streamer.app import RunConfig, build_pipeline, stage_backends
+from streamer.bench import main as bench_main
+from streamer.errors import ConfigError
+from streamer.graph import Stage
+from streamer.keypoints_stage import PersonKeypoints, engine_backend_option
+from streamer.synthetic_source import SyntheticPeopleSource, grid_shape
+
+
+def test_synthetic_source_paces_frames_of_the_clip_size():
+    source = SyntheticPeopleSource(1, rate=50.0, frames=6, realtime=True)
+    assert source.size == (1768, 994) and source.is_live
+    t0 = time.monotonic()
+    frames = list(source.frames())
+    elapsed = time.monotonic() - t0
+    assert [f.index for f in frames] == list(range(6))
+    assert all(f.image.shape == (994, 1768, 3) for f in frames)
+    assert frames[1].image is not frames[0].image  # a fresh buffer per frame, like a camera
+    assert [f.stream_time for f in frames] == pytest.approx([i / 50 for i in range(6)])
+    assert elapsed >= 5 / 50 - 0.005  # paced at the rate, not as fast as possible
+    gaps = [b.capture_time - a.capture_time for a, b in zip(frames, frames[1:])]
+    assert min(gaps) > 0.01
+
+
+@pytest.mark.parametrize("people", [1, 3])
+def test_keypoints_find_every_pasted_person(people):
+    source = SyntheticPeopleSource(people, frames=3, realtime=False)
+    assert len(source.boxes) == people
+    keypoints = PersonKeypoints(max_persons=people, detector_tile_size=source.detector_tile_size)
+    counts = [len(keypoints.process(f.image, f.index)) for f in source.frames()]
+    assert counts[-1] == people  # the tracker reports a person from their second frame
+    found = keypoints.process(source.image, 3)
+    for person in found:  # each found person stands in one of the pasted boxes
+        cx, cy = (person.box[:2] + person.box[2:]) / 2
+        assert any(x1 <= cx <= x2 and y1 <= cy <= y2 for x1, y1, x2, y2 in source.boxes)
+
+
+def test_synthetic_people_count_is_checked():
+    with pytest.raises(ConfigError, match="1 to 16"):
+        SyntheticPeopleSource(17, frames=1)
+    assert grid_shape(16) == (4, 4) and grid_shape(2) == (2, 1)
+
+
+def test_bench_json_has_every_stage(capsys):
+    assert bench_main(["--synthetic", "1", "--frames", "14", "--warmup", "4", "--mode", "offline", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    run = out["runs"][0]
+    assert set(run["stages"]) >= {"keypoints", "lift", "refine", "publish"}
+    for stage in ("keypoints", "lift", "refine"):
+        st = run["stages"][stage]
+        assert set(st["busy_ms"]) == {"p50", "p95", "p99"}
+        assert st["busy_ms"]["p50"] > 0 and st["cpu_ms_per_frame"] > 0 and st["throughput_fps"] > 0
+        assert st["frames"] == 10
+    assert run["frames"] == 10 and run["fps"] > 0 and run["drops_total"] == 0
+    assert run["glass_to_output_ms"]["p99"] >= run["glass_to_output_ms"]["p50"] > 0
+    assert run["persons_per_frame"]["max"] == 1
+    assert out["machine"]["cores"] >= 1
+
+
+def test_bench_compare_prints_ratio(capsys):
+    argv = ["--synthetic", "1", "--frames", "8", "--warmup", "2", "--mode", "offline", "--no-refine",
+            "--compare", "lift=onnxruntime", "lift=torch"]
+    assert bench_main(argv) == 0
+    text = capsys.readouterr().out
+    assert "lift=torch/lift=onnxruntime" in text
+    row = next(line for line in text.splitlines() if line.startswith("lift p50 ms"))
+    ort_ms, torch_ms, ratio = (float(v) for v in row.split()[-3:])
+    assert ratio == pytest.approx(torch_ms / ort_ms, rel=0.05)
+    assert bench_main(argv + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["backend"] for r in out["runs"]] == ["lift=onnxruntime", "lift=torch"]
+    assert out["ratios_to_first"]["lift=torch"]["lift_p50"] > 0
+
+
+def test_backend_spec():
+    assert stage_backends("torch") == {"keypoints": "torch", "lift": "torch", "refine": "torch"}
+    assert stage_backends("lift=torch") == {"keypoints": "auto", "lift": "torch", "refine": "auto"}
+    with pytest.raises(ConfigError, match="unknown backend"):
+        stage_backends("cuda")
+    with pytest.raises(ConfigError, match="unknown stage"):
+        stage_backends("publish=torch")
+    from engines.perception.pose_detector import PoseDetector
+
+    opts = engine_backend_option(PoseDetector, "onnxruntime")
+    assert opts in ({}, {"backend": "onnxruntime"})
+
+
+class _SlowStart(Stage):
+    name = "slow"
+
+    def start(self) -> None:
+        time.sleep(0.4)  # a model that takes a while to load
+
+
+def test_live_source_waits_for_the_stages_to_start():
+    source = SyntheticPeopleSource(1, rate=100.0, frames=10, realtime=True)
+    config = RunConfig(source="synthetic", mode="live", publish=None, perception=False, progress=False)
+    pipeline, stats, mode = build_pipeline(config, extra_stages=[_SlowStart()], source=source)
+    result = pipeline.run(handle_signals=False)
+    summary = stats.summary(result)
+    assert mode == "live" and result.frames_in == 10
+    # Without the gate the frames of the first 0.4 s would be dropped or wait for the load.
+    assert summary["glass_to_output_ms"]["p99"] < 200
