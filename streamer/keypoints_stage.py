@@ -236,9 +236,14 @@ class KeypointsStage(Stage):
 
     def start(self) -> None:
         self.keypoints = PersonKeypoints(intra_op_threads=self.threads, **self.options)
+        self._processed = 0
 
     def process(self, frame: Frame) -> Frame:
-        tracked = self.keypoints.process(frame.image, frame.index)
+        # The detector's cadence counts frames this stage processes, not source frame
+        # numbers: in live mode dropped frames would otherwise make every processed frame
+        # a detector frame, slowing the stage further and dropping more.
+        tracked = self.keypoints.process(frame.image, self._processed)
+        self._processed += 1
         frame.persons = [
             Person(track_id=p.track_id, score=float(p.score), arrays={
                 "box_xyxy": np.asarray(p.box, np.float32),
