@@ -201,9 +201,13 @@ def format_compare(runs: list[dict]) -> str:
     header = ["", *names] + [f"{n}/{names[0]}" for n in names[1:]]
     table = [header]
     for label_, values in rows:
+        if all(v is None for v in values):
+            continue
         ratios = []
         for v in values[1:]:
-            ratios.append("-" if v is None or not values[0] else f"{v / values[0]:.2f}")
+            # A ratio of two times under 0.05 ms (e.g. a grabber that only hands frames on) is noise.
+            tiny = label_.endswith(" ms") and (values[0] or 0) < 0.05
+            ratios.append("-" if v is None or not values[0] or tiny else f"{v / values[0]:.2f}")
         table.append([label_, *(_ms(v) if not isinstance(v, int) else str(v) for v in values), *ratios])
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
