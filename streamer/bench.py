@@ -178,6 +178,10 @@ def format_run(summary: dict) -> str:
     fps = summary.get("fps")
     people = summary.get("persons_per_frame") or {}
     lines.append(f"people per frame: min {people.get('min')}, mean {people.get('mean')}, max {people.get('max')}")
+    by_people = summary.get("end_to_end_ms_by_people") or {}
+    if len(by_people) > 1:
+        lines.append(f"{label} by people in the frame: " + "; ".join(
+            f"{n}: p50 {_ms(v['p50'])} p99 {_ms(v['p99'])} ms ({v['frames']} frames)" for n, v in by_people.items()))
     lines.append(f"{summary['frames']} frames measured (after {summary['warmup_frames']} warm-up), "
                  f"{_ms(fps)} fps, {summary.get('frames_captured')} captured, {summary.get('drops_total')} dropped, "
                  f"process CPU {summary.get('process_cpu_cores')} cores")
