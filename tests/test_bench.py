@@ -109,3 +109,16 @@ def test_live_source_waits_for_the_stages_to_start():
     assert mode == "live" and result.frames_in == 10
     # Without the gate the frames of the first 0.4 s would be dropped or wait for the load.
     assert summary["glass_to_output_ms"]["p99"] < 200
+
+
+def test_detector_cadence_counts_processed_frames_not_dropped_ones():
+    from streamer.frames import Frame
+    from streamer.keypoints_stage import KeypointsStage
+
+    source = SyntheticPeopleSource(1, frames=1, realtime=False)
+    stage = KeypointsStage(detect_every=10)
+    stage.start()
+    for i in range(6):  # live mode after drops: source indices 0, 25, 50, ...
+        frame = stage.process(Frame(index=25 * i, image=source.image, capture_time=0.0, source_size=source.size))
+    assert len(frame.persons) == 1
+    assert stage.keypoints.detector_runs == 1  # not once per processed frame
