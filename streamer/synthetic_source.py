@@ -50,7 +50,9 @@ def _clip_frames(path: Path, wanted: frozenset[int]) -> dict[int, np.ndarray]:
         raise SourceError(f"{path}: the test clip the synthetic source is made from is missing")
     out: dict[int, np.ndarray] = {}
     with av.open(str(path)) as container:
-        for index, frame in enumerate(container.decode(video=0)):
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for index, frame in enumerate(container.decode(stream)):
             if index in wanted:
                 out[index] = frame.to_ndarray(format="rgb24")
             if len(out) == len(wanted):
@@ -134,8 +136,9 @@ class SyntheticPeopleSource:
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+            captured = time.monotonic()
             # A fresh buffer per frame, as a camera delivers.
-            yield Frame(index=index, image=self.image.copy(), capture_time=time.monotonic(),
+            yield Frame(index=index, image=self.image.copy(), capture_time=captured,
                         source_size=self.size, stream_time=index / self.fps)
 
     def close(self) -> None:
