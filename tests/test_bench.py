@@ -124,3 +124,33 @@ def test_detector_cadence_counts_processed_frames_not_dropped_ones():
         frame = stage.process(Frame(index=25 * i, image=source.image, capture_time=0.0, source_size=source.size))
     assert len(frame.persons) == 1
     assert stage.keypoints.detector_runs == 1  # not once per processed frame
+
+
+def test_refine_on_onnxruntime_matches_torch():
+    """The refinement's denoiser on ONNX Runtime (forward only, guide="x0") gives the same
+    refined bodies as eager torch."""
+    import copy
+
+    import numpy as np
+
+    from calibration.camera_file import camera_or_assumed
+    from streamer.frames import Frame
+    from streamer.keypoints_stage import KeypointsStage
+    from streamer.lift_stage import LiftStage
+    from streamer.refine_stage import RefineStage, _ForwardOnly
+
+    source = SyntheticPeopleSource(1, frames=1, realtime=False)
+    camera, _ = camera_or_assumed(None, *source.size)
+    keypoints, lift = KeypointsStage(), LiftStage(camera, num_steps=2)
+    refiners = {b: RefineStage(camera, lag=0, backend=b) for b in ("torch", "onnxruntime")}
+    for stage in (keypoints, lift, *refiners.values()):
+        stage.start()
+    assert isinstance(refiners["onnxruntime"].online.refiner.model, _ForwardOnly)
+    for i in range(3):
+        frame = lift.process(keypoints.process(Frame(index=i, image=source.image, capture_time=0.0,
+                                                     source_size=source.size)))
+        out = {b: r.process(copy.deepcopy(frame)) for b, r in refiners.items()}
+    a, b = (out[k].persons[0].arrays for k in ("torch", "onnxruntime"))
+    assert not np.allclose(a["poses"], frame.persons[0].arrays["poses"])  # refinement did something
+    np.testing.assert_allclose(a["poses"], b["poses"], atol=2e-3)
+    np.testing.assert_allclose(a["trans"], b["trans"], atol=1e-3)
