@@ -210,7 +210,7 @@ def format_compare(runs: list[dict]) -> str:
         ratios = []
         for v in values[1:]:
             # A ratio of two times under 0.05 ms (e.g. a grabber that only hands frames on) is noise.
-            tiny = label_.endswith(" ms") and (values[0] or 0) < 0.05
+            tiny = label_.endswith((" ms", " ms/fr")) and (values[0] or 0) < 0.05
             ratios.append("-" if v is None or not values[0] or tiny else f"{v / values[0]:.2f}")
         table.append([label_, *(_ms(v) if not isinstance(v, int) else str(v) for v in values), *ratios])
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
