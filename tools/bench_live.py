@@ -7,8 +7,9 @@ the live defaults, interleaved in one run (this machine is shared: compare withi
 
 "before": the settings live mode used before the live profile (lift K = 4 steps, refinement
 2 guided steps with eager torch); "after": the live defaults (lift K = 2, refinement 1 step,
-its denoiser on ONNX Runtime). Frames of the real clip are also split by how many people
-they show.
+its denoiser on ONNX Runtime). Both run the current code (the source waits for the models,
+the detector cadence counts processed frames). Frames of the real clip are also split by
+how many people they show. Figures: docs/performance.md.
 """
 
 from __future__ import annotations
