@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -48,16 +49,20 @@ class RunConfig:
     preview: str | None = None
     perception: bool = True
     lift: bool = True
-    lift_steps: int = 4
+    lift_steps: int | None = None  # None: 2 in live mode, 4 offline (LIVE_LIFT_STEPS, OFFLINE_LIFT_STEPS)
     lift_samples: int = 8
     refine: bool = True
     refine_lag: int | None = None  # None: 0 (causal) in live mode, 5 offline
+    refine_steps: int | None = None  # guided denoising steps; None: 1 in live mode, 2 offline
     queue_size: int | None = None
     progress: bool = True
     formats: str | None = None  # motion file formats for --record: "npz,bvh,smpl" (default npz)
     preview_skeleton: bool = False  # preview draws the 3D skeleton instead of the mesh
     viewer: str | None = None  # "spawn" or a Rerun gRPC URL: stream to a live Rerun viewer
     viewer_save: str | None = None  # write the Rerun stream to this .rrd file
+    backend: str = "auto"  # engine backend: one for every stage, or "lift=torch,refine=onnxruntime"
+    max_persons: int = 6  # follow at most this many people
+    detector_tile_size: int | None = None  # also detect on tiles of this many pixels (small people)
 
 
 @dataclass
@@ -73,31 +78,72 @@ def default_mode(source: Source) -> Mode:
 
 
 OFFLINE_REFINE_LAG = 5  # frames; live runs refine causally (lag 0) unless told otherwise
+# Live mode trades a little of what offline runs keep for speed (docs/performance.md has the
+# measured costs): 2 denoising steps in the lift instead of 4 (same joint error, a sample
+# spread further from calibrated) and 1 guided refinement step instead of 2.
+LIVE_LIFT_STEPS, OFFLINE_LIFT_STEPS = 2, 4
+LIVE_REFINE_STEPS, OFFLINE_REFINE_STEPS = 1, 2
+BACKENDS = ("auto", "onnxruntime", "torch", "torch-compile", "tensorrt")
+BACKEND_STAGES = ("keypoints", "lift", "refine")
+
+
+def stage_backends(spec: str) -> dict[str, str]:
+    """The engine backend of each model stage from ``--backend``: one name for every stage
+    (``onnxruntime``) or stage=name pairs (``lift=torch,refine=onnxruntime``; the stages not
+    named use ``auto``). Raises ConfigError naming what is wrong."""
+    spec = (spec or "auto").strip()
+    if "=" not in spec:
+        if spec not in BACKENDS:
+            raise ConfigError(f"--backend {spec}: unknown backend (choose from {', '.join(BACKENDS)})")
+        return dict.fromkeys(BACKEND_STAGES, spec)
+    out = dict.fromkeys(BACKEND_STAGES, "auto")
+    for part in spec.split(","):
+        stage, _, name = part.partition("=")
+        stage, name = stage.strip(), name.strip()
+        if stage not in BACKEND_STAGES:
+            raise ConfigError(f"--backend {spec}: unknown stage {stage!r} (choose from {', '.join(BACKEND_STAGES)})")
+        if name not in BACKENDS:
+            raise ConfigError(f"--backend {spec}: unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+        out[stage] = name
+    return out
 
 
 def processing_stages(config: RunConfig, camera, mode: Mode = "offline") -> list[Stage]:
     """The stages between the grabber and the outputs, in data-flow order."""
     stages: list[Stage] = []
+    backend = stage_backends(config.backend)
     if config.perception:
         from .keypoints_stage import KeypointsStage
 
-        stages.append(KeypointsStage())
+        stages.append(KeypointsStage(backend=backend["keypoints"], max_persons=config.max_persons,
+                                     detector_tile_size=config.detector_tile_size))
         if config.lift:
             from .lift_stage import LiftStage
 
-            stages.append(LiftStage(camera, num_steps=config.lift_steps, num_samples=config.lift_samples))
+            live = mode == "live"
+            steps = config.lift_steps or (LIVE_LIFT_STEPS if live else OFFLINE_LIFT_STEPS)
+            stages.append(LiftStage(camera, num_steps=steps, num_samples=config.lift_samples,
+                                    backend=backend["lift"]))
             if config.refine:
+                from engines.refinement.settings import GuidanceSettings
+
                 from .refine_stage import RefineStage
 
                 lag = config.refine_lag
                 if lag is None:
-                    lag = 0 if mode == "live" else OFFLINE_REFINE_LAG
-                stages.append(RefineStage(camera, lag=lag))
+                    lag = 0 if live else OFFLINE_REFINE_LAG
+                refine_steps = config.refine_steps or (LIVE_REFINE_STEPS if live else OFFLINE_REFINE_STEPS)
+                stages.append(RefineStage(camera, lag=lag, backend=backend["refine"],
+                                          settings=GuidanceSettings.for_lag(lag, num_steps=refine_steps)))
     return stages
 
 
-def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None):
-    """Open the source and outputs and assemble the pipeline. Raises SmplstreamError."""
+def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None, source: Source | None = None):
+    """Open the source (or take ``source``, already open, e.g. a synthetic one) and the
+    outputs and assemble the pipeline. Raises SmplstreamError.
+
+    The source yields its first frame only once every stage has started (models loaded),
+    so a live run neither drops frames nor counts seconds of latency while loading."""
     if config.max_frames is not None and config.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
     if config.refine_lag is not None and config.refine_lag < 0:
@@ -112,10 +158,18 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         reject_nul(getattr(config, option), "--" + option.replace("_", "-"))
     if config.stats_json and not Path(config.stats_json).resolve().parent.is_dir():
         raise ConfigError(f"--stats-json {config.stats_json}: its directory does not exist")
+    if config.lift_steps is not None and config.lift_steps < 1:
+        raise ConfigError("--lift-steps must be at least 1")
+    if config.refine_steps is not None and config.refine_steps < 1:
+        raise ConfigError("--refine-steps must be at least 1")
+    if config.max_persons < 1:
+        raise ConfigError("--max-persons must be at least 1")
+    stage_backends(config.backend)  # a bad --backend fails before anything is opened
     cv2.setNumThreads(1)  # global; stages run in parallel threads on few cores
     live_hint = None if config.mode is None else config.mode == "live"
-    source = open_source(config.source, live=live_hint, width=config.width, height=config.height,
-                         fps=config.fps)
+    if source is None:
+        source = open_source(config.source, live=live_hint, width=config.width, height=config.height,
+                             fps=config.fps)
     publisher = recorder = preview = viewer = None
     fps = getattr(source, "fps", None) or 30.0
     try:
@@ -170,9 +224,56 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         queue_size, policy = config.queue_size or LIVE_QUEUE, "drop_oldest"
     else:
         queue_size, policy = config.queue_size or OFFLINE_QUEUE, "block"
-    pipeline = Pipeline(source, stages, queue_size=queue_size, policy=policy,
+    gate = _StartedGate(len(stages))
+    for stage in stages:
+        gate.watch(stage)
+    pipeline = Pipeline(_GatedSource(source, gate), stages, queue_size=queue_size, policy=policy,
                         max_frames=config.max_frames, observer=stats)
     return pipeline, stats, mode
+
+
+class _StartedGate:
+    """Opens when every watched stage's ``start`` has returned (or failed)."""
+
+    def __init__(self, count: int) -> None:
+        self._left = count
+        self._lock = threading.Lock()
+        self.opened = threading.Event()
+        if count == 0:
+            self.opened.set()
+
+    def watch(self, stage: Stage) -> None:
+        start = stage.start
+
+        def started() -> None:
+            try:
+                start()
+            finally:
+                with self._lock:
+                    self._left -= 1
+                    if self._left <= 0:
+                        self.opened.set()
+
+        stage.start = started
+
+
+class _GatedSource:
+    """The source, holding its first frame back until the gate opens."""
+
+    def __init__(self, source: Source, gate: _StartedGate) -> None:
+        self._source = source
+        self._gate = gate
+
+    def __getattr__(self, name: str):
+        return getattr(self._source, name)
+
+    def frames(self):
+        while not self._gate.opened.wait(0.05):
+            pass
+        yield from self._source.frames()
+
+    def close(self) -> None:
+        self._source.close()
 
 
 def run(config: RunConfig, *, extra_stages: list[Stage] | None = None) -> RunOutcome:

@@ -12,6 +12,7 @@ briefly lost people for re-identification.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -57,6 +58,18 @@ class _Candidate:
     landmarks: PoseLandmarks
 
 
+def engine_backend_option(engine_class, backend: str) -> dict:
+    """``{"backend": backend}`` for an engine class that takes one; the bundled perception
+    engines without that argument run on ONNX Runtime, so only "auto" and "onnxruntime" fit
+    them (anything else is a ValueError naming the engine)."""
+    if "backend" in inspect.signature(engine_class).parameters:
+        return {"backend": backend}
+    if backend in ("auto", "onnxruntime"):
+        return {}
+    raise ValueError(f"{engine_class.__name__} runs on ONNX Runtime only in this installation; "
+                     f"backend {backend!r} needs the engine layer (engines.runtime)")
+
+
 def _roi_box(roi: Roi) -> np.ndarray:
     h = roi.size / 2
     return np.array([roi.center[0] - h, roi.center[1] - h, roi.center[0] + h, roi.center[1] + h])
@@ -83,6 +96,8 @@ class PersonKeypoints:
             frame, which hides one-frame false detections).
         detector, landmarker: perception engines (default: bundled models on CPU).
         providers, intra_op_threads: ONNX Runtime settings for the default engines.
+        backend: engine backend of the default detector and landmarker ("auto",
+            "onnxruntime", ...; see `engines.runtime`).
     """
 
     def __init__(
@@ -99,6 +114,7 @@ class PersonKeypoints:
         landmarker: PoseLandmarker | None = None,
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 1,
+        backend: str = "auto",
     ) -> None:
         if detect_every < 1:
             raise ValueError(f"PersonKeypoints: detect_every must be >= 1, got {detect_every}")
@@ -107,11 +123,13 @@ class PersonKeypoints:
         self.max_persons = int(max_persons)
         self.min_roi_size = float(min_roi_size)
         self.search_frames = int(search_frames)
+        # The detector keeps enough candidates for every person that may be followed.
         self.detector = detector or PoseDetector(
-            min_score=min_detection_score, tile_size=detector_tile_size,
-            providers=providers, intra_op_threads=intra_op_threads,
+            min_score=min_detection_score, tile_size=detector_tile_size, max_detections=max(10, 2 * self.max_persons),
+            providers=providers, intra_op_threads=intra_op_threads, **engine_backend_option(PoseDetector, backend),
         )
-        self.landmarker = landmarker or PoseLandmarker(providers=providers, intra_op_threads=intra_op_threads)
+        self.landmarker = landmarker or PoseLandmarker(providers=providers, intra_op_threads=intra_op_threads,
+                                                       **engine_backend_option(PoseLandmarker, backend))
         self.tracker = tracker or Tracker(high_score=min_presence, low_score=min(0.1, min_presence), min_hits=2)
         self._rois: list[Roi] = []
         self._last_detect: int | None = None
@@ -225,9 +243,14 @@ class KeypointsStage(Stage):
 
     def start(self) -> None:
         self.keypoints = PersonKeypoints(intra_op_threads=self.threads, **self.options)
+        self._processed = 0
 
     def process(self, frame: Frame) -> Frame:
-        tracked = self.keypoints.process(frame.image, frame.index)
+        # The detector's cadence counts frames this stage processes, not source frame
+        # numbers: in live mode dropped frames would otherwise make every processed frame
+        # a detector frame, slowing the stage further and dropping more.
+        tracked = self.keypoints.process(frame.image, self._processed)
+        self._processed += 1
         frame.persons = [
             Person(track_id=p.track_id, score=float(p.score), arrays={
                 "box_xyxy": np.asarray(p.box, np.float32),

@@ -20,8 +20,10 @@ class LiftStage(Stage):
 
     name = "lift"
 
-    def __init__(self, camera, *, weights=None, num_steps: int = 4, num_samples: int = 8, threads: int = 1):
+    def __init__(self, camera, *, weights=None, num_steps: int = 4, num_samples: int = 8, threads: int = 1,
+                 backend: str = "auto"):
         self.camera = camera
+        self.backend = backend
         self.weights = weights
         self.num_steps = num_steps
         self.num_samples = num_samples
@@ -32,7 +34,8 @@ class LiftStage(Stage):
         from engines.lifting.lifter import Lifter
 
         torch.set_num_threads(self.threads)
-        self.lifter = Lifter.load(self.weights, num_steps=self.num_steps, num_samples=self.num_samples)
+        self.lifter = Lifter.load(self.weights, backend=self.backend, threads=self.threads,
+                                  num_steps=self.num_steps, num_samples=self.num_samples)
 
     @property
     def body_model_name(self) -> str:

@@ -12,6 +12,7 @@ through untouched.
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,9 +29,13 @@ class RefineStage(Stage):
 
     name = "refine"
 
-    def __init__(self, camera, *, lag: int = 5, context: int = 4, settings=None, weights=None, threads: int = 1):
+    def __init__(self, camera, *, lag: int = 5, context: int = 4, settings=None, weights=None, threads: int = 1,
+                 backend: str = "auto"):
         if lag < 0:
             raise ValueError(f"refine lag must be >= 0 frames, got {lag}")
+        if backend not in ("auto", "onnxruntime", "torch"):
+            raise ValueError(f"refine: backend {backend!r} is not supported (auto, onnxruntime or torch)")
+        self.backend = backend
         self.camera = camera
         self.lag = lag
         self.context = context
@@ -51,9 +56,29 @@ class RefineStage(Stage):
         torch.set_num_threads(self.threads)
         self.body = BodyModel.load()
         settings = self.settings or GuidanceSettings.for_lag(self.lag)
-        refiner = GuidedRefiner(load_denoiser(self.weights), self.body, settings)
+        refiner = GuidedRefiner(self._denoiser(settings), self.body, settings)
         self.online = OnlineRefiner(refiner, lag=self.lag, context=self.context)
         self.camera_params = CameraParams.from_camera(self.camera)
+
+    def _denoiser(self, settings):
+        """The network guidance calls. With ``guide="x0"`` it is only run forward (the
+        gradients are of the losses of its output), so ONNX Runtime can run it ("auto",
+        "onnxruntime"); ``guide="xt"`` differentiates through it and needs torch."""
+        from engines.lifting.lifter import DEFAULT_WEIGHTS, LifterWeightsError, load_denoiser
+
+        model = load_denoiser(self.weights)
+        if self.backend == "torch":
+            return model
+        onnx_path = Path(self.weights or DEFAULT_WEIGHTS).with_suffix(".onnx")
+        if settings.guide != "x0" or not onnx_path.is_file():
+            if self.backend == "onnxruntime":
+                raise LifterWeightsError(f"refine on onnxruntime needs guide='x0' and {onnx_path} "
+                                         f"(guide is {settings.guide!r}; the file "
+                                         f"{'exists' if onnx_path.is_file() else 'is missing'})")
+            return model
+        from engines.diffusion.onnx_denoiser import OrtDenoiser
+
+        return _ForwardOnly(OrtDenoiser(onnx_path, model.config, threads=self.threads))
 
     def process(self, frame: Frame) -> Frame | None:
         self._step += 1
@@ -107,3 +132,16 @@ class RefineStage(Stage):
             person.arrays.update(poses=poses[i].numpy().astype(np.float32), betas=x[i, 144:154].numpy().astype(np.float32),
                                  trans=trans[i].numpy().astype(np.float32), joints=joints[i].numpy().astype(np.float32))
         return frame
+
+
+class _ForwardOnly(torch.nn.Module):
+    """An ONNX Runtime denoiser as the torch module guidance expects (no parameters, no
+    gradient through it)."""
+
+    def __init__(self, ort_model) -> None:
+        super().__init__()
+        self.ort_model = ort_model
+        self.config = ort_model.config
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.ort_model(x_t, t, cond)

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""The live-mode target: end-to-end fps and glass-to-output latency on the real clip (paced
+at its 30 fps, as a camera) and on the synthetic camera with 1 and 2 people, before and after
+the live defaults, interleaved in one run (this machine is shared: compare within a run).
+
+    python tools/bench_live.py [--rounds 2] [--json out.json]
+
+"before": the settings live mode used before the live profile (lift K = 4 steps, refinement
+2 guided steps with eager torch); "after": the live defaults (lift K = 2, refinement 1 step,
+its denoiser on ONNX Runtime). Both run the current code (the source waits for the models,
+the detector cadence counts processed frames). Frames of the real clip are also split by
+how many people they show. Figures: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamer.app import RunConfig  # noqa: E402
+from streamer.bench import bench_once, end_to_end, machine  # noqa: E402
+
+CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "sports2d_demo.mp4"
+VARIANTS = {
+    "before": dict(lift_steps=4, refine_steps=2, backend="refine=torch"),
+    "after": dict(),
+}
+SOURCES = {"clip": None, "synthetic-1": 1, "synthetic-2": 2}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--frames", type=int, default=230, help="synthetic frames per run (default 230, as the clip)")
+    p.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--json", help="write every run's summary here")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    conditions = machine()
+    runs: dict[str, dict[str, list[dict]]] = {}
+    for _ in range(args.rounds):
+        for src in args.sources:
+            for variant in args.variants:
+                config = RunConfig(source=str(CLIP), mode="live", publish=None, progress=False, **VARIANTS[variant])
+                summary = bench_once(config, synthetic=SOURCES[src], frames=args.frames, warmup=10)
+                runs.setdefault(src, {}).setdefault(variant, []).append(summary)
+                _, g = end_to_end(summary)
+                print(f"{src:12s} {variant:7s} fps {summary['fps'] or 0:5.1f}  p50 {g['p50']:6.1f}  p99 {g['p99']:6.1f} ms  "
+                      f"dropped {summary['drops_total']}", flush=True)
+    print(f"\n{conditions['cpu']}, {conditions['cores']} cores, load {conditions['load_avg_1min']} at start; "
+          f"medians over {args.rounds} round(s)")
+    print(f"{'source':12s} {'variant':7s} {'fps':>6s} {'p50 ms':>7s} {'p99 ms':>7s}  stage busy p50 ms (cpu ms/frame)")
+    for src, by_variant in runs.items():
+        for variant, summaries in by_variant.items():
+            med = lambda xs: statistics.median([x for x in xs if x is not None]) if any(x is not None for x in xs) else None  # noqa: E731
+            fps = med([s["fps"] for s in summaries])
+            p50 = med([end_to_end(s)[1]["p50"] for s in summaries])
+            p99 = med([end_to_end(s)[1]["p99"] for s in summaries])
+            stages = ", ".join(
+                f"{n} {med([s['stages'][n]['busy_ms']['p50'] for s in summaries]):.1f} "
+                f"({med([s['stages'][n]['cpu_ms_per_frame'] for s in summaries]):.1f})"
+                for n in summaries[0]["stages"] if n != "grab")
+            print(f"{src:12s} {variant:7s} {fps:6.1f} {p50:7.1f} {p99:7.1f}  {stages}")
+            if src == "clip":
+                for n in sorted({k for s in summaries for k in s["end_to_end_ms_by_people"]}):
+                    rows = [s["end_to_end_ms_by_people"][n] for s in summaries if n in s["end_to_end_ms_by_people"]]
+                    print(f"{'':12s} {'':7s} {n} people in frame: {sum(r['frames'] for r in rows)} frames, "
+                          f"p50 {med([r['p50'] for r in rows]):.1f}  p99 {med([r['p99'] for r in rows]):.1f} ms")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": conditions, "runs": runs}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
