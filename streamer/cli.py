@@ -41,6 +41,10 @@ def _run(args: argparse.Namespace) -> int:
         lift_samples=args.lift_samples,
         refine=not args.no_refine,
         refine_lag=args.refine_lag,
+        refine_steps=args.refine_steps,
+        backend=args.backend,
+        max_persons=args.max_persons,
+        detector_tile_size=args.detector_tiles,
         progress=not args.quiet,
         formats=args.formats,
         preview_skeleton=args.preview_skeleton,
@@ -129,13 +133,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-perception", action="store_true",
                      help="skip detection and keypoints (capture, timestamp and publish frames only)")
     run.add_argument("--no-lift", action="store_true", help="stop at 2D keypoints (no SMPL)")
-    run.add_argument("--lift-steps", type=int, default=4, metavar="K", help="denoising steps (default 4)")
+    run.add_argument("--lift-steps", type=int, default=None, metavar="K",
+                     help="denoising steps (default 2 in live mode, 4 offline)")
     run.add_argument("--lift-samples", type=int, default=8, metavar="N",
                      help="samples per person; their spread is the published uncertainty (default 8)")
     run.add_argument("--refine-lag", type=int, default=None, metavar="L",
                      help="temporal refinement publishes each frame L frames late (0: causal; "
                           "default 0 in live mode, 5 offline)")
+    run.add_argument("--refine-steps", type=int, default=None, metavar="S",
+                     help="guided denoising steps of refinement (default 1 in live mode, 2 offline)")
     run.add_argument("--no-refine", action="store_true", help="publish the per-frame lifts unrefined")
+    run.add_argument("--backend", default="auto", metavar="SPEC",
+                     help="engine backend: auto, onnxruntime, torch, torch-compile or tensorrt for every "
+                          "stage, or per stage: keypoints=torch,lift=onnxruntime (default auto: TensorRT, "
+                          "then torch.compile on CUDA, else ONNX Runtime on CPU)")
+    run.add_argument("--max-persons", type=int, default=6, metavar="N", help="follow at most N people (default 6)")
+    run.add_argument("--detector-tiles", type=int, default=None, metavar="PIXELS",
+                     help="also detect on square tiles of this size: finds people under a third of the "
+                          "frame height, one detector run per tile")
     run.add_argument("--camera", metavar="CAM.yaml",
                      help="camera file (see `calibrate`); without it a 63 deg pinhole is assumed")
     run.add_argument("--width", type=int, help="camera: requested frame width")
@@ -172,6 +187,8 @@ DELEGATED = (
     ("evaluate-lifter", "engines.training.evaluate:main", "evaluate the lifter on held-out actors"),
     ("export-engines", "engines.runtime.export:main",
      "prepare every model for a backend (ONNX Runtime, torch, torch.compile, TensorRT) and check it numerically"),
+    ("bench", "streamer.bench:main",
+     "latency and throughput of the real pipeline per stage, on a source or synthetic people; --compare backends"),
     ("keys", "streamer.security:main", "generate CurveZMQ key pairs for an encrypted, authenticated stream"),
     ("calibrate", "calibration.cli:main",
      "calibrate a camera from checkerboard or ChArUco images or video"),

@@ -12,7 +12,6 @@ briefly lost people for re-identification.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -56,18 +55,6 @@ class _Candidate:
     box: np.ndarray
     score: float
     landmarks: PoseLandmarks
-
-
-def engine_backend_option(engine_class, backend: str) -> dict:
-    """``{"backend": backend}`` for an engine class that takes one; the bundled perception
-    engines without that argument run on ONNX Runtime, so only "auto" and "onnxruntime" fit
-    them (anything else is a ValueError naming the engine)."""
-    if "backend" in inspect.signature(engine_class).parameters:
-        return {"backend": backend}
-    if backend in ("auto", "onnxruntime"):
-        return {}
-    raise ValueError(f"{engine_class.__name__} runs on ONNX Runtime only in this installation; "
-                     f"backend {backend!r} needs the engine layer (engines.runtime)")
 
 
 def _roi_box(roi: Roi) -> np.ndarray:
@@ -126,10 +113,10 @@ class PersonKeypoints:
         # The detector keeps enough candidates for every person that may be followed.
         self.detector = detector or PoseDetector(
             min_score=min_detection_score, tile_size=detector_tile_size, max_detections=max(10, 2 * self.max_persons),
-            providers=providers, intra_op_threads=intra_op_threads, **engine_backend_option(PoseDetector, backend),
+            providers=providers, intra_op_threads=intra_op_threads, backend=backend,
         )
         self.landmarker = landmarker or PoseLandmarker(providers=providers, intra_op_threads=intra_op_threads,
-                                                       **engine_backend_option(PoseLandmarker, backend))
+                                                       backend=backend)
         self.tracker = tracker or Tracker(high_score=min_presence, low_score=min(0.1, min_presence), min_hits=2)
         self._rois: list[Roi] = []
         self._last_detect: int | None = None

@@ -4,8 +4,10 @@ throughput and drops, as a table for people and a dict for ``--stats-json``."""
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
+from array import array
 
 import numpy as np
 
@@ -15,15 +17,43 @@ from .graph import RunResult
 PERCENTILES = (50, 95, 99)
 
 
+class Samples:
+    """Durations in seconds, kept compactly (float32) and bounded for hours-long runs: every
+    value up to ``capacity``, then a uniform random sample of that many (reservoir sampling),
+    so percentiles are exact for the first ``capacity`` frames and estimates after."""
+
+    def __init__(self, capacity: int = 200_000, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.count = 0
+        self._values = array("f")
+        self._rng = random.Random(seed)
+
+    def append(self, value: float) -> None:
+        self.count += 1
+        if len(self._values) < self.capacity:
+            self._values.append(value)
+        else:
+            slot = self._rng.randrange(self.count)
+            if slot < self.capacity:
+                self._values[slot] = value
+
+    def __len__(self) -> int:
+        return self.count
+
+    def values(self) -> np.ndarray:
+        return np.frombuffer(self._values, dtype=np.float32).astype(np.float64)
+
+
 class LatencyStats:
-    """Collects the stage stamps of every frame that leaves the pipeline."""
+    """Collects the stage stamps of every frame that leaves the pipeline. Memory is bounded:
+    at most 200,000 samples per series (under 2 MB each; exact for about two hours at 30 fps)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._busy: dict[str, list[float]] = {}
-        self._wait: dict[str, list[float]] = {}
-        self._glass_to_publish: list[float] = []
-        self._glass_to_out: list[float] = []
+        self._busy: dict[str, Samples] = {}
+        self._wait: dict[str, Samples] = {}
+        self._glass_to_publish = Samples()
+        self._glass_to_out = Samples()
         self._first: float | None = None
         self._last: float | None = None
         self.frames = 0
@@ -34,8 +64,10 @@ class LatencyStats:
             self.frames += 1
             previous_release = frame.capture_time
             for stamp in frame.stamps:
-                self._busy.setdefault(stamp.stage, []).append(stamp.released - stamp.taken)
-                self._wait.setdefault(stamp.stage, []).append(stamp.taken - previous_release)
+                if stamp.stage not in self._busy:
+                    self._busy[stamp.stage], self._wait[stamp.stage] = Samples(), Samples()
+                self._busy[stamp.stage].append(stamp.released - stamp.taken)
+                self._wait[stamp.stage].append(stamp.taken - previous_release)
                 previous_release = stamp.released
             if frame.publish_time is not None:
                 self._glass_to_publish.append(frame.publish_time - frame.capture_time)
@@ -73,10 +105,10 @@ class LatencyStats:
         return out
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
+def _percentiles(samples: Samples) -> dict[str, float | None]:
+    if not len(samples):
         return {f"p{p}": None for p in PERCENTILES}
-    arr = np.asarray(values, dtype=np.float64) * 1000.0
+    arr = samples.values() * 1000.0
     return {f"p{p}": round(float(np.percentile(arr, p)), 3) for p in PERCENTILES}
 
 

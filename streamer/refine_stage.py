@@ -11,6 +11,7 @@ through untouched.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import torch
 
 from .frames import Frame
 from .graph import Stage
+
+log = logging.getLogger("smplstream.refine")
 
 KEYPOINTS = "keypoints_blazepose33"
 
@@ -33,6 +36,11 @@ class RefineStage(Stage):
                  backend: str = "auto"):
         if lag < 0:
             raise ValueError(f"refine lag must be >= 0 frames, got {lag}")
+        if backend in ("torch-compile", "tensorrt"):
+            # Guidance takes gradients of the losses of the network's output every step; those
+            # engines are forward-only here, so refinement stays on eager torch.
+            log.info("refine: backend %s has no gradients here; refinement runs on torch", backend)
+            backend = "torch"
         if backend not in ("auto", "onnxruntime", "torch"):
             raise ValueError(f"refine: backend {backend!r} is not supported (auto, onnxruntime or torch)")
         self.backend = backend

@@ -142,3 +142,19 @@ def test_max_frames_ends_the_run():
     result = Pipeline(ListSource(100), [collect], queue_size=1, policy="block", max_frames=7).run(
         handle_signals=False)
     assert collect.seen == list(range(7)) and result.frames_in == 7
+
+
+def test_latency_samples_stay_bounded_and_keep_their_percentiles():
+    from streamer.latency import Samples, _percentiles
+
+    exact = Samples(capacity=1000)
+    for v in range(1000):
+        exact.append(v / 1000)
+    assert _percentiles(exact)["p50"] == pytest.approx(499.5, abs=0.01)  # exact below capacity
+    long_run = Samples(capacity=2000)
+    rng = np.random.default_rng(0)
+    for v in rng.uniform(0.0, 0.1, 50_000):  # 25 times the capacity
+        long_run.append(float(v))
+    assert len(long_run) == 50_000 and len(long_run.values()) == 2000
+    p = _percentiles(long_run)
+    assert p["p50"] == pytest.approx(50.0, abs=4.0) and p["p99"] == pytest.approx(99.0, abs=1.0)
