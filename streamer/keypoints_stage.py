@@ -4,7 +4,7 @@
 logic of the pipeline's detect/track/keypoints stages, free of threads and
 queues. As in BlazePose, people are followed by their landmarks: each person's
 landmarks give the region of interest (ROI) for the next frame, so the
-detector runs only every `detect_every` frames (to find newcomers) or when a
+detector runs only every `detect_every` processed frames (to find newcomers) or when a
 person was lost. All persons of a frame go through the landmark network as one
 batch. The tracker (`streamer.tracking.Tracker`) gives stable ids and keeps
 briefly lost people for re-identification.
@@ -119,8 +119,9 @@ class PersonKeypoints:
                                                        backend=backend)
         self.tracker = tracker or Tracker(high_score=min_presence, low_score=min(0.1, min_presence), min_hits=2)
         self._rois: list[Roi] = []
-        self._last_detect: int | None = None
+        self._last_detect: int | None = None  # call number of the last regular detection
         self._last_index: int | None = None
+        self._calls = 0
         self.detector_runs = 0
 
     def reset(self) -> None:
@@ -128,6 +129,7 @@ class PersonKeypoints:
         self._rois = []
         self._last_detect = None
         self._last_index = None
+        self._calls = 0
         self.tracker.reset()
 
     def _new_rois(self, detections: list[PoseDetection], carried: list[Roi]) -> list[Roi]:
@@ -144,13 +146,17 @@ class PersonKeypoints:
 
         Args:
             frame_rgb: (H, W, 3) uint8 RGB frame.
-            frame_index: the frame's index in its stream (detector cadence).
+            frame_index: the frame's index in its stream: the tracker predicts people over
+                the frames skipped since the last call (live drops, a reconnect gap).
 
         Returns:
             Tracked persons of this frame, ordered by track id.
         """
         carried = list(self._rois)
-        due = self._last_detect is None or frame_index - self._last_detect >= self.detect_every
+        # The cadence counts calls, not stream frames: in live mode dropped frames would
+        # otherwise make every processed frame a detector frame, slowing the stage further.
+        self._calls += 1
+        due = self._last_detect is None or self._calls - self._last_detect >= self.detect_every
         # Someone recently lost (the tracker still holds the track) is searched
         # for on every frame for a short while, so they come back under their id.
         searching = any(
@@ -163,7 +169,7 @@ class PersonKeypoints:
             detections = self.detector(frame_rgb) if due else self.detector.detect_single(frame_rgb)
             self.detector_runs += 1
             if due:
-                self._last_detect = frame_index
+                self._last_detect = self._calls
             new = self._new_rois(detections, carried)
         rois = carried + new
         results = self.landmarker(frame_rgb, rois[: 2 * self.max_persons])
@@ -230,14 +236,9 @@ class KeypointsStage(Stage):
 
     def start(self) -> None:
         self.keypoints = PersonKeypoints(intra_op_threads=self.threads, **self.options)
-        self._processed = 0
 
     def process(self, frame: Frame) -> Frame:
-        # The detector's cadence counts frames this stage processes, not source frame
-        # numbers: in live mode dropped frames would otherwise make every processed frame
-        # a detector frame, slowing the stage further and dropping more.
-        tracked = self.keypoints.process(frame.image, self._processed)
-        self._processed += 1
+        tracked = self.keypoints.process(frame.image, frame.index)
         frame.persons = [
             Person(track_id=p.track_id, score=float(p.score), arrays={
                 "box_xyxy": np.asarray(p.box, np.float32),
