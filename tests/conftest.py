@@ -24,3 +24,15 @@ def endpoint() -> str:
 @pytest.fixture
 def clip() -> Path:
     return CLIP
+
+
+@pytest.fixture(scope="session")
+def frame120():
+    """Frame 120 of the clip as RGB (both people in view)."""
+    import av
+
+    with av.open(str(CLIP)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i == 120:
+                return f.to_ndarray(format="rgb24")
+    raise AssertionError("clip too short")

@@ -263,17 +263,6 @@ def test_unsupported_operator_is_refused_by_name():
         OnnxGraphModule(helper.make_model(graph), name="toy.onnx")
 
 
-@pytest.fixture(scope="module")
-def frame120() -> np.ndarray:
-    import av
-
-    with av.open(str(CLIP)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i == 120:
-                return f.to_ndarray(format="rgb24")
-    raise AssertionError("clip too short")
-
-
 @needs_onnx
 def test_torch_perception_matches_onnxruntime_on_a_real_frame(frame120):
     from engines.perception.pose_detector import PoseDetector, preprocess

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -15,15 +14,6 @@ from engines.perception.pose_detector import ANCHOR_OPTIONS, PoseDetector, ssd_a
 from engines.perception.pose_landmarks import PoseLandmarker, Roi, refine_with_heatmap
 
 CLIP = Path(__file__).parent / "data" / "sports2d_demo.mp4"
-
-
-@pytest.fixture(scope="module")
-def frame120() -> np.ndarray:
-    with av.open(str(CLIP)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i == 120:
-                return f.to_ndarray(format="rgb24")
-    raise AssertionError("clip too short")
 
 
 @pytest.fixture(scope="module")

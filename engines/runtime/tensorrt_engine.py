@@ -15,12 +15,12 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np
 import torch
 
 from .backends import check_backend
 from .cache import cache_fields, cache_path, write_fields
 from .spec import EngineInfo, ModelSpec
+from .torch_engine import TensorEngine
 
 log = logging.getLogger("engines.runtime")
 
@@ -77,7 +77,7 @@ def build_engine(spec: ModelSpec, module: torch.nn.Module, path: Path, precision
     return trt_module
 
 
-class TensorRTEngine:
+class TensorRTEngine(TensorEngine):
     """A TensorRT engine for a module, loaded from the cache or built (and cached)."""
 
     def __init__(self, spec: ModelSpec, module: torch.nn.Module, model_sha256: str, *, precision: str = "fp16",
@@ -111,10 +111,3 @@ class TensorRTEngine:
         if isinstance(outs, torch.Tensor):
             outs = (outs,)
         return {name: o.float() for name, o in zip(self.spec.outputs, outs)}
-
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.run_tensors({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()})
-        return {k: v.cpu().numpy() for k, v in outs.items()}
-
-    def describe(self) -> str:
-        return self.info.describe()

@@ -15,7 +15,24 @@ import torch
 from .spec import EngineInfo, ModelSpec
 
 
-class TorchEngine:
+class TensorEngine:
+    """What the torch-based engines share: ``run`` on numpy arrays around their
+    ``run_tensors``, and ``describe``."""
+
+    info: EngineInfo
+
+    def run_tensors(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.run_tensors({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()})
+        return {k: v.cpu().numpy() for k, v in outs.items()}
+
+    def describe(self) -> str:
+        return self.info.describe()
+
+
+class TorchEngine(TensorEngine):
     """An ``nn.Module`` behind the engine interface.
 
     ``backend="torch-compile"`` wraps it in ``torch.compile``: on CUDA with
@@ -53,10 +70,3 @@ class TorchEngine:
         if isinstance(outs, torch.Tensor):
             outs = (outs,)
         return {name: o.float() for name, o in zip(self.spec.outputs, outs)}
-
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.run_tensors({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()})
-        return {k: v.cpu().numpy() for k, v in outs.items()}
-
-    def describe(self) -> str:
-        return self.info.describe()
