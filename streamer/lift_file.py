@@ -101,7 +101,8 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     parts = []
     for start in range(0, len(normalised), batch):
         parts.append(lifter.lift(torch.from_numpy(normalised[start:start + batch])))
-    cat = {k: np.concatenate([p.smpl_arrays()[k] for p in parts]) for k in LiftResult.SMPL_FIELDS}
+    arrays = [p.smpl_arrays() for p in parts]
+    cat = {k: np.concatenate([a[k] for a in arrays]) for k in LiftResult.SMPL_FIELDS}
     keep = torch.cat([p.valid for p in parts]).numpy()
     if not keep.any():
         raise KeypointFileError(f"{path}: no frame has enough confident keypoints to lift")

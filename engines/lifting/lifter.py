@@ -133,14 +133,15 @@ class Lifter:
                                          "`python -m engines.diffusion.onnx_denoiser` (needs the export extra)")
             log.info("backend auto: %s missing, lifting with eager torch", onnx_path)
             choice = choice._replace(backend="torch", reason=f"{onnx_path.name} missing")
-        denoiser = model
-        if choice.backend == "onnxruntime":
-            denoiser = OrtDenoiser(onnx_path, model.config, threads=threads)
         scheduler = kwargs.pop("scheduler", None) or DDIMScheduler()
         num_steps = kwargs.get("num_steps", 4)
         sampler = load_sampler(choice.backend, choice.device, model, weights=weights or DEFAULT_WEIGHTS,
                                num_steps=num_steps, num_samples=kwargs.get("num_samples", 8), threads=threads,
                                scheduler=scheduler)
+        denoiser = model
+        if choice.backend == "onnxruntime" and sampler is None:
+            # No fused graph (no `onnx` package): ONNX Runtime runs the network once per step.
+            denoiser = OrtDenoiser(onnx_path, model.config, threads=threads)
         return cls(denoiser, body or BodyModel.load(), scheduler=scheduler, sampler=sampler, **kwargs)
 
     def describe(self) -> str:
