@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -142,8 +141,8 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     """Open the source (or take ``source``, already open, e.g. a synthetic one) and the
     outputs and assemble the pipeline. Raises SmplstreamError.
 
-    The source yields its first frame only once every stage has started (models loaded),
-    so a live run neither drops frames nor counts seconds of latency while loading."""
+    The pipeline takes the source's first frame only once every stage has started (models
+    loaded), so a live run neither drops frames nor counts seconds of latency while loading."""
     if config.max_frames is not None and config.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
     if config.refine_lag is not None and config.refine_lag < 0:
@@ -224,56 +223,9 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         queue_size, policy = config.queue_size or LIVE_QUEUE, "drop_oldest"
     else:
         queue_size, policy = config.queue_size or OFFLINE_QUEUE, "block"
-    gate = _StartedGate(len(stages))
-    for stage in stages:
-        gate.watch(stage)
-    pipeline = Pipeline(_GatedSource(source, gate), stages, queue_size=queue_size, policy=policy,
+    pipeline = Pipeline(source, stages, queue_size=queue_size, policy=policy,
                         max_frames=config.max_frames, observer=stats)
     return pipeline, stats, mode
-
-
-class _StartedGate:
-    """Opens when every watched stage's ``start`` has returned (or failed)."""
-
-    def __init__(self, count: int) -> None:
-        self._left = count
-        self._lock = threading.Lock()
-        self.opened = threading.Event()
-        if count == 0:
-            self.opened.set()
-
-    def watch(self, stage: Stage) -> None:
-        start = stage.start
-
-        def started() -> None:
-            try:
-                start()
-            finally:
-                with self._lock:
-                    self._left -= 1
-                    if self._left <= 0:
-                        self.opened.set()
-
-        stage.start = started
-
-
-class _GatedSource:
-    """The source, holding its first frame back until the gate opens."""
-
-    def __init__(self, source: Source, gate: _StartedGate) -> None:
-        self._source = source
-        self._gate = gate
-
-    def __getattr__(self, name: str):
-        return getattr(self._source, name)
-
-    def frames(self):
-        while not self._gate.opened.wait(0.05):
-            pass
-        yield from self._source.frames()
-
-    def close(self) -> None:
-        self._source.close()
 
 
 def run(config: RunConfig, *, extra_stages: list[Stage] | None = None) -> RunOutcome:

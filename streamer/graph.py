@@ -88,7 +88,8 @@ class Pipeline:
 
     ``queue_size`` and ``policy`` apply to every edge (live: 1 and ``drop_oldest``;
     offline: a few frames and ``block``). ``observer.record(frame)`` is called for every
-    frame that leaves the last stage (latency statistics).
+    frame that leaves the last stage (latency statistics). The source's first frame is
+    taken only once every stage's ``start`` has returned.
     """
 
     def __init__(
@@ -114,6 +115,9 @@ class Pipeline:
             FrameQueue(f"{names[i]}->{names[i + 1]}", queue_size, policy) for i in range(len(stages))
         ]
         self.stop_event = threading.Event()
+        self._starting = len(stages)
+        self._starting_lock = threading.Lock()
+        self._all_started = threading.Event()
         self._errors: list[PipelineError] = []
         self._errors_lock = threading.Lock()
         self._stopped_by: str | None = None
@@ -136,6 +140,10 @@ class Pipeline:
 
     def _run_source(self) -> None:
         out = self.queues[0]
+        # The first frame waits until every stage has started (models loaded): a live source
+        # would otherwise drop the frames of the loading time and count it as latency.
+        while not self._all_started.wait(0.05) and not self.stop_event.is_set():
+            pass
         try:
             for frame in self.source.frames():
                 if self.stop_event.is_set():
@@ -163,6 +171,10 @@ class Pipeline:
         failed = False
         try:
             stage.start()
+            with self._starting_lock:
+                self._starting -= 1
+                if self._starting == 0:
+                    self._all_started.set()
             while True:
                 item = inq.get()
                 if item is END_OF_STREAM:
