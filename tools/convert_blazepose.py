@@ -19,7 +19,7 @@ preserved DENSIFY outputs read as zeros, so the dense values are rebuilt from th
 metadata, not read back from the interpreter.)
 
 Then the landmark model is made batch-dynamic (it runs on all the persons of a
-frame at once), the weights of both are stored as float16 (they are float16 in
+frame at once) and loses its segmentation head (unused here, and 40 % of its time), the weights of both are stored as float16 (they are float16 in
 the originals, so this is exact and halves the files), and both are checked against the original .tflite files under
 the TFLite interpreter on real frames of tests/data/sports2d_demo.mp4: the script
 prints max abs / relative errors per output and the error in pixels of the
@@ -206,6 +206,31 @@ def make_batch_dynamic(path: Path) -> None:
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
     print(f"  {path.name}: batch made dynamic ({patched} reshape targets patched)")
+
+
+def drop_segmentation(path: Path) -> None:
+    """Remove the landmark model's segmentation head (the (batch, 256, 256, 1) person mask).
+
+    The project never reads the mask, and its decoder, which upsamples to the full 256x256
+    input, is about 40 % of the network's time on a CPU. The graph is cut to what the four
+    other outputs (landmarks, pose presence, heat map, world landmarks) need, so they are
+    unchanged to the bit. Runs on an already converted file too:
+    ``python -c "from tools.convert_blazepose import *; drop_segmentation(ASSETS / 'pose_landmark_full.onnx')"``
+    """
+    import onnx
+    from onnx import utils
+
+    m = onnx.load(str(path))
+    mask = [o.name for o in m.graph.output if [d.dim_value for d in o.type.tensor_type.shape.dim][1:] == [256, 256, 1]]
+    if not mask:
+        print(f"  {path.name}: no segmentation output (already dropped)")
+        return
+    keep = [o.name for o in m.graph.output if o.name not in mask]
+    before = len(m.graph.node)
+    m = utils.Extractor(m).extract_model([i.name for i in m.graph.input], keep)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    print(f"  {path.name}: segmentation output {mask[0]} dropped ({before} -> {len(m.graph.node)} nodes)")
 
 
 def store_weights_fp16(path: Path) -> None:
@@ -398,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         tflite_to_onnx(dense, det_onnx, args.opset)
         tflite_to_onnx(lmk_src, lmk_onnx, args.opset)
         make_batch_dynamic(lmk_onnx)
+        drop_segmentation(lmk_onnx)
         for p in (det_onnx, lmk_onnx):
             store_weights_fp16(p)
         frames = read_frames(args.frames, stride=max(1, 230 // args.frames))
