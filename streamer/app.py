@@ -114,12 +114,14 @@ def processing_stages(config: RunConfig, camera, mode: Mode = "offline") -> list
     if config.perception:
         from .keypoints_stage import KeypointsStage
 
+        live = mode == "live"
+        # Live: the detector runs beside the landmarks, off the frame's path (offline runs keep
+        # it in line, so their results do not depend on timing).
         stages.append(KeypointsStage(backend=backend["keypoints"], max_persons=config.max_persons,
-                                     detector_tile_size=config.detector_tile_size))
+                                     detector_tile_size=config.detector_tile_size, background_detection=live))
         if config.lift:
             from .lift_stage import LiftStage
 
-            live = mode == "live"
             steps = config.lift_steps or (LIVE_LIFT_STEPS if live else OFFLINE_LIFT_STEPS)
             stages.append(LiftStage(camera, num_steps=steps, num_samples=config.lift_samples,
                                     backend=backend["lift"]))

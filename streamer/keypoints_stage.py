@@ -12,8 +12,10 @@ briefly lost people for re-identification.
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -57,6 +59,48 @@ class _Candidate:
     landmarks: PoseLandmarks
 
 
+class _BackgroundDetector:
+    """Runs detector calls on a thread of their own, one at a time (live mode).
+
+    ``submit`` starts a call on a frame unless one is still running; ``collect`` returns the
+    detections of a finished call once. ONNX Runtime releases the GIL, so the detector runs
+    on the other core while the keypoints stage goes on with the landmarks.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector")
+        self._pending: Future | None = None
+        self.cpu_seconds = 0.0  # thread CPU time of the finished calls
+
+    def submit(self, detect: Callable[[np.ndarray], list[PoseDetection]], image: np.ndarray) -> bool:
+        """Start ``detect(image)``; False (nothing started) while a call is still running."""
+        if self._pending is not None and not self._pending.done():
+            return False
+        if self._pending is not None:  # finished but not collected: superseded
+            self._pending.exception()
+        self._pending = self._pool.submit(self._timed, detect, image)
+        return True
+
+    def _timed(self, detect, image):
+        t0 = time.thread_time()
+        try:
+            return detect(image)
+        finally:
+            self.cpu_seconds += time.thread_time() - t0
+
+    def collect(self) -> list[PoseDetection] | None:
+        """Detections of the last call if it has finished since the last ``collect``, else
+        None. An error raised in the call is raised here."""
+        if self._pending is None or not self._pending.done():
+            return None
+        future, self._pending = self._pending, None
+        return future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending = None
+
+
 def _roi_box(roi: Roi) -> np.ndarray:
     h = roi.size / 2
     return np.array([roi.center[0] - h, roi.center[1] - h, roi.center[0] + h, roi.center[1] + h])
@@ -85,6 +129,11 @@ class PersonKeypoints:
         providers, intra_op_threads: ONNX Runtime settings for the default engines.
         backend: engine backend of the default detector and landmarker ("auto",
             "onnxruntime", ...; see `engines.runtime`).
+        background_detection: while people are followed, run the detector on a thread of
+            its own and add the people it finds to the first frame after it is done (live
+            mode: a detector frame then costs the landmark path nothing, at the price of
+            newcomers joining a frame or two later and results that depend on timing).
+            When nobody is followed the detector runs in line, as it must find someone.
     """
 
     def __init__(
@@ -102,6 +151,7 @@ class PersonKeypoints:
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 1,
         backend: str = "auto",
+        background_detection: bool = False,
     ) -> None:
         if detect_every < 1:
             raise ValueError(f"PersonKeypoints: detect_every must be >= 1, got {detect_every}")
@@ -123,6 +173,12 @@ class PersonKeypoints:
         self._last_index: int | None = None
         self._calls = 0
         self.detector_runs = 0
+        self._background = _BackgroundDetector() if background_detection else None
+
+    @property
+    def background_cpu_seconds(self) -> float:
+        """Thread CPU time spent in background detector calls so far (0 without them)."""
+        return self._background.cpu_seconds if self._background is not None else 0.0
 
     def reset(self) -> None:
         """Forget followed people and track ids (e.g. on a new video)."""
@@ -131,6 +187,14 @@ class PersonKeypoints:
         self._last_index = None
         self._calls = 0
         self.tracker.reset()
+        if self._background is not None:
+            self._background.close()
+            self._background = _BackgroundDetector()
+
+    def close(self) -> None:
+        """Stop the background detector thread, if any."""
+        if self._background is not None:
+            self._background.close()
 
     def _new_rois(self, detections: list[PoseDetection], carried: list[Roi]) -> list[Roi]:
         """ROIs of detections not already followed (overlap with a carried ROI)."""
@@ -158,15 +222,25 @@ class PersonKeypoints:
         self._calls += 1
         due = self._last_detect is None or self._calls - self._last_detect >= self.detect_every
         # Someone recently lost (the tracker still holds the track) is searched
-        # for on every frame for a short while, so they come back under their id.
-        searching = any(
+        # for on every frame for a short while, so they come back under their id; not while
+        # max_persons are followed, as nobody found could be taken on.
+        searching = len(carried) < self.max_persons and any(
             t.state == TrackState.LOST and t.time_since_update <= self.search_frames for t in self.tracker.tracks
         )
         new: list[Roi] = []
-        if due or not carried or searching:
-            # Tiled detection (if configured) only at the regular cadence; the
-            # extra searches use one whole-frame view to stay cheap.
-            detections = self.detector(frame_rgb) if due else self.detector.detect_single(frame_rgb)
+        # Tiled detection (if configured) only at the regular cadence; the extra searches
+        # use one whole-frame view to stay cheap.
+        detect = self.detector if due else self.detector.detect_single
+        if self._background is not None and carried:
+            found = self._background.collect()  # from an earlier frame: people move little
+            if found is not None:
+                new = self._new_rois(found, carried)
+            if (due or searching) and self._background.submit(detect, frame_rgb):
+                self.detector_runs += 1
+                if due:
+                    self._last_detect = self._calls
+        elif due or not carried or searching:
+            detections = detect(frame_rgb)
             self.detector_runs += 1
             if due:
                 self._last_detect = self._calls
@@ -236,6 +310,15 @@ class KeypointsStage(Stage):
 
     def start(self) -> None:
         self.keypoints = PersonKeypoints(intra_op_threads=self.threads, **self.options)
+
+    def close(self) -> None:
+        if self.keypoints is not None:
+            self.keypoints.close()
+
+    @property
+    def background_cpu_seconds(self) -> float:
+        """CPU time of the stage's helper thread (background detection), for benchmarks."""
+        return self.keypoints.background_cpu_seconds if self.keypoints is not None else 0.0
 
     def process(self, frame: Frame) -> Frame:
         tracked = self.keypoints.process(frame.image, frame.index)

@@ -25,12 +25,10 @@ JOINTS = {"nose": [0], "mid_hip": [23, 24], "left_ankle": [27], "right_ankle": [
 STRIDE = 2
 
 
-@pytest.fixture(scope="module")
-def clip_results():
+def _run(pk: PersonKeypoints) -> dict:
     import cv2
 
     cv2.setNumThreads(1)
-    pk = PersonKeypoints(detect_every=5)  # every 10 source frames at this stride
     out = {}
     with av.open(str(CLIP)) as c:
         for i, frame in enumerate(c.decode(video=0)):
@@ -38,6 +36,11 @@ def clip_results():
                 continue
             out[i] = pk.process(frame.to_ndarray(format="rgb24"), i // STRIDE)
     return out
+
+
+@pytest.fixture(scope="module")
+def clip_results():
+    return _run(PersonKeypoints(detect_every=5))  # every 10 source frames at this stride
 
 
 def _walker_id(results) -> int:
@@ -95,3 +98,45 @@ def test_outputs_are_well_formed(clip_results):
     assert np.linalg.norm(hip) < 0.1
     extent = p.world33[:, 1].max() - p.world33[:, 1].min()
     assert 1.0 < extent < 2.2, extent
+
+
+def test_background_detection_follows_the_same_people(clip_results):
+    """Live mode's detector thread: the detector runs off the caller's thread, and the people
+    it finds join a frame or two later than with the detector in line, under the same ids."""
+    import threading
+
+    pk = PersonKeypoints(detect_every=5, background_detection=True)
+    threads = set()
+    detect, detect_single = pk.detector.__call__, pk.detector.detect_single
+
+    class Spy:
+        def __call__(self, image):
+            threads.add(threading.current_thread().name)
+            return detect(image)
+
+        def detect_single(self, image):
+            threads.add(threading.current_thread().name)
+            return detect_single(image)
+
+    pk.detector = Spy()
+    try:
+        results = _run(pk)
+    finally:
+        pk.close()
+    main = threading.current_thread().name
+    assert main in threads, "with nobody followed the detector must run in line"
+    assert any(t.startswith("detector") for t in threads), f"no detector call on the background thread: {threads}"
+    assert pk.background_cpu_seconds > 0
+
+    def first_two(res):  # first frame with both people followed
+        return min(i for i, persons in res.items() if len(persons) == 2)
+
+    # The second person joins within a few processed frames of the in-line run (the
+    # background call finishes while the next frames' landmarks run).
+    assert 0 <= first_two(results) - first_two(clip_results) <= 4 * STRIDE, (first_two(results), first_two(clip_results))
+    wid = _walker_id(results)
+    frames = [i for i in results if 80 <= i <= 194]
+    seen = [i for i in frames if any(p.track_id == wid for p in results[i])]
+    assert len(seen) >= 0.95 * len(frames)
+    two = [i for i in range(80, 160, STRIDE) if len(results[i]) == 2]
+    assert len(two) >= 0.9 * len(range(80, 160, STRIDE))

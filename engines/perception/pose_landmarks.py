@@ -157,20 +157,25 @@ def refine_with_heatmap(xy_crop: np.ndarray, heatmap: np.ndarray, kernel: int = 
     """
     hm_h, hm_w, k = heatmap.shape
     out = xy_crop.copy()
+    n = min(k, len(xy_crop))
     off = (kernel - 1) // 2
-    for i in range(min(k, len(xy_crop))):
-        col = int(xy_crop[i, 0] / INPUT_SIZE * hm_w)
-        row = int(xy_crop[i, 1] / INPUT_SIZE * hm_h)
-        if not (0 <= col < hm_w and 0 <= row < hm_h):
-            continue
-        r0, r1 = max(0, row - off), min(hm_h, row + off + 1)
-        c0, c1 = max(0, col - off), min(hm_w, col + off + 1)
-        conf = _sigmoid(heatmap[r0:r1, c0:c1, i].astype(np.float64))
-        total = conf.sum()
-        if conf.max() >= min_confidence and total > 0:
-            rows, cols = np.mgrid[r0:r1, c0:c1]
-            out[i, 0] = (cols * conf).sum() / total / hm_w * INPUT_SIZE
-            out[i, 1] = (rows * conf).sum() / total / hm_h * INPUT_SIZE
+    # All landmarks at once (this runs per person per frame): each one's kernel x kernel
+    # window of cells, with cells outside the map masked out.
+    col = (xy_crop[:n, 0] / INPUT_SIZE * hm_w).astype(np.int64)
+    row = (xy_crop[:n, 1] / INPUT_SIZE * hm_h).astype(np.int64)
+    inside = (col >= 0) & (col < hm_w) & (row >= 0) & (row < hm_h)
+    steps = np.arange(-off, off + 1)
+    rows = row[:, None] + steps  # (n, kernel)
+    cols = col[:, None] + steps
+    valid = ((rows >= 0) & (rows < hm_h))[:, :, None] & ((cols >= 0) & (cols < hm_w))[:, None, :]
+    logits = heatmap[np.clip(rows, 0, hm_h - 1)[:, :, None], np.clip(cols, 0, hm_w - 1)[:, None, :],
+                     np.arange(n)[:, None, None]]
+    conf = np.where(valid, _sigmoid(logits.astype(np.float64)), 0.0)  # (n, kernel, kernel)
+    total = conf.sum((1, 2))
+    ok = inside & (conf.max((1, 2)) >= min_confidence) & (total > 0)
+    safe = np.where(total > 0, total, 1.0)
+    out[:n, 0] = np.where(ok, (conf * cols[:, None, :]).sum((1, 2)) / safe / hm_w * INPUT_SIZE, out[:n, 0])
+    out[:n, 1] = np.where(ok, (conf * rows[:, :, None]).sum((1, 2)) / safe / hm_h * INPUT_SIZE, out[:n, 1])
     return out
 
 
