@@ -115,6 +115,10 @@ class Pipeline:
             FrameQueue(f"{names[i]}->{names[i + 1]}", queue_size, policy) for i in range(len(stages))
         ]
         self.stop_event = threading.Event()
+        # Set when a stage's thread has ended: the stage before it stops waiting for room
+        # then. (Not stop_event: after a stop or another stage's failure, frames already
+        # captured still drain through the stages that are alive.)
+        self._exited = [threading.Event() for _ in stages]
         self._starting = len(stages)
         self._starting_lock = threading.Lock()
         self._all_started = threading.Event()
@@ -168,6 +172,7 @@ class Pipeline:
         stage = self.stages[index]
         inq = self.queues[index]
         outq = self.queues[index + 1] if index + 1 < len(self.queues) else None
+        consumer_gone = self._exited[index + 1] if outq is not None else None
         failed = False
         try:
             stage.start()
@@ -179,12 +184,12 @@ class Pipeline:
                 item = inq.get()
                 if item is END_OF_STREAM:
                     for frame in stage.finish():
-                        self._emit(stage, frame, outq)
+                        self._emit(stage, frame, outq, consumer_gone)
                     break
                 item.stamps.append(StageStamp(stage.name, time.monotonic()))
                 result = stage.process(item)
                 if result is not None:
-                    self._emit(stage, result, outq)
+                    self._emit(stage, result, outq, consumer_gone)
         except BaseException as exc:  # noqa: BLE001 - reported with the stage name
             failed = True
             self._fail(stage.name, exc)
@@ -194,10 +199,12 @@ class Pipeline:
             except BaseException as exc:  # noqa: BLE001
                 if not failed:
                     self._fail(stage.name, exc)
+            self._exited[index].set()
             if outq is not None:
                 outq.put(END_OF_STREAM)
 
-    def _emit(self, stage: Stage, frame: Frame, outq: FrameQueue | None) -> None:
+    def _emit(self, stage: Stage, frame: Frame, outq: FrameQueue | None,
+              consumer_gone: threading.Event | None = None) -> None:
         now = time.monotonic()
         for stamp in reversed(frame.stamps):
             if stamp.stage == stage.name:
@@ -208,7 +215,7 @@ class Pipeline:
             if self.observer is not None:
                 self.observer.record(frame)
         else:
-            outq.put(frame, self.stop_event)
+            outq.put(frame, consumer_gone)
 
     # -- driver ----------------------------------------------------------------
 

@@ -126,6 +126,16 @@ def test_a_failing_stage_stops_everything_names_itself_and_downstream_still_clos
     assert p.result.frames_in < 1000
 
 
+def test_frames_already_past_a_failing_stage_still_reach_the_outputs():
+    """Boom fails at frame 5 while frames 0-4 are still queued in front of a slow stage: they
+    were captured and processed, so they drain to the end instead of being dropped."""
+    collect = Collect()
+    p = Pipeline(ListSource(1000), [Boom(), Slow(0.05), Lag(), collect], queue_size=1, policy="block")
+    with pytest.raises(PipelineError, match="kaboom at 5"):
+        p.run(handle_signals=False)
+    assert collect.seen == [0, 1, 2, 3, 4]
+
+
 def test_stop_drains_what_is_queued_and_closes_all_stages():
     collect = Collect()
     p = Pipeline(ListSource(10_000, interval=0.001), [Slow(0.002), collect], queue_size=2,
