@@ -62,6 +62,7 @@ class RunConfig:
     backend: str = "auto"  # engine backend: one for every stage, or "lift=torch,refine=onnxruntime"
     max_persons: int = 6  # follow at most this many people
     detector_tile_size: int | None = None  # also detect on tiles of this many pixels (small people)
+    denoiser_precision: str | None = None  # "fp32" or "int8" (ONNX Runtime); None: int8 live on CPU, else fp32
 
 
 @dataclass
@@ -81,6 +82,9 @@ OFFLINE_REFINE_LAG = 5  # frames; live runs refine causally (lag 0) unless told 
 # measured costs): 2 denoising steps in the lift instead of 4 (same joint error, a sample
 # spread further from calibrated) and 1 guided refinement step instead of 2.
 LIVE_LIFT_STEPS, OFFLINE_LIFT_STEPS = 2, 4
+# Live runs on ONNX Runtime take the denoiser with int8 weights (about 4 times faster per call;
+# its accuracy cost is in docs/performance.md); offline runs and other engines keep float32.
+LIVE_DENOISER_PRECISION = "int8"
 LIVE_REFINE_STEPS, OFFLINE_REFINE_STEPS = 1, 2
 BACKENDS = ("auto", "onnxruntime", "torch", "torch-compile", "tensorrt")
 BACKEND_STAGES = ("keypoints", "lift", "refine")
@@ -124,7 +128,8 @@ def processing_stages(config: RunConfig, camera, mode: Mode = "offline") -> list
 
             steps = config.lift_steps or (LIVE_LIFT_STEPS if live else OFFLINE_LIFT_STEPS)
             stages.append(LiftStage(camera, num_steps=steps, num_samples=config.lift_samples,
-                                    backend=backend["lift"]))
+                                    backend=backend["lift"],
+                                    precision=denoiser_precision(config, backend["lift"], live)))
             if config.refine:
                 from engines.refinement.settings import GuidanceSettings
 
@@ -135,8 +140,22 @@ def processing_stages(config: RunConfig, camera, mode: Mode = "offline") -> list
                     lag = 0 if live else OFFLINE_REFINE_LAG
                 refine_steps = config.refine_steps or (LIVE_REFINE_STEPS if live else OFFLINE_REFINE_STEPS)
                 stages.append(RefineStage(camera, lag=lag, backend=backend["refine"],
-                                          settings=GuidanceSettings.for_lag(lag, num_steps=refine_steps)))
+                                          settings=GuidanceSettings.for_lag(lag, num_steps=refine_steps),
+                                          precision=denoiser_precision(config, backend["refine"], live)))
     return stages
+
+
+def denoiser_precision(config: RunConfig, backend: str, live: bool) -> str:
+    """The denoiser's precision for a stage: what was asked for, else int8 for live runs whose
+    stage runs on ONNX Runtime (LIVE_DENOISER_PRECISION), else fp32."""
+    if config.denoiser_precision:
+        return config.denoiser_precision
+    if live and backend in ("auto", "onnxruntime"):
+        from engines.runtime.backends import resolve_backend
+
+        if resolve_backend(backend).backend == "onnxruntime":
+            return LIVE_DENOISER_PRECISION
+    return "fp32"
 
 
 def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None, source: Source | None = None):
@@ -165,6 +184,8 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         raise ConfigError("--refine-steps must be at least 1")
     if config.max_persons < 1:
         raise ConfigError("--max-persons must be at least 1")
+    if config.denoiser_precision not in (None, "fp32", "int8"):
+        raise ConfigError(f"--denoiser-precision {config.denoiser_precision}: choose fp32 or int8")
     stage_backends(config.backend)  # a bad --backend fails before anything is opened
     cv2.setNumThreads(1)  # global; stages run in parallel threads on few cores
     live_hint = None if config.mode is None else config.mode == "live"

@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine-steps", type=int, metavar="S", help="guided steps (default: 1 live, 2 offline)")
     p.add_argument("--no-refine", action="store_true")
     p.add_argument("--no-lift", action="store_true")
+    p.add_argument("--denoiser-precision", choices=("fp32", "int8"),
+                   help="lift and refinement network weights (default: int8 live on CPU, else fp32)")
     p.add_argument("--max-persons", type=int, default=6, metavar="N",
                    help="follow at most N people (synthetic: at least PEOPLE)")
     p.add_argument("--detector-tiles", type=int, metavar="PIXELS",
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         max_frames=None if args.synthetic is not None else args.frames,
         camera=args.camera, lift=not args.no_lift, lift_steps=args.lift_steps, lift_samples=args.lift_samples,
         refine=not args.no_refine, refine_lag=args.refine_lag, refine_steps=args.refine_steps, progress=False, max_persons=args.max_persons,
-        detector_tile_size=args.detector_tiles,
+        detector_tile_size=args.detector_tiles, denoiser_precision=args.denoiser_precision,
     )
     backends = args.compare or [args.backend]
     conditions = machine()

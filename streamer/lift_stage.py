@@ -16,13 +16,14 @@ class LiftStage(Stage):
     :class:`calibration.camera.Camera`; its distortion is removed first) to SMPL arrays
     ``poses`` (72,), ``betas`` (10,), ``trans`` (3,), ``joints`` (24, 3),
     ``poses_std`` (24,) and ``joints_std`` (24,). Persons with too few keypoints are passed
-    on without them."""
+    on without them. ``precision``: ``int8`` runs the denoiser with int8 weights (ONNX Runtime)."""
 
     name = "lift"
 
     def __init__(self, camera, *, weights=None, num_steps: int = 4, num_samples: int = 8, threads: int = 1,
-                 backend: str = "auto"):
+                 backend: str = "auto", precision: str = "fp32"):
         self.camera = camera
+        self.precision = precision
         self.backend = backend
         self.weights = weights
         self.num_steps = num_steps
@@ -35,7 +36,8 @@ class LiftStage(Stage):
 
         torch.set_num_threads(self.threads)
         self.lifter = Lifter.load(self.weights, backend=self.backend, threads=self.threads,
-                                  num_steps=self.num_steps, num_samples=self.num_samples)
+                                  num_steps=self.num_steps, num_samples=self.num_samples,
+                                  precision=None if self.precision == "fp32" else self.precision)
 
     @property
     def body_model_name(self) -> str:

@@ -33,7 +33,7 @@ class RefineStage(Stage):
     name = "refine"
 
     def __init__(self, camera, *, lag: int = 5, context: int = 4, settings=None, weights=None, threads: int = 1,
-                 backend: str = "auto"):
+                 backend: str = "auto", precision: str = "fp32"):
         if lag < 0:
             raise ValueError(f"refine lag must be >= 0 frames, got {lag}")
         if backend in ("torch-compile", "tensorrt"):
@@ -43,7 +43,10 @@ class RefineStage(Stage):
             backend = "torch"
         if backend not in ("auto", "onnxruntime", "torch"):
             raise ValueError(f"refine: backend {backend!r} is not supported (auto, onnxruntime or torch)")
+        if precision == "int8" and backend == "torch":
+            raise ValueError("refine: precision int8 runs on onnxruntime, not torch")
         self.backend = backend
+        self.precision = precision
         self.camera = camera
         self.lag = lag
         self.context = context
@@ -79,13 +82,17 @@ class RefineStage(Stage):
             return model
         onnx_path = Path(self.weights or DEFAULT_WEIGHTS).with_suffix(".onnx")
         if settings.guide != "x0" or not onnx_path.is_file():
-            if self.backend == "onnxruntime":
+            if self.backend == "onnxruntime" or self.precision == "int8":
                 raise LifterWeightsError(f"refine on onnxruntime needs guide='x0' and {onnx_path} "
                                          f"(guide is {settings.guide!r}; the file "
                                          f"{'exists' if onnx_path.is_file() else 'is missing'})")
             return model
         from engines.diffusion.onnx_denoiser import OrtDenoiser
 
+        if self.precision == "int8":
+            from engines.runtime.quantize import int8_onnx
+
+            onnx_path = int8_onnx(onnx_path)
         return _ForwardOnly(OrtDenoiser(onnx_path, model.config, threads=self.threads))
 
     def process(self, frame: Frame) -> Frame | None:

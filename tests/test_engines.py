@@ -345,6 +345,75 @@ def test_lifter_on_onnxruntime_uses_the_fused_loop_and_matches_the_fallback(monk
     torch.testing.assert_close(a.joints, b.joints, atol=1e-4, rtol=1e-4)
 
 
+# ---------------------------------------------------------------- int8 denoiser
+
+
+@pytest.fixture(scope="module")
+def walker_cond():
+    """Condition features of the real walker's keypoints (committed keypoint file)."""
+    from calibration.camera import assumed_camera
+    from engines.diffusion.features import condition_features
+
+    z = np.load(Path(__file__).parent / "data" / "keypoints" / "sports2d_walker_blazepose33.npz")
+    cam = assumed_camera(*[int(v) for v in z["image_size"]])
+    norm = cam.normalize_keypoints(z["keypoints"].astype(np.float64)).astype(np.float32)
+    return condition_features(torch.from_numpy(norm))
+
+
+@needs_onnx
+def test_int8_denoiser_is_cached_quantised_and_close_to_float(denoiser, walker_cond, tmp_path):
+    import onnx
+
+    from engines.diffusion.onnx_denoiser import OrtDenoiser
+    from engines.runtime.models import DENOISER_ONNX
+    from engines.runtime.quantize import int8_onnx
+
+    path = int8_onnx(DENOISER_ONNX, directory=tmp_path)
+    assert path.parent == tmp_path and path.with_suffix(".json").is_file()
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "MatMulInteger" in ops and "Gemm" not in ops, ops
+    assert path.stat().st_size < 0.6 * DENOISER_ONNX.stat().st_size  # int8, not the float16 file's 2 bytes
+    mtime = path.stat().st_mtime_ns
+    assert int8_onnx(DENOISER_ONNX, directory=tmp_path) == path and path.stat().st_mtime_ns == mtime  # reused
+
+    cond = walker_cond[:8]
+    x_t = torch.randn(8, 154, generator=torch.Generator().manual_seed(0))
+    t = torch.full((8,), 500)
+    with torch.no_grad():
+        ref = denoiser(x_t, t, cond)
+    got = OrtDenoiser(path, denoiser.config)(x_t, t, cond)
+    rel = ((got - ref).pow(2).mean() / ref.pow(2).mean()).sqrt().item()
+    assert 1e-4 < rel < 0.15, rel  # quantised (not the float graph), yet the same function
+
+
+@needs_onnx
+def test_int8_lifter_runs_on_onnxruntime_only(monkeypatch, tmp_path):
+    from engines.body.body_model import BodyModel
+    from engines.lifting.lifter import Lifter
+
+    monkeypatch.setenv("SMPLSTREAM_CACHE", str(tmp_path))
+    body = BodyModel.load()
+    lifter = Lifter.load(body=body, backend="onnxruntime", precision="int8", num_steps=2)
+    assert "int8" in lifter.describe()
+    assert list(tmp_path.glob("denoiser-int8-*.onnx"))
+    with pytest.raises(ValueError, match="onnxruntime"):
+        Lifter.load(body=body, backend="torch", precision="int8")
+
+
+def test_live_runs_take_the_int8_denoiser_on_cpu_only(machine):
+    from streamer.app import RunConfig, denoiser_precision
+
+    machine()  # no CUDA
+    config = RunConfig(source="x")
+    assert denoiser_precision(config, "auto", live=True) == "int8"
+    assert denoiser_precision(config, "onnxruntime", live=True) == "int8"
+    assert denoiser_precision(config, "auto", live=False) == "fp32"
+    assert denoiser_precision(config, "torch", live=True) == "fp32"
+    assert denoiser_precision(RunConfig(source="x", denoiser_precision="fp32"), "auto", live=True) == "fp32"
+    machine(cuda=True, trt=True)  # a GPU machine: auto is TensorRT there, which keeps its own precision
+    assert denoiser_precision(config, "auto", live=True) == "fp32"
+
+
 # ---------------------------------------------------------------- export checks
 
 

@@ -157,10 +157,16 @@ def load_sampler(backend: str, device: str, model, *, weights: str | Path | None
     * ``torch-compile``: ``torch.compile`` of the fused loop, ``mode="reduce-overhead"``
       on CUDA (CUDA graphs), Inductor's default on CPU.
     * ``tensorrt``: the fused loop as a TensorRT engine (fp16, persons 1..32, N fixed).
+
+    ``precision``: ``int8`` (onnxruntime only) runs the denoiser with int8 weights
+    (:mod:`engines.runtime.quantize`); tensorrt defaults to fp16, the others run fp32.
     """
     from .fused_sampler import CudaGraphSampler, FusedSampler, OrtFusedSampler
 
+    from .quantize import check_int8, int8_onnx
+
     weights = Path(weights or DENOISER_WEIGHTS)
+    int8 = check_int8(precision, backend)
     if backend == "onnxruntime":
         if importlib.util.find_spec("onnx") is None:
             global _warned_no_onnx
@@ -169,7 +175,13 @@ def load_sampler(backend: str, device: str, model, *, weights: str | Path | None
                             "(`pip install onnx` for the fused loop)")
                 _warned_no_onnx = True
             return None
-        return OrtFusedSampler(weights.with_suffix(".onnx"), scheduler, num_steps, threads=threads, device=device)
+        onnx_path = weights.with_suffix(".onnx")
+        sampler = OrtFusedSampler(int8_onnx(onnx_path) if int8 else onnx_path, scheduler, num_steps, threads=threads,
+                                  device=device)
+        if int8:
+            sampler.info.precision = "int8"
+            sampler.info.source = f"{onnx_path} (int8 weights, fused, K={num_steps})"
+        return sampler
     fused = FusedSampler(model, scheduler, num_steps)
     info = EngineInfo("sampler", backend, device, "fp32", torch.get_num_threads(),
                       source=str(weights), details={"K": num_steps})
