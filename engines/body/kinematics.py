@@ -4,6 +4,8 @@ Batched over a leading dimension B, differentiable, dtype/device of the inputs.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -26,6 +28,23 @@ def tree_levels(parents: list[int] | tuple[int, ...]) -> list[list[int]]:
     return levels
 
 
+@functools.lru_cache(maxsize=16)
+def _level_plan(parents: tuple[int, ...], device: str):
+    """Index tensors for level-by-level kinematics: per level after the root, its joints and
+    the position of each one's parent within the previous level; the permutation from level
+    order back to joint order; and each joint's parent (the root's own index for the root)."""
+    levels = tree_levels(parents)
+    plan = []
+    for prev, level in zip(levels, levels[1:]):
+        where = {j: k for k, j in enumerate(prev)}
+        plan.append((torch.tensor(level, device=device), torch.tensor([where[parents[j]] for j in level], device=device)))
+    level_order = [j for level in levels for j in level]
+    order = torch.empty(len(parents), dtype=torch.long)
+    order[torch.tensor(level_order)] = torch.arange(len(parents))
+    par = torch.tensor([max(p, 0) for p in parents], device=device)
+    return plan, order.to(device), par
+
+
 def forward_kinematics(
     rotations: torch.Tensor,
     rest_joints: torch.Tensor,
@@ -38,33 +57,29 @@ def forward_kinematics(
         rotations: (B, J, 3, 3) local joint rotations (the root's is its world rotation).
         rest_joints: (B, J, 3) rest-pose joint positions.
         parents: parent of each joint, -1 for the root (a single root at index 0).
-        levels: ``tree_levels(parents)``, to reuse a precomputed grouping.
+        levels: unused (kept for callers that pass ``tree_levels(parents)``; the grouping is
+            cached per tree).
 
     Returns:
         (B, J, 3, 3) world rotations G_j and (B, J, 3) posed joint positions t_j, with
         ``G_j = G_parent R_j`` and ``t_j = t_parent + G_parent (J_j - J_parent)``; the root
         stays at its rest position.
     """
-    if levels is None:
-        levels = tree_levels(parents)
-    par = torch.tensor([max(p, 0) for p in parents], device=rest_joints.device)
+    parents = tuple(int(p) for p in parents)
+    plan, order, par = _level_plan(parents, str(rest_joints.device))
     offsets = rest_joints - rest_joints[:, par]  # root row: zero
-    G = [None] * len(parents)
-    t = [None] * len(parents)
-    root = levels[0][0]
-    G[root] = rotations[:, root]
-    t[root] = rest_joints[:, root]
-    for level in levels[1:]:
-        idx = torch.tensor(level, device=rest_joints.device)
-        pidx = [parents[j] for j in level]
-        Gp = torch.stack([G[p] for p in pidx], dim=1)  # (B, L, 3, 3)
-        tp = torch.stack([t[p] for p in pidx], dim=1)  # (B, L, 3)
-        Gl = Gp @ rotations[:, idx]
-        tl = tp + (Gp @ offsets[:, idx, :, None])[..., 0]
-        for k, j in enumerate(level):
-            G[j] = Gl[:, k]
-            t[j] = tl[:, k]
-    return torch.stack(G, dim=1), torch.stack(t, dim=1)
+    # One batched product per tree level, each level's parents gathered from the level
+    # before it: a few dozen tensor operations for any batch (this runs inside guidance's
+    # gradient loop, where the count of operations, not their size, sets the time).
+    G, t = rotations[:, :1], rest_joints[:, :1]
+    Gs, ts = [G], [t]
+    for idx, parent_pos in plan:
+        Gp, tp = G[:, parent_pos], t[:, parent_pos]
+        G = Gp @ rotations[:, idx]
+        t = tp + (Gp @ offsets[:, idx, :, None])[..., 0]
+        Gs.append(G)
+        ts.append(t)
+    return torch.cat(Gs, dim=1)[:, order], torch.cat(ts, dim=1)[:, order]
 
 
 def skinning_transforms(

@@ -14,6 +14,8 @@ so strong temporal smoothing costs no extra iterations.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 FIXED_WEIGHT = 1e6  # context frames: held (numerically) at their values
@@ -42,9 +44,20 @@ def smooth_prox(z: torch.Tensor, free: torch.Tensor, valid: torch.Tensor, vel: f
     rows stay, padding rows are returned as given."""
     if vel == 0 and acc == 0:
         return z
-    Lm = smoothness_matrix(valid, vel, acc)
-    w = torch.where(free & valid, torch.ones_like(z[..., 0]),
-                    torch.where(valid, torch.full_like(z[..., 0], FIXED_WEIGHT), torch.ones_like(z[..., 0])))
-    A = torch.diag_embed(w) + Lm
-    y = torch.linalg.solve(A.double(), (w[..., None] * z).double()).to(z.dtype)
+    M = _prox_operator(free.cpu().numpy().tobytes(), valid.cpu().numpy().tobytes(), tuple(free.shape), float(vel),
+                       float(acc)).to(z.device)
+    y = (M @ z.double()).to(z.dtype)
     return torch.where((free & valid)[..., None], y, z)
+
+
+@functools.lru_cache(maxsize=256)
+def _prox_operator(free: bytes, valid: bytes, shape: tuple[int, int], vel: float, acc: float) -> torch.Tensor:
+    """(S, T, T) float64 matrices ``(diag(w) + L)^-1 diag(w)`` of the proximal step for these
+    masks. A stream's windows repeat the same few mask patterns frame after frame, so each
+    is solved once (the step then costs one small matrix product)."""
+    free_t = torch.frombuffer(bytearray(free), dtype=torch.bool).view(shape)
+    valid_t = torch.frombuffer(bytearray(valid), dtype=torch.bool).view(shape)
+    Lm = smoothness_matrix(valid_t, vel, acc).double()
+    ones = torch.ones(shape, dtype=torch.float64)
+    w = torch.where(free_t & valid_t, ones, torch.where(valid_t, ones * FIXED_WEIGHT, ones))
+    return torch.linalg.solve(torch.diag_embed(w) + Lm, torch.diag_embed(w))
