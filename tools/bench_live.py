@@ -3,13 +3,16 @@
 at its 30 fps, as a camera) and on the synthetic camera with 1 and 2 people, before and after
 the live defaults, interleaved in one run (this machine is shared: compare within a run).
 
-    python tools/bench_live.py [--rounds 2] [--json out.json]
+    python tools/bench_live.py [--rounds 2] [--sources clip clip-1 ...] [--json out.json]
 
 "before": the settings live mode used before the live profile (lift K = 4 steps, refinement
-2 guided steps with eager torch); "after": the live defaults (lift K = 2, refinement 1 step,
-its denoiser on ONNX Runtime). Both run the current code (the source waits for the models,
-the detector cadence counts processed frames). Frames of the real clip are also split by
-how many people they show. Figures: docs/performance.md.
+2 guided steps with eager torch, float32 denoiser); "fp32": the live defaults but with the
+float32 denoiser (what int8 buys); "after": the live defaults (lift K = 2, refinement 1 step,
+the denoiser with int8 weights on ONNX Runtime). All run the current code (the source waits
+for the models, the detector runs beside the landmarks, the landmark model without its
+segmentation head). ``--max-persons 1`` follows one person in the clip (the target's
+case); frames of the real clip are also split by how many people they show.
+Figures: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from streamer.bench import bench_once, end_to_end, machine  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "sports2d_demo.mp4"
 VARIANTS = {
-    "before": dict(lift_steps=4, refine_steps=2, backend="refine=torch"),
+    "before": dict(lift_steps=4, refine_steps=2, backend="refine=torch", denoiser_precision="fp32"),
+    "fp32": dict(denoiser_precision="fp32"),
     "after": dict(),
 }
-SOURCES = {"clip": None, "synthetic-1": 1, "synthetic-2": 2}
+SOURCES = {"clip": None, "clip-1": None, "synthetic-1": 1, "synthetic-2": 2}
+MAX_PERSONS = {"clip-1": 1}  # the others follow up to 6 (the default)
 
 
 def main() -> int:
@@ -48,7 +53,8 @@ def main() -> int:
     for _ in range(args.rounds):
         for src in args.sources:
             for variant in args.variants:
-                config = RunConfig(source=str(CLIP), mode="live", publish=None, progress=False, **VARIANTS[variant])
+                config = RunConfig(source=str(CLIP), mode="live", publish=None, progress=False,
+                                   max_persons=MAX_PERSONS.get(src, 6), **VARIANTS[variant])
                 summary = bench_once(config, synthetic=SOURCES[src], frames=args.frames, warmup=10)
                 runs.setdefault(src, {}).setdefault(variant, []).append(summary)
                 _, g = end_to_end(summary)
@@ -68,7 +74,7 @@ def main() -> int:
                 f"({med([s['stages'][n]['cpu_ms_per_frame'] for s in summaries]):.1f})"
                 for n in summaries[0]["stages"] if n != "grab")
             print(f"{src:12s} {variant:7s} {fps:6.1f} {p50:7.1f} {p99:7.1f}  {stages}")
-            if src == "clip":
+            if src.startswith("clip"):
                 for n in sorted({k for s in summaries for k in s["end_to_end_ms_by_people"]}):
                     rows = [s["end_to_end_ms_by_people"][n] for s in summaries if n in s["end_to_end_ms_by_people"]]
                     print(f"{'':12s} {'':7s} {n} people in frame: {sum(r['frames'] for r in rows)} frames, "
