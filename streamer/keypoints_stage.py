@@ -220,11 +220,13 @@ class PersonKeypoints:
         # The cadence counts calls, not stream frames: in live mode dropped frames would
         # otherwise make every processed frame a detector frame, slowing the stage further.
         self._calls += 1
-        due = self._last_detect is None or self._calls - self._last_detect >= self.detect_every
+        # With max_persons followed, nobody the detector finds could be taken on: it rests
+        # until someone is lost.
+        room = len(carried) < self.max_persons
+        due = room and (self._last_detect is None or self._calls - self._last_detect >= self.detect_every)
         # Someone recently lost (the tracker still holds the track) is searched
-        # for on every frame for a short while, so they come back under their id; not while
-        # max_persons are followed, as nobody found could be taken on.
-        searching = len(carried) < self.max_persons and any(
+        # for on every frame for a short while, so they come back under their id.
+        searching = room and any(
             t.state == TrackState.LOST and t.time_since_update <= self.search_frames for t in self.tracker.tracks
         )
         new: list[Roi] = []
@@ -233,7 +235,7 @@ class PersonKeypoints:
         detect = self.detector if due else self.detector.detect_single
         if self._background is not None and carried:
             found = self._background.collect()  # from an earlier frame: people move little
-            if found is not None:
+            if found is not None and room:
                 new = self._new_rois(found, carried)
             if (due or searching) and self._background.submit(detect, frame_rgb):
                 self.detector_runs += 1

@@ -140,3 +140,24 @@ def test_background_detection_follows_the_same_people(clip_results):
     assert len(seen) >= 0.95 * len(frames)
     two = [i for i in range(80, 160, STRIDE) if len(results[i]) == 2]
     assert len(two) >= 0.9 * len(range(80, 160, STRIDE))
+
+
+def test_at_max_persons_the_detector_rests_and_only_followed_people_are_keypointed():
+    """Following one person of the two: the detector runs only while nobody (or fewer than
+    max_persons) is followed, and the landmark network never sees a second person."""
+    pk = PersonKeypoints(detect_every=5, max_persons=1)
+    batches = []
+    landmarker = pk.landmarker
+
+    def counting(image, rois):
+        batches.append(len(rois))
+        return landmarker(image, rois)
+
+    pk.landmarker = counting
+    results = _run(pk)
+    assert all(len(persons) <= 1 for persons in results.values())
+    followed = sum(1 for persons in results.values() if persons)
+    assert followed >= 0.9 * len(results)
+    assert max(batches) == 1
+    # In line at the start and after each loss (the clip has two), never at the cadence of 5.
+    assert pk.detector_runs < len(results) / 5 / 2, (pk.detector_runs, len(results))
