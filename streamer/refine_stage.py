@@ -87,13 +87,13 @@ class RefineStage(Stage):
                                          f"(guide is {settings.guide!r}; the file "
                                          f"{'exists' if onnx_path.is_file() else 'is missing'})")
             return model
-        from engines.diffusion.onnx_denoiser import OrtDenoiser
+        from engines.diffusion.onnx_denoiser import ForwardOnly, OrtDenoiser
 
         if self.precision == "int8":
             from engines.runtime.quantize import int8_onnx
 
             onnx_path = int8_onnx(onnx_path)
-        return _ForwardOnly(OrtDenoiser(onnx_path, model.config, threads=self.threads))
+        return ForwardOnly(OrtDenoiser(onnx_path, model.config, threads=self.threads))
 
     def process(self, frame: Frame) -> Frame | None:
         self._step += 1
@@ -147,16 +147,3 @@ class RefineStage(Stage):
             person.arrays.update(poses=poses[i].numpy().astype(np.float32), betas=x[i, 144:154].numpy().astype(np.float32),
                                  trans=trans[i].numpy().astype(np.float32), joints=joints[i].numpy().astype(np.float32))
         return frame
-
-
-class _ForwardOnly(torch.nn.Module):
-    """An ONNX Runtime denoiser as the torch module guidance expects (no parameters, no
-    gradient through it)."""
-
-    def __init__(self, ort_model) -> None:
-        super().__init__()
-        self.ort_model = ort_model
-        self.config = ort_model.config
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.ort_model(x_t, t, cond)

@@ -81,6 +81,19 @@ class OrtDenoiser:
         return torch.from_numpy(out)
 
 
+class ForwardOnly(torch.nn.Module):
+    """An :class:`OrtDenoiser` as the torch module guidance expects (no parameters, no
+    gradient through it: for guidance on the clean prediction, ``guide="x0"``)."""
+
+    def __init__(self, ort_model: OrtDenoiser) -> None:
+        super().__init__()
+        self.ort_model = ort_model
+        self.config = ort_model.config
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.ort_model(x_t, t, cond)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Export denoiser weights (default: the bundled ones) to ONNX beside them and check the
     ONNX Runtime output against eager torch on random inputs."""

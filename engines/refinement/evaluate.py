@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
 from engines.diffusion.features import condition_features
 from engines.lifting.lifter import Lifter, load_denoiser
-from engines.training.evaluate import joint_errors
+from engines.training.evaluate import joint_errors, lift_in_batches
 from engines.training.synthetic_views import ViewConfig, make_sequence_views
 
 from .baselines import kalman_rts, one_euro
@@ -97,10 +98,18 @@ def smooth_baseline(fn, x: torch.Tensor, trans: torch.Tensor, **kw) -> tuple[tor
 def evaluate(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     body = BodyModel.load()
+    int8 = args.precision == "int8"
     lifter = Lifter.load(args.weights, body, num_steps=args.lift_steps, num_samples=args.lift_samples, seed=args.seed,
-                         threads=args.threads)
+                         threads=args.threads, **({"backend": "onnxruntime", "precision": "int8"} if int8 else {}))
     overrides = json.loads(args.settings) if args.settings else {}
     model = load_denoiser(args.weights)
+    if int8:  # as live mode runs it: the guidance's network calls on the int8 ONNX graph
+        from engines.diffusion.onnx_denoiser import ForwardOnly, OrtDenoiser
+        from engines.lifting.lifter import DEFAULT_WEIGHTS
+        from engines.runtime.quantize import int8_onnx
+
+        onnx_path = int8_onnx(Path(args.weights or DEFAULT_WEIGHTS).with_suffix(".onnx"))
+        model = ForwardOnly(OrtDenoiser(onnx_path, model.config, threads=args.threads))
     guided_for = {L: GuidedRefiner(model, body, GuidanceSettings.for_lag(L, **overrides)) for L in {0, *args.lags}}
     settings = guided_for[max(args.lags)].settings
     g = torch.Generator().manual_seed(args.seed)
@@ -116,7 +125,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     for name, poses, trans_w in clips:
         views = make_sequence_views(body, torch.from_numpy(poses), ViewConfig(), g, torch.from_numpy(trans_w))
         T = poses.shape[0]
-        lift = lifter.lift(views.keypoints)
+        # int8 scales activations per call: lift frame by frame, as a live run does.
+        lift = lift_in_batches(lifter, views.keypoints, 1) if int8 else lifter.lift(views.keypoints)
         x = x_from_lift(lift.poses, lift.betas)
         trans = lift.trans.clone()
         for i in range(1, T):  # frames too damaged to lift hold the last estimate
@@ -156,7 +166,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.timing_tracks:
         name, poses, trans_w = clips[0]
         views = make_sequence_views(body, torch.from_numpy(poses), ViewConfig(), g, torch.from_numpy(trans_w))
-        lift = lifter.lift(views.keypoints)
+        # int8 scales activations per call: lift frame by frame, as a live run does.
+        lift = lift_in_batches(lifter, views.keypoints, 1) if int8 else lifter.lift(views.keypoints)
         x, trans = x_from_lift(lift.poses, lift.betas), lift.trans
         cond, camera = condition_features(views.keypoints), CameraParams(K=views.K[0])
         report["timing_ms"] = {}
@@ -226,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timing-tracks", type=int, nargs="*", default=[], help="also time 1, 2, 4... tracks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                   help="int8: the lift and the guidance's network with int8 weights on ONNX Runtime, as live "
+                        "mode runs them (default fp32)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plot", help="write a PA-MPJPE vs acceleration error figure (PNG) here")
     args = p.parse_args(argv)
