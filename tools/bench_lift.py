@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""CPU time of the lift (K denoising steps, N samples, persons batched), eager torch against
-ONNX Runtime, in one run (this machine is noisy: compare the ratio).
+"""CPU time of the lift (K denoising steps, N samples, persons batched): eager torch, ONNX
+Runtime, and ONNX Runtime with the int8 denoiser (live mode's engine on a CPU), in one run
+(this machine is noisy: compare the ratios).
 
     python tools/bench_lift.py [--steps 4] [--samples 8] [--threads 1] [--repeat 30]
 """
@@ -32,10 +33,12 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     body = BodyModel.load()
     views = make_views(body, torch.zeros(8, 72), ViewConfig(), torch.Generator().manual_seed(0))
-    lifters = {b: Lifter.load(body=body, backend=b, threads=args.threads, num_steps=args.steps,
-                              num_samples=args.samples) for b in ("torch", "onnxruntime")}
+    engines = {"torch": ("torch", None), "onnxruntime": ("onnxruntime", None), "int8": ("onnxruntime", "int8")}
+    lifters = {name: Lifter.load(body=body, backend=b, precision=prec, threads=args.threads, num_steps=args.steps,
+                                 num_samples=args.samples) for name, (b, prec) in engines.items()}
     print(f"lift, K={args.steps} steps, N={args.samples} samples, {args.threads} thread(s); median of {args.repeat}")
-    print(f"{'persons':>8} {'torch ms':>9} {'ORT ms':>8} {'torch/ORT':>10} {'ORT ms/person':>14}")
+    print(f"{'persons':>8} {'torch ms':>9} {'ORT ms':>8} {'ORT int8 ms':>12} {'torch/ORT':>10} {'ORT/int8':>9} "
+          f"{'int8 ms/person':>15}")
     for persons in (1, 8):
         kp = views.keypoints[:persons]
         times = {b: [] for b in lifters}
@@ -45,8 +48,9 @@ def main() -> int:
                 lifter.lift(kp)
                 times[name].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-        print(f"{persons:>8} {med['torch']:>9.2f} {med['onnxruntime']:>8.2f} "
-              f"{med['torch'] / med['onnxruntime']:>10.2f} {med['onnxruntime'] / persons:>14.2f}")
+        print(f"{persons:>8} {med['torch']:>9.2f} {med['onnxruntime']:>8.2f} {med['int8']:>12.2f} "
+              f"{med['torch'] / med['onnxruntime']:>10.2f} {med['onnxruntime'] / med['int8']:>9.2f} "
+              f"{med['int8'] / persons:>15.2f}")
     return 0
 
 
