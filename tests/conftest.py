@@ -8,6 +8,17 @@ CLIP = DATA / "sports2d_demo.mp4"  # 230 frames, 30 fps, 1768x994 (BSD-3, see da
 CLIP_FRAMES = 230
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _engine_cache(tmp_path_factory):
+    """Compiled and quantised engines (live runs make the int8 denoiser) go to a folder of
+    the test session, not the user's ~/.cache."""
+    import os
+
+    if "SMPLSTREAM_CACHE" not in os.environ:
+        os.environ["SMPLSTREAM_CACHE"] = str(tmp_path_factory.mktemp("engine-cache"))
+    yield
+
+
 def free_tcp_endpoint() -> str:
     """A loopback endpoint on a port nobody is listening on right now."""
     with socket.socket() as s:

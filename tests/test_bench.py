@@ -134,10 +134,11 @@ def test_refine_on_onnxruntime_matches_torch():
     import numpy as np
 
     from calibration.camera_file import camera_or_assumed
+    from engines.diffusion.onnx_denoiser import ForwardOnly
     from streamer.frames import Frame
     from streamer.keypoints_stage import KeypointsStage
     from streamer.lift_stage import LiftStage
-    from streamer.refine_stage import RefineStage, _ForwardOnly
+    from streamer.refine_stage import RefineStage
 
     source = SyntheticPeopleSource(1, frames=1, realtime=False)
     camera, _ = camera_or_assumed(None, *source.size)
@@ -145,7 +146,7 @@ def test_refine_on_onnxruntime_matches_torch():
     refiners = {b: RefineStage(camera, lag=0, backend=b) for b in ("torch", "onnxruntime")}
     for stage in (keypoints, lift, *refiners.values()):
         stage.start()
-    assert isinstance(refiners["onnxruntime"].online.refiner.model, _ForwardOnly)
+    assert isinstance(refiners["onnxruntime"].online.refiner.model, ForwardOnly)
     for i in range(3):
         frame = lift.process(keypoints.process(Frame(index=i, image=source.image, capture_time=0.0,
                                                      source_size=source.size)))
