@@ -67,3 +67,12 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["depth"] == 1
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["step"] for h in history][-2:] == [60, 70]
+    # A new run from the exported weights (how training goes on once a run directory is
+    # gone): their network whatever the flags say, and it starts where they ended.
+    scratch_first = history[0]["loss"]
+    args.out, args.init, args.steps = str(tmp_path / "again"), str(tmp_path / "run" / "denoiser.pt"), 10
+    train(args)
+    again = json.loads((tmp_path / "again" / "run.json").read_text())
+    assert again["config"]["depth"] == 1 and again["init"]["weights"].endswith("denoiser.pt")
+    first = json.loads((tmp_path / "again" / "history.json").read_text())[0]["loss"]
+    assert first < 0.8 * scratch_first, (first, scratch_first)

@@ -114,7 +114,20 @@ def train(args: argparse.Namespace) -> Path:
             log.warning("resuming with the run's own network %s (flags asked for width %d, depth %d)",
                         saved, args.width, args.depth)
         config = saved
+    init = None
+    init_path = getattr(args, "init", None)
+    if init_path and not ckpt_path.exists():
+        # Fine-tune shipped weights (their own network; the optimiser starts afresh): how
+        # training goes on in a new session once the run directory with its optimiser
+        # state is gone.
+        from engines.lifting.lifter import load_denoiser
+
+        init = load_denoiser(init_path)
+        config = init.config
     model = PoseDenoiser(config)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+        log.info("starting from the weights %s", init_path)
     scheduler = DDIMScheduler()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     view_cfg = ViewConfig()
@@ -131,6 +144,8 @@ def train(args: argparse.Namespace) -> Path:
     meta = {"data": str(args.data), "data_sha256": file_sha256(args.data), "frames": len(data),
             "config": config.to_dict(), "views": asdict(view_cfg), "batch": args.batch, "lr": args.lr,
             "steps": args.steps, "seed": args.seed, "body_model": body.name}
+    if init is not None:
+        meta["init"] = {"weights": str(init_path), "sha256": file_sha256(init_path)}
     (out / "run.json").write_text(json.dumps(meta, indent=2))
 
     stop = {"now": False}
@@ -241,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--export-only", action="store_true", help="export the latest checkpoint and exit")
+    p.add_argument("--init", metavar="WEIGHTS",
+                   help="start a new run from these weights (e.g. the shipped engines/diffusion/assets/"
+                        "denoiser.pt; their network, a fresh optimiser); ignored when resuming")
     return p
 
 
