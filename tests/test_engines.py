@@ -387,6 +387,19 @@ def test_int8_denoiser_is_cached_quantised_and_close_to_float(denoiser, walker_c
 
 
 @needs_onnx
+def test_int8_without_a_writable_cache_still_runs(tmp_path, caplog):
+    from engines.runtime.models import DENOISER_ONNX
+    from engines.runtime.quantize import int8_onnx
+
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    with caplog.at_level(logging.WARNING, logger="engines.runtime"):
+        path = int8_onnx(DENOISER_ONNX, directory=blocked)
+    assert path.is_file() and blocked not in path.parents
+    assert "cannot write the engine cache" in caplog.text
+
+
+@needs_onnx
 def test_int8_lifter_runs_on_onnxruntime_only(monkeypatch, tmp_path):
     from engines.body.body_model import BodyModel
     from engines.lifting.lifter import Lifter

@@ -59,10 +59,10 @@ def _fp32_weights(model) -> None:
 
 def int8_onnx(path: str | Path, directory: Path | None = None) -> Path:
     """The ONNX file at ``path`` with int8 weights in its matrix products (per channel), made
-    once and cached; returns the cached file."""
+    once and cached; returns the cached file. Where the cache folder cannot be written (a
+    read-only home), the file is made in a temporary folder for this process, with a warning."""
     import onnx
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     path = Path(path)
     fields = {"model_sha256": file_sha256(path), "precision": "int8-dynamic-per-channel",
@@ -70,7 +70,23 @@ def int8_onnx(path: str | Path, directory: Path | None = None) -> Path:
     out = cache_path(path.stem + "-int8", fields, ".onnx", directory)
     if out.is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _quantise(path, out)
+    except OSError as exc:
+        out = Path(tempfile.mkdtemp(prefix="smplstream-int8-")) / out.name
+        log.warning("cannot write the engine cache (%s); int8 weights made in %s for this run only "
+                    "(set SMPLSTREAM_CACHE to a writable folder to keep them)", exc, out.parent)
+        _quantise(path, out)
+    write_fields(out, fields)
+    log.info("int8 weights for %s cached at %s", path.name, out)
+    return out
+
+
+def _quantise(path: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     model = onnx.load(str(path))
     _fp32_weights(model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,6 +99,3 @@ def int8_onnx(path: str | Path, directory: Path | None = None) -> Path:
         os.close(fd)
         Path(staging).write_bytes(partial.read_bytes())
         os.replace(staging, out)
-    write_fields(out, fields)
-    log.info("int8 weights for %s cached at %s", path.name, out)
-    return out
