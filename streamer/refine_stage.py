@@ -87,13 +87,9 @@ class RefineStage(Stage):
                                          f"(guide is {settings.guide!r}; the file "
                                          f"{'exists' if onnx_path.is_file() else 'is missing'})")
             return model
-        from engines.diffusion.onnx_denoiser import ForwardOnly, OrtDenoiser
+        from engines.diffusion.onnx_denoiser import ForwardOnly
 
-        if self.precision == "int8":
-            from engines.runtime.quantize import int8_onnx
-
-            onnx_path = int8_onnx(onnx_path)
-        return ForwardOnly(OrtDenoiser(onnx_path, model.config, threads=self.threads))
+        return ForwardOnly.from_onnx(onnx_path, model.config, precision=self.precision, threads=self.threads)
 
     def process(self, frame: Frame) -> Frame | None:
         self._step += 1

@@ -105,7 +105,7 @@ class BodyModel(torch.nn.Module):
             raise ValueError(f"num_betas must be in 1..{data.num_betas} for model {data.name!r}, got {S}")
         self.num_betas = S
         self.parents = tuple(int(p) for p in data.parents)
-        self.levels = tree_levels(self.parents)
+        tree_levels(self.parents)  # raises unless every parent comes before its children
         self.keypoint_sets = tuple(data.keypoint_regressors)
 
         v_t = data.v_template
@@ -216,7 +216,7 @@ class BodyModel(torch.nn.Module):
                 )
 
         J_rest = self.rest_joints(betas)
-        G, t = forward_kinematics(R, J_rest, self.parents, self.levels)
+        G, t = forward_kinematics(R, J_rest, self.parents)
         T = t - (G @ J_rest[..., None])[..., 0]  # skinning translations
         pose_feature = None
         if self.posedirs is not None and (return_vertices or sets):  # SMPL's pose feature

@@ -49,7 +49,6 @@ def forward_kinematics(
     rotations: torch.Tensor,
     rest_joints: torch.Tensor,
     parents: list[int] | tuple[int, ...],
-    levels: list[list[int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """World rotations and positions of the joints of a posed tree.
 
@@ -57,8 +56,6 @@ def forward_kinematics(
         rotations: (B, J, 3, 3) local joint rotations (the root's is its world rotation).
         rest_joints: (B, J, 3) rest-pose joint positions.
         parents: parent of each joint, -1 for the root (a single root at index 0).
-        levels: unused (kept for callers that pass ``tree_levels(parents)``; the grouping is
-            cached per tree).
 
     Returns:
         (B, J, 3, 3) world rotations G_j and (B, J, 3) posed joint positions t_j, with

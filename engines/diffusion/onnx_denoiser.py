@@ -90,6 +90,17 @@ class ForwardOnly(torch.nn.Module):
         self.ort_model = ort_model
         self.config = ort_model.config
 
+    @classmethod
+    def from_onnx(cls, path: str | Path, config: DenoiserConfig, *, precision: str = "fp32",
+                  threads: int = 1) -> "ForwardOnly":
+        """The denoiser ONNX file at ``path`` (``precision="int8"``: its cached int8 version,
+        :func:`engines.runtime.quantize.int8_onnx`) on ONNX Runtime."""
+        if precision == "int8":
+            from engines.runtime.quantize import int8_onnx
+
+            path = int8_onnx(path)
+        return cls(OrtDenoiser(path, config, threads=threads))
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.ort_model(x_t, t, cond)
 

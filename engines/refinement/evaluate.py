@@ -104,12 +104,11 @@ def evaluate(args: argparse.Namespace) -> dict:
     overrides = json.loads(args.settings) if args.settings else {}
     model = load_denoiser(args.weights)
     if int8:  # as live mode runs it: the guidance's network calls on the int8 ONNX graph
-        from engines.diffusion.onnx_denoiser import ForwardOnly, OrtDenoiser
+        from engines.diffusion.onnx_denoiser import ForwardOnly
         from engines.lifting.lifter import DEFAULT_WEIGHTS
-        from engines.runtime.quantize import int8_onnx
 
-        onnx_path = int8_onnx(Path(args.weights or DEFAULT_WEIGHTS).with_suffix(".onnx"))
-        model = ForwardOnly(OrtDenoiser(onnx_path, model.config, threads=args.threads))
+        model = ForwardOnly.from_onnx(Path(args.weights or DEFAULT_WEIGHTS).with_suffix(".onnx"), model.config,
+                                      precision="int8", threads=args.threads)
     guided_for = {L: GuidedRefiner(model, body, GuidanceSettings.for_lag(L, **overrides)) for L in {0, *args.lags}}
     settings = guided_for[max(args.lags)].settings
     g = torch.Generator().manual_seed(args.seed)

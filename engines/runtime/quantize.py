@@ -19,9 +19,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from .cache import cache_dir, cache_path, file_sha256, write_fields
+from .cache import cache_path, file_sha256, write_fields
 
 log = logging.getLogger("engines.runtime")
+
 
 def check_int8(precision: str | None, backend: str) -> bool:
     """Whether ``precision`` asks for int8; a clear error where ``backend`` cannot run it."""
