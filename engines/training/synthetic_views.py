@@ -89,7 +89,7 @@ def _rot_z(a: torch.Tensor) -> torch.Tensor:
 
 
 def _uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=g)
+    return lo + (hi - lo) * torch.rand(n, generator=g, device=g.device)
 
 
 # SMPL world (Y up, the body faces +Z) to a camera looking along world -Z (OpenCV: y down).
@@ -111,18 +111,19 @@ def _sample_rotation(n: int, cfg: ViewConfig, g: torch.Generator) -> torch.Tenso
     """Heading, pitch, roll: the world as the camera sees it, (n, 3, 3)."""
     yaw = _uniform(-math.pi, math.pi, n, g)
     pitch = torch.deg2rad(_uniform(*cfg.pitch_deg, n, g))
-    roll = torch.deg2rad(torch.randn(n, generator=g) * cfg.roll_sd_deg)
-    return _rot_z(roll) @ _rot_x(-pitch) @ WORLD_TO_CAMERA @ _rot_y(yaw)
+    roll = torch.deg2rad(torch.randn(n, generator=g, device=g.device) * cfg.roll_sd_deg)
+    return _rot_z(roll) @ _rot_x(-pitch) @ WORLD_TO_CAMERA.to(yaw.device) @ _rot_y(yaw)
 
 
 def _sample_intrinsics(R_cw: torch.Tensor, cfg: ViewConfig, g: torch.Generator) -> _Camera:
     n = R_cw.shape[0]
     hfov = torch.deg2rad(_uniform(*cfg.hfov_deg, n, g))
-    aspect = torch.tensor(cfg.aspects)[torch.randint(len(cfg.aspects), (n,), generator=g)]
-    W = torch.full((n,), cfg.image_width)
+    dev = g.device
+    aspect = torch.tensor(cfg.aspects, device=dev)[torch.randint(len(cfg.aspects), (n,), generator=g, device=dev)]
+    W = torch.full((n,), cfg.image_width, device=dev)
     H = W / aspect
     f = (W / 2) / torch.tan(hfov / 2)
-    K = torch.zeros(n, 3, 3)
+    K = torch.zeros(n, 3, 3, device=dev)
     K[:, 0, 0] = K[:, 1, 1] = f
     K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = W / 2, H / 2, 1.0
     return _Camera(R_cw=R_cw, K=K, f=f, W=W, H=H)
@@ -134,12 +135,12 @@ def _sample_placement(cam: _Camera, extent: torch.Tensor, cfg: ViewConfig, g: to
     n = cam.f.shape[0]
     frac = _uniform(*cfg.person_height_frac, n, g)
     depth = (cam.f * extent / (frac * cam.H)).clamp(min=cfg.min_depth)
-    inside = torch.rand(n, generator=g) < cfg.inside_prob
-    lo = torch.where(inside, torch.full((n,), 0.15), torch.full((n,), -0.1))
+    inside = _uniform(0, 1, n, g) < cfg.inside_prob
+    lo = torch.where(inside, 0.15, -0.1)
     hi = 1 - lo
-    u = (lo + (hi - lo) * torch.rand(n, generator=g)) * cam.W
-    v = (lo + (hi - lo) * torch.rand(n, generator=g)) * cam.H
-    ray = torch.stack([(u - cam.W / 2) / cam.f, (v - cam.H / 2) / cam.f, torch.ones(n)], -1)
+    u = (lo + (hi - lo) * _uniform(0, 1, n, g)) * cam.W
+    v = (lo + (hi - lo) * _uniform(0, 1, n, g)) * cam.H
+    ray = torch.stack([(u - cam.W / 2) / cam.f, (v - cam.H / 2) / cam.f, torch.ones_like(u)], -1)
     return depth[:, None] * ray
 
 
@@ -163,7 +164,7 @@ def make_views(body, poses: torch.Tensor, cfg: ViewConfig, g: torch.Generator,
     B = poses.shape[0]
     R = axis_angle_to_matrix(poses.view(B, 24, 3).float())
     if betas is None:
-        betas = (torch.randn(B, 10, generator=g) * cfg.betas_sd).clamp(-3, 3)
+        betas = (torch.randn(B, 10, generator=g, device=g.device) * cfg.betas_sd).clamp(-3, 3)
     R_cw = _sample_rotation(B, cfg, g)
     poses_cam = torch.cat([(R_cw @ R[:, 0])[:, None], R[:, 1:]], dim=1)
     out = body(poses_cam, betas, keypoints="blazepose33")
@@ -190,7 +191,7 @@ def make_sequence_views(body, poses: torch.Tensor, cfg: ViewConfig, g: torch.Gen
     T = poses.shape[0]
     R = axis_angle_to_matrix(poses.view(T, 24, 3).float())
     if betas is None:
-        betas = (torch.randn(1, 10, generator=g) * cfg.betas_sd).clamp(-3, 3)
+        betas = (torch.randn(1, 10, generator=g, device=g.device) * cfg.betas_sd).clamp(-3, 3)
     betas = betas.reshape(1, -1).expand(T, -1).contiguous()
     R_cw = _sample_rotation(1, cfg, g)
     poses_cam = torch.cat([(R_cw @ R[:, 0])[:, None], R[:, 1:]], dim=1)
@@ -199,7 +200,7 @@ def make_sequence_views(body, poses: torch.Tensor, cfg: ViewConfig, g: torch.Gen
     cam = _sample_intrinsics(R_cw, cfg, g)
     spread = kp3d[..., :2].amax(1) - kp3d[..., :2].amin(1)
     extent = spread.amax(-1).clamp(min=0.3).mean().reshape(1)
-    path = torch.zeros(T, 3) if trans_world is None else (R_cw[0] @ (trans_world.float() - trans_world.float().mean(0)).T).T
+    path = torch.zeros(T, 3, device=g.device) if trans_world is None else (R_cw[0] @ (trans_world.float() - trans_world.float().mean(0)).T).T
     centre = _sample_placement(cam, extent, cfg, g)[0]
     # Keep the whole clip in front of the camera: push the camera back along its axis if needed.
     nearest = (centre[2] + path[:, 2]).min()
@@ -217,28 +218,38 @@ def _damage(clean: torch.Tensor, behind: torch.Tensor, W: torch.Tensor, H: torch
             g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Detector-like noise on clean pixel positions (B, J, 2) -> (noisy (B, J, 2), conf (B, J))."""
     B, J, _ = clean.shape
+    dev = g.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=g, device=dev)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, device=dev)
+
+    def between(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * rand(*shape)
     size = (clean.amax(1) - clean.amin(1)).amax(-1).clamp(min=8.0)  # person's extent, px
-    level = _uniform(*cfg.jitter_frac, B, g)[:, None] * torch.empty(B, J).uniform_(0.5, 1.5, generator=g)
+    level = _uniform(*cfg.jitter_frac, B, g)[:, None] * between(0.5, 1.5, B, J)
     sigma = level * size[:, None]
-    noisy = clean + torch.randn(B, J, 2, generator=g) * sigma[..., None]
-    conf = (torch.empty(B, J).uniform_(0.75, 1.0, generator=g) - 4.0 * level).clamp(0.05, 1.0)
+    noisy = clean + randn(B, J, 2) * sigma[..., None]
+    conf = (between(0.75, 1.0, B, J) - 4.0 * level).clamp(0.05, 1.0)
 
-    outlier = torch.rand(B, J, generator=g) < cfg.outlier_prob
-    jump = torch.randn(B, J, 2, generator=g) * (cfg.outlier_frac * size)[:, None, None]
+    outlier = rand(B, J) < cfg.outlier_prob
+    jump = randn(B, J, 2) * (cfg.outlier_frac * size)[:, None, None]
     noisy = torch.where(outlier[..., None], noisy + jump, noisy)
-    conf = torch.where(outlier, torch.empty(B, J).uniform_(0.1, 0.8, generator=g), conf)
+    conf = torch.where(outlier, between(0.1, 0.8, B, J), conf)
 
-    missing = torch.rand(B, J, generator=g) < _uniform(0, cfg.drop_prob_max, B, g)[:, None]
+    missing = rand(B, J) < _uniform(0, cfg.drop_prob_max, B, g)[:, None]
     for limb in LIMBS:
-        lost = torch.rand(B, generator=g) < cfg.limb_drop_prob / len(LIMBS)
+        lost = rand(B) < cfg.limb_drop_prob / len(LIMBS)
         missing[:, list(limb)] |= lost[:, None]
     outside = (noisy[..., 0] < 0) | (noisy[..., 0] >= W[:, None]) | (noisy[..., 1] < 0) | (noisy[..., 1] >= H[:, None])
-    keep_outside = torch.rand(B, J, generator=g) < cfg.outside_keep_prob
+    keep_outside = rand(B, J) < cfg.outside_keep_prob
     conf = torch.where(outside & keep_outside, conf * 0.3, conf)
     missing |= (outside & ~keep_outside) | behind
-    coco_only = torch.rand(B, generator=g) < cfg.coco_only_prob
-    not_coco = torch.ones(J, dtype=torch.bool)
-    not_coco[COCO_IN_BLAZEPOSE] = False
+    coco_only = rand(B) < cfg.coco_only_prob
+    not_coco = torch.ones(J, dtype=torch.bool, device=dev)
+    not_coco[COCO_IN_BLAZEPOSE.to(dev)] = False
     missing |= coco_only[:, None] & not_coco[None]
     conf = torch.where(missing, torch.zeros_like(conf), conf)
     noisy = torch.where(missing[..., None], torch.zeros_like(noisy), noisy)

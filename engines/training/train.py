@@ -48,13 +48,14 @@ def file_sha256(path: str | Path) -> str:
 
 
 class MocapPoses:
-    """The training (or held-out) frames of a dataset written by ``engines.mocap.dataset``."""
+    """The training (or held-out) frames of a dataset written by ``engines.mocap.dataset``
+    (or of its compact copy, :func:`write_compact`), on ``device``."""
 
-    def __init__(self, path: str | Path, heldout: bool = False):
+    def __init__(self, path: str | Path, heldout: bool = False, device: str | torch.device = "cpu"):
         with np.load(path) as d:
             held = d["clip_heldout"][d["clip_id"]]
             keep = held if heldout else ~held
-            self.poses = torch.from_numpy(d["poses"][keep].astype(np.float32))
+            self.poses = torch.from_numpy(d["poses"][keep].astype(np.float32)).to(device)
             self.clip_id = d["clip_id"][keep]
         if len(self.poses) == 0:
             raise ValueError(f"{path}: no {'held-out' if heldout else 'training'} frames")
@@ -63,16 +64,55 @@ class MocapPoses:
         return len(self.poses)
 
     def batch(self, size: int, g: torch.Generator) -> torch.Tensor:
-        return self.poses[torch.randint(len(self.poses), (size,), generator=g)]
+        return self.poses[torch.randint(len(self.poses), (size,), generator=g, device=g.device)]
+
+
+def write_compact(data: str | Path, out: str | Path, every: int = 2) -> Path:
+    """A small copy of a dataset for another machine: every ``every``-th frame (adjacent
+    frames at 30 fps are nearly the same pose), float16 poses, the clip ids and held-out
+    flags; ``source_sha256`` names the full file it came from."""
+    with np.load(data) as d:
+        np.savez_compressed(out, poses=d["poses"][::every].astype(np.float16), clip_id=d["clip_id"][::every],
+                            clip_heldout=d["clip_heldout"], source_sha256=file_sha256(data), every=every)
+    return Path(out)
+
+
+#: Diffusion times the samplers visit: the K-step DDIM times at K = 1, 2 and 4 (pure noise
+#: at 999, then 749, 500, 250) and refinement's noise levels (``noise_t`` 100, then 50).
+SAMPLER_TIMES = (999, 749, 500, 250, 100, 50)
+
+
+def draw_timesteps(B: int, scheduler: DDIMScheduler, g: torch.Generator, recipe: str = "uniform",
+                   uniform_share: float = 0.3, jitter: float = 25.0) -> torch.Tensor:
+    """Diffusion times (B,) for one training batch.
+
+    ``uniform``: every time alike (the original recipe). ``sampler``: training spent where
+    sampling happens: ``1 - uniform_share`` of the rows at one of :data:`SAMPLER_TIMES`
+    (Gaussian jitter of ``jitter`` steps, so the network stays smooth around them), the rest
+    uniform, so the model remains a prior at every noise level (refinement inverts to
+    other levels, and more sampling steps visit others)."""
+    T = scheduler.num_train_steps
+    dev = g.device
+    t = torch.randint(0, T, (B,), generator=g, device=dev)
+    if recipe == "uniform":
+        return t
+    if recipe != "sampler":
+        raise ValueError(f"unknown timestep recipe {recipe!r} (uniform or sampler)")
+    times = torch.tensor(SAMPLER_TIMES, device=dev, dtype=torch.float32)
+    pick = times[torch.randint(len(SAMPLER_TIMES), (B,), generator=g, device=dev)]
+    near = (pick + jitter * torch.randn(B, generator=g, device=dev)).round().clamp(0, T - 1).long()
+    keep_uniform = torch.rand(B, generator=g, device=dev) < uniform_share
+    return torch.where(keep_uniform, t, near)
 
 
 def training_loss(model: PoseDenoiser, body: BodyModel, scheduler: DDIMScheduler, views, g: torch.Generator,
-                  joint_weight: float = 10.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Diffusion regression loss on one batch of views."""
+                  joint_weight: float = 10.0, timesteps: str = "uniform") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Diffusion regression loss on one batch of views (parts as tensors: reading them
+    every step would stall a GPU)."""
     B = views.x0.shape[0]
     cond = condition_features(views.keypoints)
-    t = torch.randint(0, scheduler.num_train_steps, (B,), generator=g)
-    noise = torch.randn(views.x0.shape, generator=g)
+    t = draw_timesteps(B, scheduler, g, timesteps)
+    noise = torch.randn(views.x0.shape, generator=g, device=g.device)
     x_t = scheduler.add_noise(views.x0, noise, t)
     pred = model(x_t, t, cond)
     param_loss = torch.nn.functional.mse_loss(pred, views.x0)
@@ -81,7 +121,39 @@ def training_loss(model: PoseDenoiser, body: BodyModel, scheduler: DDIMScheduler
     joints_true = views.joints_cam - views.trans_cam[:, None]
     joint_loss = (joints_pred - joints_true).norm(dim=-1).mean()
     loss = param_loss + joint_weight * joint_loss
-    return loss, {"loss": loss.item(), "param": param_loss.item(), "joint_mm": joint_loss.item() * 1000}
+    return loss, {"loss": loss.detach(), "param": param_loss.detach(), "joint_mm": joint_loss.detach() * 1000}
+
+
+class HeldoutProbe:
+    """A quick held-out check run during training (the same views every time): K-step DDIM
+    from fixed noise, ``samples`` per person, the 6D mean of the samples; MPJPE and PA-MPJPE
+    (mm, 24 joints). A proxy for ``evaluate-lifter`` (no mirrored half, no rotation mean),
+    cheap enough to draw a curve on the device that trains."""
+
+    def __init__(self, data: str | Path, body: BodyModel, device, frames: int = 1000, samples: int = 4,
+                 steps: tuple[int, ...] = (1, 4), seed: int = 0):
+        g = torch.Generator(device=device).manual_seed(seed)
+        views = make_views(body, MocapPoses(data, heldout=True, device=device).batch(frames, g), ViewConfig(), g)
+        self.cond = condition_features(views.keypoints)
+        self.true = views.joints_cam - views.trans_cam[:, None]
+        self.body, self.samples, self.steps, self.seed, self.device = body, samples, steps, seed, device
+
+    @torch.no_grad()
+    def __call__(self, model: PoseDenoiser, scheduler: DDIMScheduler) -> dict[str, float]:
+        from engines.diffusion.sampler import sample
+        from engines.training.evaluate import joint_errors
+
+        was_training = model.training
+        model.eval()
+        out = {}
+        for K in self.steps:
+            g = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+            x = sample(model, scheduler, self.cond, num_steps=K, num_samples=self.samples, generator=g).mean(1)
+            joints = self.body(x[:, :144].view(-1, 24, 6), x[:, 144:]).joints
+            errors = joint_errors(joints.float().cpu(), self.true.float().cpu())
+            out.update({f"probe_k{K}_{k}": v for k, v in errors.items()})
+        model.train(was_training)
+        return out
 
 
 def export_checkpoint(args: argparse.Namespace) -> Path:
@@ -98,13 +170,28 @@ def export_checkpoint(args: argparse.Namespace) -> Path:
     return out
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("train-lifter: --device cuda, but torch sees no CUDA device (use --device cpu)")
+    return torch.device(name)
+
+
 def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        # Views are made on the device from poses kept there; TF32 matmuls are plenty for
+        # a regression of this size.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(args.seed)
-    data = MocapPoses(args.data)
-    body = BodyModel.load()
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    data = MocapPoses(args.data, device=device)
+    body = BodyModel.load().to(device)
     config = DenoiserConfig(width=args.width, depth=args.depth)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and (out / "run.json").exists():
@@ -128,25 +215,31 @@ def train(args: argparse.Namespace) -> Path:
     if init is not None:
         model.load_state_dict(init.state_dict())
         log.info("starting from the weights %s", init_path)
+    model.to(device)
     scheduler = DDIMScheduler()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     view_cfg = ViewConfig()
     step = 0
     history: list[dict] = []
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=True)
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        g.set_state(ckpt["generator"])
+        g.set_state(ckpt["generator"].cpu())
         step = int(ckpt["step"])
         history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
         log.info("resumed from %s at step %d", ckpt_path, step)
     meta = {"data": str(args.data), "data_sha256": file_sha256(args.data), "frames": len(data),
             "config": config.to_dict(), "views": asdict(view_cfg), "batch": args.batch, "lr": args.lr,
-            "steps": args.steps, "seed": args.seed, "body_model": body.name}
+            "steps": args.steps, "minutes": args.minutes, "timesteps": args.timesteps, "seed": args.seed,
+            "device": str(device), "body_model": body.name}
+    with np.load(args.data) as d:
+        if "source_sha256" in d.files:  # a compact copy: name the full dataset too
+            meta["data_source_sha256"] = str(d["source_sha256"])
     if init is not None:
         meta["init"] = {"weights": str(init_path), "sha256": file_sha256(init_path)}
     (out / "run.json").write_text(json.dumps(meta, indent=2))
+    probe = HeldoutProbe(args.data, body, device) if args.probe_every else None
 
     stop = {"now": False}
 
@@ -162,30 +255,43 @@ def train(args: argparse.Namespace) -> Path:
         (out / "checkpoint.tmp").replace(ckpt_path)
         (out / "history.json").write_text(json.dumps(history))
 
+    def progress() -> float:
+        """Fraction of the run done: by steps, or by the clock with ``--minutes``."""
+        if args.minutes:
+            return (time.monotonic() - started) / (60 * args.minutes)
+        return step / args.steps
+
     model.train()
     started, window = time.monotonic(), []
+    first_step = step
+    warmup = min(500, max(1, args.steps // 10))
     try:
-        while step < args.steps and not stop["now"]:
-            lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0)))
-            lr *= min(1.0, (step + 1) / min(500, max(1, args.steps // 10)))  # warm-up
+        while progress() < 1.0 and not stop["now"]:
+            lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(progress(), 1.0)))
+            lr *= min(1.0, (step + 1) / warmup)  # warm-up
             for group in opt.param_groups:
                 group["lr"] = lr
             views = make_views(body, data.batch(args.batch, g), view_cfg, g)
-            loss, parts = training_loss(model, body, scheduler, views, g)
+            loss, parts = training_loss(model, body, scheduler, views, g, timesteps=args.timesteps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
-            window.append(parts)
-            if step % args.log_every == 0 or step == args.steps:
-                mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            window.append(torch.stack([parts["loss"], parts["param"], parts["joint_mm"]]))
+            if step % args.log_every == 0 or (not args.minutes and step == args.steps):
+                loss_mean, param_mean, joint_mean = torch.stack(window).mean(0).tolist()
                 window = []
-                rate = step / max(time.monotonic() - started, 1e-9) if not history else None
-                history.append({"step": step, "lr": lr, **mean})
-                print(f"step {step}/{args.steps}  loss {mean['loss']:.4f}  param {mean['param']:.4f}  "
-                      f"joints {mean['joint_mm']:.1f} mm  lr {lr:.2e}"
-                      + (f"  {rate:.2f} steps/s" if rate else ""), flush=True)
+                elapsed = time.monotonic() - started
+                row = {"step": step, "lr": lr, "loss": loss_mean, "param": param_mean, "joint_mm": joint_mean,
+                       "seconds": round(elapsed, 1)}
+                if probe is not None and step % args.probe_every == 0:
+                    row.update(probe(model, scheduler))
+                history.append(row)
+                probe_text = "".join(f"  {k[6:]} {v:.1f}" for k, v in row.items() if k.startswith("probe_"))
+                print(f"step {step}/{args.steps if not args.minutes else '-'}  loss {loss_mean:.4f}  "
+                      f"param {param_mean:.4f}  joints {joint_mean:.1f} mm  lr {lr:.2e}  "
+                      f"{(step - first_step) / max(elapsed, 1e-9):.2f} steps/s{probe_text}", flush=True)
             if step % args.save_every == 0:
                 save()
     finally:
@@ -193,12 +299,12 @@ def train(args: argparse.Namespace) -> Path:
         for s, h in previous.items():
             signal.signal(s, h)
     plot_history(history, out / "loss.png")
-    if step >= args.steps:
-        export(model, meta, history, out)
+    if args.minutes or step >= args.steps:
+        export(model.cpu(), meta, history, out, onnx=not args.no_onnx)
     return out
 
 
-def export(model: PoseDenoiser, meta: dict, history: list[dict], out: Path) -> None:
+def export(model: PoseDenoiser, meta: dict, history: list[dict], out: Path, onnx: bool = True) -> None:
     """Write the shipped weights (float16 state dict: half the bytes, computed in float32),
     their description and, when the export extra is installed, the ONNX file."""
     torch.save({k: v.detach().half() if v.is_floating_point() else v.detach().clone()
@@ -210,6 +316,8 @@ def export(model: PoseDenoiser, meta: dict, history: list[dict], out: Path) -> N
     log.info("exported %s", out / "denoiser.pt")
     import importlib.util
 
+    if not onnx:
+        return
     if all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript")):
         from engines.diffusion.onnx_denoiser import main as export_onnx_main
 
@@ -247,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="training arrays from `engines.mocap.dataset`")
     p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
     p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--minutes", type=float,
+                   help="train for this long instead of --steps (the cosine schedule follows the clock)")
+    p.add_argument("--timesteps", choices=["uniform", "sampler"], default="sampler",
+                   help="diffusion times drawn in training: 'sampler' (default) spends most of them "
+                        "at the times the samplers and refinement visit; 'uniform', the original recipe")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    p.add_argument("--probe-every", type=int, default=0, metavar="N",
+                   help="every N steps, a quick held-out check (K = 1 and 4) goes into the history")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--width", type=int, default=DenoiserConfig.width)
@@ -256,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--export-only", action="store_true", help="export the latest checkpoint and exit")
+    p.add_argument("--no-onnx", action="store_true", help="export the torch weights only (make the ONNX file later)")
     p.add_argument("--init", metavar="WEIGHTS",
                    help="start a new run from these weights (e.g. the shipped engines/diffusion/assets/"
                         "denoiser.pt; their network, a fresh optimiser); ignored when resuming")
