@@ -52,7 +52,8 @@ class RunConfig:
     lift_samples: int = 8
     refine: bool = True
     refine_lag: int | None = None  # None: 0 (causal) in live mode, 5 offline
-    refine_steps: int | None = None  # guided denoising steps; None: 1 in live mode, 2 offline
+    refine_steps: int | None = None  # fit iterations per denoiser call; None: LIVE/OFFLINE_REFINE_STEPS
+    world_landmarks: bool = True  # the landmark network's world landmarks as an observation of the fit
     queue_size: int | None = None
     progress: bool = True
     formats: str | None = None  # motion file formats for --record: "npz,bvh,smpl" (default npz)
@@ -85,7 +86,11 @@ LIVE_LIFT_STEPS, OFFLINE_LIFT_STEPS = 2, 4
 # Live runs on ONNX Runtime take the denoiser with int8 weights (about 4 times faster per call;
 # its accuracy cost is in docs/performance.md); offline runs and other engines keep float32.
 LIVE_DENOISER_PRECISION = "int8"
-LIVE_REFINE_STEPS, OFFLINE_REFINE_STEPS = 1, 2
+# The keypoint fit: Gauss-Newton iterations after each call of the denoiser prior; live runs
+# call it once per frame (at noise level 100), offline runs twice (100, then 50), and every
+# frame is fitted again in each of the L + 1 windows it is free in.
+LIVE_REFINE_STEPS, OFFLINE_REFINE_STEPS = 2, 2
+LIVE_PRIOR_TIMES = (100,)
 BACKENDS = ("auto", "onnxruntime", "torch", "torch-compile", "tensorrt")
 BACKEND_STAGES = ("keypoints", "lift", "refine")
 
@@ -129,20 +134,30 @@ def processing_stages(config: RunConfig, camera, mode: Mode = "offline") -> list
             steps = config.lift_steps or (LIVE_LIFT_STEPS if live else OFFLINE_LIFT_STEPS)
             stages.append(LiftStage(camera, num_steps=steps, num_samples=config.lift_samples,
                                     backend=backend["lift"],
-                                    precision=denoiser_precision(config, backend["lift"], live)))
+                                    precision=denoiser_precision(config, backend["lift"], live),
+                                    measure=not config.refine))
             if config.refine:
-                from engines.refinement.settings import GuidanceSettings
-
                 from .refine_stage import RefineStage
 
                 lag = config.refine_lag
                 if lag is None:
                     lag = 0 if live else OFFLINE_REFINE_LAG
-                refine_steps = config.refine_steps or (LIVE_REFINE_STEPS if live else OFFLINE_REFINE_STEPS)
                 stages.append(RefineStage(camera, lag=lag, backend=backend["refine"],
-                                          settings=GuidanceSettings.for_lag(lag, num_steps=refine_steps),
-                                          precision=denoiser_precision(config, backend["refine"], live)))
+                                          settings=fit_settings(lag, config.refine_steps, live),
+                                          precision=denoiser_precision(config, backend["refine"], live),
+                                          use_world=config.world_landmarks))
     return stages
+
+
+def fit_settings(lag: int, refine_steps: int | None, live: bool):
+    """The keypoint fit of a run: the defaults for its lag, with ``refine_steps`` Gauss-Newton
+    iterations after each denoiser call (LIVE_REFINE_STEPS, OFFLINE_REFINE_STEPS); live runs
+    call the denoiser once per frame (LIVE_PRIOR_TIMES)."""
+    from engines.refinement.fitting import FitSettings
+
+    steps = refine_steps or (LIVE_REFINE_STEPS if live else OFFLINE_REFINE_STEPS)
+    extra = {"prior_times": LIVE_PRIOR_TIMES} if live else {}
+    return FitSettings.for_lag(lag, iters=steps, **extra)
 
 
 def denoiser_precision(config: RunConfig, backend: str, live: bool) -> str:
@@ -268,9 +283,14 @@ def run(config: RunConfig, *, extra_stages: list[Stage] | None = None) -> RunOut
     summary = stats.summary(result)
     summary["mode"] = mode
     summary["source"] = pipeline.source.name
+    quality = next((s.quality for s in pipeline.stages if getattr(s, "quality", None) is not None), None)
+    if quality is not None and quality.summary():
+        summary["fit"] = quality.summary()
     if config.stats_json:
         Path(config.stats_json).write_text(json.dumps(summary, indent=2) + "\n")
     print(format_table(summary), file=sys.stderr)
+    if quality is not None and quality.summary():
+        print(quality.table(), file=sys.stderr)
     if result.stopped_by:
         log.warning("stopped by %s after %d frames", result.stopped_by, result.frames_out)
     if error is not None:

@@ -42,6 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         refine=not args.no_refine,
         refine_lag=args.refine_lag,
         refine_steps=args.refine_steps,
+        world_landmarks=not args.no_world_landmarks,
         backend=args.backend,
         max_persons=args.max_persons,
         detector_tile_size=args.detector_tiles,
@@ -142,8 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="temporal refinement publishes each frame L frames late (0: causal; "
                           "default 0 in live mode, 5 offline)")
     run.add_argument("--refine-steps", type=int, default=None, metavar="S",
-                     help="guided denoising steps of refinement (default 1 in live mode, 2 offline)")
-    run.add_argument("--no-refine", action="store_true", help="publish the per-frame lifts unrefined")
+                     help="keypoint-fit iterations after each call of the diffusion prior (default 2; "
+                          "live runs call it once per frame, offline runs twice per window)")
+    run.add_argument("--no-refine", action="store_true", help="publish the per-frame lifts unfitted")
+    run.add_argument("--no-world-landmarks", action="store_true",
+                     help="fit the 2D keypoints only, not the landmark network's metric 3D landmarks")
     run.add_argument("--backend", default="auto", metavar="SPEC",
                      help="engine backend: auto, onnxruntime, torch, torch-compile or tensorrt for every "
                           "stage, or per stage: keypoints=torch,lift=onnxruntime (default auto: TensorRT, "

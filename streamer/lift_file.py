@@ -37,6 +37,7 @@ class KeypointFile:
     image_size: tuple[int, int]
     frame_index: np.ndarray
     timestamp: np.ndarray
+    world: np.ndarray | None = None  # (T, 33, 3) the landmark network's metric landmarks
 
 
 def read_keypoint_file(path: str | Path) -> KeypointFile:
@@ -76,13 +77,73 @@ def read_keypoint_file(path: str | Path) -> KeypointFile:
     T = len(kp)
     frame_index = fields.get("frame_index", np.arange(T))
     timestamp = fields.get("timestamp", np.asarray(frame_index) / fps)
+    world = fields.get("world_landmarks")
+    if world is not None:
+        world = np.asarray(world)
+        if joint_set != "blazepose33" or world.shape != (T, 33, 3) or not np.isfinite(world).all():
+            raise KeypointFileError(f"{path}: world_landmarks must be (T, 33, 3) finite metres beside "
+                                    f"blazepose33 keypoints, got {world.shape} for {joint_set}")
     return KeypointFile(kp.astype(np.float64), joint_set, fps, (int(size[0]), int(size[1])),
-                        np.asarray(frame_index, np.int64), np.asarray(timestamp, np.float64))
+                        np.asarray(frame_index, np.int64), np.asarray(timestamp, np.float64),
+                        None if world is None else world.astype(np.float32))
+
+
+def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.ndarray, normalised: np.ndarray,
+                 world: np.ndarray | None, cam, body, denoiser, *, lag: int, steps: int | None) -> tuple[dict, object]:
+    """Fit one person's lifted frames to their keypoints over time, as the refine stage of an
+    offline run does (``engines.refinement``): returns the fitted ``poses``, ``trans``,
+    ``betas``, ``joints`` of the kept frames and the :class:`FitQuality` of the result.
+    Frames not kept (too few keypoints to lift) are gaps: the window starts again after one."""
+    from engines.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_rotation_6d
+    from engines.diffusion.features import condition_features
+    from engines.refinement.fitting import FitSettings, KeypointFitter
+    from engines.refinement.guided import CameraParams
+    from engines.refinement.online import Observation, OnlineRefiner
+    from engines.refinement.quality import FitQuality, frame_error, reprojection_distances
+
+    from .app import OFFLINE_REFINE_STEPS
+
+    settings = FitSettings.for_lag(lag, iters=steps or OFFLINE_REFINE_STEPS)
+    online = OnlineRefiner(KeypointFitter(denoiser, body, settings), lag=lag)
+    params = CameraParams.from_camera(cam)
+    idx = np.flatnonzero(keep)
+    poses = torch.from_numpy(lifted["poses"][keep].astype(np.float32))
+    x = torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(poses.view(-1, 24, 3))).flatten(1),
+                   torch.from_numpy(lifted["betas"][keep].astype(np.float32))], -1)
+    trans = torch.from_numpy(lifted["trans"][keep].astype(np.float32))
+    cond = condition_features(torch.from_numpy(normalised[idx]))
+    px = torch.from_numpy(pixels[idx].astype(np.float32))
+    w = None if world is None else torch.from_numpy(world[idx])
+    out_x, out_t = [None] * len(idx), [None] * len(idx)
+    for i, frame in enumerate(idx):  # steps are source frames, so a gap of lost frames is seen as one
+        online.update(int(frame), {0: Observation(x[i], trans[i], cond[i], px[i], None if w is None else w[i])}, params)
+        j = i - lag
+        if j >= 0:
+            out_x[j], out_t[j] = online.estimate(0, int(idx[j]))
+    for j in range(max(len(idx) - lag, 0), len(idx)):
+        out_x[j], out_t[j] = online.estimate(0, int(idx[j]))
+    fx, ft = torch.stack(out_x), torch.stack(out_t)
+    from engines.body.rotations import rotation_6d_to_matrix
+
+    R = rotation_6d_to_matrix(fx[:, :144].reshape(-1, 24, 6))
+    with torch.no_grad():
+        out = body(R, fx[:, 144:154], ft, keypoints="blazepose33")
+    d, mask, size = reprojection_distances(out.keypoints["blazepose33"], px, params.K, params.dist, params.model)
+    quality = FitQuality()
+    for i in range(len(idx)):
+        quality.add(0, d[i], mask[i], float(size[i]))
+    fitted = {"poses": matrix_to_axis_angle(R).reshape(-1, 72).numpy(), "trans": ft.numpy(),
+              "betas": fx[:, 144:154].numpy(), "joints": out.joints.numpy(), "reprojection_px": frame_error(d, mask)}
+    return fitted, quality
 
 
 def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None = None, num_steps: int = 4,
-                       num_samples: int = 8, batch: int = 64, weights: str | None = None) -> dict:
-    """Lift every frame of a keypoint file and write the motion file; returns a summary."""
+                       num_samples: int = 8, batch: int = 64, weights: str | None = None, refine: bool = True,
+                       refine_lag: int | None = None, refine_steps: int | None = None,
+                       world_landmarks: bool = True) -> dict:
+    """Lift every frame of a keypoint file, fit the result to the keypoints over time (unless
+    ``refine`` is False; the offline settings of ``run``), and write the motion file;
+    returns a summary with the fit quality."""
     from calibration.camera_file import camera_note, camera_or_assumed
     from calibration.fileio import FileFormatError
     from engines.lifting.lifter import Lifter, LifterWeightsError, LiftResult
@@ -106,14 +167,56 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     keep = torch.cat([p.valid for p in parts]).numpy()
     if not keep.any():
         raise KeypointFileError(f"{path}: no frame has enough confident keypoints to lift")
-    data = motion_arrays(poses=cat["poses"][keep], trans=cat["trans"][keep], betas=cat["betas"][keep],
-                         joints=cat["joints"][keep], fps=kf.fps, body_model=lifter.body_model_name,
+    from .app import OFFLINE_REFINE_LAG
+
+    pixels = kf.keypoints if kf.joint_set == "blazepose33" else _coco_pixels_in_blazepose(kf.keypoints)
+    if refine:
+        from engines.lifting.lifter import load_denoiser
+
+        normalised33 = cam.normalize_keypoints(pixels).astype(np.float32)
+        fitted, quality = fit_sequence(cat, keep, pixels, normalised33, kf.world if world_landmarks else None, cam,
+                                       lifter.body, load_denoiser(weights),
+                                       lag=OFFLINE_REFINE_LAG if refine_lag is None else refine_lag, steps=refine_steps)
+    else:
+        fitted, quality = _measured_lift(cat, keep, pixels, cam, lifter.body)
+    data = motion_arrays(poses=fitted["poses"], trans=fitted["trans"], betas=fitted["betas"],
+                         joints=fitted["joints"], fps=kf.fps, body_model=lifter.body_model_name,
                          frame_index=kf.frame_index[keep], timestamp=kf.timestamp[keep],
-                         poses_std=cat["poses_std"][keep], joints_std=cat["joints_std"][keep])
+                         poses_std=cat["poses_std"][keep], joints_std=cat["joints_std"][keep],
+                         reprojection_px=fitted["reprojection_px"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_npz_atomic(out, data)
-    return {"frames": len(kf.keypoints), "lifted": int(keep.sum()), "out": str(out), "camera_assumed": assumed}
+    return {"frames": len(kf.keypoints), "lifted": int(keep.sum()), "out": str(out), "camera_assumed": assumed,
+            "refined": refine, "fit": quality.summary(), "fit_table": quality.table()}
+
+
+def _coco_pixels_in_blazepose(keypoints: np.ndarray) -> np.ndarray:
+    """COCO-17 pixels (T, 17, 3) in their BlazePose-33 slots (the others missing)."""
+    from engines.lifting.lifter import coco17_to_blazepose33
+
+    return coco17_to_blazepose33(torch.from_numpy(keypoints)).numpy()
+
+
+def _measured_lift(cat: dict, keep: np.ndarray, pixels: np.ndarray, cam, body) -> tuple[dict, object]:
+    """The per-frame lifts as they are, with their re-projection error."""
+    from engines.body.rotations import axis_angle_to_matrix
+    from engines.refinement.guided import CameraParams
+    from engines.refinement.quality import FitQuality, frame_error, reprojection_distances
+
+    params = CameraParams.from_camera(cam)
+    with torch.no_grad():
+        pts = body(axis_angle_to_matrix(torch.from_numpy(cat["poses"][keep]).view(-1, 24, 3)),
+                   torch.from_numpy(cat["betas"][keep]), torch.from_numpy(cat["trans"][keep]),
+                   keypoints="blazepose33").keypoints["blazepose33"]
+    d, mask, size = reprojection_distances(pts, torch.from_numpy(pixels[keep].astype(np.float32)), params.K,
+                                           params.dist, params.model)
+    quality = FitQuality()
+    for i in range(len(d)):
+        quality.add(0, d[i], mask[i], float(size[i]))
+    fitted = {k: cat[k][keep] for k in ("poses", "trans", "betas", "joints")}
+    fitted["reprojection_px"] = frame_error(d, mask)
+    return fitted, quality
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,13 +228,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="denoising steps K (default 4)")
     parser.add_argument("--samples", type=int, default=8, help="samples per frame N for uncertainty (default 8)")
     parser.add_argument("--weights", help="denoiser weights (default: the bundled ones)")
+    parser.add_argument("--refine-lag", type=int, default=None, metavar="L",
+                        help="frames of look-ahead of the keypoint fit (default 5, as offline `run`)")
+    parser.add_argument("--refine-steps", type=int, default=None, metavar="S",
+                        help="keypoint-fit iterations after each call of the diffusion prior (default 2)")
+    parser.add_argument("--no-refine", action="store_true", help="write the per-frame lifts unfitted")
+    parser.add_argument("--no-world-landmarks", action="store_true",
+                        help="fit the 2D keypoints only, not the file's world_landmarks")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.samples < 1:
         raise ConfigError("--steps and --samples must be at least 1")
+    if args.refine_lag is not None and args.refine_lag < 0:
+        raise ConfigError("--refine-lag must be 0 (causal) or more frames")
+    if args.refine_steps is not None and args.refine_steps < 1:
+        raise ConfigError("--refine-steps must be at least 1")
     torch.set_num_threads(2)
     summary = lift_keypoint_file(args.keypoints, args.out, camera=args.camera, num_steps=args.steps,
-                                 num_samples=args.samples, weights=args.weights)
-    print(f"lifted {summary['lifted']} of {summary['frames']} frames -> {summary['out']}")
+                                 num_samples=args.samples, weights=args.weights, refine=not args.no_refine,
+                                 refine_lag=args.refine_lag, refine_steps=args.refine_steps,
+                                 world_landmarks=not args.no_world_landmarks)
+    print(f"lifted {summary['lifted']} of {summary['frames']} frames"
+          f"{', fitted to the keypoints' if summary['refined'] else ''} -> {summary['out']}")
+    if summary["fit_table"]:
+        print(summary["fit_table"])
     return 0
 
 

@@ -21,8 +21,12 @@ class LiftStage(Stage):
     name = "lift"
 
     def __init__(self, camera, *, weights=None, num_steps: int = 4, num_samples: int = 8, threads: int = 1,
-                 backend: str = "auto", precision: str = "fp32"):
+                 backend: str = "auto", precision: str = "fp32", measure: bool = False):
         self.camera = camera
+        # Without a refine stage after it, the lift's own bodies are what is published, and
+        # their re-projection error is measured here (``reprojection_px``, ``quality``).
+        self.measure = measure
+        self.quality = None
         self.precision = precision
         self.backend = backend
         self.weights = weights
@@ -38,6 +42,12 @@ class LiftStage(Stage):
         self.lifter = Lifter.load(self.weights, backend=self.backend, threads=self.threads,
                                   num_steps=self.num_steps, num_samples=self.num_samples,
                                   precision=None if self.precision == "fp32" else self.precision)
+        if self.measure:
+            from engines.refinement.guided import CameraParams
+            from engines.refinement.quality import FitQuality
+
+            self.quality = FitQuality()
+            self.camera_params = CameraParams.from_camera(self.camera)
 
     @property
     def body_model_name(self) -> str:
@@ -54,4 +64,8 @@ class LiftStage(Stage):
         for i, person in enumerate(persons):
             if bool(result.valid[i]):
                 person.arrays.update({k: v[i] for k, v in arrays.items()})
+        if self.measure:
+            from .refine_stage import measure_persons
+
+            measure_persons(self.lifter.body, self.camera_params, persons, self.quality)
         return frame

@@ -158,7 +158,7 @@ class MotionRecorder:
         rows = _complete_rows(track, SMPL_ARRAYS)
         if rows is not None:
             column = lambda name: track.columns[name].data[rows]  # noqa: E731
-            extras = {name: column(name) for name in ("poses_std", "joints_std")
+            extras = {name: column(name) for name in ("poses_std", "joints_std", "reprojection_px")
                       if name in track.columns and track.columns[name].present[rows].all()}
             data = motion_arrays(poses=column("poses"), trans=column("trans"), betas=column("betas"),
                                  joints=column("joints"), fps=self.fps, body_model=self.body_model,
@@ -177,6 +177,10 @@ class MotionRecorder:
                 **{k: v[rows] for k, v in base.items() if k != "track_id"},
                 "track_id": base["track_id"],
             }
+            world = track.columns.get("world_blazepose33")
+            if joint_set == "blazepose33" and world is not None and world.present[rows].all():
+                # The landmark network's metric 3D landmarks: `lift` fits them too.
+                data["world_landmarks"] = world.data[rows].astype(np.float32)
             self._save(track_file(self.directory, track.track_id, f"_{joint_set}.npz"), data)
             break  # one keypoint file per track: the richest joint set present
 

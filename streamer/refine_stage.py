@@ -1,12 +1,14 @@
-"""The refine stage: fixed-lag temporal refinement of each track's SMPL estimates by score
-guidance (``engines.refinement``), all tracks of a frame in one batch.
+"""The refine stage: each track's SMPL estimates fitted to its keypoints (and the landmark
+network's world landmarks) under the diffusion prior, over a window with a fixed lag
+(``engines.refinement.fitting``), all tracks of a frame in one batch.
 
 Every frame that comes in leaves exactly once, in order, ``lag`` frames later (``lag = 0``:
 at once); at the end of the stream the held frames are flushed. Persons whose track has a
-refined estimate for the released frame get their ``poses``, ``betas``, ``trans`` and
+fitted estimate for the released frame get their ``poses``, ``betas``, ``trans`` and
 ``joints`` replaced; ``poses_std`` and ``joints_std`` stay the lifter's per-frame sample
-spread (an upper bound of the refined estimate's uncertainty). Persons without a lift pass
-through untouched.
+spread. Every released person with a body gets ``reprojection_px`` (the median distance of
+its confident keypoints from the body's re-projected points), collected in ``quality``
+for the end-of-run report. Persons without a lift pass through untouched.
 """
 
 from __future__ import annotations
@@ -24,6 +26,31 @@ from .graph import Stage
 log = logging.getLogger("smplstream.refine")
 
 KEYPOINTS = "keypoints_blazepose33"
+WORLD = "world_blazepose33"
+
+
+def measure_persons(body, camera_params, persons, quality) -> None:
+    """Re-projection error of each person's published body against its own keypoints:
+    ``reprojection_px`` (a float32 scalar) goes into its arrays and every counted point into
+    ``quality`` (:class:`engines.refinement.quality.FitQuality`)."""
+    from engines.body.rotations import axis_angle_to_matrix
+    from engines.refinement.quality import frame_error, reprojection_distances
+
+    persons = [p for p in persons if "poses" in p.arrays and KEYPOINTS in p.arrays]
+    if not persons:
+        return
+    poses = torch.from_numpy(np.stack([p.arrays["poses"] for p in persons]).astype(np.float32))
+    betas = torch.from_numpy(np.stack([p.arrays["betas"] for p in persons]).astype(np.float32))
+    trans = torch.from_numpy(np.stack([p.arrays["trans"] for p in persons]).astype(np.float32))
+    kp = torch.from_numpy(np.stack([p.arrays[KEYPOINTS] for p in persons]).astype(np.float32))
+    with torch.no_grad():
+        points = body(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas, trans,
+                      keypoints="blazepose33").keypoints["blazepose33"]
+    d, mask, size = reprojection_distances(points, kp, camera_params.K, camera_params.dist, camera_params.model)
+    per_frame = frame_error(d, mask)
+    for i, person in enumerate(persons):
+        person.arrays["reprojection_px"] = np.float32(per_frame[i])
+        quality.add(person.track_id, d[i], mask[i], float(size[i]))
 
 
 class RefineStage(Stage):
@@ -33,7 +60,7 @@ class RefineStage(Stage):
     name = "refine"
 
     def __init__(self, camera, *, lag: int = 5, context: int = 4, settings=None, weights=None, threads: int = 1,
-                 backend: str = "auto", precision: str = "fp32"):
+                 backend: str = "auto", precision: str = "fp32", use_world: bool = True):
         if lag < 0:
             raise ValueError(f"refine lag must be >= 0 frames, got {lag}")
         if backend in ("torch-compile", "tensorrt"):
@@ -53,39 +80,39 @@ class RefineStage(Stage):
         self.settings = settings
         self.weights = weights
         self.threads = threads
+        self.use_world = use_world
         self.online = None
+        from engines.refinement.quality import FitQuality
+
+        self.quality = FitQuality()
         self._held: deque[tuple[int, Frame]] = deque()
         self._step = -1
 
     def start(self) -> None:
         from engines.body.body_model import BodyModel
-        from engines.lifting.lifter import load_denoiser
-        from engines.refinement.guided import CameraParams, GuidedRefiner
+        from engines.refinement.fitting import FitSettings, KeypointFitter
+        from engines.refinement.guided import CameraParams
         from engines.refinement.online import OnlineRefiner
-        from engines.refinement.settings import GuidanceSettings
 
         torch.set_num_threads(self.threads)
         self.body = BodyModel.load()
-        settings = self.settings or GuidanceSettings.for_lag(self.lag)
-        refiner = GuidedRefiner(self._denoiser(settings), self.body, settings)
-        self.online = OnlineRefiner(refiner, lag=self.lag, context=self.context)
+        settings = self.settings or FitSettings.for_lag(self.lag)
+        fitter = KeypointFitter(self._denoiser(), self.body, settings)
+        self.online = OnlineRefiner(fitter, lag=self.lag, context=self.context)
         self.camera_params = CameraParams.from_camera(self.camera)
 
-    def _denoiser(self, settings):
-        """The network guidance calls. With ``guide="x0"`` it is only run forward (the
-        gradients are of the losses of its output), so ONNX Runtime can run it ("auto",
-        "onnxruntime"); ``guide="xt"`` differentiates through it and needs torch."""
+    def _denoiser(self):
+        """The network the fit's prior calls, forward only (no gradient goes through it), so
+        ONNX Runtime can run it ("auto", "onnxruntime"), int8 included."""
         from engines.lifting.lifter import DEFAULT_WEIGHTS, LifterWeightsError, load_denoiser
 
         model = load_denoiser(self.weights)
         if self.backend == "torch":
             return model
         onnx_path = Path(self.weights or DEFAULT_WEIGHTS).with_suffix(".onnx")
-        if settings.guide != "x0" or not onnx_path.is_file():
+        if not onnx_path.is_file():
             if self.backend == "onnxruntime" or self.precision == "int8":
-                raise LifterWeightsError(f"refine on onnxruntime needs guide='x0' and {onnx_path} "
-                                         f"(guide is {settings.guide!r}; the file "
-                                         f"{'exists' if onnx_path.is_file() else 'is missing'})")
+                raise LifterWeightsError(f"refine on onnxruntime needs {onnx_path}, which is missing")
             return model
         from engines.diffusion.onnx_denoiser import ForwardOnly
 
@@ -122,8 +149,13 @@ class RefineStage(Stage):
         poses = torch.from_numpy(np.stack([p.arrays["poses"] for p in persons]).astype(np.float32))
         betas = torch.from_numpy(np.stack([p.arrays["betas"] for p in persons]).astype(np.float32))
         x = torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(poses.view(-1, 24, 3))).flatten(1), betas], -1)
+        def world(p):
+            w = p.arrays.get(WORLD) if self.use_world else None
+            return None if w is None else torch.from_numpy(np.asarray(w, np.float32))
+
         return {p.track_id: Observation(x=x[i], trans=torch.from_numpy(np.asarray(p.arrays["trans"], np.float32)),
-                                        cond=cond[i], keypoints=torch.from_numpy(pixels[i].astype(np.float32)))
+                                        cond=cond[i], keypoints=torch.from_numpy(pixels[i].astype(np.float32)),
+                                        world=world(p))
                 for i, p in enumerate(persons)}
 
     def _release(self, step: int, frame: Frame) -> Frame:
@@ -132,6 +164,7 @@ class RefineStage(Stage):
         found = [(p, self.online.estimate(p.track_id, step)) for p in frame.persons if "poses" in p.arrays]
         found = [(p, e) for p, e in found if e is not None]
         if not found:
+            measure_persons(self.body, self.camera_params, frame.persons, self.quality)
             return frame
         x = torch.stack([e[0] for _, e in found])
         trans = torch.stack([e[1] for _, e in found])
@@ -142,4 +175,5 @@ class RefineStage(Stage):
         for i, (person, _) in enumerate(found):
             person.arrays.update(poses=poses[i].numpy().astype(np.float32), betas=x[i, 144:154].numpy().astype(np.float32),
                                  trans=trans[i].numpy().astype(np.float32), joints=joints[i].numpy().astype(np.float32))
+        measure_persons(self.body, self.camera_params, frame.persons, self.quality)
         return frame

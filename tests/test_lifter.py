@@ -113,6 +113,35 @@ def test_lift_command_on_real_keypoints(tmp_path):
         assert (m["poses_std"] > 0).all()
 
 
+def test_lift_fits_the_keypoints_by_default(tmp_path):
+    """`lift` without options fits the lifts to the keypoints (and world landmarks) over time;
+    --no-refine gives the per-frame lifts. Both files carry the per-frame re-projection error,
+    and the fitted one is the closer and the smoother."""
+    track = ROOT / "tests" / "data" / "keypoints" / "sports2d_track2_blazepose33.npz"
+    fitted, raw = tmp_path / "fit.npz", tmp_path / "raw.npz"
+    proc = smplstream("lift", str(track), "--out", str(fitted))
+    assert proc.returncode == 0, proc.stderr
+    assert "fitted to the keypoints" in proc.stdout and "re-projection" in proc.stdout
+    proc = smplstream("lift", str(track), "--out", str(raw), "--no-refine")
+    assert proc.returncode == 0 and "fitted" not in proc.stdout, proc.stdout
+    with np.load(fitted) as f, np.load(raw) as r:
+        assert f["reprojection_px"].shape == f["frame_index"].shape == r["frame_index"].shape
+        assert np.nanmedian(f["reprojection_px"]) < 0.8 * np.nanmedian(r["reprojection_px"])
+        jerk = lambda j: np.linalg.norm(np.diff(j - j[:, :1], 2, axis=0), axis=-1).mean()  # noqa: E731
+        assert jerk(f["joints"]) < 0.5 * jerk(r["joints"])
+
+
+def test_world_landmarks_of_the_wrong_shape_are_a_one_line_error(tmp_path):
+    track = ROOT / "tests" / "data" / "keypoints" / "sports2d_track2_blazepose33.npz"
+    with np.load(track) as src:
+        data = {k: src[k].copy() for k in src.files}
+    data["world_landmarks"] = data["world_landmarks"][:, :20]
+    np.savez(tmp_path / "bad.npz", **data)
+    proc = smplstream("lift", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "out.npz"))
+    assert proc.returncode == 2 and "world_landmarks must be (T, 33, 3)" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out.npz").exists()
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.update(keypoints=d["keypoints"][:, :20]), "(T, 33, 3)"),
     (lambda d: d.update(joint_set=np.str_("openpose25")), "unknown joint_set"),

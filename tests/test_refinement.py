@@ -158,7 +158,7 @@ def _obs(v: float) -> Observation:
 
 def test_online_windows_free_exactly_the_last_lag_plus_one_frames():
     ident = _Identity()
-    online = OnlineRefiner(ident, lag=2, context=3)
+    online = OnlineRefiner(ident, lag=2, context=3, warm_start=False)
     for i in range(10):
         online.update(i, {1: _obs(0.0)}, None)
     valid, free = ident.calls[-1]
@@ -170,9 +170,22 @@ def test_online_windows_free_exactly_the_last_lag_plus_one_frames():
     assert online.estimate(1, 6)[0][0].item() == 3.0  # final: context, no longer changed
 
 
+def test_a_new_frame_starts_from_the_previous_frames_estimate():
+    ident = _Identity()
+    online = OnlineRefiner(ident, lag=0, context=2)  # warm start is the default
+    online.update(0, {1: _obs(0.0)}, None)  # refined once: 1
+    online.update(1, {1: _obs(0.0)}, None)  # starts at frame 0's 1, refined once: 2
+    assert online.estimate(1, 0)[0][0].item() == 1.0
+    assert online.estimate(1, 1)[0][0].item() == 2.0
+    cold = OnlineRefiner(_Identity(), lag=0, context=2, warm_start=False)
+    cold.update(0, {1: _obs(0.0)}, None)
+    cold.update(1, {1: _obs(0.0)}, None)
+    assert cold.estimate(1, 1)[0][0].item() == 1.0
+
+
 def test_tracks_that_start_pause_and_end():
     ident = _Identity()
-    online = OnlineRefiner(ident, lag=2, context=2)
+    online = OnlineRefiner(ident, lag=2, context=2, warm_start=False)
     plan = {0: [1], 1: [1], 2: [1, 2], 3: [1, 2], 4: [2], 5: [2], 6: [1, 2], 7: [1], 8: [1]}
     for step, tracks in plan.items():
         online.update(step, {t: _obs(0.0) for t in tracks}, None)

@@ -52,8 +52,11 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
     data = tmp_path / "poses.npz"
     tiny_dataset(data)
     assert len(MocapPoses(data)) == 100 and len(MocapPoses(data, heldout=True)) == 100
-    args = argparse.Namespace(data=str(data), out=str(tmp_path / "run"), steps=60, batch=32, lr=2e-3, width=64,
-                              depth=1, seed=0, threads=2, log_every=10, save_every=30, export_only=False)
+    from engines.training.train import build_parser
+
+    args = build_parser().parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--steps", "60",
+                                      "--batch", "32", "--lr", "2e-3", "--width", "64", "--depth", "1",
+                                      "--threads", "2", "--log-every", "10", "--save-every", "30", "--device", "cpu"])
     train(args)
     import json
 
@@ -76,3 +79,23 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
     assert again["config"]["depth"] == 1 and again["init"]["weights"].endswith("denoiser.pt")
     first = json.loads((tmp_path / "again" / "history.json").read_text())[0]["loss"]
     assert first < 0.8 * scratch_first, (first, scratch_first)
+
+
+def test_sampler_timesteps_sit_where_the_samplers_step():
+    from engines.diffusion.schedule import DDIMScheduler
+    from engines.training.train import SAMPLER_TIMES, draw_timesteps
+
+    sched = DDIMScheduler()
+    t = draw_timesteps(20000, sched, torch.Generator().manual_seed(0), "sampler", uniform_share=0.3, jitter=25)
+    def near(times):  # within 30 steps (1.2 sigma of the jitter) of a sampler time
+        return ((times[:, None] - torch.tensor(SAMPLER_TIMES)[None]).abs().amin(1) <= 30).float().mean()
+
+    # 70 % drawn around them (77 % of those within 1.2 sigma), plus the uniform share that
+    # happens to fall there (35 % of the range)
+    assert 0.58 < near(t) < 0.72
+    assert t.min() >= 0 and t.max() <= 999
+    # every K-step DDIM time at K = 1, 2, 4 is among them
+    for K in (1, 2, 4):
+        assert {s for s, _ in sched.timesteps(K)} <= set(SAMPLER_TIMES)
+    uniform = draw_timesteps(20000, sched, torch.Generator().manual_seed(0), "uniform")
+    assert 0.3 < near(uniform) < 0.4

@@ -183,6 +183,7 @@ class BodyModel(torch.nn.Module):
         transl: torch.Tensor | None = None,
         keypoints: str | tuple[str, ...] | list[str] = (),
         return_vertices: bool = False,
+        pose_correctives: bool = True,
     ) -> BodyOutput:
         """Pose the model.
 
@@ -196,6 +197,9 @@ class BodyModel(torch.nn.Module):
                 the model has their regressors), ``"smpl24"`` (the joints).
             return_vertices: also skin the full mesh (slower; joints and keypoints are
                 the same numbers either way).
+            pose_correctives: False leaves out SMPL's pose-dependent corrective shapes (a
+                few millimetres), which cost most of the keypoints' time: for Jacobians,
+                where the fit needs a direction rather than exact values.
 
         Returns:
             :class:`BodyOutput` in the model's axes (Y up, facing +Z, metres).
@@ -219,7 +223,7 @@ class BodyModel(torch.nn.Module):
         G, t = forward_kinematics(R, J_rest, self.parents)
         T = t - (G @ J_rest[..., None])[..., 0]  # skinning translations
         pose_feature = None
-        if self.posedirs is not None and (return_vertices or sets):  # SMPL's pose feature
+        if pose_correctives and self.posedirs is not None and (return_vertices or sets):  # SMPL's pose feature
             eye = torch.eye(3, dtype=R.dtype, device=R.device)
             pose_feature = (R[:, 1:] - eye).reshape(B, 207)
 
@@ -252,3 +256,78 @@ class BodyModel(torch.nn.Module):
             if vertices is not None:
                 vertices = vertices + tr
         return BodyOutput(joints=joints, rotations=G, keypoints=out_kp, vertices=vertices)
+
+
+@dataclasses.dataclass
+class PoseJacobian:
+    """Keypoints and joints of posed bodies with their derivatives (see
+    :meth:`BodyModel.pose_jacobian`). ``d*_dturn`` (B, N, 3, 24, 3): by a small turn ``w_i``
+    of each joint after its current rotation (``R_i -> R_i exp(w_i)``); ``d*_dbetas`` (B, N,
+    3, S). Translation moves every point by itself (identity)."""
+
+    keypoints: torch.Tensor  # (B, K, 3)
+    joints: torch.Tensor  # (B, 24, 3)
+    dkeypoints_dturn: torch.Tensor
+    djoints_dturn: torch.Tensor
+    dkeypoints_dbetas: torch.Tensor
+    djoints_dbetas: torch.Tensor
+
+
+def _subtree_matrix(parents: tuple[int, ...]) -> torch.Tensor:
+    """(J, J): [i, j] = 1 where joint j is i or below it."""
+    J = len(parents)
+    sub = torch.eye(J)
+    for j in range(J):  # parents come first: each row of a parent gathers its children's
+        p = parents[j]
+        while p >= 0:
+            sub[p, j] = 1.0
+            p = parents[p]
+    return sub
+
+
+def _pose_jacobian(body: BodyModel, R: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor,
+                   keypoints: str) -> PoseJacobian:
+    B = R.shape[0]
+    betas = body._betas(betas, B, R)
+    J_rest = body.rest_joints(betas)
+    G, t = forward_kinematics(R, J_rest, body.parents)
+    T = t - (G @ J_rest[..., None])[..., 0]
+    U0 = getattr(body, f"kp_{keypoints}_U0")
+    K = U0.shape[0]
+    U = U0.reshape(1, K * 72) + betas @ getattr(body, f"kp_{keypoints}_Us").T
+    Up = getattr(body, f"kp_{keypoints}_Up")
+    if body.posedirs is not None and Up is not None:
+        eye = torch.eye(3, dtype=R.dtype, device=R.device)
+        U = U + (R[:, 1:] - eye).reshape(B, 207) @ Up.T
+    U = U.view(B, K, 24, 3)
+    M = getattr(body, f"kp_{keypoints}_M")  # (K, 24)
+    # Each joint's share of every keypoint, posed: Y_kj = G_j U_kj + M_kj T_j; kp_k = sum_j Y_kj.
+    Y = torch.einsum("bjcd,bkjd->bkjc", G, U) + M[None, :, :, None] * T[:, None]
+    kp = Y.sum(2)
+    # A turn w of joint i turns everything below it by the world axis G_i w about joint i:
+    # d point = (G_i w) x (point - p_i) = -[point - p_i]_x G_i w.
+    sub = _subtree_matrix(body.parents).to(R)
+    arm_kp = torch.einsum("ij,bkjc->bkic", sub, Y) - (sub @ M.T).T[None, :, :, None] * t[:, None]  # (B, K, 24, 3)
+    arm_j = sub.T[None, :, :, None] * (t[:, :, None] - t[:, None, :])  # (B, d, i, 3): joint d about joint i
+    dkp = -torch.einsum("bkicx,bixy->bkciy", _skew(arm_kp), G)
+    dj = -torch.einsum("bdicx,bixy->bdciy", _skew(arm_j), G)
+    # Shape: for a fixed pose, keypoints and joints are linear in the betas (pose correctives
+    # do not depend on them), so a unit step of each coefficient is its exact derivative.
+    S = betas.shape[1]
+    steps = torch.cat([torch.zeros(1, S, dtype=R.dtype, device=R.device), torch.eye(S, dtype=R.dtype, device=R.device)])
+    shaped = body(R.repeat_interleave(S + 1, 0), steps.repeat(B, 1), None, keypoints=keypoints, pose_correctives=False)
+    pts = torch.cat([shaped.keypoints[keypoints], shaped.joints], 1).view(B, S + 1, K + 24, 3)
+    dshape = (pts[:, 1:] - pts[:, :1]).permute(0, 2, 3, 1)  # (B, K+24, 3, S)
+    tr = transl[:, None, :]
+    return PoseJacobian(keypoints=kp + tr, joints=t + tr, dkeypoints_dturn=dkp, djoints_dturn=dj,
+                        dkeypoints_dbetas=dshape[:, :K], djoints_dbetas=dshape[:, K:])
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack([o, -z, y, z, o, -x, -y, x, o], dim=-1).unflatten(-1, (3, 3))
+
+
+BodyModel.pose_jacobian = lambda self, R, betas, transl, keypoints="blazepose33": _pose_jacobian(  # noqa: E731
+    self, R, betas, transl, keypoints)

@@ -4,10 +4,13 @@
         [--lags 0 2 5 10] [--json OUT]
 
 Each held-out clip (actors never trained on) is seen by one random virtual camera with one
-random body shape, and damaged per frame like a detector (``make_sequence_views``). The
-same per-frame lifts then go through: nothing (per-frame lifting), keypoint guidance alone
-(windows of one frame), windowed refinement at each lag L, a One-Euro filter and a
-Kalman/RTS smoother. Reported on the 24 SMPL joints, in mm: MPJPE (pelvis-aligned),
+random body shape, and damaged per frame like a detector (``make_sequence_views``); the
+landmark network's world landmarks are simulated from the true body with their own error
+model (``simulate_world_landmarks``: depth errors larger than lateral, limbs flipped in
+depth now and then, scale and rotation noise, dropouts). The same per-frame lifts then go
+through: nothing (per-frame lifting), the keypoint fit (``fitting.KeypointFitter``) at
+each lag L with and without the world landmarks, the earlier score guidance
+(``guided.GuidedRefiner``, ``--guided``), a One-Euro filter and a Kalman/RTS smoother. Reported on the 24 SMPL joints, in mm: MPJPE (pelvis-aligned),
 PA-MPJPE, and the acceleration error (mm/frame^2: mean distance between predicted and true
 second differences of the pelvis-aligned joints, as HMR papers report), plus the time the
 refinement takes per frame.
@@ -28,9 +31,10 @@ from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d, 
 from engines.diffusion.features import condition_features
 from engines.lifting.lifter import Lifter, load_denoiser
 from engines.training.evaluate import joint_errors, lift_in_batches
-from engines.training.synthetic_views import ViewConfig, make_sequence_views
+from engines.training.synthetic_views import ViewConfig, make_sequence_views, simulate_world_landmarks
 
 from .baselines import kalman_rts, one_euro
+from .fitting import FitSettings, KeypointFitter
 from .guided import CameraParams, GuidedRefiner
 from .online import Observation, OnlineRefiner
 from .settings import GuidanceSettings
@@ -69,14 +73,14 @@ def joints_of(body: BodyModel, x: torch.Tensor, trans: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def run_online(refiner: OnlineRefiner, x, trans, cond, kp_px, camera: CameraParams, copies: int = 1):
+def run_online(refiner: OnlineRefiner, x, trans, cond, kp_px, camera: CameraParams, copies: int = 1, world=None):
     """Feed a sequence frame by frame (``copies`` identical tracks, for timing); returns the
     emitted (x, trans) of track 0 in order and the seconds per frame of ``update``."""
     T = x.shape[0]
     out_x, out_t = [None] * T, [None] * T
     spent = 0.0
     for i in range(T):
-        obs = Observation(x[i], trans[i], cond[i], kp_px[i])
+        obs = Observation(x[i], trans[i], cond[i], kp_px[i], None if world is None else world[i])
         t0 = time.perf_counter()
         refiner.update(i, {k: obs for k in range(copies)}, camera)
         spent += time.perf_counter() - t0
@@ -109,9 +113,12 @@ def evaluate(args: argparse.Namespace) -> dict:
 
         model = ForwardOnly.from_onnx(Path(args.weights or DEFAULT_WEIGHTS).with_suffix(".onnx"), model.config,
                                       precision="int8", threads=args.threads)
-    guided_for = {L: GuidedRefiner(model, body, GuidanceSettings.for_lag(L, **overrides)) for L in {0, *args.lags}}
-    settings = guided_for[max(args.lags)].settings
+    fit_for = {L: KeypointFitter(model, body, FitSettings.for_lag(L, **overrides,
+                                                                  **({"prior_times": (100,)} if L == 0 else {})))
+               for L in args.lags}
+    guided_for = {L: GuidedRefiner(model, body, GuidanceSettings.for_lag(L)) for L in args.guided}
     g = torch.Generator().manual_seed(args.seed)
+    g_world = torch.Generator().manual_seed(args.seed + 1)  # apart, so the views stay as they were
     clips = heldout_clips(args.data, args.clips, args.max_frames)
     methods: dict[str, list] = {}
     timing: dict[str, list[float]] = {}
@@ -135,11 +142,15 @@ def evaluate(args: argparse.Namespace) -> dict:
         kp = views.keypoints_px
         camera = CameraParams(K=views.K[0])
         true = views.joints_cam
+        world = simulate_world_landmarks(views.keypoints_cam, g_world)
         add("per-frame lift", joints_of(body, x, trans), true, T)
-        runs = [("per-frame guidance", OnlineRefiner(guided_for[0], lag=0, context=0))]
-        runs += [(f"refine L={L}", OnlineRefiner(guided_for[L], lag=L, context=args.context)) for L in args.lags]
-        for label, online in runs:
-            rx, rt, sec = run_online(online, x, trans, cond, kp, camera)
+        runs = []
+        for L in args.lags:
+            runs.append((f"fit L={L}", OnlineRefiner(fit_for[L], lag=L, context=args.context), None))
+            runs.append((f"fit L={L} + world", OnlineRefiner(fit_for[L], lag=L, context=args.context), world))
+        runs += [(f"guidance L={L}", OnlineRefiner(guided_for[L], lag=L, context=args.context), None) for L in args.guided]
+        for label, online, w in runs:
+            rx, rt, sec = run_online(online, x, trans, cond, kp, camera, world=w)
             add(label, joints_of(body, rx, rt), true, T)
             timing.setdefault(label, []).append(sec)
         for mc in args.euro_cutoffs:
@@ -151,8 +162,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         print(f"{name}: {T} frames", flush=True)
 
     report = {"clips": [c[0] for c in clips], "frames": sum(c[1].shape[0] for c in clips),
-              "settings": {L: g.settings.to_dict() for L, g in guided_for.items()}, "context": args.context, "methods": {}}
-    print(f"\n{'method':<22}{'MPJPE':>8}{'PA-MPJPE':>10}{'accel':>8}{'ms/frame':>10}")
+              "settings": {L: f.settings.to_dict() for L, f in fit_for.items()}, "context": args.context, "methods": {}}
+    print(f"\n{'method':<26}{'MPJPE':>8}{'PA-MPJPE':>10}{'accel':>8}{'ms/frame':>10}")
     for label, rows in methods.items():
         n = sum(T for T, _ in rows)
         agg = {k: sum(T * m[k] for T, m in rows) / n for k in rows[0][1]}
@@ -160,7 +171,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             agg["ms_per_frame"] = 1000 * float(np.mean(timing[label]))
         report["methods"][label] = agg
         ms = f"{agg['ms_per_frame']:10.1f}" if "ms_per_frame" in agg else f"{'':>10}"
-        print(f"{label:<22}{agg['mpjpe_mm']:8.1f}{agg['pa_mpjpe_mm']:10.1f}{agg['accel_mm']:8.2f}{ms}", flush=True)
+        print(f"{label:<26}{agg['mpjpe_mm']:8.1f}{agg['pa_mpjpe_mm']:10.1f}{agg['accel_mm']:8.2f}{ms}", flush=True)
 
     if args.timing_tracks:
         name, poses, trans_w = clips[0]
@@ -173,7 +184,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         for L in args.lags:
             for n in args.timing_tracks:
                 t0 = time.process_time()
-                _, _, sec = run_online(OnlineRefiner(guided_for[L], lag=L, context=args.context), x, trans, cond,
+                _, _, sec = run_online(OnlineRefiner(fit_for[L], lag=L, context=args.context), x, trans, cond,
                                        views.keypoints_px, camera, copies=n)
                 cpu = (time.process_time() - t0) / x.shape[0] * 1000
                 report["timing_ms"][f"L={L} tracks={n}"] = {"wall_ms": sec * 1000, "cpu_ms": cpu}
@@ -204,7 +215,8 @@ def plot_tradeoff(report: dict, path: str) -> None:
     for v in np.arange(np.ceil(y_lo), y_hi, max(1, round((y_hi - y_lo) / 8))):
         cv2.putText(img, f"{v:.0f}", (m - 35, py(v) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
         cv2.line(img, (m - 5, py(v)), (m, py(v)), (0, 0, 0), 1)
-    colours = {"per-frame": (0, 0, 200), "refine": (200, 80, 0), "One-Euro": (0, 150, 0), "Kalman": (150, 0, 150)}
+    colours = {"per-frame": (0, 0, 200), "fit": (200, 80, 0), "guidance": (0, 120, 200), "One-Euro": (0, 150, 0),
+               "Kalman": (150, 0, 150)}
     for i, ((label, _), x, y) in enumerate(zip(rows.items(), ax, ay)):
         colour = next((c for k, c in colours.items() if label.startswith(k)), (0, 0, 0))
         cv2.circle(img, (px(x), py(y)), 5, colour, -1, cv2.LINE_AA)
@@ -224,9 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", help="denoiser weights (default: the bundled ones)")
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--max-frames", type=int, default=600, help="frames in all, split over the clips")
-    p.add_argument("--lags", type=int, nargs="+", default=[0, 2, 5, 10])
+    p.add_argument("--lags", type=int, nargs="+", default=[0, 5])
+    p.add_argument("--guided", type=int, nargs="*", default=[5],
+                   help="lags at which to run the earlier score guidance too (GuidedRefiner), for comparison")
     p.add_argument("--context", type=int, default=4, help="emitted frames kept as fixed context")
-    p.add_argument("--settings", help="GuidanceSettings overrides as JSON, e.g. '{\"noise_t\": 50}'")
+    p.add_argument("--settings", help="FitSettings overrides as JSON, e.g. '{\"prior_sigma\": 0.2}'")
     p.add_argument("--lift-steps", type=int, default=4)
     p.add_argument("--lift-samples", type=int, default=8)
     p.add_argument("--euro-cutoffs", type=float, nargs="+", default=[3.0, 1.5, 0.8])

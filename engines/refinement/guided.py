@@ -48,7 +48,8 @@ class WindowBatch:
     camera translation of the pelvis, ``cond`` (S, T, 102) denoiser condition,
     ``keypoints`` (S, T, 33, 3) pixels + confidence, ``valid`` (S, T) real frames,
     ``free`` (S, T) frames to refine (the others are fixed context), ``x_obs`` the frames'
-    own per-frame lifts (the estimates start there; default ``x``)."""
+    own per-frame lifts (the estimates start there; default ``x``), ``world`` (S, T, 33, 3)
+    the landmark network's metric 3D landmarks (zeros where a frame has none; None: unused)."""
 
     x: torch.Tensor
     trans: torch.Tensor
@@ -57,6 +58,7 @@ class WindowBatch:
     valid: torch.Tensor
     free: torch.Tensor
     x_obs: torch.Tensor | None = None  # (S, T, 154) the per-frame lifts (default: ``x``)
+    world: torch.Tensor | None = None  # (S, T, 33, 3) world landmarks, metres
 
 
 class GuidedRefiner:

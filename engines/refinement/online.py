@@ -2,7 +2,7 @@
 frame refines, jointly for all tracks of that frame, the frames not yet emitted, with
 already emitted frames as fixed context; the frame ``lag`` behind the newest is then final.
 
->>> refiner = OnlineRefiner(GuidedRefiner(model, body), lag=5, context=4)
+>>> refiner = OnlineRefiner(KeypointFitter(model, body), lag=5, context=4)
 >>> refiner.update(step, {track_id: Observation(...)}, camera)   # every frame, in order
 >>> refiner.estimate(track_id, step - 5)                         # final once 5 frames behind
 
@@ -18,18 +18,20 @@ from dataclasses import dataclass
 
 import torch
 
-from .guided import CameraParams, GuidedRefiner, WindowBatch
+from .guided import CameraParams, WindowBatch
 
 
 @dataclass
 class Observation:
     """A track's per-frame estimate and evidence: ``x`` (154,) 6D rotations + betas,
-    ``trans`` (3,), ``cond`` (102,) denoiser condition, ``keypoints`` (33, 3) pixels + conf."""
+    ``trans`` (3,), ``cond`` (102,) denoiser condition, ``keypoints`` (33, 3) pixels + conf,
+    ``world`` (33, 3) the landmark network's metric landmarks, when there are any."""
 
     x: torch.Tensor
     trans: torch.Tensor
     cond: torch.Tensor
     keypoints: torch.Tensor
+    world: torch.Tensor | None = None
 
 
 @dataclass
@@ -42,12 +44,18 @@ class _Entry:
 
 class OnlineRefiner:
     """Fixed-lag refinement of many tracks; ``lag`` L frames (0: causal), ``context`` already
-    emitted frames kept as fixed context in each window (window = context + L + 1)."""
+    emitted frames kept as fixed context in each window (window = context + L + 1).
+    ``refiner`` is a :class:`~engines.refinement.fitting.KeypointFitter` or a
+    :class:`~engines.refinement.guided.GuidedRefiner` (anything with ``refine(WindowBatch,
+    CameraParams) -> (x, trans)``)."""
 
-    def __init__(self, refiner: GuidedRefiner, *, lag: int = 5, context: int = 4, max_gap: int = 1):
+    def __init__(self, refiner, *, lag: int = 5, context: int = 4, max_gap: int = 1, warm_start: bool = True):
         if lag < 0 or context < 0 or max_gap < 1:
             raise ValueError("OnlineRefiner: lag and context must be >= 0, max_gap >= 1")
         self.refiner = refiner
+        # A new frame of a continuing track starts from the previous frame's estimate (moved
+        # by the lift's own frame-to-frame translation): a few iterations then finish it.
+        self.warm_start = warm_start
         self.lag = lag
         self.context = context
         self.max_gap = max_gap
@@ -68,7 +76,11 @@ class OnlineRefiner:
             buf = self.tracks.get(tid)
             if buf is None or step - buf[-1].step > self.max_gap:
                 buf = self.tracks[tid] = deque(maxlen=self.window)
-            entry = _Entry(step, obs, obs.x.clone(), obs.trans.clone())
+            if self.warm_start and buf:
+                prev = buf[-1]
+                entry = _Entry(step, obs, prev.x.clone(), prev.trans + (obs.trans - prev.obs.trans))
+            else:
+                entry = _Entry(step, obs, obs.x.clone(), obs.trans.clone())
             buf.append(entry)
             self._held[(tid, step)] = entry
         forget = self.window + self.max_gap
@@ -96,6 +108,8 @@ class OnlineRefiner:
         cond = first.x.new_zeros(S, T, first.cond.shape[-1])
         kp = first.x.new_zeros(S, T, *first.keypoints.shape)
         x_obs = torch.zeros_like(x)
+        has_world = any(e.obs.world is not None for b in bufs for e in b)
+        world = first.x.new_zeros(S, T, *first.keypoints.shape) if has_world else None
         valid = torch.zeros(S, T, dtype=torch.bool)
         free = torch.zeros(S, T, dtype=torch.bool)
         for i, b in enumerate(bufs):
@@ -103,9 +117,11 @@ class OnlineRefiner:
             for j, e in enumerate(b, start=T - len(b)):
                 x[i, j], trans[i, j], cond[i, j], kp[i, j] = e.x, e.trans, e.obs.cond, e.obs.keypoints
                 x_obs[i, j] = e.obs.x
+                if world is not None and e.obs.world is not None:
+                    world[i, j] = e.obs.world
                 valid[i, j] = True
                 free[i, j] = e.step >= step - self.lag
-        x_new, trans_new = self.refiner.refine(WindowBatch(x, trans, cond, kp, valid, free, x_obs), camera)
+        x_new, trans_new = self.refiner.refine(WindowBatch(x, trans, cond, kp, valid, free, x_obs, world), camera)
         for i, b in enumerate(bufs):
             for j, e in enumerate(b, start=T - len(b)):
                 if free[i, j]:

@@ -71,6 +71,7 @@ class SyntheticViews:
     trans_cam: torch.Tensor  # (B, 3) true translation (model origin = pelvis) in the camera
     poses_cam: torch.Tensor  # (B, 24, 3, 3) local rotations with the root in the camera frame
     betas: torch.Tensor  # (B, 10)
+    keypoints_cam: torch.Tensor | None = None  # (B, 33, 3) true BlazePose-33 points in the camera, metres
 
 
 def _rot_x(a: torch.Tensor) -> torch.Tensor:
@@ -177,7 +178,7 @@ def make_views(body, poses: torch.Tensor, cfg: ViewConfig, g: torch.Generator,
     x0 = torch.cat([matrix_to_rotation_6d(poses_cam).flatten(1), betas], dim=-1)
     return SyntheticViews(x0=x0, keypoints=keypoints, keypoints_px=keypoints_px, clean_px=clean, K=cam.K,
                           image_size=torch.stack([cam.W, cam.H], -1), joints_cam=joints + trans[:, None],
-                          trans_cam=trans, poses_cam=poses_cam, betas=betas)
+                          trans_cam=trans, poses_cam=poses_cam, betas=betas, keypoints_cam=kp3d + trans[:, None])
 
 
 @torch.no_grad()
@@ -211,7 +212,7 @@ def make_sequence_views(body, poses: torch.Tensor, cfg: ViewConfig, g: torch.Gen
     x0 = torch.cat([matrix_to_rotation_6d(poses_cam).flatten(1), betas], dim=-1)
     return SyntheticViews(x0=x0, keypoints=keypoints, keypoints_px=keypoints_px, clean_px=clean, K=cam.K,
                           image_size=torch.stack([cam.W, cam.H], -1), joints_cam=joints + trans[:, None],
-                          trans_cam=trans, poses_cam=poses_cam, betas=betas)
+                          trans_cam=trans, poses_cam=poses_cam, betas=betas, keypoints_cam=kp3d + trans[:, None])
 
 
 def _damage(clean: torch.Tensor, behind: torch.Tensor, W: torch.Tensor, H: torch.Tensor, cfg: ViewConfig,
@@ -254,3 +255,59 @@ def _damage(clean: torch.Tensor, behind: torch.Tensor, W: torch.Tensor, H: torch
     conf = torch.where(missing, torch.zeros_like(conf), conf)
     noisy = torch.where(missing[..., None], torch.zeros_like(noisy), noisy)
     return noisy, conf
+
+
+@dataclass
+class WorldLandmarkNoise:
+    """How the landmark network's metric 3D landmarks err, for simulating them from a body's
+    own BlazePose-33 points. Chosen from the real clip: BlazePose's world landmarks, aligned
+    onto our fitted bodies by a similarity transform, sit 7-8 cm from them on average
+    (``docs/refinement.md``); a monocular network errs most along the camera axis, so the
+    depth share is the larger one, and it sometimes puts a whole forearm or shin on the
+    wrong side in depth."""
+
+    lateral_sd: float = 0.03  # metres, x and y (camera frame), per point
+    depth_sd: float = 0.06  # metres, z, per point
+    limb_depth_sd: float = 0.05  # metres: a shared depth offset per limb (errors come in limbs)
+    flip_prob: float = 0.05  # per limb: its depth mirrored about its root joint
+    scale_sd: float = 0.05  # relative, whole body
+    rotation_sd_deg: float = 5.0  # whole body, about a random axis
+    dropout_prob: float = 0.03  # per frame: no landmarks at all (zeros)
+
+
+#: Limbs (root point first) whose depth a monocular network flips: forearms and shins.
+_FLIP_LIMBS = tuple(tuple(BLAZEPOSE33_NAMES.index(n) for n in names) for names in (
+    ("left_elbow", "left_wrist", "left_pinky", "left_index", "left_thumb"),
+    ("right_elbow", "right_wrist", "right_pinky", "right_index", "right_thumb"),
+    ("left_knee", "left_ankle", "left_heel", "left_foot_index"),
+    ("right_knee", "right_ankle", "right_heel", "right_foot_index"),
+))
+
+
+@torch.no_grad()
+def simulate_world_landmarks(points_cam: torch.Tensor, g: torch.Generator,
+                             noise: WorldLandmarkNoise | None = None) -> torch.Tensor:
+    """World landmarks (B, 33, 3), metres, origin between the hips, camera orientation, as the
+    landmark network would give them for bodies whose true camera-frame BlazePose-33 points
+    are ``points_cam`` (B, 33, 3), with the errors of ``noise``."""
+    n = noise or WorldLandmarkNoise()
+    B = points_cam.shape[0]
+    dev = points_cam.device
+    hips = points_cam[:, [23, 24]].mean(1, keepdim=True)
+    w = (points_cam - hips).clone()
+    for limb in _FLIP_LIMBS:
+        flip = torch.rand(B, generator=g, device=dev) < n.flip_prob
+        root_z = w[:, limb[0], 2:3]
+        flipped = 2 * root_z - w[:, list(limb[1:]), 2]
+        w[:, list(limb[1:]), 2] = torch.where(flip[:, None], flipped, w[:, list(limb[1:]), 2])
+        w[:, list(limb), 2] += n.limb_depth_sd * torch.randn(B, 1, generator=g, device=dev)
+    sd = torch.tensor([n.lateral_sd, n.lateral_sd, n.depth_sd], device=dev)
+    w = w + sd * torch.randn(B, 33, 3, generator=g, device=dev)
+    axis = torch.randn(B, 3, generator=g, device=dev)
+    axis = axis / axis.norm(dim=-1, keepdim=True)
+    angle = math.radians(n.rotation_sd_deg) * torch.randn(B, 1, generator=g, device=dev)
+    w = w @ axis_angle_to_matrix(axis * angle).transpose(1, 2)
+    w = w * (1 + n.scale_sd * torch.randn(B, 1, 1, generator=g, device=dev))
+    w = w - w[:, [23, 24]].mean(1, keepdim=True)
+    drop = torch.rand(B, generator=g, device=dev) < n.dropout_prob
+    return torch.where(drop[:, None, None], torch.zeros_like(w), w)

@@ -1,0 +1,433 @@
+"""Score-guided keypoint fitting: bodies that re-project onto the keypoints they came from.
+
+ScoreHMR's guidance, solved to convergence. For a batch of windows (one per track) the free
+frames' SMPL parameters (6D rotations, shape, camera translation) minimise
+
+    E = data + world + prior + temporal
+
+- **data**: each BlazePose-33 point of the body, projected through the run's camera *with
+  its lens* (:mod:`calibration.torch_projection`), against the detected point: the residual
+  in units of the person's size in the image, confidence-weighted, under a Geman-McClure
+  penalty that is Gaussian with the detector's noise (``detector_noise``) near zero and
+  saturates for outliers (``robust_scale``);
+- **world**: the landmark network's metric 3D points (hip-centred, metres), aligned per
+  frame to the body's own points by a similarity transform (so the term does not care how
+  the network orients or scales its output), then the remaining distances, weighted by each
+  point's confidence. This is what settles a limb's depth where the 2D alone cannot;
+- **prior**: the diffusion model's score. At a schedule of noise levels ``prior_times`` the
+  current estimate is brought to that level (deterministic DDIM inversion) and denoised in
+  one network call; Tweedie's formula makes that prediction the direction of the score, and
+  the estimate is pulled towards it (averaged with the frame's own per-frame lift, the mean
+  of the lifter's samples). After each call ``iters`` L-BFGS iterations solve the fit with
+  that pull held fixed, like the proximal data step of plug-and-play diffusion samplers;
+- **temporal**: squared accelerations (or, for a causal window, velocities) of the
+  camera-frame joints, and the shape held constant along the track.
+
+Windows hold fixed context frames (already published) as boundary conditions, exactly as
+:class:`engines.refinement.guided.GuidedRefiner` does, and the same :class:`WindowBatch`
+goes in, so :class:`engines.refinement.online.OnlineRefiner` drives either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from engines.body.body_model import BodyModel
+from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
+from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS
+from engines.diffusion.schedule import DDIMScheduler
+
+from .guided import IDENTITY_6D, CameraParams, WindowBatch
+from calibration.torch_projection import project_points
+
+from .losses import person_size_px, similarity_align
+
+ROT_DIM = NUM_JOINTS * 6
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How hard the fit works and what it trusts (the defaults are the measured ones,
+    ``docs/refinement.md``). Lengths in metres, residuals in units of the person's size."""
+
+    prior_times: tuple[int, ...] = (100, 50)  # denoiser calls per window, at these noise levels
+    iters: int = 2  # Gauss-Newton iterations after each denoiser call
+    detector_noise: float = 0.015  # keypoint noise (fraction of the person's size) when it cannot be measured
+    noise_range: tuple[float, float] = (0.003, 0.03)  # the measured noise is held inside this
+    robust_scale: float = 0.1  # Geman-McClure scale: residuals beyond it count as outliers
+    min_confidence: float = 0.3  # keypoints below are ignored
+    prior_sigma: float = 0.15  # 6D units (about 0.1 rad): how far the pose may leave the prior
+    betas_sigma: float = 1.0
+    lift_weight: float = 1.0  # the per-frame lift against the denoiser's prediction in the prior
+    world_weight: float = 1.0  # 0: world landmarks unused
+    world_sigma: float = 0.1  # metres: their error along the camera's axis
+    world_lateral: float = 0.1  # weight of their across-the-image error (the 2D knows that better)
+    world_robust: float = 0.3  # metres: beyond this a landmark counts as an outlier
+    flip_depth: float = 0.07  # metres: a forearm or shin whose depth the landmarks put this far
+    # the other way round (and the body at least half as far) is turned over before the fit
+    joint_acc_sigma: float = 0.01  # metres / frame^2
+    joint_vel_sigma: float = 0.0  # metres / frame (0: off)
+    betas_vel_sigma: float = 0.02
+
+    @classmethod
+    def for_lag(cls, lag: int, **changes) -> "FitSettings":
+        """Defaults for a window of ``lag`` frames ahead. A causal window (``lag = 0``) cannot
+        penalise acceleration without extrapolating the past, so it limits velocity instead."""
+        if lag < 0:
+            raise ValueError(f"lag must be >= 0 frames, got {lag}")
+        base = dict(joint_acc_sigma=0.0, joint_vel_sigma=0.03) if lag == 0 else {}
+        return cls(**{**base, **changes})
+
+    def replace(self, **changes) -> "FitSettings":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __post_init__(self) -> None:
+        if self.iters < 0 or any(not 0 <= t < 1000 for t in self.prior_times):
+            raise ValueError("FitSettings: iters must be >= 0 and prior_times in [0, 1000)")
+        for name in ("detector_noise", "robust_scale", "prior_sigma", "betas_sigma", "world_sigma"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"FitSettings.{name} must be positive")
+
+
+#: Per free frame, the fit moves ``theta`` = 72 (a small turn of each joint, axis-angle,
+#: after its current rotation: three numbers per joint, none of the 6D form's free scale),
+#: 10 (shape) and 3 (translation) numbers.
+THETA = NUM_JOINTS * 3 + NUM_BETAS + 3
+_PX, _KP, _JOINTS, _X6 = 33 * 2, 33 * 3, NUM_JOINTS * 3, ROT_DIM  # rows of the outputs
+
+
+def keypoint_noise(keypoints: torch.Tensor, valid: torch.Tensor, min_confidence: float, default: float,
+                   limits: tuple[float, float]) -> torch.Tensor:
+    """The detector's noise (S,) per window, as a fraction of the person's size, measured on
+    the keypoints themselves: over three consecutive frames at video rate a body moves nearly
+    along a straight line, so a point's second difference is mostly the detector's jitter
+    (variance 6 sigma^2 per coordinate for independent noise). The lower quartile of its
+    magnitude over points and frames (real motion inflates the upper ones: a limb that
+    accelerates), / (0.319 sqrt 6), is sigma; clamped to ``limits``. Windows of fewer than
+    three frames get ``default``."""
+    conf = keypoints[..., 2] > min_confidence
+    # One size per window: a per-frame size would jitter with the outermost points and
+    # scale every coordinate's jitter into the estimate.
+    size = torch.where(valid, person_size_px(keypoints, min_confidence), torch.nan).nanmedian(1).values
+    xy = keypoints[..., :2] / size.nan_to_num(1.0)[:, None, None, None]
+    d2 = (xy[:, 2:] - 2 * xy[:, 1:-1] + xy[:, :-2]).abs()  # (S, T-2, 33, 2)
+    ok = conf[:, 2:] & conf[:, 1:-1] & conf[:, :-2] & (valid[:, 2:] & valid[:, 1:-1] & valid[:, :-2])[..., None]
+    out = torch.full((keypoints.shape[0],), default, dtype=keypoints.dtype)
+    for i in range(keypoints.shape[0]):
+        vals = d2[i][ok[i]]
+        if vals.numel() >= 20:
+            out[i] = vals.flatten().quantile(0.25) / (0.3186 * 6 ** 0.5)
+    return out.clamp(*limits)
+
+
+#: Limbs whose depth the 2D cannot tell: (BlazePose root point, tip point), SMPL joint that
+#: turns them (left/right elbow -> wrist, knee -> ankle).
+_FLIP_LIMBS = (((13, 15), 18), ((14, 16), 19), ((25, 27), 4), ((26, 28), 5))
+
+
+def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The smallest rotations (N, 3, 3) turning directions ``a`` (N, 3) onto ``b`` (N, 3)."""
+    a = a / a.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    b = b / b.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    axis = torch.linalg.cross(a, b, dim=-1)
+    sin = axis.norm(dim=-1, keepdim=True)
+    cos = (a * b).sum(-1, keepdim=True)
+    angle = torch.atan2(sin, cos)
+    # Opposite directions: any axis across them will do; take one away from a's largest part.
+    other = torch.eye(3, dtype=a.dtype)[a.abs().argmin(-1)]
+    across = torch.linalg.cross(a, other, dim=-1)
+    axis = torch.where(sin < 1e-6, across / across.norm(dim=-1, keepdim=True), axis / sin.clamp(min=1e-9))
+    return axis_angle_to_matrix(axis * angle)
+
+
+class KeypointFitter:
+    """Fits :class:`WindowBatch` es to their keypoints (and world landmarks) under the
+    diffusion prior, by Levenberg-Marquardt (Gauss-Newton with iteratively reweighted robust
+    residuals) on all free frames of a window at once, so the temporal terms are solved
+    exactly rather than smoothed over many small steps. ``model`` is any callable
+    ``(x_t, t, cond) -> x0`` (torch module or the forward-only ONNX engine; no gradient goes
+    through it), or None for the per-frame lift as the only prior."""
+
+    def __init__(self, model, body: BodyModel, settings: FitSettings | None = None,
+                 scheduler: DDIMScheduler | None = None):
+        self.model = model
+        if isinstance(model, torch.nn.Module):
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+        self.body = body
+        self.settings = settings or FitSettings()
+        self.scheduler = scheduler or DDIMScheduler()
+
+    # -- the model of one frame and its Jacobian ------------------------------------------
+    def _outputs(self, R: torch.Tensor, betas: torch.Tensor, trans: torch.Tensor, camera: CameraParams,
+                 K: torch.Tensor, dist: torch.Tensor | None, exact: bool = True) -> torch.Tensor:
+        """(N, 391): pixels (66), camera-frame points (99), joints (72), 6D rotations (144).
+        ``exact=False`` leaves out the pose correctives (for the Jacobian only)."""
+        out = self.body(R, betas, trans, keypoints="blazepose33", pose_correctives=exact)
+        kp = out.keypoints["blazepose33"]
+        px = project_points(kp, K, dist, camera.model)
+        return torch.cat([px.flatten(1), kp.flatten(1), out.joints.flatten(1), matrix_to_rotation_6d(R).flatten(1)], 1)
+
+    def _linearise(self, R0, b0, t0, camera, K, dist) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs (N, 391) and their Jacobian (N, 391, THETA) at ``theta = 0``: the body
+        model's own derivatives (:meth:`BodyModel.pose_jacobian`), chained through the lens."""
+        N = R0.shape[0]
+        pj = self.body.pose_jacobian(R0, b0, t0)
+        eye3 = torch.eye(3, dtype=R0.dtype).expand(N, 1, 3, 3)
+
+        def theta_jac(dturn, dbetas, count):
+            return torch.cat([dturn.reshape(N, count, 3, 72), dbetas, eye3.expand(N, count, 3, 3)], -1)
+
+        Jk = theta_jac(pj.dkeypoints_dturn, pj.dkeypoints_dbetas, 33)  # (N, 33, 3, THETA)
+        Jj = theta_jac(pj.djoints_dturn, pj.djoints_dbetas, NUM_JOINTS)
+        kp = pj.keypoints
+        # The lens: d pixel / d point for every point, by forward mode along x, y and z.
+        if camera.model == "pinhole" and (dist is None or not bool(dist.any())):
+            # Plain pinhole: d(f x / z + c) = f (dx - x dz / z) / z.
+            z = kp[..., 2:].clamp(min=1e-6)
+            fxy = torch.stack([K[..., 0, 0], K[..., 1, 1]], -1).reshape(-1, 1, 2)
+            px = kp[..., :2] / z * fxy + K[..., :2, 2].reshape(-1, 1, 2)
+            Jp = fxy[..., None] / z[..., None] * (Jk[:, :, :2] - kp[..., :2, None] / z[..., None] * Jk[:, :, 2:])
+        else:
+            project = lambda p: project_points(p, K, dist, camera.model)  # noqa: E731
+            basis = torch.eye(3, dtype=R0.dtype)[:, None, None, :].expand(3, N, 33, 3)
+            px, dpx = torch.func.vmap(lambda v: torch.func.jvp(project, (kp,), (v,)), out_dims=(None, 0))(basis)
+            Jp = torch.einsum("xnjc,njxa->njca", dpx, Jk)  # (N, 33, 2, THETA)
+        # 6D: column c of R exp(w) moves by R (e_m x e_c) per unit of w_m.
+        cols = torch.stack([torch.linalg.cross(torch.eye(3), torch.eye(3)[c].expand(3, 3), dim=-1) for c in (0, 1)])
+        d6 = torch.einsum("nixy,cmy->nicxm", R0, cols.to(R0)).reshape(N, NUM_JOINTS, 6, 3)
+        Jx = R0.new_zeros(N, NUM_JOINTS, 6, NUM_JOINTS, 3)
+        idx = torch.arange(NUM_JOINTS)
+        Jx[:, idx, :, idx, :] = d6.transpose(0, 1)
+        Jx = torch.cat([Jx.reshape(N, _X6, 72), R0.new_zeros(N, _X6, THETA - 72)], -1)
+        out = torch.cat([px.flatten(1), kp.flatten(1), pj.joints.flatten(1), matrix_to_rotation_6d(R0).flatten(1)], 1)
+        J = torch.cat([Jp.reshape(N, _PX, THETA), Jk.reshape(N, _KP, THETA), Jj.reshape(N, _JOINTS, THETA), Jx], 1)
+        return out, J
+
+    # -- the fit ----------------------------------------------------------------------------
+    def refine(self, batch: WindowBatch, camera: CameraParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fitted ``(x, trans)`` (S, T, 154), (S, T, 3): free rows changed, others as given."""
+        with torch.no_grad():
+            return self._refine(batch, camera)
+
+    def _refine(self, batch: WindowBatch, camera: CameraParams) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.settings
+        valid = batch.valid
+        free = batch.free & valid
+        base_x = torch.where(valid[..., None], batch.x,
+                             torch.cat([IDENTITY_6D, batch.x.new_zeros(batch.x.shape[-1] - ROT_DIM)]))
+        if not bool(free.any()):
+            return base_x, batch.trans
+        S, T = free.shape
+        # Free frames of each window, padded to F (rows of the linear system per window).
+        counts = free.sum(1)
+        F = int(counts.max())
+        cols = torch.zeros(S, F, dtype=torch.long)
+        used = torch.zeros(S, F, dtype=torch.bool)
+        for i in range(S):
+            idx = torch.nonzero(free[i]).flatten()
+            cols[i, :len(idx)], used[i, :len(idx)] = idx, True
+        rows = torch.arange(S)[:, None].expand(S, F)
+        sel = (rows[used], cols[used])  # the free frames, in (window, column) order
+
+        K = camera.K if camera.K.dim() == 2 else camera.K[sel]
+        dist = camera.dist if camera.dist is None or camera.dist.dim() == 1 else camera.dist[sel]
+        kp_obs = batch.keypoints[sel]
+        size = person_size_px(kp_obs, s.min_confidence)
+        noise = keypoint_noise(batch.keypoints, valid, s.min_confidence, s.detector_noise, s.noise_range)
+        noise = noise[:, None].expand(S, T)[sel][:, None]  # (N, 1) per free frame
+        conf = kp_obs[..., 2]
+        conf = torch.where(conf > s.min_confidence, conf, torch.zeros_like(conf))
+        world = None
+        if s.world_weight > 0 and batch.world is not None:
+            world = batch.world[sel]
+            has = (world.abs().sum((-1, -2)) > 0).to(conf.dtype)
+            world_w = conf * has[:, None] * (s.world_weight / s.world_sigma ** 2)
+            world_axes = torch.tensor([s.world_lateral, s.world_lateral, 1.0])
+        cond = batch.cond[sel]
+        x_obs = (batch.x if batch.x_obs is None else batch.x_obs)[sel]
+
+        R = rotation_6d_to_matrix(base_x[sel][:, :ROT_DIM].reshape(-1, NUM_JOINTS, 6))
+        b = base_x[sel][:, ROT_DIM:ROT_DIM + NUM_BETAS].clone()
+        t = batch.trans[sel].clone()
+        if world is not None and s.flip_depth > 0:
+            R, x_obs = self._turn_over_limbs(R, b, t, x_obs, world, world_w)
+        # Context frames' joints and shapes: constants of the temporal terms.
+        joints_all = self.body(rotation_6d_to_matrix(base_x[..., :ROT_DIM].reshape(S * T, NUM_JOINTS, 6)),
+                               base_x[..., ROT_DIM:ROT_DIM + NUM_BETAS].reshape(S * T, -1),
+                               batch.trans.reshape(S * T, 3)).joints.view(S, T, _JOINTS)
+        betas_all = base_x[..., ROT_DIM:ROT_DIM + NUM_BETAS].clone()
+        temporal = self._temporal_operators(valid)
+
+        def energy_and_system(R, b, t, x_prior, want_system: bool):
+            if want_system:
+                out, J = self._linearise(R, b, t, camera, K, dist)
+            else:
+                out, J = self._outputs(R, b, t, camera, K, dist), None
+            N = out.shape[0]
+            px, kp, jt, x6 = torch.split(out, [_PX, _KP, _JOINTS, _X6], 1)
+            H = out.new_zeros(N, THETA, THETA)
+            g = out.new_zeros(N, THETA)
+            E = out.new_zeros(N)
+            # data: robust reprojection by iteratively reweighted least squares
+            res = (px.view(N, 33, 2) - kp_obs[..., :2])
+            rho2 = res.pow(2).sum(-1) / size[:, None].pow(2)
+            sc2 = s.robust_scale ** 2
+            E = E + (conf * sc2 * rho2 / (rho2 + sc2) / noise ** 2).sum(-1)
+            wd = conf * (sc2 / (rho2 + sc2)) ** 2 / (size[:, None] * noise) ** 2  # (N, 33)
+            if want_system:
+                Jp = J[:, :_PX].view(N, 33, 2, THETA)
+                H = H + torch.einsum("njca,nj,njcb->nab", Jp, wd, Jp)
+                g = g + torch.einsum("njca,nj,njc->na", Jp, wd, res)
+            if world is not None:
+                # world: the landmarks' shape, aligned onto the body, mostly along the camera
+                # axis (depth is what the 2D cannot tell), robust to a landmark gone astray
+                pts = kp.view(N, 33, 3)
+                rw = pts - similarity_align(world, pts, world_w)
+                r2 = (rw.pow(2) * world_axes).sum(-1)  # m^2, anisotropic
+                rb2 = s.world_robust ** 2
+                E = E + (world_w * rb2 * r2 / (r2 + rb2)).sum(-1)
+                ww = world_w * (rb2 / (r2 + rb2)) ** 2
+                if want_system:
+                    Jk = J[:, _PX:_PX + _KP].view(N, 33, 3, THETA)
+                    H = H + torch.einsum("njca,nj,c,njcb->nab", Jk, ww, world_axes, Jk)
+                    g = g + torch.einsum("njca,nj,c,njc->na", Jk, ww, world_axes, rw)
+            # prior: the pose and shape near the denoiser's prediction (and the lift)
+            rp = x6 - x_prior[:, :ROT_DIM]
+            rb = b - x_prior[:, ROT_DIM:]
+            E = E + rp.pow(2).sum(-1) / s.prior_sigma ** 2 + rb.pow(2).sum(-1) / s.betas_sigma ** 2
+            if want_system:
+                Jx = J[:, _PX + _KP + _JOINTS:]
+                H = H + Jx.transpose(1, 2) @ Jx / s.prior_sigma ** 2
+                g = g + (Jx.transpose(1, 2) @ rp[..., None])[..., 0] / s.prior_sigma ** 2
+                H[:, 72:82, 72:82] += torch.eye(NUM_BETAS) / s.betas_sigma ** 2
+                g[:, 72:82] += rb / s.betas_sigma ** 2
+            # per window: the per-frame blocks, plus the temporal terms that couple frames
+            Hw = out.new_zeros(S, F, THETA, F, THETA)
+            gw = out.new_zeros(S, F, THETA)
+            Ew = out.new_zeros(S)
+            Hw[rows[used], cols_pos[used], :, cols_pos[used], :] = H
+            gw[used] = g
+            Ew.index_add_(0, rows[used], E)
+            jt_all = joints_all.index_put(sel, jt)
+            b_all = betas_all.index_put(sel, b)
+            Jj = out.new_zeros(S, F, _JOINTS, THETA)
+            if want_system:
+                Jj[used] = J[:, _PX + _KP:_PX + _KP + _JOINTS]
+            for M, signal, weight, jac in temporal(jt_all, b_all, Jj):
+                Ew = Ew + weight * (signal * (M @ signal)).sum((-1, -2))
+                if want_system:
+                    Mf = M[rows[:, :, None], cols[:, :, None], cols[:, None, :]] * used[:, :, None] * used[:, None, :]
+                    grad = (M @ signal)[rows, cols]  # (S, F, D)
+                    if jac is None:  # betas: identity on the shape block
+                        Hw[:, :, 72:82, :, 72:82] += weight * Mf[:, :, None, :, None] * torch.eye(NUM_BETAS)[None, None, :, None, :]
+                        gw[:, :, 72:82] += weight * grad * used[..., None]
+                    else:
+                        Hw += weight * torch.einsum("sfg,sfda,sgdb->sfagb", Mf, jac, jac)
+                        gw += weight * torch.einsum("sfda,sfd->sfa", jac, grad) * used[..., None]
+            return Ew, Hw, gw
+
+        cols_pos = torch.arange(F)[None].expand(S, F)
+        times = s.prior_times if self.model is not None else ()
+        lam = 1e-3
+        for t_noise in times or (None,):
+            x_now = torch.cat([matrix_to_rotation_6d(R).flatten(1), b], -1)
+            x_prior = x_obs if t_noise is None else self._prior(x_now, x_obs, cond, t_noise)
+            for _ in range(s.iters):
+                E0, H, g = energy_and_system(R, b, t, x_prior, True)
+                n = F * THETA
+                Hm = H.reshape(S, n, n)
+                diag = torch.diagonal(Hm, dim1=-2, dim2=-1)
+                pad = (~used).repeat_interleave(THETA, 1).to(Hm.dtype)  # padding rows: identity
+                for _try in range(3):
+                    A = Hm + torch.diag_embed(lam * diag + 1e-6 + pad)
+                    step = -torch.linalg.solve(A, g.reshape(S, n)).view(S, F, THETA)[used]
+                    R1 = R @ axis_angle_to_matrix(step[:, :72].reshape(-1, NUM_JOINTS, 3))
+                    b1, t1 = b + step[:, 72:82], t + step[:, 82:]
+                    E1 = energy_and_system(R1, b1, t1, x_prior, False)[0]
+                    better = E1 <= E0 + 1e-9
+                    if bool(better.all()):
+                        lam = max(lam / 3, 1e-7)
+                        break
+                    lam *= 10
+                # Windows whose energy went down take the step; the others keep theirs.
+                take = better[rows[used]]
+                R = torch.where(take[:, None, None, None], R1, R)
+                b = torch.where(take[:, None], b1, b)
+                t = torch.where(take[:, None], t1, t)
+        x_fit = torch.cat([matrix_to_rotation_6d(R).flatten(1), b], -1)
+        return base_x.index_put(sel, x_fit), batch.trans.index_put(sel, t)
+
+    def _turn_over_limbs(self, R, b, t, x_obs, world, world_w):
+        """Where the 2D cannot tell whether a forearm or shin points towards the camera or
+        away (both project alike) and the world landmarks clearly say the other way than
+        the current estimate, turn that limb over (its depth mirrored about its root joint),
+        in the estimate and in the per-frame lift the prior pulls towards. The fit then
+        starts in the right basin instead of being held in the wrong one by the prior."""
+        s = self.settings
+        out = self.body(R, b, t, keypoints="blazepose33")
+        pts = out.keypoints["blazepose33"]
+        aligned = similarity_align(world, pts, world_w)
+        R_obs = rotation_6d_to_matrix(x_obs[:, :ROT_DIM].reshape(-1, NUM_JOINTS, 6))
+        flipped = False
+        for (root, child), joint in _FLIP_LIMBS:
+            d = pts[:, child] - pts[:, root]
+            dz_world = aligned[:, child, 2] - aligned[:, root, 2]
+            sure = (world_w[:, root] > 0) & (world_w[:, child] > 0)
+            turn = sure & (d[:, 2] * dz_world < 0) & (dz_world.abs() > s.flip_depth) & (d[:, 2].abs() > s.flip_depth / 2)
+            if not bool(turn.any()):
+                continue
+            flipped = True
+            target = d * torch.tensor([1.0, 1.0, -1.0])
+            Q = _rotation_between(d, target)  # camera frame, about the limb's root
+            G_parent = out.rotations[:, self.body.parents[joint]]
+            turned = G_parent.transpose(1, 2) @ Q @ G_parent
+            R_new, R_obs_new = R.clone(), R_obs.clone()
+            R_new[:, joint] = turned @ R[:, joint]
+            R_obs_new[:, joint] = turned @ R_obs[:, joint]
+            R = torch.where(turn[:, None, None, None], R_new, R)
+            R_obs = torch.where(turn[:, None, None, None], R_obs_new, R_obs)
+        if flipped:
+            x_obs = torch.cat([matrix_to_rotation_6d(R_obs).flatten(1), x_obs[:, ROT_DIM:]], -1)
+        return R, x_obs
+
+    def _temporal_operators(self, valid: torch.Tensor):
+        """The temporal terms as (M, signal, weight, Jacobian) with M = D^T D (S, T, T) of
+        each window's difference operator over runs of valid frames."""
+        s = self.settings
+        mats = {}
+        for order in (1, 2):
+            D = torch.eye(valid.shape[1]).expand(valid.shape[0], -1, -1)
+            ok = valid
+            for _ in range(order):
+                D = D[:, 1:] - D[:, :-1]
+                ok = ok[:, 1:] & ok[:, :-1]
+            D = D * ok[..., None]
+            mats[order] = D.transpose(1, 2) @ D
+
+        def terms(joints, betas, Jj):
+            out = []
+            if s.joint_acc_sigma > 0:
+                out.append((mats[2], joints, 1 / s.joint_acc_sigma ** 2, Jj))
+            if s.joint_vel_sigma > 0:
+                out.append((mats[1], joints, 1 / s.joint_vel_sigma ** 2, Jj))
+            if s.betas_vel_sigma > 0:
+                out.append((mats[1], betas, 1 / s.betas_vel_sigma ** 2, None))
+            return out
+
+        return terms
+
+    def _prior(self, x_free: torch.Tensor, x_obs: torch.Tensor, cond: torch.Tensor, t: int) -> torch.Tensor:
+        """The pull's target: the denoiser's clean prediction from ``x_free`` brought to noise
+        level ``t`` (its score, by Tweedie's formula), averaged with the per-frame lift ``x_obs``."""
+        x_t = self.scheduler.invert(x_free, t)
+        tt = torch.full((x_free.shape[0],), t, dtype=torch.long)
+        pred = self.model(x_t, tt, cond)
+        w = self.settings.lift_weight
+        return (pred + w * x_obs) / (1 + w)

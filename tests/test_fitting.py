@@ -1,0 +1,120 @@
+"""The keypoint fit (engines.refinement.fitting): its Jacobian, what it does to real
+keypoints, and how the world landmarks settle a depth the 2D cannot."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engines.body.body_model import BodyModel
+from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
+from engines.refinement.fitting import THETA, FitSettings, KeypointFitter, keypoint_noise
+from engines.refinement.guided import CameraParams, WindowBatch
+
+K = torch.tensor([[1000.0, 0, 640], [0, 1000, 360], [0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def body():
+    return BodyModel.load()
+
+
+@pytest.mark.parametrize("dist, model", [(None, "pinhole"), (torch.tensor([0.1, -0.05, 0.001, 0.002, 0.01]), "pinhole"),
+                                         (torch.tensor([-0.2, 0.05, 0.001, 0.001]), "fisheye")])
+def test_linearisation_matches_finite_differences(body, dist, model):
+    torch.manual_seed(0)
+    b64 = BodyModel.load().double()
+    fitter = KeypointFitter(None, b64)
+    R0 = axis_angle_to_matrix(torch.randn(2, 24, 3, dtype=torch.float64) * 0.4)
+    b0 = torch.randn(2, 10, dtype=torch.float64)
+    t0 = torch.tensor([[0.1, 0.2, 3.0], [-0.3, 0.1, 4.0]], dtype=torch.float64)
+    Kd = K.double()
+    dd = None if dist is None else dist.double()
+    cam = CameraParams(K=Kd, dist=dd, model=model)
+    out, J = fitter._linearise(R0, b0, t0, cam, Kd, dd)
+    eps = 1e-6
+    for k in range(0, THETA, 7):
+        d = torch.zeros(2, THETA, dtype=torch.float64)
+        d[:, k] = eps
+        R = R0 @ axis_angle_to_matrix(d[:, :72].reshape(2, 24, 3))
+        numeric = (fitter._outputs(R, b0 + d[:, 72:82], t0 + d[:, 82:], cam, Kd, dd) - out) / eps
+        assert (numeric - J[..., k]).abs().max() <= 1e-4 * (numeric.abs().max() + 1e-3), k
+
+
+def _arm_pose(forearm_towards_camera: bool) -> torch.Tensor:
+    """6D pose (154,): facing the camera, left elbow bent 60 degrees so the forearm points
+    half towards the camera or as far away from it (nearly the same 2D either way)."""
+    aa = torch.zeros(24, 3)
+    aa[0] = torch.tensor([math.pi, 0, 0])  # SMPL faces +Z, Y up -> camera frame, facing it
+    aa[18] = torch.tensor([0.0, -math.pi / 3 if forearm_towards_camera else math.pi / 3, 0.0])
+    return torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(aa)).flatten(), torch.zeros(10)])
+
+
+def test_world_landmarks_resolve_a_forearm_the_2d_cannot(body):
+    true_x, wrong_x = _arm_pose(True), _arm_pose(False)
+    trans = torch.tensor([[0.0, 0.3, 4.0]])
+    R = axis_angle_to_matrix(torch.zeros(1, 24, 3))
+
+    def points(x):
+        from engines.body.rotations import rotation_6d_to_matrix
+
+        return body(rotation_6d_to_matrix(x[:144].view(1, 24, 6)), x[None, 144:], trans,
+                    keypoints="blazepose33").keypoints["blazepose33"][0]
+
+    truth, wrong = points(true_x), points(wrong_x)
+    px = truth[:, :2] / truth[:, 2:] * 1000 + torch.tensor([640.0, 360.0])
+    px_wrong = wrong[:, :2] / wrong[:, 2:] * 1000 + torch.tensor([640.0, 360.0])
+    wrist = 15
+    assert (truth[wrist, 2] - wrong[wrist, 2]).abs() > 0.3  # the two differ in depth...
+    assert (px[wrist] - px_wrong[wrist]).norm() < 25  # ...but hardly in the image
+    kp = torch.cat([px, torch.ones(33, 1)], -1)
+    world = truth - truth[[23, 24]].mean(0)
+    del R
+
+    def fit(with_world: bool) -> torch.Tensor:
+        batch = WindowBatch(x=wrong_x[None, None], trans=trans[None], cond=torch.zeros(1, 1, 102), keypoints=kp[None, None],
+                            valid=torch.ones(1, 1, dtype=torch.bool), free=torch.ones(1, 1, dtype=torch.bool),
+                            world=world[None, None] if with_world else None)
+        fitter = KeypointFitter(None, body, FitSettings.for_lag(5, iters=6))
+        x, t = fitter.refine(batch, CameraParams(K=K))
+        from engines.body.rotations import rotation_6d_to_matrix
+
+        return body(rotation_6d_to_matrix(x[0, :, :144].view(1, 24, 6)), x[0, :, 144:], t[0],
+                    keypoints="blazepose33").keypoints["blazepose33"][0]
+
+    without, with_world = fit(False), fit(True)
+    assert (without[wrist] - truth[wrist]).norm() > 0.25, "the 2D alone should leave the forearm as it was"
+    assert (with_world[wrist] - truth[wrist]).norm() < 0.08, "the world landmarks should turn it over"
+
+
+def test_keypoint_noise_is_measured_from_the_jitter():
+    g = torch.Generator().manual_seed(1)
+    T = 30
+    t = torch.linspace(0, 1, T)[:, None, None]
+    base = torch.rand(1, 33, 2, generator=g) * 300 + 200 + 40 * t  # smooth motion
+    for sigma in (0.005, 0.02):
+        size = 300.0  # roughly the box of the points
+        noisy = base + sigma * size * torch.randn(T, 33, 2, generator=g)
+        kp = torch.cat([noisy, torch.ones(T, 33, 1)], -1)[None]
+        est = keypoint_noise(kp, torch.ones(1, T, dtype=torch.bool), 0.3, 0.015, (0.001, 0.1))
+        real_size = (kp[0, :, :, :2].amax(1) - kp[0, :, :, :2].amin(1)).amax(-1).median()
+        assert est.item() == pytest.approx(sigma * size / real_size.item(), rel=0.3)
+
+
+def test_fit_lowers_the_reprojection_of_real_keypoints(body, tmp_path):
+    """A track of the real clip (its BlazePose keypoints and world landmarks, recorded by
+    `run --record`): the fitted bodies land much closer to the keypoints than the lifts."""
+    from streamer.lift_file import lift_keypoint_file
+
+    src = "tests/data/keypoints/sports2d_track2_blazepose33.npz"
+    lifted = lift_keypoint_file(src, tmp_path / "lift.npz", refine=False)
+    fitted = lift_keypoint_file(src, tmp_path / "fit.npz")
+    before, after = lifted["fit"]["overall"], fitted["fit"]["overall"]
+    assert after["median_pct"] < 0.75 * before["median_pct"]
+    assert after["median_pct"] < 1.4 and after["p90_pct"] < 4.0
+    with np.load(tmp_path / "fit.npz") as data:
+        assert data["reprojection_px"].shape == data["frame_index"].shape
+        assert np.nanmedian(data["reprojection_px"]) < np.nanmedian(np.load(tmp_path / "lift.npz")["reprojection_px"])
