@@ -52,7 +52,7 @@ class RunConfig:
     lift_samples: int = 8
     refine: bool = True
     refine_lag: int | None = None  # None: 0 (causal) in live mode, 5 offline
-    refine_steps: int | None = None  # fit iterations per denoiser call; None: LIVE/OFFLINE_REFINE_STEPS
+    refine_steps: int | None = None  # fit iterations per denoiser call; None: FitSettings.for_run (1 live, 2 offline)
     world_landmarks: bool = True  # the landmark network's world landmarks as an observation of the fit
     queue_size: int | None = None
     progress: bool = True
@@ -86,11 +86,6 @@ LIVE_LIFT_STEPS, OFFLINE_LIFT_STEPS = 2, 4
 # Live runs on ONNX Runtime take the denoiser with int8 weights (about 4 times faster per call;
 # its accuracy cost is in docs/performance.md); offline runs and other engines keep float32.
 LIVE_DENOISER_PRECISION = "int8"
-# The keypoint fit: Gauss-Newton iterations after each call of the denoiser prior; live runs
-# call it once per frame (at noise level 100), offline runs twice (100, then 50), and every
-# frame is fitted again in each of the L + 1 windows it is free in.
-LIVE_REFINE_STEPS, OFFLINE_REFINE_STEPS = 2, 2
-LIVE_PRIOR_TIMES = (100,)
 BACKENDS = ("auto", "onnxruntime", "torch", "torch-compile", "tensorrt")
 BACKEND_STAGES = ("keypoints", "lift", "refine")
 
@@ -150,14 +145,11 @@ def processing_stages(config: RunConfig, camera, mode: Mode = "offline") -> list
 
 
 def fit_settings(lag: int, refine_steps: int | None, live: bool):
-    """The keypoint fit of a run: the defaults for its lag, with ``refine_steps`` Gauss-Newton
-    iterations after each denoiser call (LIVE_REFINE_STEPS, OFFLINE_REFINE_STEPS); live runs
-    call the denoiser once per frame (LIVE_PRIOR_TIMES)."""
+    """The keypoint fit of a run (``FitSettings.for_run``: the live and offline budgets),
+    ``refine_steps`` Gauss-Newton iterations after each denoiser call if given."""
     from engines.refinement.fitting import FitSettings
 
-    steps = refine_steps or (LIVE_REFINE_STEPS if live else OFFLINE_REFINE_STEPS)
-    extra = {"prior_times": LIVE_PRIOR_TIMES} if live else {}
-    return FitSettings.for_lag(lag, iters=steps, **extra)
+    return FitSettings.for_run(lag, live, iters=refine_steps)
 
 
 def denoiser_precision(config: RunConfig, backend: str, live: bool) -> str:

@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lift-steps", type=int, metavar="K", help="denoising steps (default: 2 live, 4 offline)")
     p.add_argument("--lift-samples", type=int, default=8, metavar="N")
     p.add_argument("--refine-lag", type=int, default=None, metavar="L", help="default: 0 live, 5 offline")
-    p.add_argument("--refine-steps", type=int, metavar="S", help="guided steps (default: 1 live, 2 offline)")
+    p.add_argument("--refine-steps", type=int, metavar="S",
+                   help="keypoint-fit iterations per denoiser call (default: 1 live, 2 offline)")
     p.add_argument("--no-refine", action="store_true")
     p.add_argument("--no-lift", action="store_true")
     p.add_argument("--denoiser-precision", choices=("fp32", "int8"),

@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="temporal refinement publishes each frame L frames late (0: causal; "
                           "default 0 in live mode, 5 offline)")
     run.add_argument("--refine-steps", type=int, default=None, metavar="S",
-                     help="keypoint-fit iterations after each call of the diffusion prior (default 2; "
+                     help="keypoint-fit iterations after each call of the diffusion prior (default 1 live, 2 offline; "
                           "live runs call it once per frame, offline runs twice per window)")
     run.add_argument("--no-refine", action="store_true", help="publish the per-frame lifts unfitted")
     run.add_argument("--no-world-landmarks", action="store_true",

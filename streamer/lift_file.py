@@ -101,9 +101,7 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     from engines.refinement.online import Observation, OnlineRefiner
     from engines.refinement.quality import FitQuality, frame_error, reprojection_distances
 
-    from .app import OFFLINE_REFINE_STEPS
-
-    settings = FitSettings.for_lag(lag, iters=steps or OFFLINE_REFINE_STEPS)
+    settings = FitSettings.for_run(lag, live=False, iters=steps)
     online = OnlineRefiner(KeypointFitter(denoiser, body, settings), lag=lag)
     params = CameraParams.from_camera(cam)
     idx = np.flatnonzero(keep)
@@ -242,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("--refine-lag must be 0 (causal) or more frames")
     if args.refine_steps is not None and args.refine_steps < 1:
         raise ConfigError("--refine-steps must be at least 1")
-    torch.set_num_threads(2)
+    # One thread: the fit is many small products, which a second thread only slows down.
+    torch.set_num_threads(1)
     summary = lift_keypoint_file(args.keypoints, args.out, camera=args.camera, num_steps=args.steps,
                                  num_samples=args.samples, weights=args.weights, refine=not args.no_refine,
                                  refine_lag=args.refine_lag, refine_steps=args.refine_steps,

@@ -8,7 +8,8 @@ the live defaults, interleaved in one run (this machine is shared: compare withi
 "before": the settings live mode used before the live profile (lift K = 4 steps, refinement
 2 guided steps with eager torch, float32 denoiser); "fp32": the live defaults but with the
 float32 denoiser (what int8 buys); "after": the live defaults (lift K = 2, refinement 1 step,
-the denoiser with int8 weights on ONNX Runtime). All run the current code (the source waits
+the denoiser with int8 weights on ONNX Runtime); "unfitted": the live defaults without the
+refine stage (what the keypoint fit costs). All run the current code (the source waits
 for the models, the detector runs beside the landmarks, the landmark model without its
 segmentation head). ``--max-persons 1`` follows one person in the clip (the target's
 case); frames of the real clip are also split by how many people they show.
@@ -34,6 +35,7 @@ VARIANTS = {
     "before": dict(lift_steps=4, refine_steps=2, backend="refine=torch", denoiser_precision="fp32"),
     "fp32": dict(denoiser_precision="fp32"),
     "after": dict(),
+    "unfitted": dict(refine=False),  # the live defaults without the keypoint fit: what it costs
 }
 SOURCES = {"clip": None, "clip-1": None, "synthetic-1": 1, "synthetic-2": 2}
 MAX_PERSONS = {"clip-1": 1}  # the others follow up to 6 (the default)

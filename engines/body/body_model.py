@@ -19,6 +19,7 @@ The mesh is skinned only when asked for (``return_vertices=True``):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,15 @@ class BodyModel(torch.nn.Module):
     def name(self) -> str:
         return self.data_name
 
+    def pose_jacobian(self, R: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor,
+                      keypoints: str = "blazepose33") -> "PoseJacobian":
+        """Keypoints and joints of bodies posed by local rotations ``R`` (B, 24, 3, 3), with
+        their derivatives by a small turn of each joint after its rotation and by the shape
+        coefficients (:class:`PoseJacobian`), in closed form: a turn of joint i moves all
+        below it about joint i's position. Pose correctives enter the values, not the
+        derivatives (a few millimetres). What the keypoint fit linearises."""
+        return _pose_jacobian(self, R, betas, transl, keypoints)
+
     @property
     def num_vertices(self) -> int:
         return int(self.v_template.shape[0])
@@ -273,6 +283,7 @@ class PoseJacobian:
     djoints_dbetas: torch.Tensor
 
 
+@functools.lru_cache(maxsize=8)
 def _subtree_matrix(parents: tuple[int, ...]) -> torch.Tensor:
     """(J, J): [i, j] = 1 where joint j is i or below it."""
     J = len(parents)
@@ -328,6 +339,3 @@ def _skew(v: torch.Tensor) -> torch.Tensor:
     o = torch.zeros_like(x)
     return torch.stack([o, -z, y, z, o, -x, -y, x, o], dim=-1).unflatten(-1, (3, 3))
 
-
-BodyModel.pose_jacobian = lambda self, R, betas, transl, keypoints="blazepose33": _pose_jacobian(  # noqa: E731
-    self, R, betas, transl, keypoints)

@@ -113,9 +113,8 @@ def evaluate(args: argparse.Namespace) -> dict:
 
         model = ForwardOnly.from_onnx(Path(args.weights or DEFAULT_WEIGHTS).with_suffix(".onnx"), model.config,
                                       precision="int8", threads=args.threads)
-    fit_for = {L: KeypointFitter(model, body, FitSettings.for_lag(L, **overrides,
-                                                                  **({"prior_times": (100,)} if L == 0 else {})))
-               for L in args.lags}
+    # L = 0 as live runs fit, the others as offline runs do.
+    fit_for = {L: KeypointFitter(model, body, FitSettings.for_run(L, live=L == 0, **overrides)) for L in args.lags}
     guided_for = {L: GuidedRefiner(model, body, GuidanceSettings.for_lag(L)) for L in args.guided}
     g = torch.Generator().manual_seed(args.seed)
     g_world = torch.Generator().manual_seed(args.seed + 1)  # apart, so the views stay as they were

@@ -77,8 +77,18 @@ class FitSettings:
         penalise acceleration without extrapolating the past, so it limits velocity instead."""
         if lag < 0:
             raise ValueError(f"lag must be >= 0 frames, got {lag}")
-        base = dict(joint_acc_sigma=0.0, joint_vel_sigma=0.03) if lag == 0 else {}
+        base = dict(joint_acc_sigma=0.0, joint_vel_sigma=0.1) if lag == 0 else {}
         return cls(**{**base, **changes})
+
+    @classmethod
+    def for_run(cls, lag: int, live: bool, iters: int | None = None, **changes) -> "FitSettings":
+        """The fit of a run: offline, two denoiser calls per window (noise levels 100 then 50)
+        with ``iters`` (default 2) Gauss-Newton iterations after each, every frame fitted
+        again in each of the L + 1 windows it is free in; live, one call and one iteration
+        per frame (the budget that keeps one person at 30 fps on two cores)."""
+        if live:
+            return cls.for_lag(lag, prior_times=(100,), iters=iters or 1, **changes)
+        return cls.for_lag(lag, iters=iters or 2, **changes)
 
     def replace(self, **changes) -> "FitSettings":
         return replace(self, **changes)
@@ -347,7 +357,13 @@ class KeypointFitter:
                 pad = (~used).repeat_interleave(THETA, 1).to(Hm.dtype)  # padding rows: identity
                 for _try in range(3):
                     A = Hm + torch.diag_embed(lam * diag + 1e-6 + pad)
-                    step = -torch.linalg.solve(A, g.reshape(S, n)).view(S, F, THETA)[used]
+                    # A is symmetric positive definite (Gauss-Newton plus damping): Cholesky.
+                    L, info = torch.linalg.cholesky_ex(A)
+                    if bool(info.any()):
+                        sol = torch.linalg.solve(A, g.reshape(S, n))
+                    else:
+                        sol = torch.cholesky_solve(g.reshape(S, n, 1), L)[..., 0]
+                    step = -sol.view(S, F, THETA)[used]
                     R1 = R @ axis_angle_to_matrix(step[:, :72].reshape(-1, NUM_JOINTS, 3))
                     b1, t1 = b + step[:, 72:82], t + step[:, 82:]
                     E1 = energy_and_system(R1, b1, t1, x_prior, False)[0]
