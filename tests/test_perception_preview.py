@@ -43,6 +43,16 @@ def test_run_with_perception_writes_preview_and_keypoint_files(clip, tmp_path):
         seen = kp[..., 2] > 0.5
         assert seen.mean() > 0.5
         assert (kp[..., 0][seen] >= 0).all() and (kp[..., 0][seen] < 1768).all()
+        world = data["world_landmarks"]  # metric, hip-centred: a body's size
+        assert world.shape == kp.shape and 1.0 < np.ptp(world[..., 1], axis=1).mean() < 2.5
+    # Fit quality on every run: per frame in the motion file, per track and overall in the summary.
+    motion = sorted((tmp_path / "rec").glob("track_????.npz"))
+    with np.load(motion[0]) as data:
+        err = data["reprojection_px"]
+        assert err.shape == data["frame_index"].shape and np.nanmedian(err) < 20
+    fit = outcome.summary["fit"]
+    assert fit["overall"]["frames"] > frames // 2 and 0 < fit["overall"]["median_pct"] < 2.0
+    assert set(fit["tracks"]) and all(t["p90_px"] >= t["median_px"] for t in fit["tracks"].values())
 
 
 def test_body_mesh_is_drawn_where_the_body_projects():
