@@ -29,23 +29,27 @@ KEYPOINTS = "keypoints_blazepose33"
 WORLD = "world_blazepose33"
 
 
-def measure_persons(body, camera_params, persons, quality) -> None:
+def measure_persons(body, camera_params, persons, quality, points: torch.Tensor | None = None) -> None:
     """Re-projection error of each person's published body against its own keypoints:
     ``reprojection_px`` (a float32 scalar) goes into its arrays and every counted point into
-    ``quality`` (:class:`engines.refinement.quality.FitQuality`)."""
+    ``quality`` (:class:`engines.refinement.quality.FitQuality`). ``points`` (N, 33, 3): the
+    bodies' BlazePose-33 points when the caller has them already (one per person given,
+    all with a body and keypoints)."""
     from engines.body.rotations import axis_angle_to_matrix
     from engines.refinement.quality import frame_error, reprojection_distances
 
-    persons = [p for p in persons if "poses" in p.arrays and KEYPOINTS in p.arrays]
+    if points is None:
+        persons = [p for p in persons if "poses" in p.arrays and KEYPOINTS in p.arrays]
     if not persons:
         return
-    poses = torch.from_numpy(np.stack([p.arrays["poses"] for p in persons]).astype(np.float32))
-    betas = torch.from_numpy(np.stack([p.arrays["betas"] for p in persons]).astype(np.float32))
-    trans = torch.from_numpy(np.stack([p.arrays["trans"] for p in persons]).astype(np.float32))
     kp = torch.from_numpy(np.stack([p.arrays[KEYPOINTS] for p in persons]).astype(np.float32))
-    with torch.no_grad():
-        points = body(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas, trans,
-                      keypoints="blazepose33").keypoints["blazepose33"]
+    if points is None:
+        poses = torch.from_numpy(np.stack([p.arrays["poses"] for p in persons]).astype(np.float32))
+        betas = torch.from_numpy(np.stack([p.arrays["betas"] for p in persons]).astype(np.float32))
+        trans = torch.from_numpy(np.stack([p.arrays["trans"] for p in persons]).astype(np.float32))
+        with torch.no_grad():
+            points = body(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas, trans,
+                          keypoints="blazepose33").keypoints["blazepose33"]
     d, mask, size = reprojection_distances(points, kp, camera_params.K, camera_params.dist, camera_params.model)
     per_frame = frame_error(d, mask)
     for i, person in enumerate(persons):
@@ -170,10 +174,17 @@ class RefineStage(Stage):
         trans = torch.stack([e[1] for _, e in found])
         R = rotation_6d_to_matrix(x[:, :144].reshape(-1, 24, 6))
         with torch.no_grad():
-            joints = self.body(R, x[:, 144:154], trans).joints
+            out = self.body(R, x[:, 144:154], trans, keypoints="blazepose33")
+        joints = out.joints
         poses = matrix_to_axis_angle(R).reshape(-1, 72)
         for i, (person, _) in enumerate(found):
             person.arrays.update(poses=poses[i].numpy().astype(np.float32), betas=x[i, 144:154].numpy().astype(np.float32),
                                  trans=trans[i].numpy().astype(np.float32), joints=joints[i].numpy().astype(np.float32))
-        measure_persons(self.body, self.camera_params, frame.persons, self.quality)
+        # Fitted persons are measured on the points just computed; any other body on its own.
+        fitted = [i for i, (p, _) in enumerate(found) if KEYPOINTS in p.arrays]
+        if fitted:
+            measure_persons(self.body, self.camera_params, [found[i][0] for i in fitted], self.quality,
+                            points=out.keypoints["blazepose33"][fitted])
+        done = {id(p) for p, _ in found}
+        measure_persons(self.body, self.camera_params, [p for p in frame.persons if id(p) not in done], self.quality)
         return frame
