@@ -91,11 +91,14 @@ class Lifter:
 
     def __init__(self, denoiser: PoseDenoiser, body: BodyModel, *, num_steps: int = 4, num_samples: int = 8,
                  seed: int = 0, scheduler: DDIMScheduler | None = None, sampler=None,
-                 engine_info: EngineInfo | None = None, mirror_half: bool = True):
+                 engine_info: EngineInfo | None = None, mirror_half: bool = True, spread_scale: float | None = None):
         """``sampler``: an optional fused K-step sampler, ``(cond (B, C), noise (B, N, X)) -> (B, N, X)``
         (:mod:`engines.runtime.fused_sampler`), used instead of the step-by-step loop over
         ``denoiser``; it must have been built for ``num_steps`` and ``scheduler``.
-        ``mirror_half``: draw half of the N samples from the mirrored view (N even)."""
+        ``mirror_half``: draw half of the N samples from the mirrored view (N even).
+        ``spread_scale``: the factor by which the samples' spread is widened into the
+        published ``poses_std`` and ``joints_std``; default the temperature fitted for this K
+        on held-out frames (``spread_temperature`` in the weights' JSON; 1 without one)."""
         if num_steps < 1 or num_samples < 1:
             raise ValueError("num_steps and num_samples must be at least 1")
         self.denoiser = denoiser.eval()
@@ -107,6 +110,9 @@ class Lifter:
         self.num_steps = num_steps
         self.num_samples = num_samples
         self.generator = torch.Generator().manual_seed(seed)
+        if spread_scale is None:
+            spread_scale = getattr(denoiser, "spread_temperature", {}).get(num_steps, 1.0)
+        self.spread_scale = float(spread_scale)
         self.sampler = sampler
         self.engine_info = engine_info or getattr(sampler, "info", None) or EngineInfo(
             "sampler", "onnxruntime" if isinstance(denoiser, OrtDenoiser) else "torch", "cpu",
@@ -146,6 +152,7 @@ class Lifter:
         if choice.backend == "onnxruntime" and sampler is None:
             # No fused graph (no `onnx` package): ONNX Runtime runs the network once per step.
             denoiser = OrtDenoiser(onnx_path, model.config, threads=threads)
+        kwargs.setdefault("spread_scale", model.spread_temperature.get(num_steps, 1.0))
         return cls(denoiser, body or BodyModel.load(), scheduler=scheduler, sampler=sampler, **kwargs)
 
     def describe(self) -> str:
@@ -201,8 +208,11 @@ class Lifter:
             joints_std = (sample_joints - sample_joints.mean(1, keepdim=True)).norm(dim=-1).pow(2).mean(1).sqrt()
         else:
             joints_std = torch.zeros(B, NUM_JOINTS)
+        # The samples' spread is narrower than the error (few steps commit to a mode): widened
+        # by the temperature fitted on held-out frames, it reads as a calibrated RMS error.
         return LiftResult(poses=matrix_to_axis_angle(R).reshape(B, -1), betas=betas, trans=trans, joints=joints,
-                          poses_std=poses_std, joints_std=joints_std, valid=valid)
+                          poses_std=poses_std * self.spread_scale, joints_std=joints_std * self.spread_scale,
+                          valid=valid)
 
 
 _MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
@@ -251,6 +261,8 @@ def load_denoiser(weights: str | Path | None = None) -> PoseDenoiser:
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds; all mean "not loadable"
         raise LifterWeightsError(f"{path}: cannot be loaded as plain weights ({str(exc).splitlines()[0]})") from None
     model = PoseDenoiser(config)
+    # Per K (steps), how much wider than the samples' spread the error is on held-out frames.
+    model.spread_temperature = {int(k): float(v) for k, v in info.get("spread_temperature", {}).items()}
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
