@@ -276,12 +276,13 @@ def run(config: RunConfig, *, extra_stages: list[Stage] | None = None) -> RunOut
     summary["mode"] = mode
     summary["source"] = pipeline.source.name
     quality = next((s.quality for s in pipeline.stages if getattr(s, "quality", None) is not None), None)
-    if quality is not None and quality.summary():
-        summary["fit"] = quality.summary()
+    fit = quality.summary() if quality is not None else {}
+    if fit:
+        summary["fit"] = fit
     if config.stats_json:
         Path(config.stats_json).write_text(json.dumps(summary, indent=2) + "\n")
     print(format_table(summary), file=sys.stderr)
-    if quality is not None and quality.summary():
+    if fit:
         print(quality.table(), file=sys.stderr)
     if result.stopped_by:
         log.warning("stopped by %s after %d frames", result.stopped_by, result.frames_out)

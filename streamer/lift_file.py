@@ -94,12 +94,13 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     offline run does (``engines.refinement``): returns the fitted ``poses``, ``trans``,
     ``betas``, ``joints`` of the kept frames and the :class:`FitQuality` of the result.
     Frames not kept (too few keypoints to lift) are gaps: the window starts again after one."""
-    from engines.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_rotation_6d
+    from engines.body.rotations import (axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_rotation_6d,
+                                        rotation_6d_to_matrix)
     from engines.diffusion.features import condition_features
     from engines.refinement.fitting import FitSettings, KeypointFitter
     from engines.refinement.guided import CameraParams
     from engines.refinement.online import Observation, OnlineRefiner
-    from engines.refinement.quality import FitQuality, frame_error, reprojection_distances
+    from engines.refinement.quality import FitQuality
 
     settings = FitSettings.for_run(lag, live=False, iters=steps)
     online = OnlineRefiner(KeypointFitter(denoiser, body, settings), lag=lag)
@@ -121,17 +122,13 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     for j in range(max(len(idx) - lag, 0), len(idx)):
         out_x[j], out_t[j] = online.estimate(0, int(idx[j]))
     fx, ft = torch.stack(out_x), torch.stack(out_t)
-    from engines.body.rotations import rotation_6d_to_matrix
-
     R = rotation_6d_to_matrix(fx[:, :144].reshape(-1, 24, 6))
     with torch.no_grad():
         out = body(R, fx[:, 144:154], ft, keypoints="blazepose33")
-    d, mask, size = reprojection_distances(out.keypoints["blazepose33"], px, params.K, params.dist, params.model)
     quality = FitQuality()
-    for i in range(len(idx)):
-        quality.add(0, d[i], mask[i], float(size[i]))
+    per_frame = quality.measure([0] * len(idx), out.keypoints["blazepose33"], px, params)
     fitted = {"poses": matrix_to_axis_angle(R).reshape(-1, 72).numpy(), "trans": ft.numpy(),
-              "betas": fx[:, 144:154].numpy(), "joints": out.joints.numpy(), "reprojection_px": frame_error(d, mask)}
+              "betas": fx[:, 144:154].numpy(), "joints": out.joints.numpy(), "reprojection_px": per_frame}
     return fitted, quality
 
 
@@ -200,20 +197,17 @@ def _measured_lift(cat: dict, keep: np.ndarray, pixels: np.ndarray, cam, body) -
     """The per-frame lifts as they are, with their re-projection error."""
     from engines.body.rotations import axis_angle_to_matrix
     from engines.refinement.guided import CameraParams
-    from engines.refinement.quality import FitQuality, frame_error, reprojection_distances
+    from engines.refinement.quality import FitQuality
 
     params = CameraParams.from_camera(cam)
     with torch.no_grad():
         pts = body(axis_angle_to_matrix(torch.from_numpy(cat["poses"][keep]).view(-1, 24, 3)),
                    torch.from_numpy(cat["betas"][keep]), torch.from_numpy(cat["trans"][keep]),
                    keypoints="blazepose33").keypoints["blazepose33"]
-    d, mask, size = reprojection_distances(pts, torch.from_numpy(pixels[keep].astype(np.float32)), params.K,
-                                           params.dist, params.model)
     quality = FitQuality()
-    for i in range(len(d)):
-        quality.add(0, d[i], mask[i], float(size[i]))
     fitted = {k: cat[k][keep] for k in ("poses", "trans", "betas", "joints")}
-    fitted["reprojection_px"] = frame_error(d, mask)
+    fitted["reprojection_px"] = quality.measure([0] * len(pts), pts, torch.from_numpy(pixels[keep].astype(np.float32)),
+                                                params)
     return fitted, quality
 
 

@@ -36,7 +36,6 @@ def measure_persons(body, camera_params, persons, quality, points: torch.Tensor 
     bodies' BlazePose-33 points when the caller has them already (one per person given,
     all with a body and keypoints)."""
     from engines.body.rotations import axis_angle_to_matrix
-    from engines.refinement.quality import frame_error, reprojection_distances
 
     if points is None:
         persons = [p for p in persons if "poses" in p.arrays and KEYPOINTS in p.arrays]
@@ -50,11 +49,9 @@ def measure_persons(body, camera_params, persons, quality, points: torch.Tensor 
         with torch.no_grad():
             points = body(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas, trans,
                           keypoints="blazepose33").keypoints["blazepose33"]
-    d, mask, size = reprojection_distances(points, kp, camera_params.K, camera_params.dist, camera_params.model)
-    per_frame = frame_error(d, mask)
+    per_frame = quality.measure([p.track_id for p in persons], points, kp, camera_params)
     for i, person in enumerate(persons):
         person.arrays["reprojection_px"] = np.float32(per_frame[i])
-        quality.add(person.track_id, d[i], mask[i], float(size[i]))
 
 
 class RefineStage(Stage):

@@ -28,7 +28,7 @@ import torch
 from engines.body.joint_sets import JOINT_SETS
 from engines.body.kinematics import forward_kinematics, linear_blend_skinning, tree_levels
 from engines.body.model_file import BodyModelData, load_body_model
-from engines.body.rotations import axis_angle_to_matrix, rotation_6d_to_matrix
+from engines.body.rotations import _skew, axis_angle_to_matrix, rotation_6d_to_matrix
 
 
 class KeypointsUnavailableError(ValueError):
@@ -333,9 +333,4 @@ def _pose_jacobian(body: BodyModel, R: torch.Tensor, betas: torch.Tensor, transl
     return PoseJacobian(keypoints=kp + tr, joints=t + tr, dkeypoints_dturn=dkp, djoints_dturn=dj,
                         dkeypoints_dbetas=dshape[:, :K], djoints_dbetas=dshape[:, K:])
 
-
-def _skew(v: torch.Tensor) -> torch.Tensor:
-    x, y, z = v.unbind(-1)
-    o = torch.zeros_like(x)
-    return torch.stack([o, -z, y, z, o, -x, -y, x, o], dim=-1).unflatten(-1, (3, 3))
 

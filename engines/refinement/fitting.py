@@ -18,8 +18,9 @@ frames' SMPL parameters (6D rotations, shape, camera translation) minimise
   current estimate is brought to that level (deterministic DDIM inversion) and denoised in
   one network call; Tweedie's formula makes that prediction the direction of the score, and
   the estimate is pulled towards it (averaged with the frame's own per-frame lift, the mean
-  of the lifter's samples). After each call ``iters`` L-BFGS iterations solve the fit with
-  that pull held fixed, like the proximal data step of plug-and-play diffusion samplers;
+  of the lifter's samples). After each call ``iters`` Levenberg-Marquardt iterations solve
+  the fit with that pull held fixed, like the proximal data step of plug-and-play diffusion
+  samplers;
 - **temporal**: squared accelerations (or, for a causal window, velocities) of the
   camera-frame joints, and the shape held constant along the track.
 
@@ -43,6 +44,7 @@ from .guided import IDENTITY_6D, CameraParams, WindowBatch
 from calibration.torch_projection import project_points
 
 from .losses import person_size_px, similarity_align
+from .smoothing import difference_matrix
 
 ROT_DIM = NUM_JOINTS * 6
 
@@ -176,10 +178,9 @@ class KeypointFitter:
 
     # -- the model of one frame and its Jacobian ------------------------------------------
     def _outputs(self, R: torch.Tensor, betas: torch.Tensor, trans: torch.Tensor, camera: CameraParams,
-                 K: torch.Tensor, dist: torch.Tensor | None, exact: bool = True) -> torch.Tensor:
-        """(N, 391): pixels (66), camera-frame points (99), joints (72), 6D rotations (144).
-        ``exact=False`` leaves out the pose correctives (for the Jacobian only)."""
-        out = self.body(R, betas, trans, keypoints="blazepose33", pose_correctives=exact)
+                 K: torch.Tensor, dist: torch.Tensor | None) -> torch.Tensor:
+        """(N, 391): pixels (66), camera-frame points (99), joints (72), 6D rotations (144)."""
+        out = self.body(R, betas, trans, keypoints="blazepose33")
         kp = out.keypoints["blazepose33"]
         px = project_points(kp, K, dist, camera.model)
         return torch.cat([px.flatten(1), kp.flatten(1), out.joints.flatten(1), matrix_to_rotation_6d(R).flatten(1)], 1)
@@ -419,12 +420,7 @@ class KeypointFitter:
         s = self.settings
         mats = {}
         for order in (1, 2):
-            D = torch.eye(valid.shape[1]).expand(valid.shape[0], -1, -1)
-            ok = valid
-            for _ in range(order):
-                D = D[:, 1:] - D[:, :-1]
-                ok = ok[:, 1:] & ok[:, :-1]
-            D = D * ok[..., None]
+            D = difference_matrix(valid, order)
             mats[order] = D.transpose(1, 2) @ D
 
         def terms(joints, betas, Jj):

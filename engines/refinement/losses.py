@@ -59,26 +59,6 @@ def smoothness_loss(rot6d: torch.Tensor, joints: torch.Tensor, valid: torch.Tens
     return loss + joint_vel * difference_penalty(joints, valid, 1) + joint_acc * difference_penalty(joints, valid, 2)
 
 
-def robust_reprojection(points3d: torch.Tensor, keypoints: torch.Tensor, K: torch.Tensor, dist: torch.Tensor | None,
-                        model: str, *, noise: float, scale: float, min_confidence: float,
-                        size: torch.Tensor) -> torch.Tensor:
-    """Per-row data energy (...,) of the fit: camera-frame points ``points3d`` (..., J, 3)
-    projected through the camera against detected ``keypoints`` (..., J, 3) pixels +
-    confidence. Each residual ``r`` is divided by the person's ``size`` (px); the penalty
-    ``scale^2 r^2 / (r^2 + scale^2) / noise^2`` is a Gaussian of standard deviation ``noise``
-    near zero and saturates at ``(scale / noise)^2`` for an outlier; summed over points with
-    confidence weights (points at or below ``min_confidence`` count nothing)."""
-    px = project_points(points3d, K, dist, model)
-    c = keypoints[..., 2]
-    conf = torch.where(c > min_confidence, c, torch.zeros_like(c))
-    r2 = (px - keypoints[..., :2]).pow(2).sum(-1) / size[..., None].pow(2)
-    return (conf * (scale * scale) * r2 / (r2 + scale * scale)).sum(-1) / (noise * noise)
-
-
-#: BlazePose-33 hips (left, right): the world landmarks' origin is between them.
-BLAZEPOSE_HIPS = (23, 24)
-
-
 def similarity_align(source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``source`` (..., J, 3) moved onto ``target`` by the weighted similarity transform
     (rotation, scale, translation) that fits it best; ``weights`` (..., J). Rows whose
@@ -97,16 +77,3 @@ def similarity_align(source: torch.Tensor, target: torch.Tensor, weights: torch.
     s = (S * D).sum(-1) / var
     return s[..., None, None] * a @ R.transpose(-1, -2) + mu_t
 
-
-def world_landmark_loss(points3d: torch.Tensor, world: torch.Tensor, confidence: torch.Tensor,
-                        min_confidence: float) -> torch.Tensor:
-    """Per-row (...,) weighted sum of squared distances (m^2) between the body's camera-frame
-    points ``points3d`` (..., 33, 3) and the landmark network's world landmarks ``world``
-    (..., 33, 3), the landmarks aligned onto the body by the best similarity transform
-    (rotation-, scale- and origin-free: only the shape of the pose counts). The transform is
-    held fixed while differentiating: at the optimum its own gradient is zero, so this is
-    the exact gradient of the aligned distance. Rows without landmarks (all zero) give 0."""
-    has = (world.abs().sum((-1, -2)) > 0).to(points3d.dtype)
-    w = torch.where(confidence > min_confidence, confidence, torch.zeros_like(confidence)) * has[..., None]
-    aligned = similarity_align(world, points3d.detach(), w)
-    return (w * (points3d - aligned).pow(2).sum(-1)).sum(-1)

@@ -56,6 +56,16 @@ class FitQuality:
     px: dict[int, list[np.ndarray]] = field(default_factory=dict)
     pct: dict[int, list[np.ndarray]] = field(default_factory=dict)
 
+    def measure(self, track_ids, points3d: torch.Tensor, keypoints: torch.Tensor, camera) -> np.ndarray:
+        """Measure N bodies (their camera-frame BlazePose-33 points (N, 33, 3)) against their
+        keypoints (N, 33, 3) through ``camera`` (``K``, ``dist``, ``model``, as
+        :class:`engines.refinement.guided.CameraParams`), add them under ``track_ids`` (N,)
+        and return each one's :func:`frame_error` (N,) px."""
+        d, mask, size = reprojection_distances(points3d, keypoints, camera.K, camera.dist, camera.model)
+        for i, track_id in enumerate(track_ids):
+            self.add(track_id, d[i], mask[i], float(size[i]))
+        return frame_error(d, mask)
+
     def add(self, track_id: int, distances: np.ndarray, mask: np.ndarray, size: float) -> None:
         d = distances[mask]
         if d.size:
