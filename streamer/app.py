@@ -53,7 +53,7 @@ class RunConfig:
     refine: bool = True
     refine_lag: int | None = None  # None: 0 (causal) in live mode, 5 offline
     refine_steps: int | None = None  # fit iterations per denoiser call; None: FitSettings.for_run (1 live, 2 offline)
-    world_landmarks: bool = True  # the landmark network's world landmarks as an observation of the fit
+    world_landmarks: bool = True  # the landmark network's world landmarks: observed by the fit, a lifter condition
     queue_size: int | None = None
     progress: bool = True
     formats: str | None = None  # motion file formats for --record: "npz,bvh,smpl" (default npz)
@@ -130,7 +130,7 @@ def processing_stages(config: RunConfig, camera, mode: Mode = "offline") -> list
             stages.append(LiftStage(camera, num_steps=steps, num_samples=config.lift_samples,
                                     backend=backend["lift"],
                                     precision=denoiser_precision(config, backend["lift"], live),
-                                    measure=not config.refine))
+                                    measure=not config.refine, use_world=config.world_landmarks))
             if config.refine:
                 from .refine_stage import RefineStage
 

@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "live runs call it once per frame, offline runs twice per window)")
     run.add_argument("--no-refine", action="store_true", help="publish the per-frame lifts unfitted")
     run.add_argument("--no-world-landmarks", action="store_true",
-                     help="fit the 2D keypoints only, not the landmark network's metric 3D landmarks")
+                     help="ignore the landmark network's metric 3D landmarks: fit the 2D keypoints only "
+                          "(and lift without them where the lifter takes them)")
     run.add_argument("--backend", default="auto", metavar="SPEC",
                      help="engine backend: auto, onnxruntime, torch, torch-compile or tensorrt for every "
                           "stage, or per stage: keypoints=torch,lift=onnxruntime (default auto: TensorRT, "

@@ -110,7 +110,8 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     x = torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(poses.view(-1, 24, 3))).flatten(1),
                    torch.from_numpy(lifted["betas"][keep].astype(np.float32))], -1)
     trans = torch.from_numpy(lifted["trans"][keep].astype(np.float32))
-    cond = condition_features(torch.from_numpy(normalised[idx]))
+    cond = condition_features(torch.from_numpy(normalised[idx]), None if world is None else torch.from_numpy(world[idx]),
+                              world=denoiser.config.world_landmarks)
     px = torch.from_numpy(pixels[idx].astype(np.float32))
     w = None if world is None else torch.from_numpy(world[idx])
     out_x, out_t = [None] * len(idx), [None] * len(idx)
@@ -154,9 +155,11 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     except LifterWeightsError as exc:
         raise ConfigError(str(exc)) from None
     normalised = cam.normalize_keypoints(kf.keypoints).astype(np.float32)
+    world = kf.world if world_landmarks else None
     parts = []
     for start in range(0, len(normalised), batch):
-        parts.append(lifter.lift(torch.from_numpy(normalised[start:start + batch])))
+        parts.append(lifter.lift(torch.from_numpy(normalised[start:start + batch]),
+                                 None if world is None else world[start:start + batch]))
     arrays = [p.smpl_arrays() for p in parts]
     cat = {k: np.concatenate([a[k] for a in arrays]) for k in LiftResult.SMPL_FIELDS}
     keep = torch.cat([p.valid for p in parts]).numpy()
@@ -169,7 +172,7 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
         from engines.lifting.lifter import load_denoiser
 
         normalised33 = cam.normalize_keypoints(pixels).astype(np.float32)
-        fitted, quality = fit_sequence(cat, keep, pixels, normalised33, kf.world if world_landmarks else None, cam,
+        fitted, quality = fit_sequence(cat, keep, pixels, normalised33, world, cam,
                                        lifter.body, load_denoiser(weights),
                                        lag=OFFLINE_REFINE_LAG if refine_lag is None else refine_lag, steps=refine_steps)
     else:
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="keypoint-fit iterations after each call of the diffusion prior (default 2)")
     parser.add_argument("--no-refine", action="store_true", help="write the per-frame lifts unfitted")
     parser.add_argument("--no-world-landmarks", action="store_true",
-                        help="fit the 2D keypoints only, not the file's world_landmarks")
+                        help="ignore the file's world_landmarks (fit and lift from the 2D keypoints only)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.samples < 1:
         raise ConfigError("--steps and --samples must be at least 1")

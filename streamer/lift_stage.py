@@ -21,7 +21,7 @@ class LiftStage(Stage):
     name = "lift"
 
     def __init__(self, camera, *, weights=None, num_steps: int = 4, num_samples: int = 8, threads: int = 1,
-                 backend: str = "auto", precision: str = "fp32", measure: bool = False):
+                 backend: str = "auto", precision: str = "fp32", measure: bool = False, use_world: bool = True):
         self.camera = camera
         # Without a refine stage after it, the lift's own bodies are what is published, and
         # their re-projection error is measured here (``reprojection_px``, ``quality``).
@@ -34,6 +34,8 @@ class LiftStage(Stage):
         self.num_samples = num_samples
         self.threads = threads
         self.lifter = None
+        # The world landmarks go in beside the keypoints when the network was trained with them.
+        self.use_world = use_world
 
     def start(self) -> None:
         from engines.lifting.lifter import Lifter
@@ -59,7 +61,10 @@ class LiftStage(Stage):
             return frame
         pixels = np.stack([p.arrays["keypoints_blazepose33"] for p in persons]).astype(np.float64)
         normalised = self.camera.normalize_keypoints(pixels)
-        result = self.lifter.lift(torch.from_numpy(normalised.astype(np.float32)))
+        from .refine_stage import world_rows
+
+        world = world_rows(persons) if self.use_world and self.lifter.uses_world_landmarks else None
+        result = self.lifter.lift(torch.from_numpy(normalised.astype(np.float32)), world)
         arrays = result.smpl_arrays()
         for i, person in enumerate(persons):
             if bool(result.valid[i]):

@@ -98,7 +98,10 @@ class RefineStage(Stage):
         torch.set_num_threads(self.threads)
         self.body = BodyModel.load()
         settings = self.settings or FitSettings.for_lag(self.lag)
-        fitter = KeypointFitter(self._denoiser(), self.body, settings)
+        denoiser = self._denoiser()
+        # A network trained with world landmarks takes them in its condition too.
+        self.denoiser_uses_world = bool(denoiser.config.world_landmarks)
+        fitter = KeypointFitter(denoiser, self.body, settings)
         self.online = OnlineRefiner(fitter, lag=self.lag, context=self.context)
         self.camera_params = CameraParams.from_camera(self.camera)
 
@@ -146,7 +149,8 @@ class RefineStage(Stage):
             return {}
         pixels = np.stack([p.arrays[KEYPOINTS] for p in persons]).astype(np.float64)
         normalised = torch.from_numpy(self.camera.normalize_keypoints(pixels).astype(np.float32))
-        cond = condition_features(normalised)
+        cond = condition_features(normalised, world_rows(persons) if self.use_world else None,
+                                  world=self.denoiser_uses_world)
         poses = torch.from_numpy(np.stack([p.arrays["poses"] for p in persons]).astype(np.float32))
         betas = torch.from_numpy(np.stack([p.arrays["betas"] for p in persons]).astype(np.float32))
         x = torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(poses.view(-1, 24, 3))).flatten(1), betas], -1)
@@ -185,3 +189,11 @@ class RefineStage(Stage):
         done = {id(p) for p, _ in found}
         measure_persons(self.body, self.camera_params, [p for p in frame.persons if id(p) not in done], self.quality)
         return frame
+
+
+def world_rows(persons) -> torch.Tensor | None:
+    """The persons' world landmarks (P, 33, 3), zeros for a person without; None if nobody has any."""
+    worlds = [p.arrays.get(WORLD) for p in persons]
+    if all(w is None for w in worlds):
+        return None
+    return torch.from_numpy(np.stack([np.zeros((33, 3)) if w is None else np.asarray(w) for w in worlds]).astype(np.float32))

@@ -3,7 +3,7 @@
 Runtime, and ONNX Runtime with the int8 denoiser (live mode's engine on a CPU), in one run
 (this machine is noisy: compare the ratios).
 
-    python tools/bench_lift.py [--steps 4] [--samples 8] [--threads 1] [--repeat 30]
+    python tools/bench_lift.py [--steps 4] [--samples 8] [--threads 1] [--repeat 30] [--weights W]
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--weights", help="denoiser weights with their .json and .onnx (default: the bundled ones)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     body = BodyModel.load()
     views = make_views(body, torch.zeros(8, 72), ViewConfig(), torch.Generator().manual_seed(0))
     engines = {"torch": ("torch", None), "onnxruntime": ("onnxruntime", None), "int8": ("onnxruntime", "int8")}
-    lifters = {name: Lifter.load(body=body, backend=b, precision=prec, threads=args.threads, num_steps=args.steps,
+    lifters = {name: Lifter.load(args.weights, body=body, backend=b, precision=prec, threads=args.threads, num_steps=args.steps,
                                  num_samples=args.samples) for name, (b, prec) in engines.items()}
     print(f"lift, K={args.steps} steps, N={args.samples} samples, {args.threads} thread(s); median of {args.repeat}")
     print(f"{'persons':>8} {'torch ms':>9} {'ORT ms':>8} {'ORT int8 ms':>12} {'torch/ORT':>10} {'ORT/int8':>9} "

@@ -1,44 +1,65 @@
 #!/usr/bin/env bash
-# Lifter training on a CUDA device, inside one 10-minute call: two fine-tuning runs of the
-# shipped weights side by side, the same budget each, one drawing diffusion times where the
-# samplers work (--timesteps sampler) and one uniformly (the original recipe). Each writes
-# a held-out probe curve into its history; the weights of both come back.
+# Lifter training on a CUDA device, inside one 10-minute call: four runs side by side, the
+# same clock each, for the comparisons of issue 17:
+#
+#   mlp      the residual MLP from scratch              } architecture comparison at
+#   tokens   the token transformer from scratch         } equal training time
+#   mlp_ft   the shipped MLP, trained on                 } world-landmark ablation: the
+#   mlp_wl   the shipped MLP, grown by world landmarks   } same start, the same budget
+#
+# Each writes a held-out probe curve into its history; the weights come back.
 #
 #   python -c "from engines.training.train import write_compact; write_compact('data/mocap.npz', 'data/mocap_compact.npz')"
-#   OUT=runs/device bash tools/device_train.sh            # MINUTES=7 DEVICE=cuda BATCH=4096 by default
+#   OUT=runs/device bash tools/device_train.sh      # MINUTES=7 DEVICE=cuda BATCH=4096 by default
 #
-# What comes back under $OUT (at most 8 files of 16 MiB on the lent machine): per recipe
-# its log, a JSON with run settings and history, and the float16 weights in two parts
-# (join with `cat R.pt.part* > denoiser.pt`).
+# What comes back under $OUT (at most 8 files of 16 MiB on the lent machine): the logs and
+# JSONs (run settings and history) of all runs in results.tar.gz, and the float16 weights,
+# those over 16 MiB in two parts (join with `cat R.pt.part* > denoiser.pt`).
 set -u
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/device}
 MINUTES=${MINUTES:-7}
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-4096}
-LR=${LR:-5e-4}
 DATA=${DATA:-data/mocap_compact.npz}
-mkdir -p "$OUT"
+RUNS=/tmp/device_runs
+SHIPPED=engines/diffusion/assets/denoiser.pt
+mkdir -p "$OUT" "$RUNS"
 command -v nvidia-smi >/dev/null && nvidia-smi -L
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-for recipe in sampler uniform; do
-    python3 -m engines.training.train --data "$DATA" --out "/tmp/device_runs/$recipe" --device "$DEVICE" \
-        --batch "$BATCH" --lr "$LR" --minutes "$MINUTES" --timesteps "$recipe" \
-        --init engines/diffusion/assets/denoiser.pt --probe-every "${PROBE_EVERY:-500}" \
-        --log-every "${LOG_EVERY:-100}" --save-every 100000 --threads 4 --seed 5 --no-onnx \
-        >"$OUT/$recipe.log" 2>&1 &
-done
+common=(--data "$DATA" --device "$DEVICE" --batch "$BATCH" --minutes "$MINUTES" --probe-every "${PROBE_EVERY:-500}"
+        --log-every "${LOG_EVERY:-100}" --save-every 100000 --threads 3 --no-onnx)
+python3 -m engines.training.train "${common[@]}" --out "$RUNS/mlp" --seed 21 --lr 5e-4 >"$RUNS/mlp.log" 2>&1 &
+python3 -m engines.training.train "${common[@]}" --out "$RUNS/tokens" --seed 22 --lr 5e-4 --arch tokens \
+    --width 64 --depth 3 --encoder-depth 1 >"$RUNS/tokens.log" 2>&1 &
+python3 -m engines.training.train "${common[@]}" --out "$RUNS/mlp_ft" --seed 23 --lr 2.5e-4 --init "$SHIPPED" \
+    >"$RUNS/mlp_ft.log" 2>&1 &
+python3 -m engines.training.train "${common[@]}" --out "$RUNS/mlp_wl" --seed 23 --lr 2.5e-4 --init "$SHIPPED" \
+    --world-landmarks >"$RUNS/mlp_wl.log" 2>&1 &
 wait
-for recipe in sampler uniform; do
-    run="/tmp/device_runs/$recipe"
-    python3 - "$run" "$OUT/$recipe.json" <<'EOF'
+for run in mlp tokens mlp_ft mlp_wl; do
+    python3 - "$RUNS/$run" "$RUNS/$run.json" <<'PY'
 import json, sys
 run, out = sys.argv[1:]
-info = json.load(open(f"{run}/denoiser.json"))
-info["history"] = json.load(open(f"{run}/history.json"))
+try:
+    info = json.load(open(f"{run}/denoiser.json"))
+except FileNotFoundError:
+    info = {"error": "no export"}
+try:
+    info["history"] = json.load(open(f"{run}/history.json"))
+except FileNotFoundError:
+    pass
 json.dump(info, open(out, "w"), indent=1)
-EOF
-    split -n 2 -d "$run/denoiser.pt" "$OUT/$recipe.pt.part"
-    tail -n 3 "$OUT/$recipe.log"
+PY
+    weights="$RUNS/$run/denoiser.pt"
+    if [ -f "$weights" ]; then
+        if [ "$(stat -c %s "$weights")" -gt 16000000 ]; then
+            split -n 2 -d "$weights" "$OUT/$run.pt.part"
+        else
+            cp "$weights" "$OUT/$run.pt"
+        fi
+    fi
+    tail -n 2 "$RUNS/$run.log"
 done
+tar -czf "$OUT/results.tar.gz" -C "$RUNS" $(cd "$RUNS" && ls *.log *.json)
 ls -l "$OUT"

@@ -24,7 +24,7 @@ import torch
 from engines.body.body_model import BodyModel
 from engines.body.joint_sets import BLAZEPOSE33_FLIP, COCO17_FROM_BLAZEPOSE33, SMPL24_FLIP
 from engines.body.rotations import matrix_to_axis_angle, rotation_6d_to_matrix
-from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS, DenoiserConfig, PoseDenoiser
+from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS, DenoiserConfig, PoseDenoiser, build_denoiser
 from engines.diffusion.features import condition_features, liftable
 from engines.diffusion.onnx_denoiser import OrtDenoiser
 from engines.diffusion.sampler import sample
@@ -173,10 +173,23 @@ class Lifter:
                             dtype=cond.dtype)
         return self.sampler(cond, noise.view(cond.shape[0], num_samples, -1))
 
+    @property
+    def uses_world_landmarks(self) -> bool:
+        """Whether the network takes BlazePose's world landmarks as a condition."""
+        return bool(getattr(self.denoiser.config, "world_landmarks", False))
+
+    def condition(self, keypoints: torch.Tensor, world_landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoiser condition for (B, 33, 3) normalised keypoints (and, for a network
+        trained with them, world landmarks (B, 33, 3) or None)."""
+        return condition_features(keypoints, world_landmarks, world=self.uses_world_landmarks)
+
     @torch.no_grad()
-    def lift(self, keypoints: torch.Tensor | np.ndarray) -> LiftResult:
+    def lift(self, keypoints: torch.Tensor | np.ndarray,
+             world_landmarks: torch.Tensor | np.ndarray | None = None) -> LiftResult:
         """Lift (B, 33, 3) BlazePose or (B, 17, 3) COCO keypoints in normalised camera
-        coordinates with confidences (0 = missing)."""
+        coordinates with confidences (0 = missing). ``world_landmarks`` (B, 33, 3), metres
+        (BlazePose's, rows of zeros where none), go to a network trained with them and are
+        ignored otherwise."""
         kp = torch.as_tensor(keypoints, dtype=torch.float32)
         if kp.dim() != 3 or kp.shape[-1] != 3 or kp.shape[1] not in (17, 33):
             raise ValueError(f"keypoints must be (B, 33, 3) or (B, 17, 3), got {tuple(kp.shape)}")
@@ -187,13 +200,17 @@ class Lifter:
         valid = liftable(kp)
         # Rows that cannot be lifted still go through (shapes stay fixed) on a dummy layout.
         safe = torch.where(valid[:, None, None], kp, _DUMMY_KEYPOINTS.expand(B, -1, -1))
+        wl = None
+        if world_landmarks is not None and self.uses_world_landmarks:
+            wl = torch.as_tensor(world_landmarks, dtype=torch.float32).reshape(B, 33, 3)
         if self.mirror_half:
-            x = self._draw(condition_features(torch.cat([safe, mirror_keypoints(safe)])), N // 2)
+            both_wl = None if wl is None else torch.cat([wl, mirror_keypoints(wl)])
+            x = self._draw(self.condition(torch.cat([safe, mirror_keypoints(safe)]), both_wl), N // 2)
             R_samples = rotation_6d_to_matrix(x[..., : NUM_JOINTS * 6].reshape(2 * B, N // 2, NUM_JOINTS, 6))
             R_samples = torch.cat([R_samples[:B], mirror_rotations(R_samples[B:])], dim=1)
             x = torch.cat([x[:B], x[B:]], dim=1)  # betas are left-right symmetric: used as they are
         else:
-            x = self._draw(condition_features(safe), N)
+            x = self._draw(self.condition(safe, wl), N)
             R_samples = rotation_6d_to_matrix(x[..., : NUM_JOINTS * 6].reshape(B, N, NUM_JOINTS, 6))
         R = rotation_mean(R_samples.transpose(1, 2)).contiguous()  # (B, 24, 3, 3)
         betas = x[..., NUM_JOINTS * 6: NUM_JOINTS * 6 + NUM_BETAS].mean(dim=1)
@@ -219,8 +236,9 @@ _MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
 
 
 def mirror_keypoints(keypoints: torch.Tensor) -> torch.Tensor:
-    """The left-right mirror image (x -> -x in normalised camera coordinates, left and right
-    points swapped) of BlazePose-33 keypoints (..., 33, 3)."""
+    """The left-right mirror image (x -> -x in camera axes, left and right points swapped) of
+    BlazePose-33 keypoints (..., 33, 3) (normalised x, y, confidence) or 3D points such as
+    world landmarks (x, y, z)."""
     out = keypoints[..., list(BLAZEPOSE33_FLIP), :].clone()
     out[..., 0] = -out[..., 0]
     return out
@@ -240,7 +258,7 @@ _DUMMY_KEYPOINTS[0, :, 0] = torch.linspace(-0.05, 0.05, 33)
 _DUMMY_KEYPOINTS[0, :, 2] = 1.0
 
 
-def load_denoiser(weights: str | Path | None = None) -> PoseDenoiser:
+def load_denoiser(weights: str | Path | None = None) -> torch.nn.Module:
     """Load denoiser weights (a state dict saved with ``torch.save``, float16 or float32; read
     with ``weights_only=True``, so a tampered file cannot run code) and the config beside
     them (``NAME.json``). The network computes in float32."""
@@ -260,7 +278,7 @@ def load_denoiser(weights: str | Path | None = None) -> PoseDenoiser:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds; all mean "not loadable"
         raise LifterWeightsError(f"{path}: cannot be loaded as plain weights ({str(exc).splitlines()[0]})") from None
-    model = PoseDenoiser(config)
+    model = build_denoiser(config)
     # Per K (steps), how much wider than the samples' spread the error is on held-out frames.
     model.spread_temperature = {int(k): float(v) for k, v in info.get("spread_temperature", {}).items()}
     try:

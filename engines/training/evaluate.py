@@ -9,6 +9,12 @@ MPJPE (pelvis-aligned) and PA-MPJPE (after a similarity Procrustes fit), the 2D
 reprojection error of the BlazePose keypoints (median over persons, pixels, 1280-pixel-wide images), and how the
 spread of the N samples compares with the actual error (is the uncertainty calibrated?).
 ``--precision int8`` measures the int8 denoiser (ONNX Runtime) instead of the float32 reference.
+``--keypoints clean`` gives the lifter noise-free keypoints (no jitter, outliers or drops),
+``--keypoints coco17`` only the 17 COCO points of the detector-like ones.
+``--world-landmarks`` also gives a network trained with them BlazePose-like world landmarks,
+simulated from the true points by the training error model (``WorldLandmarkNoise``).
+``--calibrate`` fits the spread temperature per K (error / raw spread, medians) on these
+frames and writes it into the weights' JSON: run it on another ``--seed`` than the report.
 The baseline is the training set's mean pose given the true global orientation and shape
 (a generous baseline: it is told the heading).
 """
@@ -20,6 +26,7 @@ import dataclasses
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +34,7 @@ import torch
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix
 from engines.lifting.lifter import Lifter, load_denoiser, rotation_mean
-from engines.training.synthetic_views import ViewConfig, make_views
+from engines.training.synthetic_views import ViewConfig, make_views, simulate_world_landmarks
 from engines.training.train import MocapPoses
 
 
@@ -92,15 +99,37 @@ def mean_pose_baseline(body: BodyModel, data: MocapPoses, views, count: int = 20
     return joint_errors(joints, views.joints_cam - views.trans_cam[:, None])
 
 
-def lift_in_batches(lifter: Lifter, keypoints: torch.Tensor, batch: int):
+def lift_in_batches(lifter: Lifter, keypoints: torch.Tensor, batch: int, world_landmarks: torch.Tensor | None = None):
     """``lifter.lift`` over ``batch`` persons at a time, results concatenated. A live frame
     holds a few persons; int8's dynamic quantisation scales activations per call, so one
     call over a thousand persons would let the most extreme of them set everyone's scale."""
     from engines.lifting.lifter import LiftResult
 
-    parts = [lifter.lift(keypoints[i:i + batch]) for i in range(0, keypoints.shape[0], batch)]
+    parts = [lifter.lift(keypoints[i:i + batch], None if world_landmarks is None else world_landmarks[i:i + batch])
+             for i in range(0, keypoints.shape[0], batch)]
     return LiftResult(**{f.name: torch.cat([getattr(r, f.name) for r in parts])
                          for f in dataclasses.fields(LiftResult)})
+
+
+#: The keypoints the lifter is given (``--keypoints``): the detector-like damage of training,
+#: none at all, or the detector-like ones reduced to the 17 COCO points.
+KEYPOINT_CONDITIONS = {
+    "detector": ViewConfig(),
+    "clean": ViewConfig(jitter_frac=(0.0, 0.0), outlier_prob=0.0, drop_prob_max=0.0, limb_drop_prob=0.0,
+                        coco_only_prob=0.0),
+    "coco17": ViewConfig(coco_only_prob=1.0),
+}
+
+
+def write_spread_temperature(weights: str | None, temperature: dict[int, float]) -> None:
+    """Store the per-K spread temperature in the weights' JSON (``spread_temperature``)."""
+    from engines.lifting.lifter import DEFAULT_WEIGHTS
+
+    path = Path(weights or DEFAULT_WEIGHTS).with_suffix(".json")
+    info = json.loads(path.read_text())
+    info["spread_temperature"] = {str(k): round(float(v), 3) for k, v in sorted(temperature.items())}
+    path.write_text(json.dumps(info, indent=2))
+    print(f"wrote spread_temperature {info['spread_temperature']} to {path}")
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -109,19 +138,27 @@ def evaluate(args: argparse.Namespace) -> dict:
     heldout = MocapPoses(args.data, heldout=True)
     train = MocapPoses(args.data)
     g = torch.Generator().manual_seed(args.seed)
-    views = make_views(body, heldout.batch(args.frames, g), ViewConfig(), g)
+    views = make_views(body, heldout.batch(args.frames, g), KEYPOINT_CONDITIONS[args.keypoints], g)
+    # Drawn from their own generator, so the views are the same with and without them.
+    world = simulate_world_landmarks(views.keypoints_cam, torch.Generator().manual_seed(args.seed + 100)) \
+        if args.world_landmarks else None
     denoiser = load_denoiser(args.weights)
-    report = {"frames": args.frames, "samples": args.samples, "heldout_pool": len(heldout),
-              "baseline_mean_pose": mean_pose_baseline(body, train, views), "steps": {}}
+    if args.world_landmarks and not denoiser.config.world_landmarks:
+        raise SystemExit("evaluate-lifter: --world-landmarks, but these weights were trained without them")
+    report = {"frames": args.frames, "samples": args.samples, "heldout_pool": len(heldout), "keypoints": args.keypoints,
+              "world_landmarks": args.world_landmarks, "baseline_mean_pose": mean_pose_baseline(body, train, views),
+              "steps": {}}
+    scale = {"spread_scale": 1.0} if args.calibrate else {}
     for K in args.steps:
         if args.precision == "int8":
             lifter = Lifter.load(args.weights, body, backend="onnxruntime", threads=args.threads, precision="int8",
-                                 num_steps=K, num_samples=args.samples, seed=args.seed, mirror_half=not args.no_mirror)
+                                 num_steps=K, num_samples=args.samples, seed=args.seed, mirror_half=not args.no_mirror,
+                                 **scale)
         else:
             lifter = Lifter(denoiser, body, num_steps=K, num_samples=args.samples, seed=args.seed,
-                            mirror_half=not args.no_mirror)
+                            mirror_half=not args.no_mirror, **scale)
         t0 = time.perf_counter()
-        result = lift_in_batches(lifter, views.keypoints, args.batch)
+        result = lift_in_batches(lifter, views.keypoints, args.batch, world)
         elapsed = time.perf_counter() - t0
         valid = result.valid
         row = joint_errors(result.joints[valid], views.joints_cam[valid])
@@ -134,6 +171,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         print(f"K={K:>2}  MPJPE {row['mpjpe_mm']:6.1f}  PA-MPJPE {row['pa_mpjpe_mm']:6.1f} mm  "
               f"reproj {row['reprojection_px']:5.1f} px  trans {row['translation_err_m']:.3f} m  "
               f"err/spread {row['error_over_spread']:.2f}  spearman {row['spearman']:.2f}", flush=True)
+    if args.calibrate:
+        write_spread_temperature(args.weights, {K: row["error_over_spread"] for K, row in report["steps"].items()})
     b = report["baseline_mean_pose"]
     print(f"mean-pose baseline (true heading and shape): MPJPE {b['mpjpe_mm']:.1f}  PA-MPJPE {b['pa_mpjpe_mm']:.1f} mm")
     return report
@@ -156,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                    help="int8: the denoiser with int8 weights on ONNX Runtime (as live mode runs it); "
                         "default fp32 eager torch, the reference")
+    p.add_argument("--keypoints", choices=sorted(KEYPOINT_CONDITIONS), default="detector",
+                   help="detector (default): detector-like noise as in training; clean: noise-free; "
+                        "coco17: only the 17 COCO points")
+    p.add_argument("--world-landmarks", action="store_true",
+                   help="give a network trained with them simulated world landmarks too")
+    p.add_argument("--calibrate", action="store_true",
+                   help="measure the raw spread and write the per-K temperature into the weights' JSON")
     p.add_argument("--json", help="write the report here")
     args = p.parse_args(argv)
     report = evaluate(args)

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from engines.body.body_model import BodyModel
-from engines.diffusion.denoiser import DenoiserConfig, PoseDenoiser
-from engines.diffusion.features import condition_features
+from engines.diffusion.denoiser import DenoiserConfig, PoseDenoiser, build_denoiser
+from engines.diffusion.features import COND_DIM, WORLD_COND_DIM, condition_features
 from engines.diffusion.schedule import DDIMScheduler
-from engines.training.synthetic_views import ViewConfig, make_views
+from engines.training.synthetic_views import ViewConfig, WorldLandmarkNoise, make_views, simulate_world_landmarks
 
 log = logging.getLogger("smplstream.train")
 
@@ -105,12 +105,30 @@ def draw_timesteps(B: int, scheduler: DDIMScheduler, g: torch.Generator, recipe:
     return torch.where(keep_uniform, t, near)
 
 
+#: In training, the share of views whose world landmarks are withheld (besides the error
+#: model's own dropouts), so that a network conditioned on them also lifts without them.
+WORLD_ABSENT_SHARE = 0.3
+
+
+def view_condition(views, g: torch.Generator, world: bool) -> torch.Tensor:
+    """The denoiser condition of training views; with ``world``, world landmarks simulated
+    from the true points (:func:`simulate_world_landmarks`), withheld for
+    :data:`WORLD_ABSENT_SHARE` of the rows."""
+    if not world:
+        return condition_features(views.keypoints)
+    B = views.keypoints.shape[0]
+    wl = simulate_world_landmarks(views.keypoints_cam, g, WorldLandmarkNoise())
+    absent = torch.rand(B, generator=g, device=g.device) < WORLD_ABSENT_SHARE
+    wl = torch.where(absent[:, None, None], torch.zeros_like(wl), wl)
+    return condition_features(views.keypoints, wl, world=True)
+
+
 def training_loss(model: PoseDenoiser, body: BodyModel, scheduler: DDIMScheduler, views, g: torch.Generator,
                   joint_weight: float = 10.0, timesteps: str = "uniform") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Diffusion regression loss on one batch of views (parts as tensors: reading them
     every step would stall a GPU)."""
     B = views.x0.shape[0]
-    cond = condition_features(views.keypoints)
+    cond = view_condition(views, g, model.config.world_landmarks)
     t = draw_timesteps(B, scheduler, g, timesteps)
     noise = torch.randn(views.x0.shape, generator=g, device=g.device)
     x_t = scheduler.add_noise(views.x0, noise, t)
@@ -131,10 +149,12 @@ class HeldoutProbe:
     cheap enough to draw a curve on the device that trains."""
 
     def __init__(self, data: str | Path, body: BodyModel, device, frames: int = 1000, samples: int = 4,
-                 steps: tuple[int, ...] = (1, 4), seed: int = 0):
+                 steps: tuple[int, ...] = (1, 4), seed: int = 0, world: bool = False):
         g = torch.Generator(device=device).manual_seed(seed)
         views = make_views(body, MocapPoses(data, heldout=True, device=device).batch(frames, g), ViewConfig(), g)
-        self.cond = condition_features(views.keypoints)
+        # With world landmarks: every view has them (the probe measures what they give).
+        self.cond = condition_features(views.keypoints, simulate_world_landmarks(views.keypoints_cam, g), world=world) \
+            if world else condition_features(views.keypoints)
         self.true = views.joints_cam - views.trans_cam[:, None]
         self.body, self.samples, self.steps, self.seed, self.device = body, samples, steps, seed, device
 
@@ -156,12 +176,35 @@ class HeldoutProbe:
         return out
 
 
+def grown_for_world_landmarks(config: DenoiserConfig) -> DenoiserConfig:
+    """The config of ``config``'s network with the world landmarks added to its condition."""
+    return DenoiserConfig(**{**config.to_dict(), "world_landmarks": True, "cond_dim": WORLD_COND_DIM})
+
+
+def load_grown(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` into ``model`` where a weight of ``model`` has more input columns (a
+    condition grown by the world landmarks): the old columns are copied, the new ones are
+    zero, so the grown network starts as exactly the old one and learns what they add."""
+    own = model.state_dict()
+    for name, value in state.items():
+        target = own[name]
+        if target.shape == value.shape:
+            target.copy_(value)
+        elif target.dim() == 2 and target.shape[0] == value.shape[0] and target.shape[1] > value.shape[1]:
+            target.zero_()
+            target[:, : value.shape[1]] = value
+        else:
+            raise ValueError(f"--init weights do not fit the network: {name} {tuple(value.shape)} -> "
+                             f"{tuple(target.shape)}")
+    model.load_state_dict(own)
+
+
 def export_checkpoint(args: argparse.Namespace) -> Path:
     """Export the run's latest checkpoint as the shipped files (``--export-only``)."""
     out = Path(args.out)
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     meta = json.loads((out / "run.json").read_text())
-    model = PoseDenoiser(DenoiserConfig(**meta["config"]))
+    model = build_denoiser(DenoiserConfig(**meta["config"]))
     model.load_state_dict(ckpt["model"])
     history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
     meta["exported_step"] = int(ckpt["step"])
@@ -192,7 +235,10 @@ def train(args: argparse.Namespace) -> Path:
     g = torch.Generator(device=device).manual_seed(args.seed)
     data = MocapPoses(args.data, device=device)
     body = BodyModel.load().to(device)
-    config = DenoiserConfig(width=args.width, depth=args.depth)
+    config = DenoiserConfig(width=args.width, depth=args.depth, arch=args.arch, heads=args.heads,
+                            encoder_depth=args.encoder_depth,
+                            world_landmarks=args.world_landmarks,
+                            cond_dim=WORLD_COND_DIM if args.world_landmarks else COND_DIM)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and (out / "run.json").exists():
         # A resumed run keeps the network it started with, whatever the flags say now.
@@ -211,9 +257,11 @@ def train(args: argparse.Namespace) -> Path:
 
         init = load_denoiser(init_path)
         config = init.config
-    model = PoseDenoiser(config)
+        if args.world_landmarks and not config.world_landmarks:
+            config = grown_for_world_landmarks(config)
+    model = build_denoiser(config)
     if init is not None:
-        model.load_state_dict(init.state_dict())
+        load_grown(model, init.state_dict())
         log.info("starting from the weights %s", init_path)
     model.to(device)
     scheduler = DDIMScheduler()
@@ -232,6 +280,7 @@ def train(args: argparse.Namespace) -> Path:
     meta = {"data": str(args.data), "data_sha256": file_sha256(args.data), "frames": len(data),
             "config": config.to_dict(), "views": asdict(view_cfg), "batch": args.batch, "lr": args.lr,
             "steps": args.steps, "minutes": args.minutes, "timesteps": args.timesteps, "seed": args.seed,
+            "world_absent_share": WORLD_ABSENT_SHARE if config.world_landmarks else None,
             "device": str(device), "body_model": body.name}
     with np.load(args.data) as d:
         if "source_sha256" in d.files:  # a compact copy: name the full dataset too
@@ -239,7 +288,7 @@ def train(args: argparse.Namespace) -> Path:
     if init is not None:
         meta["init"] = {"weights": str(init_path), "sha256": file_sha256(init_path)}
     (out / "run.json").write_text(json.dumps(meta, indent=2))
-    probe = HeldoutProbe(args.data, body, device) if args.probe_every else None
+    probe = HeldoutProbe(args.data, body, device, world=config.world_landmarks) if args.probe_every else None
 
     stop = {"now": False}
 
@@ -365,6 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every N steps, a quick held-out check (K = 1 and 4) goes into the history")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--arch", choices=["mlp", "tokens"], default=DenoiserConfig.arch,
+                   help="denoiser network: residual MLP, or joints and keypoints as tokens (transformer)")
+    p.add_argument("--world-landmarks", action="store_true",
+                   help="condition on BlazePose's world landmarks too (simulated in training); with --init "
+                        "of a network without them, its condition grows by zero-initialised columns")
+    p.add_argument("--heads", type=int, default=DenoiserConfig.heads, help="attention heads (tokens)")
+    p.add_argument("--encoder-depth", type=int, default=DenoiserConfig.encoder_depth,
+                   help="keypoint-encoder layers (tokens)")
     p.add_argument("--width", type=int, default=DenoiserConfig.width)
     p.add_argument("--depth", type=int, default=DenoiserConfig.depth)
     p.add_argument("--seed", type=int, default=0)
