@@ -23,9 +23,11 @@ from engines.runtime import cache as C
 from engines.runtime import tensorrt_engine as T
 from engines.runtime.backends import BackendUnavailable, resolve_backend
 from engines.runtime.fused_sampler import FusedSampler, ddim_plan
+from engines.runtime.catalog import shipped_cond_dim
 from engines.runtime.spec import ModelSpec, TensorSpec
 
 torch.set_num_threads(1)
+COND = shipped_cond_dim()  # the bundled denoiser's condition width
 HAS_ONNX = importlib.util.find_spec("onnx") is not None
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="needs the onnx package (`pip install onnx`)")
 HAS_TRT = importlib.util.find_spec("torch_tensorrt") is not None and torch.cuda.is_available()
@@ -177,7 +179,7 @@ def test_tensorrt_sampler_matches_eager_and_loads_from_cache(monkeypatch, tmp_pa
 
     monkeypatch.setenv("SMPLSTREAM_CACHE", str(tmp_path))
     model = load_denoiser()
-    cond, noise = torch.randn(8, 102), torch.randn(8, 8, 154)
+    cond, noise = torch.randn(8, COND), torch.randn(8, 8, 154)
     ref = FusedSampler(model, DDIMScheduler(), 4)(cond, noise)
     built = load_sampler("tensorrt", "cuda", model, num_steps=4, num_samples=8)
     err = (built(cond, noise) - ref).abs().max() / ref.abs().max()
@@ -301,7 +303,7 @@ def denoiser():
 @pytest.mark.parametrize("k", [4, 2])
 def test_fused_torch_loop_is_the_step_by_step_loop(denoiser, k):
     sched = DDIMScheduler()
-    cond = torch.randn(3, 102, generator=torch.Generator().manual_seed(1))
+    cond = torch.randn(3, COND, generator=torch.Generator().manual_seed(1))
     ref = sample(denoiser, sched, cond, num_steps=k, num_samples=5, generator=torch.Generator().manual_seed(2))
     noise = torch.randn(15, 154, generator=torch.Generator().manual_seed(2)).view(3, 5, 154)
     with torch.no_grad():
@@ -316,7 +318,7 @@ def test_fused_onnx_loop_matches_step_by_step(denoiser, k, persons, samples):
     from engines.runtime.models import DENOISER_ONNX
 
     sched = DDIMScheduler()
-    cond = torch.randn(persons, 102, generator=torch.Generator().manual_seed(1))
+    cond = torch.randn(persons, COND, generator=torch.Generator().manual_seed(1))
     ref = sample(denoiser, sched, cond, num_steps=k, num_samples=samples, generator=torch.Generator().manual_seed(3))
     noise = torch.randn(persons * samples, 154, generator=torch.Generator().manual_seed(3))
     got = OrtFusedSampler(DENOISER_ONNX, sched, k)(cond, noise.view(persons, samples, 154))
@@ -357,7 +359,9 @@ def walker_cond():
     z = np.load(Path(__file__).parent / "data" / "keypoints" / "sports2d_walker_blazepose33.npz")
     cam = assumed_camera(*[int(v) for v in z["image_size"]])
     norm = cam.normalize_keypoints(z["keypoints"].astype(np.float64)).astype(np.float32)
-    return condition_features(torch.from_numpy(norm))
+    from engines.diffusion.features import WORLD_COND_DIM
+
+    return condition_features(torch.from_numpy(norm), world=COND == WORLD_COND_DIM)
 
 
 @needs_onnx
@@ -456,7 +460,7 @@ def test_export_command_fails_when_a_threshold_is_exceeded(monkeypatch, capsys, 
 
         sampler = make_session(saved[0])
         assert [i.name for i in sampler.get_inputs()] == ["cond", "noise"]
-        x = sampler.run(None, {"cond": np.zeros((2, 102), np.float32), "noise": np.zeros((2, 3, 154), np.float32)})
+        x = sampler.run(None, {"cond": np.zeros((2, COND), np.float32), "noise": np.zeros((2, 3, 154), np.float32)})
         assert x[0].shape == (2, 3, 154)
     monkeypatch.setitem(export.THRESHOLDS, "denoiser", 1e-9)
     assert export.main(["--models", "denoiser", "--batches", "1", "--backends", "onnxruntime", "torch"]) == 1
@@ -468,9 +472,9 @@ def test_modules_tensorrt_builds_from_export_with_a_shared_dynamic_batch(denoise
     from engines.runtime.models import sampler_spec
 
     fused = FusedSampler(denoiser, DDIMScheduler(), 4)
-    program, examples, _ = T.export_program(sampler_spec(), fused, "cpu")
+    program, examples, _ = T.export_program(sampler_spec(denoiser.config.x_dim, denoiser.config.cond_dim), fused, "cpu")
     assert examples[1].shape == (8, 8, 154)  # built at the profile's opt batch
-    cond, noise = torch.randn(3, 102), torch.randn(3, 8, 154)
+    cond, noise = torch.randn(3, COND), torch.randn(3, 8, 154)
     with torch.no_grad():
         assert torch.equal(program.module()(cond, noise), fused(cond, noise))
     if HAS_ONNX:
@@ -491,7 +495,7 @@ def test_sampler_engines_with_a_batch_limit_take_larger_batches_in_chunks(denois
     fused = FusedSampler(denoiser, DDIMScheduler(), 2)
     calls = []
     chunked = TensorSampler(lambda c, n: calls.append(c.shape[0]) or fused(c, n), "cpu", None, max_batch=4)
-    cond, noise = torch.randn(10, 102), torch.randn(10, 3, 154)
+    cond, noise = torch.randn(10, COND), torch.randn(10, 3, 154)
     with torch.no_grad():
         torch.testing.assert_close(chunked(cond, noise), fused(cond, noise))
     assert calls == [4, 4, 2]

@@ -11,7 +11,7 @@ import torch
 from calibration.camera import Camera
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
-from engines.diffusion.features import condition_features
+from engines.diffusion.features import WORLD_COND_DIM, condition_features
 from engines.lifting.lifter import load_denoiser
 from engines.refinement.baselines import kalman_rts, one_euro
 from engines.refinement.guided import CameraParams, GuidedRefiner, WindowBatch
@@ -48,14 +48,16 @@ def standing_pose() -> torch.Tensor:
 
 
 def observe(body, poses: torch.Tensor, trans: torch.Tensor, noise_px: float = 0.0, seed: int = 0):
-    """Pixels (T, 33, 3) and condition (T, 102) of bodies seen by the test camera."""
+    """Pixels (T, 33, 3) and the bundled denoiser's condition (T, C) of bodies seen by the test camera."""
     g = torch.Generator().manual_seed(seed)
     kp = body(poses.view(-1, 24, 3), None, trans, keypoints="blazepose33").keypoints["blazepose33"]
     px = kp[..., :2] / kp[..., 2:] * F + torch.tensor([W / 2, H / 2])
     px = px + noise_px * torch.randn(px.shape, generator=g)
     pixels = torch.cat([px, torch.full(px.shape[:-1] + (1,), 0.9)], -1)
     norm = torch.from_numpy(CAMERA.normalize_keypoints(pixels.double().numpy()).astype(np.float32))
-    return pixels, condition_features(norm)
+    from engines.runtime.catalog import shipped_cond_dim
+
+    return pixels, condition_features(norm, world=shipped_cond_dim() == WORLD_COND_DIM)
 
 
 def x_of(poses: torch.Tensor, betas: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Held-out probe curves of training runs on one plot (PNG, OpenCV drawing).
 
     python tools/plot_probe_curves.py runs/device/sampler.json runs/device/uniform.json \\
-        --out docs/img/lifter_timesteps.png [--key probe_k4_pa_mpjpe_mm]
+        --out docs/img/lifter_timesteps.png [--key probe_k4_pa_mpjpe_mm] [--x seconds]
 
 Each JSON is what ``tools/device_train.sh`` brings back (run settings plus ``history``) or a
 run directory's ``history.json``; every history row with the key is a point.
@@ -24,13 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", help="run JSON files (label = file stem)")
     p.add_argument("--out", required=True)
     p.add_argument("--key", default="probe_k4_pa_mpjpe_mm")
+    p.add_argument("--x", choices=["step", "seconds"], default="step",
+                   help="horizontal axis: training step, or seconds of training (runs of unequal speed)")
     p.add_argument("--title", default="held-out probe, K = 4 (PA-MPJPE mm) by training step")
     args = p.parse_args(argv)
     curves = {}
     for path in args.runs:
         data = json.loads(Path(path).read_text())
         history = data["history"] if isinstance(data, dict) else data
-        pts = [(r["step"], r[args.key]) for r in history if args.key in r]
+        pts = [(r[args.x], r[args.key]) for r in history if args.key in r]
         curves[Path(path).stem] = np.array(pts, float)
     w, h, m = 900, 480, 70
     img = np.full((h, w, 3), 255, np.uint8)
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         cv2.putText(img, f"{label}: {c[0, 1]:.1f} -> {c[-1, 1]:.1f}", (w - m - 260, m + 20 + 20 * i),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     cv2.putText(img, args.title, (m, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "training step (batch 4096)", (w // 2 - 100, h - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    x_label = "training step (batch 4096)" if args.x == "step" else "seconds of training (batch 4096)"
+    cv2.putText(img, x_label, (w // 2 - 100, h - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     cv2.imwrite(args.out, img)
     print(f"wrote {args.out}")
     return 0

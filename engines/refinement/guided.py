@@ -45,7 +45,7 @@ class CameraParams:
 @dataclass
 class WindowBatch:
     """S windows of T frames. ``x`` (S, T, 154) 6D rotations + betas, ``trans`` (S, T, 3)
-    camera translation of the pelvis, ``cond`` (S, T, 102) denoiser condition,
+    camera translation of the pelvis, ``cond`` (S, T, C) denoiser condition,
     ``keypoints`` (S, T, 33, 3) pixels + confidence, ``valid`` (S, T) real frames,
     ``free`` (S, T) frames to refine (the others are fixed context), ``x_obs`` the frames'
     own per-frame lifts (the estimates start there; default ``x``), ``world`` (S, T, 33, 3)

@@ -24,7 +24,7 @@ from .guided import CameraParams, WindowBatch
 @dataclass
 class Observation:
     """A track's per-frame estimate and evidence: ``x`` (154,) 6D rotations + betas,
-    ``trans`` (3,), ``cond`` (102,) denoiser condition, ``keypoints`` (33, 3) pixels + conf,
+    ``trans`` (3,), ``cond`` (C,) denoiser condition, ``keypoints`` (33, 3) pixels + conf,
     ``world`` (33, 3) the landmark network's metric landmarks, when there are any."""
 
     x: torch.Tensor

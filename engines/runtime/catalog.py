@@ -51,11 +51,18 @@ def make_inputs(model: str, batch: int, rng: np.random.Generator, *, num_samples
     if model == "denoiser":
         return {"x_t": rng.standard_normal((batch, 154)).astype(np.float32),
                 "t": rng.integers(0, 1000, batch).astype(np.int64),
-                "cond": rng.standard_normal((batch, 102)).astype(np.float32)}
+                "cond": rng.standard_normal((batch, shipped_cond_dim())).astype(np.float32)}
     if model == "sampler":
-        return {"cond": rng.standard_normal((batch, 102)).astype(np.float32),
+        return {"cond": rng.standard_normal((batch, shipped_cond_dim())).astype(np.float32),
                 "noise": rng.standard_normal((batch, num_samples, 154)).astype(np.float32)}
     raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+
+
+def shipped_cond_dim() -> int:
+    """The condition width of the bundled denoiser (its JSON config)."""
+    import json
+
+    return int(json.loads(DENOISER_WEIGHTS.with_suffix(".json").read_text())["config"]["cond_dim"])
 
 
 def _stepwise(denoiser, scheduler, num_steps: int) -> Runner:

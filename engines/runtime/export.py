@@ -90,7 +90,7 @@ def check_model(model: str, backends: list[str], batches=(1, 8, 32), *, device: 
 
 
 def save_onnx(directory: Path, num_steps: int = 4) -> list[Path]:
-    """Write the fused sampler graph (``sampler_k{K}.onnx``: ``cond`` (B, 102), ``noise``
+    """Write the fused sampler graph (``sampler_k{K}.onnx``: ``cond`` (B, C), ``noise``
     (B, N, 154) -> ``x``) and the detector with a dynamic batch to ``directory``."""
     from engines.diffusion.schedule import DDIMScheduler
 

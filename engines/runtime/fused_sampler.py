@@ -199,12 +199,12 @@ class OrtFusedSampler:
 
     def __init__(self, denoiser_onnx: str | Path, scheduler: DDIMScheduler | None = None, num_steps: int = 4, *,
                  threads: int = 1, device: str = "cpu"):
-        from .models import sampler_spec
         from .ort import OrtEngine
 
         self.num_steps = num_steps
-        self.engine = OrtEngine(sampler_spec(), build_fused_onnx(denoiser_onnx, scheduler, num_steps), device=device,
-                                threads=threads)
+        # The spec is read from the graph: its condition width is the denoiser's own.
+        self.engine = OrtEngine(None, build_fused_onnx(denoiser_onnx, scheduler, num_steps), device=device,
+                                threads=threads, name="sampler")
         self.engine.info.source = f"{denoiser_onnx} (fused, K={num_steps})"
         self.engine.info.details["K"] = num_steps
         self.info: EngineInfo = self.engine.info

@@ -29,7 +29,6 @@ LANDMARKS_ONNX = ROOT / "perception" / "assets" / "pose_landmark_full.onnx"
 DENOISER_WEIGHTS = ROOT / "diffusion" / "assets" / "denoiser.pt"
 DENOISER_ONNX = DENOISER_WEIGHTS.with_suffix(".onnx")
 
-X_DIM, COND_DIM = 154, 102
 _warned_no_onnx = False
 
 
@@ -78,12 +77,12 @@ def load_onnx_model(path: str | Path, backend: str = "onnxruntime", device: str 
     return engine
 
 
-def denoiser_spec(x_dim: int = X_DIM, cond_dim: int = COND_DIM) -> ModelSpec:
+def denoiser_spec(x_dim: int, cond_dim: int) -> ModelSpec:
     return ModelSpec("denoiser", (TensorSpec("x_t", (None, x_dim)), TensorSpec("t", (None,), "int64"),
                                   TensorSpec("cond", (None, cond_dim))), ("x0",))
 
 
-def sampler_spec(x_dim: int = X_DIM, cond_dim: int = COND_DIM, num_samples: int = 8) -> ModelSpec:
+def sampler_spec(x_dim: int, cond_dim: int, num_samples: int = 8) -> ModelSpec:
     """The fused sampler: ``cond`` (B, C) and ``noise`` (B, N, X) -> ``x`` (B, N, X); the batch
     range is persons (1..32), N is fixed for compiled engines (ONNX Runtime takes any N)."""
     return ModelSpec("sampler", (TensorSpec("cond", (None, cond_dim)), TensorSpec("noise", (None, num_samples, x_dim))),
