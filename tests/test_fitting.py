@@ -88,6 +88,14 @@ def test_world_landmarks_resolve_a_forearm_the_2d_cannot(body):
     without, with_world = fit(False), fit(True)
     assert (without[wrist] - truth[wrist]).norm() > 0.25, "the 2D alone should leave the forearm as it was"
     assert (with_world[wrist] - truth[wrist]).norm() < 0.08, "the world landmarks should turn it over"
+    # After a lift that saw the landmarks (its network takes them), limbs are not turned over.
+    from types import SimpleNamespace
+
+    from engines.diffusion.denoiser import DenoiserConfig
+
+    assert KeypointFitter(None, body).turn_limbs
+    assert not KeypointFitter(SimpleNamespace(config=DenoiserConfig(world_landmarks=True)), body).turn_limbs
+    assert KeypointFitter(SimpleNamespace(config=DenoiserConfig()), body).turn_limbs
 
 
 def test_keypoint_noise_is_measured_from_the_jitter():

@@ -99,3 +99,32 @@ def test_sampler_timesteps_sit_where_the_samplers_step():
         assert {s for s, _ in sched.timesteps(K)} <= set(SAMPLER_TIMES)
     uniform = draw_timesteps(20000, sched, torch.Generator().manual_seed(0), "uniform")
     assert 0.3 < near(uniform) < 0.4
+
+
+def test_evaluate_lifter_calibrates_the_spread_and_takes_world_landmarks(tmp_path):
+    """--calibrate writes a per-K temperature that makes error / spread 1 on the same frames;
+    --world-landmarks and --keypoints clean run on the bundled network."""
+    import json
+    import shutil
+
+    from engines.lifting.lifter import DEFAULT_WEIGHTS
+    from engines.training.evaluate import main as evaluate_main
+
+    data = tmp_path / "poses.npz"
+    tiny_dataset(data)
+    weights = tmp_path / "denoiser.pt"
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    info = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    info.pop("spread_temperature", None)
+    weights.with_suffix(".json").write_text(json.dumps(info))
+    common = ["--data", str(data), "--weights", str(weights), "--frames", "48", "--samples", "4", "--steps", "1",
+              "--threads", "2"]
+    world = ["--world-landmarks"] if info["config"].get("world_landmarks") else []
+    assert evaluate_main(common + world + ["--calibrate"]) == 0
+    temperature = json.loads(weights.with_suffix(".json").read_text())["spread_temperature"]
+    assert set(temperature) == {"1"} and temperature["1"] > 1  # one step's samples are too narrow
+    out = tmp_path / "report.json"
+    assert evaluate_main(common + world + ["--json", str(out)]) == 0
+    assert abs(json.loads(out.read_text())["steps"]["1"]["error_over_spread"] - 1) < 0.02
+    assert evaluate_main(common + ["--keypoints", "clean", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["keypoints"] == "clean"

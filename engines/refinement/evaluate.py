@@ -28,7 +28,6 @@ import torch
 
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
-from engines.diffusion.features import condition_features
 from engines.lifting.lifter import Lifter, load_denoiser
 from engines.training.evaluate import joint_errors, lift_in_batches
 from engines.training.synthetic_views import ViewConfig, make_sequence_views, simulate_world_landmarks
@@ -99,6 +98,19 @@ def smooth_baseline(fn, x: torch.Tensor, trans: torch.Tensor, **kw) -> tuple[tor
     return torch.cat([matrix_to_rotation_6d(R).flatten(1), s[:, 144:154]], -1), s[:, 154:]
 
 
+def lift_sequence(lifter: Lifter, keypoints: torch.Tensor, world: torch.Tensor | None, int8: bool):
+    """Per-frame lift of a clip: ``x`` (T, 154), ``trans`` (T, 3) (frames too damaged to lift
+    hold the last estimate) and the denoiser condition (T, C) the fit's prior takes."""
+    # int8 scales activations per call: lift frame by frame, as a live run does.
+    lift = lift_in_batches(lifter, keypoints, 1, world) if int8 else lifter.lift(keypoints, world)
+    x = x_from_lift(lift.poses, lift.betas)
+    trans = lift.trans.clone()
+    for i in range(1, len(x)):
+        if not lift.valid[i]:
+            x[i], trans[i] = x[i - 1], trans[i - 1]
+    return x, trans, lifter.condition(keypoints, world)
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     body = BodyModel.load()
@@ -130,26 +142,25 @@ def evaluate(args: argparse.Namespace) -> dict:
     for name, poses, trans_w in clips:
         views = make_sequence_views(body, torch.from_numpy(poses), ViewConfig(), g, torch.from_numpy(trans_w))
         T = poses.shape[0]
-        # int8 scales activations per call: lift frame by frame, as a live run does.
-        lift = lift_in_batches(lifter, views.keypoints, 1) if int8 else lifter.lift(views.keypoints)
-        x = x_from_lift(lift.poses, lift.betas)
-        trans = lift.trans.clone()
-        for i in range(1, T):  # frames too damaged to lift hold the last estimate
-            if not lift.valid[i]:
-                x[i], trans[i] = x[i - 1], trans[i - 1]
-        cond = condition_features(views.keypoints)
         kp = views.keypoints_px
         camera = CameraParams(K=views.K[0])
         true = views.joints_cam
         world = simulate_world_landmarks(views.keypoints_cam, g_world)
+        # 2D only, and with the world landmarks: in the lift too when the network takes them.
+        x, trans, cond = lift_sequence(lifter, views.keypoints, None, int8)
         add("per-frame lift", joints_of(body, x, trans), true, T)
+        xw, transw, condw = x, trans, cond
+        if lifter.uses_world_landmarks:
+            xw, transw, condw = lift_sequence(lifter, views.keypoints, world, int8)
+            add("per-frame lift + world", joints_of(body, xw, transw), true, T)
         runs = []
         for L in args.lags:
             runs.append((f"fit L={L}", OnlineRefiner(fit_for[L], lag=L, context=args.context), None))
             runs.append((f"fit L={L} + world", OnlineRefiner(fit_for[L], lag=L, context=args.context), world))
         runs += [(f"guidance L={L}", OnlineRefiner(guided_for[L], lag=L, context=args.context), None) for L in args.guided]
         for label, online, w in runs:
-            rx, rt, sec = run_online(online, x, trans, cond, kp, camera, world=w)
+            start = (x, trans, cond) if w is None else (xw, transw, condw)
+            rx, rt, sec = run_online(online, *start, kp, camera, world=w)
             add(label, joints_of(body, rx, rt), true, T)
             timing.setdefault(label, []).append(sec)
         for mc in args.euro_cutoffs:
@@ -175,10 +186,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.timing_tracks:
         name, poses, trans_w = clips[0]
         views = make_sequence_views(body, torch.from_numpy(poses), ViewConfig(), g, torch.from_numpy(trans_w))
-        # int8 scales activations per call: lift frame by frame, as a live run does.
-        lift = lift_in_batches(lifter, views.keypoints, 1) if int8 else lifter.lift(views.keypoints)
-        x, trans = x_from_lift(lift.poses, lift.betas), lift.trans
-        cond, camera = condition_features(views.keypoints), CameraParams(K=views.K[0])
+        x, trans, cond = lift_sequence(lifter, views.keypoints, None, int8)
+        camera = CameraParams(K=views.K[0])
         report["timing_ms"] = {}
         for L in args.lags:
             for n in args.timing_tracks:
@@ -242,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", help="FitSettings overrides as JSON, e.g. '{\"prior_sigma\": 0.2}'")
     p.add_argument("--lift-steps", type=int, default=4)
     p.add_argument("--lift-samples", type=int, default=8)
-    p.add_argument("--euro-cutoffs", type=float, nargs="+", default=[3.0, 1.5, 0.8])
+    p.add_argument("--euro-cutoffs", type=float, nargs="*", default=[3.0, 1.5, 0.8])
     p.add_argument("--euro-beta", type=float, default=0.05)
-    p.add_argument("--kalman-q", type=float, nargs="+", default=[1e-3, 1e-4, 1e-5])
+    p.add_argument("--kalman-q", type=float, nargs="*", default=[1e-3, 1e-4, 1e-5])
     p.add_argument("--kalman-r", type=float, default=1e-2)
     p.add_argument("--timing-tracks", type=int, nargs="*", default=[], help="also time 1, 2, 4... tracks")
     p.add_argument("--seed", type=int, default=0)

@@ -63,12 +63,13 @@ class FitSettings:
     prior_sigma: float = 0.15  # 6D units (about 0.1 rad): how far the pose may leave the prior
     betas_sigma: float = 1.0
     lift_weight: float = 1.0  # the per-frame lift against the denoiser's prediction in the prior
-    world_weight: float = 1.0  # 0: world landmarks unused
+    world_weight: float = 3.0  # 0: world landmarks unused
     world_sigma: float = 0.1  # metres: their error along the camera's axis
     world_lateral: float = 0.1  # weight of their across-the-image error (the 2D knows that better)
     world_robust: float = 0.3  # metres: beyond this a landmark counts as an outlier
     flip_depth: float = 0.07  # metres: a forearm or shin whose depth the landmarks put this far
     # the other way round (and the body at least half as far) is turned over before the fit
+    # (only after a lift that did not see the landmarks: KeypointFitter.turn_limbs)
     joint_acc_sigma: float = 0.01  # metres / frame^2
     joint_vel_sigma: float = 0.0  # metres / frame (0: off)
     betas_vel_sigma: float = 0.02
@@ -89,7 +90,9 @@ class FitSettings:
         again in each of the L + 1 windows it is free in; live, one call and one iteration
         per frame (the budget that keeps one person at 30 fps on two cores)."""
         if live:
-            return cls.for_lag(lag, prior_times=(100,), iters=iters or 1, **changes)
+            # One iteration from a warm start cannot average the prior's pull over a window:
+            # a tighter prior keeps the live body nearer the lift (measured: docs/refinement.md).
+            return cls.for_lag(lag, **{"prior_times": (100,), "iters": iters or 1, "prior_sigma": 0.1, **changes})
         return cls.for_lag(lag, iters=iters or 2, **changes)
 
     def replace(self, **changes) -> "FitSettings":
@@ -175,6 +178,10 @@ class KeypointFitter:
         self.body = body
         self.settings = settings or FitSettings()
         self.scheduler = scheduler or DDIMScheduler()
+        # A prior network conditioned on the world landmarks lifted with them too (one network
+        # lifts and fits): its limbs already lie the landmarks' way in depth, and turning them
+        # over on a noisy landmark would only add errors (measured: docs/refinement.md).
+        self.turn_limbs = not getattr(getattr(model, "config", None), "world_landmarks", False)
 
     # -- the model of one frame and its Jacobian ------------------------------------------
     def _outputs(self, R: torch.Tensor, betas: torch.Tensor, trans: torch.Tensor, camera: CameraParams,
@@ -267,7 +274,7 @@ class KeypointFitter:
         R = rotation_6d_to_matrix(base_x[sel][:, :ROT_DIM].reshape(-1, NUM_JOINTS, 6))
         b = base_x[sel][:, ROT_DIM:ROT_DIM + NUM_BETAS].clone()
         t = batch.trans[sel].clone()
-        if world is not None and s.flip_depth > 0:
+        if world is not None and s.flip_depth > 0 and self.turn_limbs:
             R, x_obs = self._turn_over_limbs(R, b, t, x_obs, world, world_w)
         # Context frames' joints and shapes: constants of the temporal terms.
         joints_all = self.body(rotation_6d_to_matrix(base_x[..., :ROT_DIM].reshape(S * T, NUM_JOINTS, 6)),
