@@ -119,3 +119,27 @@ def test_grown_network_starts_as_the_old_one_and_the_lifter_feeds_it(tmp_path, v
     without = lifter.lift(views.keypoints)
     assert with_wl.valid.all() and without.valid.all()
     assert (with_wl.poses - without.poses).abs().max() > 1e-3
+
+
+def test_world_landmarks_come_from_the_crops_ray_into_camera_axes(views):
+    """Simulated landmarks are in the frame of the ray through the hips, as the landmark
+    network gives them from its crop; the condition turns them back into camera axes."""
+    from engines.diffusion.features import viewing_ray_rotation, world_landmarks_to_camera
+    from engines.training.synthetic_views import WorldLandmarkNoise
+
+    exact = WorldLandmarkNoise(lateral_sd=0, depth_sd=0, limb_depth_sd=0, flip_prob=0, scale_sd=0, rotation_sd_deg=0,
+                               dropout_prob=0)
+    truth = views.keypoints_cam - views.keypoints_cam[:, [23, 24]].mean(1, keepdim=True)
+    wl = simulate_world_landmarks(views.keypoints_cam, torch.Generator().manual_seed(0), exact)
+    off_axis = (views.keypoints_cam[:, [23, 24], :2].mean(1) / views.keypoints_cam[:, [23, 24], 2:].mean(1)).norm(dim=-1)
+    assert ((wl - truth).norm(dim=-1).mean(-1) > 0.05 * off_axis).all()  # turned where off-axis
+    # With the true hips seen, the condition's turn undoes it exactly.
+    clean = views.keypoints.clone()
+    hips = views.keypoints_cam[:, [23, 24]]
+    clean[:, [23, 24], :2], clean[:, [23, 24], 2] = hips[..., :2] / hips[..., 2:], 1.0
+    torch.testing.assert_close(world_landmarks_to_camera(wl, clean), truth, atol=1e-4, rtol=1e-4)
+    # The turn is the smallest one taking the optical axis onto the ray.
+    R = viewing_ray_rotation(torch.tensor([[0.0, 0.0], [0.4, -0.3]]))
+    torch.testing.assert_close(R[0], torch.eye(3))
+    ray = torch.tensor([0.4, -0.3, 1.0])
+    torch.testing.assert_close(R[1] @ torch.tensor([0.0, 0.0, 1.0]), ray / ray.norm())

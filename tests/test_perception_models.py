@@ -108,6 +108,10 @@ def test_landmarks_follow_a_rotated_frame(detector, landmarker, frame120):
     err = np.linalg.norm(got.image[:, :2] - expect, axis=1)
     ok = ref.confidence > 0.5
     assert np.median(err[ok]) < 3.0 and err[ok].max() < 10.0, err[ok]
+    # The world landmarks turn with the image too (the crop is the same, so the network's
+    # own output is; they are brought into the image's axes by the ROI's rotation).
+    expect_world = np.column_stack([-ref.world[:, 1], ref.world[:, 0], ref.world[:, 2]])
+    np.testing.assert_allclose(got.world, expect_world, atol=2e-3)
 
 
 def test_batch_equals_single(landmarker, detector, frame120):

@@ -10,8 +10,9 @@ its BlazePose slots). From them:
   off-centre person or a wide-angle view is handled;
 - each keypoint relative to the box, ``(p - centre) / size``, and its confidence;
 - for a network trained with them (``DenoiserConfig.world_landmarks``), the landmark
-  network's 33 metric world landmarks (origin between the hips, camera axes, metres) and a
-  flag saying whether they are present: the same network lifts with or without them.
+  network's 33 metric world landmarks (origin between the hips, metres) turned into camera
+  axes (:func:`world_landmarks_to_camera`) and a flag saying whether they are present: the
+  same network lifts with or without them.
 """
 
 from __future__ import annotations
@@ -56,8 +57,43 @@ def condition_features(keypoints: torch.Tensor, world_landmarks: torch.Tensor | 
     wl = torch.where(torch.isfinite(world_landmarks), world_landmarks, torch.zeros_like(world_landmarks))
     present = (wl.abs().flatten(1).amax(-1) > 0).to(base.dtype)
     wl = wl - wl[:, [23, 24]].mean(1, keepdim=True)  # origin between the hips, as BlazePose's
+    wl = world_landmarks_to_camera(wl, keypoints)
     wl = wl * present[:, None, None]
     return torch.cat([base, wl.flatten(1), present[:, None]], dim=-1)
+
+
+def viewing_ray_rotation(xy: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) the smallest rotation taking the optical axis (0, 0, 1) onto the ray through
+    normalised image points ``xy`` (B, 2)."""
+    r = torch.cat([xy, torch.ones_like(xy[:, :1])], dim=-1)
+    r = r / r.norm(dim=-1, keepdim=True)
+    axis = torch.stack([-r[:, 1], r[:, 0], torch.zeros_like(r[:, 0])], dim=-1)  # z x r
+    s2 = axis.pow(2).sum(-1).clamp(min=1e-12)
+    K = torch.zeros(xy.shape[0], 3, 3, dtype=xy.dtype, device=xy.device)
+    K[:, 0, 2], K[:, 1, 2], K[:, 2, 0], K[:, 2, 1] = axis[:, 1], -axis[:, 0], -axis[:, 1], axis[:, 0]
+    eye = torch.eye(3, dtype=xy.dtype, device=xy.device).expand_as(K)
+    return eye + K + K @ K * ((1 - r[:, 2]) / s2)[:, None, None]
+
+
+def person_ray(keypoints: torch.Tensor) -> torch.Tensor:
+    """(B, 2) the normalised image point the landmark network's crop is centred on: between
+    the hips (BlazePose's alignment centre), or the box centre where a hip is not seen."""
+    conf = keypoints[..., 2]
+    hips_seen = (conf[:, [23, 24]] > MIN_CONFIDENCE).all(-1)
+    centre, _ = person_box(keypoints[..., :2], conf)
+    return torch.where(hips_seen[:, None], keypoints[:, [23, 24], :2].mean(1), centre)
+
+
+def world_landmarks_to_camera(world: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+    """World landmarks (B, 33, 3) from the landmark network's frame into camera axes.
+
+    The network sees only a crop around the person and cannot know where in the frame it
+    was cut: its depth axis is the ray through the crop, not the optical axis, so for a
+    person off to the side the landmarks come turned by the angle of that ray (on the
+    bundled clip this removes most of their yaw against the fitted bodies). Turned back by
+    :func:`viewing_ray_rotation` of :func:`person_ray`."""
+    R = viewing_ray_rotation(person_ray(keypoints))
+    return world @ R.transpose(1, 2)
 
 
 def _keypoint_features(keypoints: torch.Tensor) -> torch.Tensor:

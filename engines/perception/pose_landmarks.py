@@ -99,7 +99,10 @@ class PoseLandmarks:
         image: (33, 3) x, y in image pixels and z (relative depth, hip-centred,
             in the same pixel scale; smaller is nearer the camera).
         visibility, landmark_presence: (33,) probabilities.
-        world: (33, 3) metres, origin between the hips, (x right, y down, z away).
+        world: (33, 3) metres, origin between the hips, (x right, y down, z away) as
+            seen along the ray through the crop (the network sees only the crop, so its
+            depth axis is that ray, not the camera's optical axis: see
+            ``engines.diffusion.features.world_landmarks_to_camera``).
         auxiliary: (6, 2) the extra points in image pixels (0: hip centre,
             1: body scale point used for the next ROI).
     """
@@ -254,6 +257,11 @@ class PoseLandmarker:
             m = roi.crop_to_image()
             img_xy = xy @ m[:, :2].T + m[:, 2]
             z = lm[i, :, 2] * (roi.size / INPUT_SIZE)
+            # The world landmarks come in the crop's axes: turn them back by the ROI's
+            # in-plane rotation into the image's (as MediaPipe's WorldLandmarkProjection).
+            turn = m[:, :2] / math.sqrt(abs(np.linalg.det(m[:, :2])))
+            w = world[i, :NUM_LANDMARKS].astype(np.float64)
+            w[:, :2] = w[:, :2] @ turn.T
             result.append(
                 PoseLandmarks(
                     roi=roi,
@@ -261,7 +269,7 @@ class PoseLandmarker:
                     image=np.column_stack([img_xy[:NUM_LANDMARKS], z[:NUM_LANDMARKS]]).astype(np.float32),
                     visibility=_sigmoid(lm[i, :NUM_LANDMARKS, 3]).astype(np.float32),
                     landmark_presence=_sigmoid(lm[i, :NUM_LANDMARKS, 4]).astype(np.float32),
-                    world=world[i, :NUM_LANDMARKS].astype(np.float32),
+                    world=w.astype(np.float32),
                     auxiliary=img_xy[NUM_LANDMARKS:].astype(np.float32),
                 )
             )

@@ -21,6 +21,7 @@ import torch
 
 from engines.body.joint_sets import BLAZEPOSE33_NAMES, COCO17_FROM_BLAZEPOSE33
 from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
+from engines.diffusion.features import viewing_ray_rotation
 
 # Limbs that detectors lose as a whole (occlusion), as BlazePose-33 indices.
 _LIMB_NAMES = (
@@ -287,9 +288,10 @@ _FLIP_LIMBS = tuple(tuple(BLAZEPOSE33_NAMES.index(n) for n in names) for names i
 @torch.no_grad()
 def simulate_world_landmarks(points_cam: torch.Tensor, g: torch.Generator,
                              noise: WorldLandmarkNoise | None = None) -> torch.Tensor:
-    """World landmarks (B, 33, 3), metres, origin between the hips, camera orientation, as the
-    landmark network would give them for bodies whose true camera-frame BlazePose-33 points
-    are ``points_cam`` (B, 33, 3), with the errors of ``noise``."""
+    """World landmarks (B, 33, 3), metres, origin between the hips, as the landmark network
+    would give them for bodies whose true camera-frame BlazePose-33 points are ``points_cam``
+    (B, 33, 3), with the errors of ``noise``: in the frame of the ray through the hips (the
+    network sees a crop; ``features.world_landmarks_to_camera`` turns them back)."""
     n = noise or WorldLandmarkNoise()
     B = points_cam.shape[0]
     dev = points_cam.device
@@ -309,5 +311,9 @@ def simulate_world_landmarks(points_cam: torch.Tensor, g: torch.Generator,
     w = w @ axis_angle_to_matrix(axis * angle).transpose(1, 2)
     w = w * (1 + n.scale_sd * torch.randn(B, 1, 1, generator=g, device=dev))
     w = w - w[:, [23, 24]].mean(1, keepdim=True)
+    # The crop's centre: between the hips as the image shows them (features.person_ray).
+    seen = points_cam[:, [23, 24]]
+    ray = (seen[..., :2] / seen[..., 2:].clamp(min=1e-3)).mean(1)
+    w = w @ viewing_ray_rotation(ray)  # camera axes -> the ray's (rows: R^T w)
     drop = torch.rand(B, generator=g, device=dev) < n.dropout_prob
     return torch.where(drop[:, None, None], torch.zeros_like(w), w)
