@@ -11,7 +11,6 @@ Every error is a :class:`FileFormatError` whose one-line message names the file 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -135,13 +134,6 @@ def get_int(fields: dict[str, Any], name: str, where: str, positive: bool = True
     if positive and v <= 0:
         raise FileFormatError(f"{where}: {name}: must be positive, got {int(v)}")
     return int(v)
-
-
-def get_float(fields: dict[str, Any], name: str, where: str) -> float:
-    v = require(fields, name, where)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise FileFormatError(f"{where}: {name}: must be a finite number, got {_describe(v)}")
-    return float(v)
 
 
 def get_array(

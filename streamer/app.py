@@ -202,7 +202,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     publisher = recorder = preview = viewer = None
     fps = getattr(source, "fps", None) or 30.0
     try:
-        camera = _camera(config.camera, source)
+        camera = run_camera(config.camera, source)
         mode: Mode = config.mode or default_mode(source)
         stages = processing_stages(config, camera, mode) + list(extra_stages or [])
         if config.record:
@@ -291,7 +291,7 @@ def run(config: RunConfig, *, extra_stages: list[Stage] | None = None) -> RunOut
     return RunOutcome(result=result, summary=summary, mode=mode)
 
 
-def _camera(path: str | None, source: Source):
+def run_camera(path: str | None, source: Source):
     """The run's camera: the file scaled to the source size, or the assumed pinhole."""
     from calibration.camera_file import camera_note, camera_or_assumed
     from calibration.fileio import FileFormatError

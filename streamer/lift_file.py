@@ -94,8 +94,8 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     offline run does (``engines.refinement``): returns the fitted ``poses``, ``trans``,
     ``betas``, ``joints`` of the kept frames and the :class:`FitQuality` of the result.
     Frames not kept (too few keypoints to lift) are gaps: the window starts again after one."""
-    from engines.body.rotations import (axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_rotation_6d,
-                                        rotation_6d_to_matrix)
+    from engines.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+    from engines.diffusion.denoiser import BETAS, pose_vector, rotations_of
     from engines.diffusion.features import condition_features
     from engines.refinement.fitting import FitSettings, KeypointFitter
     from engines.refinement.guided import CameraParams
@@ -107,8 +107,7 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     params = CameraParams.from_camera(cam)
     idx = np.flatnonzero(keep)
     poses = torch.from_numpy(lifted["poses"][keep].astype(np.float32))
-    x = torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(poses.view(-1, 24, 3))).flatten(1),
-                   torch.from_numpy(lifted["betas"][keep].astype(np.float32))], -1)
+    x = pose_vector(axis_angle_to_matrix(poses.view(-1, 24, 3)), torch.from_numpy(lifted["betas"][keep].astype(np.float32)))
     trans = torch.from_numpy(lifted["trans"][keep].astype(np.float32))
     cond = condition_features(torch.from_numpy(normalised[idx]), None if world is None else torch.from_numpy(world[idx]),
                               world=denoiser.config.world_landmarks)
@@ -123,13 +122,13 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     for j in range(max(len(idx) - lag, 0), len(idx)):
         out_x[j], out_t[j] = online.estimate(0, int(idx[j]))
     fx, ft = torch.stack(out_x), torch.stack(out_t)
-    R = rotation_6d_to_matrix(fx[:, :144].reshape(-1, 24, 6))
+    R = rotations_of(fx)
     with torch.no_grad():
-        out = body(R, fx[:, 144:154], ft, keypoints="blazepose33")
+        out = body(R, fx[:, BETAS], ft, keypoints="blazepose33")
     quality = FitQuality()
     per_frame = quality.measure([0] * len(idx), out.keypoints["blazepose33"], px, params)
     fitted = {"poses": matrix_to_axis_angle(R).reshape(-1, 72).numpy(), "trans": ft.numpy(),
-              "betas": fx[:, 144:154].numpy(), "joints": out.joints.numpy(), "reprojection_px": per_frame}
+              "betas": fx[:, BETAS].numpy(), "joints": out.joints.numpy(), "reprojection_px": per_frame}
     return fitted, quality
 
 
@@ -142,7 +141,8 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     returns a summary with the fit quality."""
     from calibration.camera_file import camera_note, camera_or_assumed
     from calibration.fileio import FileFormatError
-    from engines.lifting.lifter import Lifter, LifterWeightsError, LiftResult
+    from engines.lifting.lifter import Lifter, LiftResult
+    from engines.diffusion.weights import LifterWeightsError
 
     kf = read_keypoint_file(path)
     try:
@@ -169,7 +169,7 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
 
     pixels = kf.keypoints if kf.joint_set == "blazepose33" else _coco_pixels_in_blazepose(kf.keypoints)
     if refine:
-        from engines.lifting.lifter import load_denoiser
+        from engines.diffusion.weights import load_denoiser
 
         normalised33 = cam.normalize_keypoints(pixels).astype(np.float32)
         fitted, quality = fit_sequence(cat, keep, pixels, normalised33, world, cam,

@@ -51,10 +51,6 @@ class LiftStage(Stage):
             self.quality = FitQuality()
             self.camera_params = CameraParams.from_camera(self.camera)
 
-    @property
-    def body_model_name(self) -> str:
-        return self.lifter.body_model_name if self.lifter is not None else "anny-smpl"
-
     def process(self, frame: Frame) -> Frame:
         persons = [p for p in frame.persons if "keypoints_blazepose33" in p.arrays]
         if not persons:

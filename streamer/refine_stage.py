@@ -108,7 +108,7 @@ class RefineStage(Stage):
     def _denoiser(self):
         """The network the fit's prior calls, forward only (no gradient goes through it), so
         ONNX Runtime can run it ("auto", "onnxruntime"), int8 included."""
-        from engines.lifting.lifter import DEFAULT_WEIGHTS, LifterWeightsError, load_denoiser
+        from engines.diffusion.weights import DEFAULT_WEIGHTS, LifterWeightsError, load_denoiser
 
         model = load_denoiser(self.weights)
         if self.backend == "torch":
@@ -138,7 +138,8 @@ class RefineStage(Stage):
         return out
 
     def _observations(self, frame: Frame) -> dict:
-        from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
+        from engines.body.rotations import axis_angle_to_matrix
+        from engines.diffusion.denoiser import pose_vector
         from engines.diffusion.features import condition_features
         from engines.refinement.online import Observation
 
@@ -153,7 +154,7 @@ class RefineStage(Stage):
                                   world=self.denoiser_uses_world)
         poses = torch.from_numpy(np.stack([p.arrays["poses"] for p in persons]).astype(np.float32))
         betas = torch.from_numpy(np.stack([p.arrays["betas"] for p in persons]).astype(np.float32))
-        x = torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(poses.view(-1, 24, 3))).flatten(1), betas], -1)
+        x = pose_vector(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas)
         def world(p):
             w = p.arrays.get(WORLD) if self.use_world else None
             return None if w is None else torch.from_numpy(np.asarray(w, np.float32))
@@ -164,7 +165,8 @@ class RefineStage(Stage):
                 for i, p in enumerate(persons)}
 
     def _release(self, step: int, frame: Frame) -> Frame:
-        from engines.body.rotations import matrix_to_axis_angle, rotation_6d_to_matrix
+        from engines.body.rotations import matrix_to_axis_angle
+        from engines.diffusion.denoiser import BETAS, rotations_of
 
         found = [(p, self.online.estimate(p.track_id, step)) for p in frame.persons if "poses" in p.arrays]
         found = [(p, e) for p, e in found if e is not None]
@@ -173,13 +175,13 @@ class RefineStage(Stage):
             return frame
         x = torch.stack([e[0] for _, e in found])
         trans = torch.stack([e[1] for _, e in found])
-        R = rotation_6d_to_matrix(x[:, :144].reshape(-1, 24, 6))
+        R = rotations_of(x)
         with torch.no_grad():
-            out = self.body(R, x[:, 144:154], trans, keypoints="blazepose33")
+            out = self.body(R, x[:, BETAS], trans, keypoints="blazepose33")
         joints = out.joints
         poses = matrix_to_axis_angle(R).reshape(-1, 72)
         for i, (person, _) in enumerate(found):
-            person.arrays.update(poses=poses[i].numpy().astype(np.float32), betas=x[i, 144:154].numpy().astype(np.float32),
+            person.arrays.update(poses=poses[i].numpy().astype(np.float32), betas=x[i, BETAS].numpy().astype(np.float32),
                                  trans=trans[i].numpy().astype(np.float32), joints=joints[i].numpy().astype(np.float32))
         # Fitted persons are measured on the points just computed; any other body on its own.
         fitted = [i for i, (p, _) in enumerate(found) if KEYPOINTS in p.arrays]

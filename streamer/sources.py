@@ -475,7 +475,3 @@ def _quiet_opencv() -> None:
     except AttributeError:  # older builds without the logging module
         pass
 
-
-def frame_as_bgr(frame: Frame) -> np.ndarray:
-    """The frame's image in OpenCV's BGR order (for drawing and writing with OpenCV)."""
-    return cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)

@@ -12,7 +12,7 @@ from streamer.bench import format_compare
 from streamer.bench import main as bench_main
 from streamer.errors import ConfigError
 from streamer.graph import Stage
-from streamer.keypoints_stage import PersonKeypoints
+from engines.perception.person_keypoints import PersonKeypoints
 from streamer.synthetic_source import SyntheticPeopleSource, grid_shape
 
 

@@ -9,7 +9,7 @@ from calibration.camera_file import load_camera, save_camera
 from calibration.synthetic import reference_fisheye
 from engines.body.body_model import BodyModel
 from engines.lifting.lifter import Lifter
-from engines.training.evaluate import joint_errors
+from engines.training.metrics import joint_errors
 from test_lifter import walking_poses
 
 torch.set_num_threads(2)

@@ -90,7 +90,8 @@ def test_world_landmark_condition_is_switchable(views):
 
 
 def test_grown_network_starts_as_the_old_one_and_the_lifter_feeds_it(tmp_path, views):
-    from engines.lifting.lifter import Lifter, load_denoiser
+    from engines.lifting.lifter import Lifter
+    from engines.diffusion.weights import load_denoiser
 
     old = _randomised(build_denoiser(DenoiserConfig(width=64, depth=2)))
     grown_cfg = grown_for_world_landmarks(old.config)

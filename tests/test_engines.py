@@ -173,7 +173,7 @@ def test_tensorrt_engine_is_cached_and_rebuilt_when_the_key_changes(machine, mon
 
 @pytest.mark.skipif(not HAS_TRT, reason="needs torch_tensorrt and a CUDA device")
 def test_tensorrt_sampler_matches_eager_and_loads_from_cache(monkeypatch, tmp_path):
-    from engines.lifting.lifter import load_denoiser
+    from engines.diffusion.weights import load_denoiser
     from engines.runtime.export import FP16_THRESHOLDS
     from engines.runtime.models import load_sampler
 
@@ -295,7 +295,7 @@ def test_torch_perception_matches_onnxruntime_on_a_real_frame(frame120):
 
 @pytest.fixture(scope="module")
 def denoiser():
-    from engines.lifting.lifter import load_denoiser
+    from engines.diffusion.weights import load_denoiser
 
     return load_denoiser()
 

@@ -13,8 +13,9 @@ import torch
 
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix
-from engines.lifting.lifter import Lifter, LifterWeightsError, load_denoiser, mirror_keypoints, mirror_rotations
-from engines.training.evaluate import joint_errors
+from engines.lifting.lifter import Lifter, mirror_keypoints, mirror_rotations
+from engines.diffusion.weights import LifterWeightsError, load_denoiser
+from engines.training.metrics import joint_errors
 from engines.training.synthetic_views import ViewConfig, make_views
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,3 +180,31 @@ def test_weights_that_would_run_code_are_refused(tmp_path):
     with pytest.raises(LifterWeightsError):
         load_denoiser(weights)
     assert not Path("/tmp/smplstream-pwned").exists()
+
+
+@pytest.mark.parametrize("num_samples, mirror_half, per_call", [(8, True, 4), (8, False, 8), (5, True, 5)])
+def test_a_compiled_sampler_is_built_for_the_samples_each_call_sends(monkeypatch, num_samples, mirror_half, per_call):
+    """A compiled sampler (TensorRT) has a fixed sample count: the lifter asks for the one it
+    sends per call (N/2 for the view and for its mirror), checked here on the CPU."""
+    import engines.lifting.lifter as lifter_module
+    from engines.diffusion.denoiser import ROTATIONS, X_DIM
+
+    built = {}
+
+    class FixedSampler:
+        def __call__(self, cond, noise):
+            assert noise.shape[1] == built["num_samples"], (noise.shape, built)
+            x = torch.zeros(*noise.shape[:2], X_DIM)
+            x[..., ROTATIONS] = torch.tensor([1.0, 0, 0, 0, 1.0, 0]).repeat(24)  # identity rotations
+            return x
+
+    def fake_load_sampler(backend, device, model, *, num_samples, **kwargs):
+        built["num_samples"] = num_samples
+        return FixedSampler()
+
+    monkeypatch.setattr(lifter_module, "load_sampler", fake_load_sampler)
+    lifter = Lifter.load(backend="torch", num_steps=2, num_samples=num_samples, mirror_half=mirror_half)
+    assert built["num_samples"] == per_call == lifter.samples_per_call
+    kp = torch.rand(2, 33, 3) * 0.2
+    kp[..., 2] = 1.0
+    assert lifter.lift(kp).valid.all()

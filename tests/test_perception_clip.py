@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from streamer.keypoints_stage import PersonKeypoints
+from engines.perception.person_keypoints import PersonKeypoints
 
 DATA = Path(__file__).parent / "data"
 CLIP = DATA / "sports2d_demo.mp4"

@@ -10,9 +10,10 @@ import torch
 
 from calibration.camera import Camera
 from engines.body.body_model import BodyModel
-from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
+from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
+from engines.diffusion.denoiser import BETAS, rotations_of
 from engines.diffusion.features import WORLD_COND_DIM, condition_features
-from engines.lifting.lifter import load_denoiser
+from engines.diffusion.weights import load_denoiser
 from engines.refinement.baselines import kalman_rts, one_euro
 from engines.refinement.guided import CameraParams, GuidedRefiner, WindowBatch
 from engines.refinement.losses import geman_mcclure, reprojection_loss
@@ -131,7 +132,7 @@ def test_a_static_noisy_sequence_gets_smoother_and_stays_put(body, guided):
     refined = torch.stack(out)
 
     def joints(x):
-        return body(rotation_6d_to_matrix(x[:, :144].reshape(-1, 24, 6)), x[:, 144:]).joints
+        return body(rotations_of(x), x[:, BETAS]).joints
 
     acc = lambda j: (j[2:] - 2 * j[1:-1] + j[:-2]).norm(dim=-1).mean()  # noqa: E731
     true_joints = joints(x_of(true_pose[None]))

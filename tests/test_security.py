@@ -164,7 +164,7 @@ def test_body_model_npz_and_pkl_with_code_are_refused(tmp_path):
 def test_lifter_checkpoint_with_code_is_refused(tmp_path):
     import torch
 
-    from engines.lifting.lifter import LifterWeightsError, load_denoiser
+    from engines.diffusion.weights import LifterWeightsError, load_denoiser
 
     marker = tmp_path / "pwned"
     weights = tmp_path / "denoiser.pt"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from streamer.tracking import Tracker, TrackState, iou_matrix
+from engines.perception.tracking import Tracker, TrackState, iou_matrix
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """Training data and the training loop: views are geometrically right, damage is as
 configured, a tiny run lowers the loss and resumes from its checkpoint."""
 
-import argparse
 
 import numpy as np
 import torch
@@ -107,7 +106,7 @@ def test_evaluate_lifter_calibrates_the_spread_and_takes_world_landmarks(tmp_pat
     import json
     import shutil
 
-    from engines.lifting.lifter import DEFAULT_WEIGHTS
+    from engines.diffusion.weights import DEFAULT_WEIGHTS
     from engines.training.evaluate import main as evaluate_main
 
     data = tmp_path / "poses.npz"

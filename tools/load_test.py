@@ -73,7 +73,7 @@ def run_condition(name: str, args, churners: int, stalled: bool) -> dict:
     import torch
 
     from crowd import CrowdStage
-    from streamer.app import _camera
+    from streamer.app import run_camera
     from streamer.graph import Pipeline
     from streamer.latency import LatencyStats
     from streamer.lift_stage import LiftStage
@@ -85,7 +85,7 @@ def run_condition(name: str, args, churners: int, stalled: bool) -> dict:
 
     torch.set_num_threads(1)
     source = LoopingVideoSource(args.source, max_seconds=args.seconds)
-    camera = _camera(None, source)
+    camera = run_camera(None, source)
     publisher = ZmqPublisher(args.endpoint)
     stats = LatencyStats()
     stages = [CrowdStage.from_file(KEYPOINTS, args.persons), LiftStage(camera), RefineStage(camera, lag=0),

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from streamer.app import RunConfig, _camera, processing_stages
+    from streamer.app import RunConfig, processing_stages, run_camera
     from streamer.graph import Pipeline
     from streamer.latency import LatencyStats
     from streamer.outputs import OutputStage
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     source = LoopingVideoSource(args.source, max_seconds=duration)
     config = RunConfig(source=args.source, perception=args.stages != "none",
                        lift=args.stages in ("lift", "refine"), refine=args.stages == "refine")
-    camera = _camera(None, source)
+    camera = run_camera(None, source)
     publisher = ZmqPublisher(args.endpoint)
     stats = LatencyStats()
     stages = processing_stages(config, camera, "live") + [OutputStage(publisher)]

@@ -79,17 +79,6 @@ def forward_kinematics(
     return torch.cat(Gs, dim=1)[:, order], torch.cat(ts, dim=1)[:, order]
 
 
-def skinning_transforms(
-    world_rotations: torch.Tensor, posed_joints: torch.Tensor, rest_joints: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-joint rigid maps from the rest pose to the posed one: x -> G_j x + (t_j - G_j J_j).
-
-    Returns the rotations (B, J, 3, 3) (unchanged) and translations (B, J, 3).
-    """
-    trans = posed_joints - (world_rotations @ rest_joints[..., None])[..., 0]
-    return world_rotations, trans
-
-
 def linear_blend_skinning(
     rest_vertices: torch.Tensor,
     weights: torch.Tensor,
@@ -101,8 +90,8 @@ def linear_blend_skinning(
     Args:
         rest_vertices: (B, V, 3) shaped (and pose-corrected) rest vertices.
         weights: (V, J) skinning weights.
-        world_rotations: (B, J, 3, 3); translations: (B, J, 3) from
-            :func:`skinning_transforms`.
+        world_rotations: (B, J, 3, 3); translations: (B, J, 3): the per-joint rigid maps
+            from the rest pose to the posed one, x -> G_j x + (t_j - G_j J_j).
     """
     B, J = world_rotations.shape[:2]
     # Blend the per-joint maps with one (V, J) x (J, B*12) product, the columns of each

@@ -22,7 +22,27 @@ from torch import nn
 
 NUM_JOINTS = 24
 NUM_BETAS = 10
-X_DIM = NUM_JOINTS * 6 + NUM_BETAS  # what the model denoises: 6D rotations, then betas
+ROT_DIM = NUM_JOINTS * 6
+X_DIM = ROT_DIM + NUM_BETAS  # what the model denoises: the pose vector
+
+#: The pose vector ``x`` (..., X_DIM): each joint's rotation in 6D (root first, in the
+#: camera frame), then the shape coefficients. Sliced only through these names.
+ROTATIONS = slice(0, ROT_DIM)
+BETAS = slice(ROT_DIM, X_DIM)
+
+
+def rotations_of(x: torch.Tensor) -> torch.Tensor:
+    """The joints' rotation matrices (..., 24, 3, 3) of pose vectors ``x`` (..., X_DIM)."""
+    from engines.body.rotations import rotation_6d_to_matrix
+
+    return rotation_6d_to_matrix(x[..., ROTATIONS].reshape(*x.shape[:-1], NUM_JOINTS, 6))
+
+
+def pose_vector(rotations: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    """Pose vectors (..., X_DIM) from rotation matrices (..., 24, 3, 3) and betas (..., 10)."""
+    from engines.body.rotations import matrix_to_rotation_6d
+
+    return torch.cat([matrix_to_rotation_6d(rotations).flatten(-2), betas], dim=-1)
 
 
 @dataclass
@@ -209,8 +229,8 @@ class TokenDenoiser(nn.Module):
         context = self._context(cond)
         emb = nn.functional.silu(self.time_mlp(timestep_features(t, self.config.time_features))
                                  + self.pool_mlp(context.mean(dim=1)))
-        h = torch.cat([self.joint_in(x_t[:, : NUM_JOINTS * 6].view(B, NUM_JOINTS, 6)),
-                       self.shape_in(x_t[:, NUM_JOINTS * 6:])[:, None]], dim=1) + self.joint_embed
+        h = torch.cat([self.joint_in(x_t[:, ROTATIONS].view(B, NUM_JOINTS, 6)),
+                       self.shape_in(x_t[:, BETAS])[:, None]], dim=1) + self.joint_embed
         for block in self.blocks:
             h = block(h, emb, block.cross_attn.keys_values(context))
         h = self.out_norm(h)

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ONNX Runtime output against eager torch on random inputs."""
     import argparse
 
-    from engines.lifting.lifter import DEFAULT_WEIGHTS, load_denoiser
+    from engines.diffusion.weights import DEFAULT_WEIGHTS, load_denoiser
 
     p = argparse.ArgumentParser(prog="export-denoiser", description=main.__doc__)
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))

@@ -13,7 +13,6 @@ The camera translation is solved in closed form from the keypoints and the posed
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,26 +22,19 @@ import torch
 
 from engines.body.body_model import BodyModel
 from engines.body.joint_sets import BLAZEPOSE33_FLIP, COCO17_FROM_BLAZEPOSE33, SMPL24_FLIP
-from engines.body.rotations import matrix_to_axis_angle, rotation_6d_to_matrix
-from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS, DenoiserConfig, PoseDenoiser, build_denoiser
+from engines.body.rotations import matrix_to_axis_angle
+from engines.diffusion.denoiser import BETAS, NUM_JOINTS, PoseDenoiser, rotations_of
 from engines.diffusion.features import condition_features, liftable
 from engines.diffusion.onnx_denoiser import OrtDenoiser
 from engines.diffusion.sampler import sample
 from engines.diffusion.schedule import DDIMScheduler
+from engines.diffusion.weights import DEFAULT_WEIGHTS, LifterWeightsError, load_denoiser
 from engines.lifting.translation import solve_translation
 from engines.runtime.backends import resolve_backend
 from engines.runtime.models import load_sampler
 from engines.runtime.spec import EngineInfo
 
 log = logging.getLogger("engines.lifting")
-
-ASSETS = Path(__file__).resolve().parents[1] / "diffusion" / "assets"
-DEFAULT_WEIGHTS = ASSETS / "denoiser.pt"
-
-
-class LifterWeightsError(ValueError):
-    """The denoiser weights are missing or do not fit the network."""
-
 
 @dataclass
 class LiftResult:
@@ -69,6 +61,13 @@ def coco17_to_blazepose33(keypoints: torch.Tensor) -> torch.Tensor:
     out = keypoints.new_zeros(*keypoints.shape[:-2], 33, keypoints.shape[-1])
     out[..., list(COCO17_FROM_BLAZEPOSE33), :] = keypoints
     return out
+
+
+def samples_per_call(num_samples: int, mirror_half: bool) -> int:
+    """Samples per condition row in one sampler call: N, or N/2 each for the view and its
+    mirror when ``mirror_half`` and N is even. A compiled sampler (TensorRT) is built for
+    exactly this many."""
+    return num_samples // 2 if mirror_half and num_samples % 2 == 0 else num_samples
 
 
 def rotation_mean(R: torch.Tensor) -> torch.Tensor:
@@ -104,7 +103,8 @@ class Lifter:
         self.denoiser = denoiser.eval()
         # Half the samples come from the left-right mirrored view, mirrored back: the same
         # cost, and the model's left/right biases cancel in the mean (needs N even).
-        self.mirror_half = mirror_half and num_samples % 2 == 0
+        self.samples_per_call = samples_per_call(num_samples, mirror_half)
+        self.mirror_half = self.samples_per_call != num_samples
         self.body = body
         self.scheduler = scheduler or DDIMScheduler()
         self.num_steps = num_steps
@@ -146,7 +146,9 @@ class Lifter:
         scheduler = kwargs.pop("scheduler", None) or DDIMScheduler()
         num_steps = kwargs.get("num_steps", 4)
         sampler = load_sampler(choice.backend, choice.device, model, weights=weights or DEFAULT_WEIGHTS,
-                               num_steps=num_steps, num_samples=kwargs.get("num_samples", 8), threads=threads,
+                               num_steps=num_steps,
+                               num_samples=samples_per_call(kwargs.get("num_samples", 8), kwargs.get("mirror_half", True)),
+                               threads=threads,
                                scheduler=scheduler, precision=precision)
         denoiser = model
         if choice.backend == "onnxruntime" and sampler is None:
@@ -205,15 +207,15 @@ class Lifter:
             wl = torch.as_tensor(world_landmarks, dtype=torch.float32).reshape(B, 33, 3)
         if self.mirror_half:
             both_wl = None if wl is None else torch.cat([wl, mirror_keypoints(wl)])
-            x = self._draw(self.condition(torch.cat([safe, mirror_keypoints(safe)]), both_wl), N // 2)
-            R_samples = rotation_6d_to_matrix(x[..., : NUM_JOINTS * 6].reshape(2 * B, N // 2, NUM_JOINTS, 6))
+            x = self._draw(self.condition(torch.cat([safe, mirror_keypoints(safe)]), both_wl), self.samples_per_call)
+            R_samples = rotations_of(x)
             R_samples = torch.cat([R_samples[:B], mirror_rotations(R_samples[B:])], dim=1)
             x = torch.cat([x[:B], x[B:]], dim=1)  # betas are left-right symmetric: used as they are
         else:
             x = self._draw(self.condition(safe, wl), N)
-            R_samples = rotation_6d_to_matrix(x[..., : NUM_JOINTS * 6].reshape(B, N, NUM_JOINTS, 6))
+            R_samples = rotations_of(x)
         R = rotation_mean(R_samples.transpose(1, 2)).contiguous()  # (B, 24, 3, 3)
-        betas = x[..., NUM_JOINTS * 6: NUM_JOINTS * 6 + NUM_BETAS].mean(dim=1)
+        betas = x[..., BETAS].mean(dim=1)
         out = self.body(R, betas, keypoints="blazepose33")
         weights = safe[..., 2] * (safe[..., 2] > 0.05)
         trans = solve_translation(out.keypoints["blazepose33"], safe[..., :2], weights)
@@ -221,7 +223,7 @@ class Lifter:
         poses_std = geodesic_angle(R_samples, R[:, None]).pow(2).mean(dim=1).sqrt()
         if N > 1:
             sample_joints = self.body(R_samples.reshape(B * N, NUM_JOINTS, 3, 3),
-                                      x[..., NUM_JOINTS * 6:].reshape(B * N, -1)).joints.view(B, N, NUM_JOINTS, 3)
+                                      x[..., BETAS].reshape(B * N, -1)).joints.view(B, N, NUM_JOINTS, 3)
             joints_std = (sample_joints - sample_joints.mean(1, keepdim=True)).norm(dim=-1).pow(2).mean(1).sqrt()
         else:
             joints_std = torch.zeros(B, NUM_JOINTS)
@@ -256,34 +258,3 @@ _DUMMY_KEYPOINTS = torch.zeros(1, 33, 3)
 _DUMMY_KEYPOINTS[0, :, 1] = torch.linspace(-0.2, 0.2, 33)
 _DUMMY_KEYPOINTS[0, :, 0] = torch.linspace(-0.05, 0.05, 33)
 _DUMMY_KEYPOINTS[0, :, 2] = 1.0
-
-
-def load_denoiser(weights: str | Path | None = None) -> torch.nn.Module:
-    """Load denoiser weights (a state dict saved with ``torch.save``, float16 or float32; read
-    with ``weights_only=True``, so a tampered file cannot run code) and the config beside
-    them (``NAME.json``). The network computes in float32."""
-    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    config_path = path.with_suffix(".json")
-    if not path.is_file():
-        raise LifterWeightsError(f"{path}: no such weights file" + (
-            " (the bundled lifter weights are missing from this installation)" if weights is None else ""))
-    if not config_path.is_file():
-        raise LifterWeightsError(f"{config_path}: missing (the network config saved beside the weights)")
-    try:
-        info = json.loads(config_path.read_text())
-        config = DenoiserConfig(**info["config"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LifterWeightsError(f"{config_path}: not a denoiser config ({exc})") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds; all mean "not loadable"
-        raise LifterWeightsError(f"{path}: cannot be loaded as plain weights ({str(exc).splitlines()[0]})") from None
-    model = build_denoiser(config)
-    # Per K (steps), how much wider than the samples' spread the error is on held-out frames.
-    model.spread_temperature = {int(k): float(v) for k, v in info.get("spread_temperature", {}).items()}
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise LifterWeightsError(f"{path}: does not fit the network in {config_path.name} "
-                                 f"({str(exc).splitlines()[0]})") from None
-    return model.eval()

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from engines.perception.pose_detector import PoseDetector
     from engines.perception.pose_landmarks import PoseLandmarker, Roi
-    from streamer.keypoints_stage import PersonKeypoints
-    from streamer.tracking import Tracker
+    from engines.perception.person_keypoints import PersonKeypoints
+    from engines.perception.tracking import Tracker
 
     if not args.video.is_file():
         raise SystemExit(f"{args.video}: no such video file")

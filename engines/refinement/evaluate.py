@@ -27,9 +27,12 @@ import numpy as np
 import torch
 
 from engines.body.body_model import BodyModel
-from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
-from engines.lifting.lifter import Lifter, load_denoiser
-from engines.training.evaluate import joint_errors, lift_in_batches
+from engines.body.rotations import axis_angle_to_matrix
+from engines.diffusion.denoiser import BETAS, X_DIM, pose_vector, rotations_of
+from engines.diffusion.weights import load_denoiser
+from engines.lifting.lifter import Lifter
+from engines.training.evaluate import lift_in_batches
+from engines.training.metrics import joint_errors
 from engines.training.synthetic_views import ViewConfig, make_sequence_views, simulate_world_landmarks
 
 from .baselines import kalman_rts, one_euro
@@ -62,13 +65,11 @@ def accel_error(pred: torch.Tensor, true: torch.Tensor) -> float:
 
 
 def x_from_lift(poses: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
-    R = axis_angle_to_matrix(poses.view(-1, 24, 3))
-    return torch.cat([matrix_to_rotation_6d(R).flatten(1), betas], dim=-1)
+    return pose_vector(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas)
 
 
 def joints_of(body: BodyModel, x: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
-    R = rotation_6d_to_matrix(x[:, :144].reshape(-1, 24, 6))
-    return body(R, x[:, 144:154], trans).joints
+    return body(rotations_of(x), x[:, BETAS], trans).joints
 
 
 @torch.no_grad()
@@ -94,8 +95,8 @@ def run_online(refiner: OnlineRefiner, x, trans, cond, kp_px, camera: CameraPara
 def smooth_baseline(fn, x: torch.Tensor, trans: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
     v = torch.cat([x, trans], dim=-1).double().numpy()
     s = torch.from_numpy(fn(v, **kw)).float()
-    R = rotation_6d_to_matrix(s[:, :144].reshape(-1, 24, 6))  # back onto rotations
-    return torch.cat([matrix_to_rotation_6d(R).flatten(1), s[:, 144:154]], -1), s[:, 154:]
+    x = s[:, :X_DIM]
+    return pose_vector(rotations_of(x), x[:, BETAS]), s[:, X_DIM:]  # back onto rotations
 
 
 def lift_sequence(lifter: Lifter, keypoints: torch.Tensor, world: torch.Tensor | None, int8: bool):
@@ -121,7 +122,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     model = load_denoiser(args.weights)
     if int8:  # as live mode runs it: the guidance's network calls on the int8 ONNX graph
         from engines.diffusion.onnx_denoiser import ForwardOnly
-        from engines.lifting.lifter import DEFAULT_WEIGHTS
+        from engines.diffusion.weights import DEFAULT_WEIGHTS
 
         model = ForwardOnly.from_onnx(Path(args.weights or DEFAULT_WEIGHTS).with_suffix(".onnx"), model.config,
                                       precision="int8", threads=args.threads)

@@ -37,7 +37,7 @@ import torch
 
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
-from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS
+from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS, ROT_DIM
 from engines.diffusion.schedule import DDIMScheduler
 
 from .guided import IDENTITY_6D, CameraParams, WindowBatch
@@ -46,7 +46,6 @@ from calibration.torch_projection import project_points
 from .losses import person_size_px, similarity_align
 from .smoothing import difference_matrix
 
-ROT_DIM = NUM_JOINTS * 6
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,14 @@ from dataclasses import dataclass
 import torch
 
 from engines.body.body_model import BodyModel
-from engines.body.rotations import matrix_to_rotation_6d, rotation_6d_to_matrix
-from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS
+from engines.body.rotations import rotation_6d_to_matrix
+from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS, ROT_DIM
 from engines.diffusion.schedule import DDIMScheduler
 
 from .losses import person_size_px, reprojection_loss, smoothness_loss
 from .settings import GuidanceSettings
 from .smoothing import smooth_prox
 
-ROT_DIM = NUM_JOINTS * 6
 IDENTITY_6D = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]).repeat(NUM_JOINTS)
 
 
@@ -91,9 +90,8 @@ class GuidedRefiner:
         reproj = reprojection_loss(kp3d, batch.keypoints, K, dist, camera.model, sigma=s.reproj_sigma,
                                    min_confidence=s.min_confidence, size=size)
         reproj = (reproj * batch.free).sum()
-        rot6d = matrix_to_rotation_6d(R).view(S, T, NUM_JOINTS, 6)
-        smooth = smoothness_loss(rot6d, joints, batch.valid, rot_vel=0.0, rot_acc=0.0,
-                                 joint_vel=s.smooth_joint_vel, joint_acc=s.smooth_joint_acc).sum()
+        smooth = smoothness_loss(joints, batch.valid, joint_vel=s.smooth_joint_vel,
+                                 joint_acc=s.smooth_joint_acc).sum()
         return {"reprojection": reproj, "smoothness": smooth, "total": s.reproj_weight * reproj + smooth}
 
     def smooth(self, x0_free: torch.Tensor, trans_free: torch.Tensor, base_x: torch.Tensor, batch: WindowBatch,

@@ -51,12 +51,11 @@ def difference_penalty(x: torch.Tensor, valid: torch.Tensor, order: int) -> torc
     return (sq * ok).sum(-1)
 
 
-def smoothness_loss(rot6d: torch.Tensor, joints: torch.Tensor, valid: torch.Tensor, *, rot_vel: float,
-                    rot_acc: float, joint_vel: float, joint_acc: float) -> torch.Tensor:
-    """Temporal smoothness per window (S,) of 6D rotations (S, T, 24, 6) and camera-frame
-    joints (S, T, 24, 3) in metres: weighted squared velocities and accelerations."""
-    loss = rot_vel * difference_penalty(rot6d, valid, 1) + rot_acc * difference_penalty(rot6d, valid, 2)
-    return loss + joint_vel * difference_penalty(joints, valid, 1) + joint_acc * difference_penalty(joints, valid, 2)
+def smoothness_loss(joints: torch.Tensor, valid: torch.Tensor, *, joint_vel: float, joint_acc: float) -> torch.Tensor:
+    """Temporal smoothness per window (S,) of camera-frame joints (S, T, 24, 3) in metres:
+    weighted squared velocities and accelerations (the rotations are smoothed by the
+    proximal step, ``GuidedRefiner.smooth``)."""
+    return joint_vel * difference_penalty(joints, valid, 1) + joint_acc * difference_penalty(joints, valid, 2)
 
 
 def similarity_align(source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

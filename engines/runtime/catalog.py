@@ -98,7 +98,7 @@ def make_runner(model: str, backend: str, device: str | None = None, *, threads:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
     from engines.diffusion.onnx_denoiser import OrtDenoiser
     from engines.diffusion.schedule import DDIMScheduler
-    from engines.lifting.lifter import load_denoiser
+    from engines.diffusion.weights import load_denoiser
 
     from .backends import resolve_backend
     from .fused_sampler import FusedSampler

@@ -17,6 +17,8 @@ from typing import Callable
 
 import torch
 
+from engines.diffusion.weights import DEFAULT_WEIGHTS as DENOISER_WEIGHTS
+
 from .backends import resolve_backend
 from .cache import file_sha256
 from .spec import EngineInfo, ModelSpec, TensorSpec
@@ -26,7 +28,6 @@ log = logging.getLogger("engines.runtime")
 ROOT = Path(__file__).resolve().parents[1]
 DETECTOR_ONNX = ROOT / "perception" / "assets" / "pose_detection.onnx"
 LANDMARKS_ONNX = ROOT / "perception" / "assets" / "pose_landmark_full.onnx"
-DENOISER_WEIGHTS = ROOT / "diffusion" / "assets" / "denoiser.pt"
 DENOISER_ONNX = DENOISER_WEIGHTS.with_suffix(".onnx")
 
 _warned_no_onnx = False
@@ -103,7 +104,7 @@ class _DenoiserModule(torch.nn.Module):
 def load_denoiser_engine(backend: str = "onnxruntime", device: str | None = None, *, weights: str | Path | None = None,
                          threads: int = 1, precision: str | None = None):
     """One denoiser call behind the engine interface (inputs ``x_t``, ``t``, ``cond``)."""
-    from engines.lifting.lifter import load_denoiser
+    from engines.diffusion.weights import load_denoiser
 
     from .ort import OrtEngine
 

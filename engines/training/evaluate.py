@@ -33,29 +33,11 @@ import torch
 
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix
-from engines.lifting.lifter import Lifter, load_denoiser, rotation_mean
+from engines.lifting.lifter import Lifter, rotation_mean
+from engines.diffusion.weights import load_denoiser
 from engines.training.synthetic_views import ViewConfig, make_views, simulate_world_landmarks
+from engines.training.metrics import joint_errors
 from engines.training.train import MocapPoses
-
-
-def procrustes_align(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """``pred`` (B, J, 3) moved onto ``true`` by the best similarity transform."""
-    mp, mt = pred.mean(1, keepdim=True), true.mean(1, keepdim=True)
-    p, t = pred - mp, true - mt
-    U, S, Vh = torch.linalg.svd(p.transpose(1, 2) @ t)
-    d = torch.sign(torch.linalg.det(U @ Vh))
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    R = U @ D @ Vh
-    scale = (S * D.diagonal(dim1=-2, dim2=-1)).sum(-1) / p.pow(2).sum((1, 2)).clamp(min=1e-12)
-    return scale[:, None, None] * p @ R + mt
-
-
-def joint_errors(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
-    """MPJPE (pelvis-aligned) and PA-MPJPE in mm."""
-    rel_p, rel_t = pred - pred[:, :1], true - true[:, :1]
-    mpjpe = (rel_p - rel_t).norm(dim=-1).mean().item() * 1000
-    pa = (procrustes_align(pred, true) - true).norm(dim=-1).mean().item() * 1000
-    return {"mpjpe_mm": mpjpe, "pa_mpjpe_mm": pa}
 
 
 def reprojection_px(body: BodyModel, result, views) -> float:
@@ -123,7 +105,7 @@ KEYPOINT_CONDITIONS = {
 
 def write_spread_temperature(weights: str | None, temperature: dict[int, float]) -> None:
     """Store the per-K spread temperature in the weights' JSON (``spread_temperature``)."""
-    from engines.lifting.lifter import DEFAULT_WEIGHTS
+    from engines.diffusion.weights import DEFAULT_WEIGHTS
 
     path = Path(weights or DEFAULT_WEIGHTS).with_suffix(".json")
     info = json.loads(path.read_text())

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from engines.body.body_model import BodyModel
-from engines.diffusion.denoiser import DenoiserConfig, PoseDenoiser, build_denoiser
+from engines.diffusion.denoiser import BETAS, ROTATIONS, DenoiserConfig, PoseDenoiser, build_denoiser
 from engines.diffusion.features import COND_DIM, WORLD_COND_DIM, condition_features
 from engines.diffusion.schedule import DDIMScheduler
 from engines.training.synthetic_views import ViewConfig, WorldLandmarkNoise, make_views, simulate_world_landmarks
@@ -135,7 +135,7 @@ def training_loss(model: PoseDenoiser, body: BodyModel, scheduler: DDIMScheduler
     pred = model(x_t, t, cond)
     param_loss = torch.nn.functional.mse_loss(pred, views.x0)
     # Joints through the body model, root-relative (translation is solved separately).
-    joints_pred = body(pred[:, :144].view(B, 24, 6), pred[:, 144:]).joints
+    joints_pred = body(pred[:, ROTATIONS].view(B, 24, 6), pred[:, BETAS]).joints
     joints_true = views.joints_cam - views.trans_cam[:, None]
     joint_loss = (joints_pred - joints_true).norm(dim=-1).mean()
     loss = param_loss + joint_weight * joint_loss
@@ -161,7 +161,7 @@ class HeldoutProbe:
     @torch.no_grad()
     def __call__(self, model: PoseDenoiser, scheduler: DDIMScheduler) -> dict[str, float]:
         from engines.diffusion.sampler import sample
-        from engines.training.evaluate import joint_errors
+        from engines.training.metrics import joint_errors
 
         was_training = model.training
         model.eval()
@@ -169,7 +169,7 @@ class HeldoutProbe:
         for K in self.steps:
             g = torch.Generator(device=self.device).manual_seed(self.seed + 1)
             x = sample(model, scheduler, self.cond, num_steps=K, num_samples=self.samples, generator=g).mean(1)
-            joints = self.body(x[:, :144].view(-1, 24, 6), x[:, 144:]).joints
+            joints = self.body(x[:, ROTATIONS].view(-1, 24, 6), x[:, BETAS]).joints
             errors = joint_errors(joints.float().cpu(), self.true.float().cpu())
             out.update({f"probe_k{K}_{k}": v for k, v in errors.items()})
         model.train(was_training)
@@ -253,7 +253,7 @@ def train(args: argparse.Namespace) -> Path:
         # Fine-tune shipped weights (their own network; the optimiser starts afresh): how
         # training goes on in a new session once the run directory with its optimiser
         # state is gone.
-        from engines.lifting.lifter import load_denoiser
+        from engines.diffusion.weights import load_denoiser
 
         init = load_denoiser(init_path)
         config = init.config

@@ -1,0 +1,292 @@
+"""Per-frame person keypoints with stable track ids (detect, track, landmarks).
+
+`PersonKeypoints.process(frame_rgb, frame_index) -> list[TrackedPerson]` is the
+logic of the pipeline's detect/track/keypoints stages, free of threads and
+queues. As in BlazePose, people are followed by their landmarks: each person's
+landmarks give the region of interest (ROI) for the next frame, so the
+detector runs only every `detect_every` processed frames (to find newcomers) or when a
+person was lost. All persons of a frame go through the landmark network as one
+batch. The tracker (`engines.perception.tracking.Tracker`) gives stable ids and keeps
+briefly lost people for re-identification.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from engines.perception.boxes import containment_matrix, iou_matrix
+from engines.perception.pose_detector import PoseDetection, PoseDetector
+from engines.perception.pose_landmarks import PoseLandmarker, PoseLandmarks, Roi
+from engines.perception.tracking import Tracker, TrackState
+
+
+@dataclass
+class TrackedPerson:
+    """One person in one frame.
+
+    Attributes:
+        track_id: stable integer id across frames.
+        score: pose presence probability from the landmark model.
+        box: (4,) x1, y1, x2, y2 pixels around the confident landmarks.
+        keypoints33: (33, 3) BlazePose landmarks: pixel x, y, confidence.
+        coco17: (17, 3) the COCO-17 subset, same columns.
+        world33: (33, 3) metric landmarks, metres, origin between the hips.
+        roi: the rotated square the landmarks were computed in.
+    """
+
+    track_id: int
+    score: float
+    box: np.ndarray
+    keypoints33: np.ndarray
+    coco17: np.ndarray
+    world33: np.ndarray
+    roi: Roi
+
+
+@dataclass
+class _Candidate:
+    """Tracker input built from one landmark result."""
+
+    box: np.ndarray
+    score: float
+    landmarks: PoseLandmarks
+
+
+class _BackgroundDetector:
+    """Runs detector calls on a thread of their own, one at a time (live mode).
+
+    ``submit`` starts a call on a frame unless one is still running; ``collect`` returns the
+    detections of a finished call once. ONNX Runtime releases the GIL, so the detector runs
+    on the other core while the keypoints stage goes on with the landmarks.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector")
+        self._pending: Future | None = None
+        self.cpu_seconds = 0.0  # thread CPU time of the finished calls
+
+    def submit(self, detect: Callable[[np.ndarray], list[PoseDetection]], image: np.ndarray) -> bool:
+        """Start ``detect(image)``; False (nothing started) while a call is still running."""
+        if self._pending is not None and not self._pending.done():
+            return False
+        if self._pending is not None:  # finished but not collected: superseded
+            self._pending.exception()
+        self._pending = self._pool.submit(self._timed, detect, image)
+        return True
+
+    def _timed(self, detect, image):
+        t0 = time.thread_time()
+        try:
+            return detect(image)
+        finally:
+            self.cpu_seconds += time.thread_time() - t0
+
+    def collect(self) -> list[PoseDetection] | None:
+        """Detections of the last call if it has finished since the last ``collect``, else
+        None. An error raised in the call is raised here."""
+        if self._pending is None or not self._pending.done():
+            return None
+        future, self._pending = self._pending, None
+        return future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending = None
+
+
+def _roi_box(roi: Roi) -> np.ndarray:
+    h = roi.size / 2
+    return np.array([roi.center[0] - h, roi.center[1] - h, roi.center[0] + h, roi.center[1] + h])
+
+
+class PersonKeypoints:
+    """Detect, follow and key-point every person in a video, frame by frame.
+
+    Args:
+        detect_every: run the detector at least every this many frames (to find
+            people who enter); it also runs on every frame while nobody is
+            followed or a recently lost person is being searched for.
+        min_detection_score: detector score to start following a person.
+        min_presence: landmark pose-presence probability to keep a person.
+        max_persons: follow at most this many people (best presence first).
+        min_roi_size: drop ROIs smaller than this many pixels (too far away to
+            give useful landmarks).
+        search_frames: after losing a person, run the detector on every frame
+            for this many frames to find them again (same id if still near).
+        detector_tile_size: also run the detector on overlapping tiles of this
+            many pixels to find small (far) people; costs one detector run per
+            tile on detector frames (see `PoseDetector`).
+        tracker: a `Tracker` (default: reports a new person from their second
+            frame, which hides one-frame false detections).
+        detector, landmarker: perception engines (default: bundled models on CPU).
+        providers, intra_op_threads: ONNX Runtime settings for the default engines.
+        backend: engine backend of the default detector and landmarker ("auto",
+            "onnxruntime", ...; see `engines.runtime`).
+        background_detection: while people are followed, run the detector on a thread of
+            its own and add the people it finds to the first frame after it is done (live
+            mode: a detector frame then costs the landmark path nothing, at the price of
+            newcomers joining a frame or two later and results that depend on timing).
+            When nobody is followed the detector runs in line, as it must find someone.
+    """
+
+    def __init__(
+        self,
+        detect_every: int = 10,
+        min_detection_score: float = 0.5,
+        min_presence: float = 0.5,
+        max_persons: int = 6,
+        min_roi_size: float = 32.0,
+        search_frames: int = 15,
+        detector_tile_size: int | None = None,
+        tracker: Tracker | None = None,
+        detector: PoseDetector | None = None,
+        landmarker: PoseLandmarker | None = None,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 1,
+        backend: str = "auto",
+        background_detection: bool = False,
+    ) -> None:
+        if detect_every < 1:
+            raise ValueError(f"PersonKeypoints: detect_every must be >= 1, got {detect_every}")
+        self.detect_every = int(detect_every)
+        self.min_presence = float(min_presence)
+        self.max_persons = int(max_persons)
+        self.min_roi_size = float(min_roi_size)
+        self.search_frames = int(search_frames)
+        # The detector keeps enough candidates for every person that may be followed.
+        self.detector = detector or PoseDetector(
+            min_score=min_detection_score, tile_size=detector_tile_size, max_detections=max(10, 2 * self.max_persons),
+            providers=providers, intra_op_threads=intra_op_threads, backend=backend,
+        )
+        self.landmarker = landmarker or PoseLandmarker(providers=providers, intra_op_threads=intra_op_threads,
+                                                       backend=backend)
+        self.tracker = tracker or Tracker(high_score=min_presence, low_score=min(0.1, min_presence), min_hits=2)
+        self._rois: list[Roi] = []
+        self._last_detect: int | None = None  # call number of the last regular detection
+        self._last_index: int | None = None
+        self._calls = 0
+        self.detector_runs = 0
+        self._background = _BackgroundDetector() if background_detection else None
+
+    @property
+    def background_cpu_seconds(self) -> float:
+        """Thread CPU time spent in background detector calls so far (0 without them)."""
+        return self._background.cpu_seconds if self._background is not None else 0.0
+
+    def reset(self) -> None:
+        """Forget followed people and track ids (e.g. on a new video)."""
+        self._rois = []
+        self._last_detect = None
+        self._last_index = None
+        self._calls = 0
+        self.tracker.reset()
+        if self._background is not None:
+            self._background.close()
+            self._background = _BackgroundDetector()
+
+    def close(self) -> None:
+        """Stop the background detector thread, if any."""
+        if self._background is not None:
+            self._background.close()
+
+    def _new_rois(self, detections: list[PoseDetection], carried: list[Roi]) -> list[Roi]:
+        """ROIs of detections not already followed (overlap with a carried ROI)."""
+        fresh = [Roi.from_alignment(d.keypoints[0], d.keypoints[1]) for d in detections]
+        fresh = [r for r in fresh if r.size >= self.min_roi_size]
+        if not fresh or not carried:
+            return fresh
+        iou = iou_matrix(np.stack([_roi_box(r) for r in fresh]), np.stack([_roi_box(r) for r in carried]))
+        return [r for r, row in zip(fresh, iou) if row.max() < 0.4]
+
+    def process(self, frame_rgb: np.ndarray, frame_index: int) -> list[TrackedPerson]:
+        """Keypoints of every followed person in this frame.
+
+        Args:
+            frame_rgb: (H, W, 3) uint8 RGB frame.
+            frame_index: the frame's index in its stream: the tracker predicts people over
+                the frames skipped since the last call (live drops, a reconnect gap).
+
+        Returns:
+            Tracked persons of this frame, ordered by track id.
+        """
+        carried = list(self._rois)
+        # The cadence counts calls, not stream frames: in live mode dropped frames would
+        # otherwise make every processed frame a detector frame, slowing the stage further.
+        self._calls += 1
+        # With max_persons followed, nobody the detector finds could be taken on: it rests
+        # until someone is lost.
+        room = len(carried) < self.max_persons
+        due = room and (self._last_detect is None or self._calls - self._last_detect >= self.detect_every)
+        # Someone recently lost (the tracker still holds the track) is searched
+        # for on every frame for a short while, so they come back under their id.
+        searching = room and any(
+            t.state == TrackState.LOST and t.time_since_update <= self.search_frames for t in self.tracker.tracks
+        )
+        new: list[Roi] = []
+        # Tiled detection (if configured) only at the regular cadence; the extra searches
+        # use one whole-frame view to stay cheap.
+        detect = self.detector if due else self.detector.detect_single
+        if self._background is not None and carried:
+            found = self._background.collect()  # from an earlier frame: people move little
+            if found is not None and room:
+                new = self._new_rois(found, carried)
+            if (due or searching) and self._background.submit(detect, frame_rgb):
+                self.detector_runs += 1
+                if due:
+                    self._last_detect = self._calls
+        elif due or not carried or searching:
+            detections = detect(frame_rgb)
+            self.detector_runs += 1
+            if due:
+                self._last_detect = self._calls
+            new = self._new_rois(detections, carried)
+        rois = carried + new
+        results = self.landmarker(frame_rgb, rois[: 2 * self.max_persons])
+        from_carried = [r for r in results[: len(carried)] if r.presence >= self.min_presence]
+        from_new = [r for r in results[len(carried) :] if r.presence >= self.min_presence]
+
+        # Keep followed people first; drop a result that duplicates a kept one
+        # (two ROIs converged on one person, or a new ROI spanning people
+        # already followed).
+        kept: list[PoseLandmarks] = []
+        boxes: list[np.ndarray] = []
+        for group, contain_limit in ((from_carried, 1.0), (from_new, 0.6)):
+            for r in sorted(group, key=lambda r: -r.presence):
+                b = r.box()
+                if boxes:
+                    others = np.stack(boxes)
+                    if iou_matrix(b[None], others).max() > 0.5 or containment_matrix(b, others).max() > contain_limit:
+                        continue
+                kept.append(r)
+                boxes.append(b)
+        kept, boxes = kept[: self.max_persons], boxes[: self.max_persons]
+
+        # Frames skipped since the last call (live drops, a stream's reconnect gap): the
+        # tracker predicts people that far ahead so they keep their ids.
+        steps = frame_index - self._last_index if self._last_index is not None else 1
+        self._last_index = frame_index
+        tracks = self.tracker.update([_Candidate(b, r.presence, r) for r, b in zip(kept, boxes)],
+                                     steps=max(1, steps))
+        self._rois = [r.next_roi() for r in kept]
+        self._rois = [r for r in self._rois if r.size >= self.min_roi_size]
+
+        persons = []
+        for t in tracks:
+            lm: PoseLandmarks = t.detection.landmarks
+            persons.append(
+                TrackedPerson(
+                    track_id=t.id,
+                    score=float(lm.presence),
+                    box=np.asarray(t.detection.box, dtype=np.float32),
+                    keypoints33=lm.keypoints33,
+                    coco17=lm.coco17,
+                    world33=lm.world.astype(np.float32),
+                    roi=lm.roi,
+                )
+            )
+        return persons
