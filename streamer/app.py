@@ -9,7 +9,6 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import cv2
 from tqdm import tqdm
@@ -18,12 +17,12 @@ from .errors import ConfigError, SmplstreamError
 from .graph import Pipeline, RunResult, Stage
 from .latency import LatencyStats, format_table
 from .outputs import OutputStage
+from .plan import Mode, RunPlan, plan_run, stage_backends
 from .publisher import DEFAULT_ENDPOINT, ZmqPublisher
 from .sources import Source, open_source
 
 log = logging.getLogger("smplstream.run")
 
-Mode = Literal["live", "offline"]
 BODY_MODEL_NAME = "anny-smpl"  # the bundled body model the lifter was trained with
 LIVE_QUEUE = 1  # live: nothing waits behind the frame being worked on
 OFFLINE_QUEUE = 4  # offline: enough to keep every stage busy
@@ -48,10 +47,10 @@ class RunConfig:
     preview: str | None = None
     perception: bool = True
     lift: bool = True
-    lift_steps: int | None = None  # None: 2 in live mode, 4 offline (LIVE_LIFT_STEPS, OFFLINE_LIFT_STEPS)
-    lift_samples: int = 8
+    lift_steps: int | None = None  # None: the mode's (engines.run_defaults.LIFT_STEPS)
+    lift_samples: int | None = None  # None: engines.run_defaults.LIFT_SAMPLES
     refine: bool = True
-    refine_lag: int | None = None  # None: 0 (causal) in live mode, 5 offline
+    refine_lag: int | None = None  # None: the mode's (engines.run_defaults.REFINE_LAG)
     refine_steps: int | None = None  # fit iterations per denoiser call; None: FitSettings.for_run (1 live, 2 offline)
     world_landmarks: bool = True  # the landmark network's world landmarks: observed by the fit, a lifter condition
     queue_size: int | None = None
@@ -63,7 +62,7 @@ class RunConfig:
     backend: str = "auto"  # engine backend: one for every stage, or "lift=torch,refine=onnxruntime"
     max_persons: int = 6  # follow at most this many people
     detector_tile_size: int | None = None  # also detect on tiles of this many pixels (small people)
-    denoiser_precision: str | None = None  # "fp32" or "int8" (ONNX Runtime); None: int8 live on CPU, else fp32
+    denoiser_precision: str | None = None  # "fp32" or "int8" (ONNX Runtime); None: streamer.plan decides
 
 
 @dataclass
@@ -78,91 +77,28 @@ def default_mode(source: Source) -> Mode:
     return "live" if source.is_live else "offline"
 
 
-OFFLINE_REFINE_LAG = 5  # frames; live runs refine causally (lag 0) unless told otherwise
-# Live mode trades a little of what offline runs keep for speed (docs/performance.md has the
-# measured costs): 2 denoising steps in the lift instead of 4 (same joint error, a sample
-# spread further from calibrated) and 1 guided refinement step instead of 2.
-LIVE_LIFT_STEPS, OFFLINE_LIFT_STEPS = 2, 4
-# Live runs on ONNX Runtime take the denoiser with int8 weights (about 4 times faster per call;
-# its accuracy cost is in docs/performance.md); offline runs and other engines keep float32.
-LIVE_DENOISER_PRECISION = "int8"
-BACKENDS = ("auto", "onnxruntime", "torch", "torch-compile", "tensorrt")
-BACKEND_STAGES = ("keypoints", "lift", "refine")
-
-
-def stage_backends(spec: str) -> dict[str, str]:
-    """The engine backend of each model stage from ``--backend``: one name for every stage
-    (``onnxruntime``) or stage=name pairs (``lift=torch,refine=onnxruntime``; the stages not
-    named use ``auto``). Raises ConfigError naming what is wrong."""
-    spec = (spec or "auto").strip()
-    if "=" not in spec:
-        if spec not in BACKENDS:
-            raise ConfigError(f"--backend {spec}: unknown backend (choose from {', '.join(BACKENDS)})")
-        return dict.fromkeys(BACKEND_STAGES, spec)
-    out = dict.fromkeys(BACKEND_STAGES, "auto")
-    for part in spec.split(","):
-        stage, _, name = part.partition("=")
-        stage, name = stage.strip(), name.strip()
-        if stage not in BACKEND_STAGES:
-            raise ConfigError(f"--backend {spec}: unknown stage {stage!r} (choose from {', '.join(BACKEND_STAGES)})")
-        if name not in BACKENDS:
-            raise ConfigError(f"--backend {spec}: unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
-        out[stage] = name
-    return out
-
-
-def processing_stages(config: RunConfig, camera, mode: Mode = "offline") -> list[Stage]:
-    """The stages between the grabber and the outputs, in data-flow order."""
+def processing_stages(plan: RunPlan, camera) -> list[Stage]:
+    """The stages between the grabber and the outputs, in data-flow order, as ``plan`` says."""
     stages: list[Stage] = []
-    backend = stage_backends(config.backend)
-    if config.perception:
+    if plan.keypoints is not None:
         from .keypoints_stage import KeypointsStage
 
-        live = mode == "live"
-        # Live: the detector runs beside the landmarks, off the frame's path (offline runs keep
-        # it in line, so their results do not depend on timing).
-        stages.append(KeypointsStage(backend=backend["keypoints"], max_persons=config.max_persons,
-                                     detector_tile_size=config.detector_tile_size, background_detection=live))
-        if config.lift:
-            from .lift_stage import LiftStage
+        stages.append(KeypointsStage(backend=plan.keypoints.backend, max_persons=plan.max_persons,
+                                     detector_tile_size=plan.detector_tile_size,
+                                     background_detection=plan.background_detection))
+    if plan.lift is not None:
+        from .lift_stage import LiftStage
 
-            steps = config.lift_steps or (LIVE_LIFT_STEPS if live else OFFLINE_LIFT_STEPS)
-            stages.append(LiftStage(camera, num_steps=steps, num_samples=config.lift_samples,
-                                    backend=backend["lift"],
-                                    precision=denoiser_precision(config, backend["lift"], live),
-                                    measure=not config.refine, use_world=config.world_landmarks))
-            if config.refine:
-                from .refine_stage import RefineStage
+        stages.append(LiftStage(camera, num_steps=plan.lift_steps, num_samples=plan.lift_samples,
+                                backend=plan.lift.backend, precision=plan.lift.precision,
+                                measure=plan.refine is None, use_world=plan.world_landmarks))
+    if plan.refine is not None:
+        from .refine_stage import RefineStage
 
-                lag = config.refine_lag
-                if lag is None:
-                    lag = 0 if live else OFFLINE_REFINE_LAG
-                stages.append(RefineStage(camera, lag=lag, backend=backend["refine"],
-                                          settings=fit_settings(lag, config.refine_steps, live),
-                                          precision=denoiser_precision(config, backend["refine"], live),
-                                          use_world=config.world_landmarks))
+        stages.append(RefineStage(camera, lag=plan.refine_lag, backend=plan.refine.backend,
+                                  settings=plan.fit_settings(), precision=plan.refine.precision,
+                                  use_world=plan.world_landmarks))
     return stages
-
-
-def fit_settings(lag: int, refine_steps: int | None, live: bool):
-    """The keypoint fit of a run (``FitSettings.for_run``: the live and offline budgets),
-    ``refine_steps`` Gauss-Newton iterations after each denoiser call if given."""
-    from engines.refinement.fitting import FitSettings
-
-    return FitSettings.for_run(lag, live, iters=refine_steps)
-
-
-def denoiser_precision(config: RunConfig, backend: str, live: bool) -> str:
-    """The denoiser's precision for a stage: what was asked for, else int8 for live runs whose
-    stage runs on ONNX Runtime (LIVE_DENOISER_PRECISION), else fp32."""
-    if config.denoiser_precision:
-        return config.denoiser_precision
-    if live and backend in ("auto", "onnxruntime"):
-        from engines.runtime.backends import resolve_backend
-
-        if resolve_backend(backend).backend == "onnxruntime":
-            return LIVE_DENOISER_PRECISION
-    return "fp32"
 
 
 def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None, source: Source | None = None):
@@ -204,7 +140,9 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     try:
         camera = run_camera(config.camera, source)
         mode: Mode = config.mode or default_mode(source)
-        stages = processing_stages(config, camera, mode) + list(extra_stages or [])
+        plan = plan_run(config, mode)
+        log.debug("run plan:\n%s", plan.describe())
+        stages = processing_stages(plan, camera) + list(extra_stages or [])
         if config.record:
             from .motion_formats import MultiFormatRecorder, parse_formats
 
@@ -255,7 +193,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         queue_size, policy = config.queue_size or OFFLINE_QUEUE, "block"
     pipeline = Pipeline(source, stages, queue_size=queue_size, policy=policy,
                         max_frames=config.max_frames, observer=stats)
-    return pipeline, stats, mode
+    return pipeline, stats, plan
 
 
 def run(config: RunConfig, *, extra_stages: list[Stage] | None = None) -> RunOutcome:
@@ -264,7 +202,8 @@ def run(config: RunConfig, *, extra_stages: list[Stage] | None = None) -> RunOut
     A stage failure still prints the table and writes the stats (outputs are already
     flushed), then raises :class:`~streamer.errors.PipelineError`.
     """
-    pipeline, stats, mode = build_pipeline(config, extra_stages=extra_stages)
+    pipeline, stats, plan = build_pipeline(config, extra_stages=extra_stages)
+    mode = plan.mode
     log.info("running %s in %s mode", pipeline.source.name, mode)
     error: SmplstreamError | None = None
     try:
@@ -275,6 +214,7 @@ def run(config: RunConfig, *, extra_stages: list[Stage] | None = None) -> RunOut
     summary = stats.summary(result)
     summary["mode"] = mode
     summary["source"] = pipeline.source.name
+    summary["plan"] = plan.to_dict()
     quality = next((s.quality for s in pipeline.stages if getattr(s, "quality", None) is not None), None)
     fit = quality.summary() if quality is not None else {}
     if fit:

@@ -26,7 +26,10 @@ import sys
 import time
 from dataclasses import replace
 
-from .app import RunConfig, build_pipeline, stage_backends
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
+
+from .app import RunConfig, build_pipeline
+from .plan import mode_defaults, stage_backends
 from .errors import SmplstreamError
 from .frames import Frame
 from .latency import LatencyStats
@@ -134,7 +137,7 @@ def bench_once(config: RunConfig, *, synthetic: int | None = None, rate: float =
         if config.detector_tile_size is None and source.detector_tile_size:
             config = replace(config, detector_tile_size=source.detector_tile_size)
         config = replace(config, max_persons=max(config.max_persons, synthetic), source=source.name)
-    pipeline, stats, mode = build_pipeline(config, source=source)
+    pipeline, stats, plan = build_pipeline(config, source=source)
     meter = _CpuMeter(warmup)
     for stage in pipeline.stages:
         meter.watch(stage)
@@ -147,7 +150,8 @@ def bench_once(config: RunConfig, *, synthetic: int | None = None, rate: float =
     for name, st in summary["stages"].items():
         st["cpu_ms_per_frame"] = cpu.get(name)
         st["throughput_fps"] = round(1000 / cpu[name], 1) if cpu.get(name) else None
-    summary.update(mode=mode, source=pipeline.source.name, backend=config.backend, warmup_frames=warmup,
+    summary.update(mode=plan.mode, plan=plan.to_dict(), source=pipeline.source.name, backend=config.backend,
+                   warmup_frames=warmup,
                    process_cpu_cores=round(cpu_s / wall_s, 2) if wall_s > 0 else None,
                    detector_tile_size=config.detector_tile_size)
     summary["persons_per_frame"] = observer.persons_summary()
@@ -268,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run once per backend (same forms as --backend) and print the runs side by side")
     p.add_argument("--publish", default="none", metavar="ENDPOINT",
                    help="also publish over ZeroMQ (default none: glass-to-output is measured)")
-    p.add_argument("--lift-steps", type=int, metavar="K", help="denoising steps (default: 2 live, 4 offline)")
-    p.add_argument("--lift-samples", type=int, default=8, metavar="N")
-    p.add_argument("--refine-lag", type=int, default=None, metavar="L", help="default: 0 live, 5 offline")
+    p.add_argument("--lift-steps", type=int, metavar="K", help=f"denoising steps (default: {mode_defaults(LIFT_STEPS)})")
+    p.add_argument("--lift-samples", type=int, metavar="N", help=f"samples per person (default {LIFT_SAMPLES})")
+    p.add_argument("--refine-lag", type=int, default=None, metavar="L", help=f"default: {mode_defaults(REFINE_LAG)}")
     p.add_argument("--refine-steps", type=int, metavar="S",
                    help="keypoint-fit iterations per denoiser call (default: 1 live, 2 offline)")
     p.add_argument("--no-refine", action="store_true")

@@ -12,7 +12,10 @@ import json
 import logging
 import sys
 
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
+
 from .errors import PipelineError, SmplstreamError
+from .plan import mode_defaults
 from .publisher import DEFAULT_ENDPOINT
 
 log = logging.getLogger("smplstream")
@@ -98,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smplstream",
         description="Real-time 3D human motion (SMPL) from camera frames, over ZeroMQ and to motion files.")
     verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging (run: prints the resolved run plan)")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -136,12 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip detection and keypoints (capture, timestamp and publish frames only)")
     run.add_argument("--no-lift", action="store_true", help="stop at 2D keypoints (no SMPL)")
     run.add_argument("--lift-steps", type=int, default=None, metavar="K",
-                     help="denoising steps (default 2 in live mode, 4 offline)")
-    run.add_argument("--lift-samples", type=int, default=8, metavar="N",
-                     help="samples per person; their spread is the published uncertainty (default 8)")
+                     help=f"denoising steps (default {mode_defaults(LIFT_STEPS)})")
+    run.add_argument("--lift-samples", type=int, default=None, metavar="N",
+                     help=f"samples per person; their spread is the published uncertainty (default {LIFT_SAMPLES})")
     run.add_argument("--refine-lag", type=int, default=None, metavar="L",
                      help="temporal refinement publishes each frame L frames late (0: causal; "
-                          "default 0 in live mode, 5 offline)")
+                          f"default {mode_defaults(REFINE_LAG)})")
     run.add_argument("--refine-steps", type=int, default=None, metavar="S",
                      help="keypoint-fit iterations after each call of the diffusion prior (default 1 live, 2 offline; "
                           "live runs call it once per frame, offline runs twice per window)")

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
+
 from .errors import ConfigError, SmplstreamError
 from .motion_files import motion_arrays, write_npz_atomic
 
@@ -132,8 +134,8 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     return fitted, quality
 
 
-def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None = None, num_steps: int = 4,
-                       num_samples: int = 8, batch: int = 64, weights: str | None = None, refine: bool = True,
+def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None = None,
+                       num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES, batch: int = 64, weights: str | None = None, refine: bool = True,
                        refine_lag: int | None = None, refine_steps: int | None = None,
                        world_landmarks: bool = True) -> dict:
     """Lift every frame of a keypoint file, fit the result to the keypoints over time (unless
@@ -165,7 +167,6 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     keep = torch.cat([p.valid for p in parts]).numpy()
     if not keep.any():
         raise KeypointFileError(f"{path}: no frame has enough confident keypoints to lift")
-    from .app import OFFLINE_REFINE_LAG
 
     pixels = kf.keypoints if kf.joint_set == "blazepose33" else _coco_pixels_in_blazepose(kf.keypoints)
     if refine:
@@ -174,7 +175,7 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
         normalised33 = cam.normalize_keypoints(pixels).astype(np.float32)
         fitted, quality = fit_sequence(cat, keep, pixels, normalised33, world, cam,
                                        lifter.body, load_denoiser(weights),
-                                       lag=OFFLINE_REFINE_LAG if refine_lag is None else refine_lag, steps=refine_steps)
+                                       lag=REFINE_LAG["offline"] if refine_lag is None else refine_lag, steps=refine_steps)
     else:
         fitted, quality = _measured_lift(cat, keep, pixels, cam, lifter.body)
     data = motion_arrays(poses=fitted["poses"], trans=fitted["trans"], betas=fitted["betas"],
@@ -220,11 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("keypoints", help="keypoint .npz file")
     parser.add_argument("--out", required=True, help="motion file to write (.npz)")
     parser.add_argument("--camera", metavar="CAM.yaml", help="camera file; default: assumed from the image size")
-    parser.add_argument("--steps", type=int, default=4, help="denoising steps K (default 4)")
-    parser.add_argument("--samples", type=int, default=8, help="samples per frame N for uncertainty (default 8)")
+    parser.add_argument("--steps", type=int, default=LIFT_STEPS["offline"],
+                        help=f"denoising steps K (default {LIFT_STEPS['offline']}, as offline `run`)")
+    parser.add_argument("--samples", type=int, default=LIFT_SAMPLES,
+                        help=f"samples per frame N for uncertainty (default {LIFT_SAMPLES})")
     parser.add_argument("--weights", help="denoiser weights (default: the bundled ones)")
     parser.add_argument("--refine-lag", type=int, default=None, metavar="L",
-                        help="frames of look-ahead of the keypoint fit (default 5, as offline `run`)")
+                        help=f"frames of look-ahead of the keypoint fit (default {REFINE_LAG['offline']}, as offline `run`)")
     parser.add_argument("--refine-steps", type=int, default=None, metavar="S",
                         help="keypoint-fit iterations after each call of the diffusion prior (default 2)")
     parser.add_argument("--no-refine", action="store_true", help="write the per-frame lifts unfitted")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS
+
 from .frames import Frame
 from .graph import Stage
 
@@ -20,7 +22,8 @@ class LiftStage(Stage):
 
     name = "lift"
 
-    def __init__(self, camera, *, weights=None, num_steps: int = 4, num_samples: int = 8, threads: int = 1,
+    def __init__(self, camera, *, weights=None, num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES,
+                 threads: int = 1,
                  backend: str = "auto", precision: str = "fp32", measure: bool = False, use_world: bool = True):
         self.camera = camera
         # Without a refine stage after it, the lift's own bodies are what is published, and

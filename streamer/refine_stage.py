@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engines.run_defaults import REFINE_LAG
+
 from .frames import Frame
 from .graph import Stage
 
@@ -60,7 +62,7 @@ class RefineStage(Stage):
 
     name = "refine"
 
-    def __init__(self, camera, *, lag: int = 5, context: int = 4, settings=None, weights=None, threads: int = 1,
+    def __init__(self, camera, *, lag: int = REFINE_LAG["offline"], context: int = 4, settings=None, weights=None, threads: int = 1,
                  backend: str = "auto", precision: str = "fp32", use_world: bool = True):
         if lag < 0:
             raise ValueError(f"refine lag must be >= 0 frames, got {lag}")

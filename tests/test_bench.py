@@ -104,10 +104,10 @@ class _SlowStart(Stage):
 def test_live_source_waits_for_the_stages_to_start():
     source = SyntheticPeopleSource(1, rate=50.0, frames=8, realtime=True)
     config = RunConfig(source="synthetic", mode="live", publish=None, perception=False, progress=False)
-    pipeline, stats, mode = build_pipeline(config, extra_stages=[_SlowStart()], source=source)
+    pipeline, stats, plan = build_pipeline(config, extra_stages=[_SlowStart()], source=source)
     result = pipeline.run(handle_signals=False)
     summary = stats.summary(result)
-    assert mode == "live" and result.frames_in == 8
+    assert plan.mode == "live" and result.frames_in == 8
     # Without the gate all 8 frames (0.16 s) would be captured while the stage loads (0.6 s)
     # and the one left in the queue would wait over 0.4 s.
     assert summary["glass_to_output_ms"]["p99"] < 300

@@ -418,17 +418,25 @@ def test_int8_lifter_runs_on_onnxruntime_only(monkeypatch, tmp_path):
 
 
 def test_live_runs_take_the_int8_denoiser_on_cpu_only(machine):
-    from streamer.app import RunConfig, denoiser_precision
+    from streamer.app import RunConfig
+    from streamer.plan import plan_run
+
+    def precisions(mode, **options):
+        plan = plan_run(RunConfig(source="x", **options), mode)
+        return plan.lift.precision, plan.refine.precision
 
     machine()  # no CUDA
-    config = RunConfig(source="x")
-    assert denoiser_precision(config, "auto", live=True) == "int8"
-    assert denoiser_precision(config, "onnxruntime", live=True) == "int8"
-    assert denoiser_precision(config, "auto", live=False) == "fp32"
-    assert denoiser_precision(config, "torch", live=True) == "fp32"
-    assert denoiser_precision(RunConfig(source="x", denoiser_precision="fp32"), "auto", live=True) == "fp32"
-    machine(cuda=True, trt=True)  # a GPU machine: auto is TensorRT there, which keeps its own precision
-    assert denoiser_precision(config, "auto", live=True) == "fp32"
+    assert precisions("live") == ("int8", "int8")
+    assert precisions("live", backend="onnxruntime") == ("int8", "int8")
+    assert precisions("offline") == ("fp32", "fp32")
+    assert precisions("live", backend="torch") == ("fp32", "fp32")
+    assert precisions("live", denoiser_precision="fp32") == ("fp32", "fp32")
+    # A GPU machine: auto is TensorRT there for the lift, which keeps its own precision; the
+    # fit's prior still runs on ONNX Runtime on the CPU, int8 in live mode.
+    machine(cuda=True, trt=True)
+    plan = plan_run(RunConfig(source="x"), "live")
+    assert (plan.lift.backend, plan.lift.precision) == ("tensorrt", "fp32")
+    assert (plan.refine.backend, plan.refine.device, plan.refine.precision) == ("onnxruntime", "cpu", "int8")
 
 
 # ---------------------------------------------------------------- export checks
@@ -472,7 +480,7 @@ def test_modules_tensorrt_builds_from_export_with_a_shared_dynamic_batch(denoise
     from engines.runtime.models import sampler_spec
 
     fused = FusedSampler(denoiser, DDIMScheduler(), 4)
-    program, examples, _ = T.export_program(sampler_spec(denoiser.config.x_dim, denoiser.config.cond_dim), fused, "cpu")
+    program, examples, _ = T.export_program(sampler_spec(denoiser.config.x_dim, denoiser.config.cond_dim, 8), fused, "cpu")
     assert examples[1].shape == (8, 8, 154)  # built at the profile's opt batch
     cond, noise = torch.randn(3, COND), torch.randn(3, 8, 154)
     with torch.no_grad():

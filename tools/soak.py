@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from streamer.app import RunConfig, processing_stages, run_camera
+    from streamer.plan import plan_run
     from streamer.graph import Pipeline
     from streamer.latency import LatencyStats
     from streamer.outputs import OutputStage
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     camera = run_camera(None, source)
     publisher = ZmqPublisher(args.endpoint)
     stats = LatencyStats()
-    stages = processing_stages(config, camera, "live") + [OutputStage(publisher)]
+    stages = processing_stages(plan_run(config, "live"), camera) + [OutputStage(publisher)]
     pipeline = Pipeline(source, stages, queue_size=1, policy="drop_oldest", observer=stats)
 
     received = [0, 0]  # messages, gaps

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import torch
 
+from engines.run_defaults import LIFT_STEPS
+
 from .schedule import DDIMScheduler
 
 
 @torch.no_grad()
 def sample(model: torch.nn.Module, scheduler: DDIMScheduler, cond: torch.Tensor, *,
-           num_steps: int = 4, num_samples: int = 1, generator: torch.Generator | None = None,
+           num_steps: int = LIFT_STEPS["offline"], num_samples: int = 1, generator: torch.Generator | None = None,
            x_dim: int | None = None) -> torch.Tensor:
     """Draw ``num_samples`` clean samples per condition row: (B, C) -> (B, N, x_dim).
 

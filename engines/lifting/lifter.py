@@ -31,6 +31,7 @@ from engines.diffusion.schedule import DDIMScheduler
 from engines.diffusion.weights import DEFAULT_WEIGHTS, LifterWeightsError, load_denoiser
 from engines.lifting.translation import solve_translation
 from engines.runtime.backends import resolve_backend
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS
 from engines.runtime.models import load_sampler
 from engines.runtime.spec import EngineInfo
 
@@ -88,7 +89,7 @@ class Lifter:
     """Keypoints -> SMPL for a batch of persons. ``num_steps`` K and ``num_samples`` N trade
     speed for accuracy and uncertainty; ``seed`` makes the sampling repeatable."""
 
-    def __init__(self, denoiser: PoseDenoiser, body: BodyModel, *, num_steps: int = 4, num_samples: int = 8,
+    def __init__(self, denoiser: PoseDenoiser, body: BodyModel, *, num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES,
                  seed: int = 0, scheduler: DDIMScheduler | None = None, sampler=None,
                  engine_info: EngineInfo | None = None, mirror_half: bool = True, spread_scale: float | None = None):
         """``sampler``: an optional fused K-step sampler, ``(cond (B, C), noise (B, N, X)) -> (B, N, X)``
@@ -144,10 +145,10 @@ class Lifter:
             log.info("backend auto: %s missing, lifting with eager torch", onnx_path)
             choice = choice._replace(backend="torch", reason=f"{onnx_path.name} missing")
         scheduler = kwargs.pop("scheduler", None) or DDIMScheduler()
-        num_steps = kwargs.get("num_steps", 4)
+        num_steps = kwargs.get("num_steps", LIFT_STEPS["offline"])
         sampler = load_sampler(choice.backend, choice.device, model, weights=weights or DEFAULT_WEIGHTS,
                                num_steps=num_steps,
-                               num_samples=samples_per_call(kwargs.get("num_samples", 8), kwargs.get("mirror_half", True)),
+                               num_samples=samples_per_call(kwargs.get("num_samples", LIFT_SAMPLES), kwargs.get("mirror_half", True)),
                                threads=threads,
                                scheduler=scheduler, precision=precision)
         denoiser = model

@@ -34,6 +34,7 @@ from engines.lifting.lifter import Lifter
 from engines.training.evaluate import lift_in_batches
 from engines.training.metrics import joint_errors
 from engines.training.synthetic_views import ViewConfig, make_sequence_views, simulate_world_landmarks
+from engines.run_defaults import LIFT_STEPS, REFINE_LAG
 
 from .baselines import kalman_rts, one_euro
 from .fitting import FitSettings, KeypointFitter
@@ -245,12 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", help="denoiser weights (default: the bundled ones)")
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--max-frames", type=int, default=600, help="frames in all, split over the clips")
-    p.add_argument("--lags", type=int, nargs="+", default=[0, 5])
+    p.add_argument("--lags", type=int, nargs="+", default=[REFINE_LAG["live"], REFINE_LAG["offline"]])
     p.add_argument("--guided", type=int, nargs="*", default=[5],
                    help="lags at which to run the earlier score guidance too (GuidedRefiner), for comparison")
     p.add_argument("--context", type=int, default=4, help="emitted frames kept as fixed context")
     p.add_argument("--settings", help="FitSettings overrides as JSON, e.g. '{\"prior_sigma\": 0.2}'")
-    p.add_argument("--lift-steps", type=int, default=4)
+    p.add_argument("--lift-steps", type=int, default=LIFT_STEPS["offline"])
     p.add_argument("--lift-samples", type=int, default=8)
     p.add_argument("--euro-cutoffs", type=float, nargs="*", default=[3.0, 1.5, 0.8])
     p.add_argument("--euro-beta", type=float, default=0.05)

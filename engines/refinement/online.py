@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from engines.run_defaults import REFINE_LAG
+
 from .guided import CameraParams, WindowBatch
 
 
@@ -49,7 +51,7 @@ class OnlineRefiner:
     :class:`~engines.refinement.guided.GuidedRefiner` (anything with ``refine(WindowBatch,
     CameraParams) -> (x, trans)``)."""
 
-    def __init__(self, refiner, *, lag: int = 5, context: int = 4, max_gap: int = 1, warm_start: bool = True):
+    def __init__(self, refiner, *, lag: int = REFINE_LAG["offline"], context: int = 4, max_gap: int = 1, warm_start: bool = True):
         if lag < 0 or context < 0 or max_gap < 1:
             raise ValueError("OnlineRefiner: lag and context must be >= 0, max_gap >= 1")
         self.refiner = refiner

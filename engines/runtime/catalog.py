@@ -16,6 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS
+
 from .models import DENOISER_WEIGHTS, DETECTOR_ONNX, LANDMARKS_ONNX, load_denoiser_engine, load_onnx_model
 
 MODELS = ("detector", "landmarks", "denoiser", "sampler")
@@ -42,7 +44,7 @@ def random_images(rng: np.random.Generator, batch: int, size: int, low: float, h
     return out
 
 
-def make_inputs(model: str, batch: int, rng: np.random.Generator, *, num_samples: int = 8) -> dict[str, np.ndarray]:
+def make_inputs(model: str, batch: int, rng: np.random.Generator, *, num_samples: int = LIFT_SAMPLES) -> dict[str, np.ndarray]:
     """Random inputs for ``batch`` items (persons for the sampler)."""
     if model == "detector":
         return {"input_1": random_images(rng, batch, 224, -1.0, 1.0)}
@@ -83,8 +85,8 @@ def _stepwise(denoiser, scheduler, num_steps: int) -> Runner:
     return run
 
 
-def make_runner(model: str, backend: str, device: str | None = None, *, threads: int = 1, num_steps: int = 4,
-                num_samples: int = 8) -> tuple[Runner, str]:
+def make_runner(model: str, backend: str, device: str | None = None, *, threads: int = 1,
+                num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES) -> tuple[Runner, str]:
     """A callable for ``model`` on ``backend`` and a one-line description of what runs."""
     if model in ("detector", "landmarks"):
         path = DETECTOR_ONNX if model == "detector" else LANDMARKS_ONNX

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS
+
 from .backends import BACKENDS, BackendUnavailable, check_backend, cuda_available, tensorrt_importable
 from .catalog import MODELS, REFERENCE, compare, make_inputs, make_runner
 
@@ -63,7 +65,8 @@ def candidates(model: str, backends: list[str]) -> list[str]:
 
 
 def check_model(model: str, backends: list[str], batches=(1, 8, 32), *, device: str | None = None, threads: int = 1,
-                num_steps: int = 4, num_samples: int = 8, seed: int = 0, log=print) -> list[Check]:
+                num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES, seed: int = 0,
+                log=print) -> list[Check]:
     """Compare ``model`` on each backend with its reference; one :class:`Check` per backend
     and batch size."""
     rng = np.random.default_rng(seed)
@@ -89,7 +92,7 @@ def check_model(model: str, backends: list[str], batches=(1, 8, 32), *, device: 
     return checks
 
 
-def save_onnx(directory: Path, num_steps: int = 4) -> list[Path]:
+def save_onnx(directory: Path, num_steps: int = LIFT_STEPS["offline"]) -> list[Path]:
     """Write the fused sampler graph (``sampler_k{K}.onnx``: ``cond`` (B, C), ``noise``
     (B, N, 154) -> ``x``) and the detector with a dynamic batch to ``directory``."""
     from engines.diffusion.schedule import DDIMScheduler
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     p.add_argument("--threads", type=int, default=1, help="CPU threads for ONNX Runtime and torch")
-    p.add_argument("--steps", type=int, default=4, help="K, the sampler's DDIM steps")
+    p.add_argument("--steps", type=int, default=LIFT_STEPS["offline"], help="K, the sampler's DDIM steps")
     p.add_argument("--samples", type=int, default=8, help="N, samples per person")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.add_argument("--save-onnx", metavar="DIR", type=Path,

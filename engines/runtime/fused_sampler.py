@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from engines.diffusion.schedule import DDIMScheduler
+from engines.run_defaults import LIFT_STEPS
 
 from .spec import EngineInfo
 
@@ -55,7 +56,8 @@ def ddim_plan(scheduler: DDIMScheduler, num_steps: int) -> list[tuple[int, tuple
 class FusedSampler(torch.nn.Module):
     """K DDIM steps of ``denoiser`` as one module: ``(cond (B, C), noise (B, N, X)) -> (B, N, X)``."""
 
-    def __init__(self, denoiser: torch.nn.Module, scheduler: DDIMScheduler | None = None, num_steps: int = 4):
+    def __init__(self, denoiser: torch.nn.Module, scheduler: DDIMScheduler | None = None,
+                 num_steps: int = LIFT_STEPS["offline"]):
         super().__init__()
         self.denoiser = denoiser.eval()
         self.num_steps = int(num_steps)
@@ -83,7 +85,8 @@ class FusedSampler(torch.nn.Module):
         return x.reshape(b, n, d)
 
 
-def build_fused_onnx(denoiser_onnx: str | Path, scheduler: DDIMScheduler | None = None, num_steps: int = 4) -> bytes:
+def build_fused_onnx(denoiser_onnx: str | Path, scheduler: DDIMScheduler | None = None,
+                     num_steps: int = LIFT_STEPS["offline"]) -> bytes:
     """The K-step sampler as one serialised ONNX model, from the single-step denoiser file
     (inputs ``x_t`` (rows, X), ``t`` (rows,), ``cond`` (rows, C); output ``x0``).
 
@@ -197,7 +200,8 @@ def _build_fused_onnx(denoiser_onnx: str, _size: int, _mtime_ns: int, plan: tupl
 class OrtFusedSampler:
     """The fused sampler graph on ONNX Runtime; ``(cond, noise) -> x`` like :class:`FusedSampler`."""
 
-    def __init__(self, denoiser_onnx: str | Path, scheduler: DDIMScheduler | None = None, num_steps: int = 4, *,
+    def __init__(self, denoiser_onnx: str | Path, scheduler: DDIMScheduler | None = None,
+                 num_steps: int = LIFT_STEPS["offline"], *,
                  threads: int = 1, device: str = "cpu"):
         from .ort import OrtEngine
 

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from engines.diffusion.weights import DEFAULT_WEIGHTS as DENOISER_WEIGHTS
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS
 
 from .backends import resolve_backend
 from .cache import file_sha256
@@ -83,7 +84,7 @@ def denoiser_spec(x_dim: int, cond_dim: int) -> ModelSpec:
                                   TensorSpec("cond", (None, cond_dim))), ("x0",))
 
 
-def sampler_spec(x_dim: int, cond_dim: int, num_samples: int = 8) -> ModelSpec:
+def sampler_spec(x_dim: int, cond_dim: int, num_samples: int) -> ModelSpec:
     """The fused sampler: ``cond`` (B, C) and ``noise`` (B, N, X) -> ``x`` (B, N, X); the batch
     range is persons (1..32), N is fixed for compiled engines (ONNX Runtime takes any N)."""
     return ModelSpec("sampler", (TensorSpec("cond", (None, cond_dim)), TensorSpec("noise", (None, num_samples, x_dim))),
@@ -145,8 +146,8 @@ class TensorSampler:
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def load_sampler(backend: str, device: str, model, *, weights: str | Path | None = None, num_steps: int = 4,
-                 num_samples: int = 8, threads: int = 1, scheduler=None, precision: str | None = None):
+def load_sampler(backend: str, device: str, model, *, weights: str | Path | None = None,
+                 num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES, threads: int = 1, scheduler=None, precision: str | None = None):
     """The fused K-step sampler for a resolved ``backend`` / ``device`` and a loaded torch
     denoiser ``model`` (the Lifter's), or ``None`` where the step-by-step loop is used:
 

@@ -1,0 +1,11 @@
+"""The defaults of a run that depend on its mode, written once: the run plan
+(``streamer.plan``), ``lift`` and the ``evaluate-*`` commands all take them from here.
+
+Live mode trades a little of what offline runs keep for speed (docs/performance.md has the
+measured costs): 2 denoising steps in the lift instead of 4 (the same joint error, a spread
+further from calibrated) and a causal fit (no look-ahead).
+"""
+
+LIFT_STEPS = {"live": 2, "offline": 4}  # K, DDIM steps of the lift
+LIFT_SAMPLES = 8  # N, samples per person (half of them from the mirrored view)
+REFINE_LAG = {"live": 0, "offline": 5}  # frames of look-ahead of the keypoint fit

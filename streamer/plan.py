@@ -1,0 +1,166 @@
+"""The run plan: every setting of a run that depends on the mode or the machine, resolved
+once from the command line and the mode's defaults, then frozen.
+
+The stages are built from it (:func:`streamer.app.processing_stages`), ``run -v`` prints it
+and ``--stats-json`` carries it under ``plan``, so what ran is what the plan says. The
+mode defaults themselves (K, N, the lag) are the engines' (:mod:`engines.run_defaults`),
+shared with ``lift`` and the ``evaluate-*`` commands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
+
+from .errors import ConfigError
+
+Mode = Literal["live", "offline"]
+
+#: Live runs whose denoiser runs on ONNX Runtime take it with int8 weights (about 4 times
+#: faster per call; its accuracy cost is in docs/performance.md); the rest keep float32.
+LIVE_DENOISER_PRECISION = "int8"
+BACKENDS = ("auto", "onnxruntime", "torch", "torch-compile", "tensorrt")
+BACKEND_STAGES = ("keypoints", "lift", "refine")
+# The fit's prior is a forward-only network call: engines without gradients are fine, but
+# torch.compile and TensorRT are built for the lift's fused sampler, not for one call.
+REFINE_BACKENDS = ("onnxruntime", "torch")
+
+
+def stage_backends(spec: str) -> dict[str, str]:
+    """The requested engine backend of each model stage from ``--backend``: one name for
+    every stage (``onnxruntime``) or stage=name pairs (``lift=torch,refine=onnxruntime``; the
+    stages not named use ``auto``). Raises ConfigError naming what is wrong."""
+    spec = (spec or "auto").strip()
+    if "=" not in spec:
+        if spec not in BACKENDS:
+            raise ConfigError(f"--backend {spec}: unknown backend (choose from {', '.join(BACKENDS)})")
+        return dict.fromkeys(BACKEND_STAGES, spec)
+    out = dict.fromkeys(BACKEND_STAGES, "auto")
+    for part in spec.split(","):
+        stage, _, name = part.partition("=")
+        stage, name = stage.strip(), name.strip()
+        if stage not in BACKEND_STAGES:
+            raise ConfigError(f"--backend {spec}: unknown stage {stage!r} (choose from {', '.join(BACKEND_STAGES)})")
+        if name not in BACKENDS:
+            raise ConfigError(f"--backend {spec}: unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+        out[stage] = name
+    return out
+
+
+def mode_defaults(defaults: dict[str, int]) -> str:
+    """A per-mode default as help text: ``2 live, 4 offline``."""
+    return f"{defaults['live']} live, {defaults['offline']} offline"
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """Where one stage's network runs: backend and device as resolved (never ``auto``),
+    the denoiser's precision, and the intra-op threads."""
+
+    backend: str
+    device: str
+    precision: str = "fp32"
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run's resolved settings. ``lift`` / ``refine`` are None when the stage is off."""
+
+    mode: Mode
+    keypoints: EnginePlan | None
+    max_persons: int
+    detector_tile_size: int | None
+    background_detection: bool  # live: the detector runs beside the landmarks, off the frame's path
+    lift: EnginePlan | None
+    lift_steps: int
+    lift_samples: int
+    refine: EnginePlan | None
+    refine_lag: int
+    refine_iters: int  # fit iterations after each denoiser call
+    refine_prior_times: tuple[int, ...]  # noise levels of the fit's denoiser calls
+    world_landmarks: bool
+
+    def fit_settings(self):
+        """The keypoint fit of this run (:meth:`FitSettings.for_run`)."""
+        from engines.refinement.fitting import FitSettings
+
+        return FitSettings.for_run(self.refine_lag, self.mode == "live", iters=self.refine_iters)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """The plan as a few lines of text (``run -v``)."""
+        def engine(e: EnginePlan | None) -> str:
+            return "off" if e is None else f"{e.backend} on {e.device}, {e.precision}, {e.threads} thread(s)"
+
+        lines = [f"mode {self.mode}",
+                 f"keypoints: {engine(self.keypoints)}; at most {self.max_persons} persons"
+                 + (f", detector tiles of {self.detector_tile_size} px" if self.detector_tile_size else "")
+                 + (", detector in the background" if self.background_detection else "")]
+        if self.lift is not None:
+            lines.append(f"lift: {engine(self.lift)}; K = {self.lift_steps} steps, N = {self.lift_samples} samples"
+                         + (", with world landmarks" if self.world_landmarks else ""))
+        if self.refine is not None:
+            lines.append(f"refine: {engine(self.refine)}; lag {self.refine_lag} frames, denoiser calls at "
+                         f"t = {', '.join(map(str, self.refine_prior_times))}, {self.refine_iters} iteration(s) after each")
+        return "\n".join(lines)
+
+
+def _resolve(requested: str):
+    from engines.runtime.backends import BackendUnavailable, resolve_backend
+
+    try:
+        return resolve_backend(requested)
+    except (BackendUnavailable, ValueError) as exc:
+        raise ConfigError(f"--backend {requested}: {exc}") from None
+
+
+def _precision(asked: str | None, backend: str, live: bool) -> str:
+    """The denoiser's precision: what was asked for, else int8 for a live run on ONNX
+    Runtime (LIVE_DENOISER_PRECISION), else fp32."""
+    if asked:
+        return asked
+    return LIVE_DENOISER_PRECISION if live and backend == "onnxruntime" else "fp32"
+
+
+def plan_run(config, mode: Mode) -> RunPlan:
+    """Resolve ``config`` (a :class:`streamer.app.RunConfig`) for ``mode`` on this machine.
+    Raises ConfigError for a setting that cannot run."""
+    live = mode == "live"
+    requested = stage_backends(config.backend)
+    perception = config.perception
+    lift_on = perception and config.lift
+    refine_on = lift_on and config.refine
+    keypoints = lift = refine = None
+    if perception:
+        choice = _resolve(requested["keypoints"])
+        keypoints = EnginePlan(choice.backend, choice.device)
+    if lift_on:
+        choice = _resolve(requested["lift"])
+        lift = EnginePlan(choice.backend, choice.device, _precision(config.denoiser_precision, choice.backend, live))
+    if refine_on:
+        asked = requested["refine"]
+        # auto: ONNX Runtime (the forward-only prior); torch-compile and TensorRT fall back to torch.
+        backend = "onnxruntime" if asked in ("auto", "onnxruntime") else "torch"
+        precision = _precision(config.denoiser_precision, backend, live)
+        if precision == "int8" and backend == "torch":
+            raise ConfigError("--denoiser-precision int8 runs on onnxruntime; the refine stage was given torch "
+                              "(use --backend refine=onnxruntime)")
+        # The refine stage runs its network on the CPU whichever engine (as before the plan).
+        refine = EnginePlan(backend, "cpu", precision)
+    lag = REFINE_LAG[mode] if config.refine_lag is None else config.refine_lag
+    iters, prior_times = 0, ()
+    if refine_on:
+        from engines.refinement.fitting import FitSettings
+
+        fit = FitSettings.for_run(lag, live, iters=config.refine_steps)
+        iters, prior_times = fit.iters, tuple(fit.prior_times)
+    return RunPlan(mode=mode, keypoints=keypoints, max_persons=config.max_persons,
+                   detector_tile_size=config.detector_tile_size, background_detection=live and perception,
+                   lift=lift, lift_steps=config.lift_steps or LIFT_STEPS[mode],
+                   lift_samples=config.lift_samples or LIFT_SAMPLES, refine=refine, refine_lag=lag,
+                   refine_iters=iters, refine_prior_times=prior_times, world_landmarks=config.world_landmarks)
