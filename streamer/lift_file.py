@@ -101,7 +101,7 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     from engines.diffusion.features import condition_features
     from engines.refinement.fitting import FitSettings, KeypointFitter
     from engines.refinement.guided import CameraParams
-    from engines.refinement.online import Observation, OnlineRefiner
+    from engines.refinement.online import Observation, OnlineRefiner, refine_sequence
     from engines.refinement.quality import FitQuality
 
     settings = FitSettings.for_run(lag, live=False, iters=steps)
@@ -115,15 +115,10 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
                               world=denoiser.config.world_landmarks)
     px = torch.from_numpy(pixels[idx].astype(np.float32))
     w = None if world is None else torch.from_numpy(world[idx])
-    out_x, out_t = [None] * len(idx), [None] * len(idx)
-    for i, frame in enumerate(idx):  # steps are source frames, so a gap of lost frames is seen as one
-        online.update(int(frame), {0: Observation(x[i], trans[i], cond[i], px[i], None if w is None else w[i])}, params)
-        j = i - lag
-        if j >= 0:
-            out_x[j], out_t[j] = online.estimate(0, int(idx[j]))
-    for j in range(max(len(idx) - lag, 0), len(idx)):
-        out_x[j], out_t[j] = online.estimate(0, int(idx[j]))
-    fx, ft = torch.stack(out_x), torch.stack(out_t)
+    # Steps are source frames, so a gap of lost frames is seen as one.
+    out = refine_sequence(online, [int(f) for f in idx],
+                          lambda i: {0: Observation(x[i], trans[i], cond[i], px[i], None if w is None else w[i])}, params)
+    fx, ft = torch.stack([e[0] for e in out]), torch.stack([e[1] for e in out])
     R = rotations_of(fx)
     with torch.no_grad():
         out = body(R, fx[:, BETAS], ft, keypoints="blazepose33")

@@ -14,12 +14,12 @@ for the end-of-run report. Persons without a lift pass through untouched.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from engines.refinement.online import LagBuffer
 from engines.run_defaults import REFINE_LAG
 
 from .frames import Frame
@@ -88,7 +88,7 @@ class RefineStage(Stage):
         from engines.refinement.quality import FitQuality
 
         self.quality = FitQuality()
-        self._held: deque[tuple[int, Frame]] = deque()
+        self._held: LagBuffer[tuple[int, Frame]] = LagBuffer(lag)
         self._step = -1
 
     def start(self) -> None:
@@ -129,15 +129,11 @@ class RefineStage(Stage):
         observations = self._observations(frame)
         if observations:
             self.online.update(self._step, observations, self.camera_params)
-        self._held.append((self._step, frame))
-        if len(self._held) > self.lag:
-            return self._release(*self._held.popleft())
-        return None
+        released = self._held.push((self._step, frame))
+        return None if released is None else self._release(*released)
 
     def finish(self) -> list[Frame]:
-        out = [self._release(step, frame) for step, frame in self._held]
-        self._held.clear()
-        return out
+        return [self._release(step, frame) for step, frame in self._held.flush()]
 
     def _observations(self, frame: Frame) -> dict:
         from engines.body.rotations import axis_angle_to_matrix

@@ -261,3 +261,13 @@ def test_settings_defaults_per_lag_and_bad_values():
             GuidanceSettings(**bad)
     with pytest.raises(ValueError):
         GuidanceSettings.for_lag(-1)
+
+
+def test_the_lag_buffer_releases_each_item_once_lag_behind_then_flushes():
+    from engines.refinement.online import LagBuffer
+
+    for lag in (0, 2):
+        held = LagBuffer(lag)
+        released = [r for r in (held.push(i) for i in range(5)) if r is not None]
+        assert released == list(range(5 - lag))
+        assert held.flush() == list(range(5 - lag, 5)) and held.flush() == []

@@ -39,7 +39,7 @@ from engines.run_defaults import LIFT_STEPS, REFINE_LAG
 from .baselines import kalman_rts, one_euro
 from .fitting import FitSettings, KeypointFitter
 from .guided import CameraParams, GuidedRefiner
-from .online import Observation, OnlineRefiner
+from .online import Observation, OnlineRefiner, refine_sequence
 from .settings import GuidanceSettings
 
 
@@ -76,21 +76,17 @@ def joints_of(body: BodyModel, x: torch.Tensor, trans: torch.Tensor) -> torch.Te
 @torch.no_grad()
 def run_online(refiner: OnlineRefiner, x, trans, cond, kp_px, camera: CameraParams, copies: int = 1, world=None):
     """Feed a sequence frame by frame (``copies`` identical tracks, for timing); returns the
-    emitted (x, trans) of track 0 in order and the seconds per frame of ``update``."""
+    emitted (x, trans) of track 0 in order and the seconds per frame of refinement."""
     T = x.shape[0]
-    out_x, out_t = [None] * T, [None] * T
-    spent = 0.0
-    for i in range(T):
+
+    def observations(i: int) -> dict:
         obs = Observation(x[i], trans[i], cond[i], kp_px[i], None if world is None else world[i])
-        t0 = time.perf_counter()
-        refiner.update(i, {k: obs for k in range(copies)}, camera)
-        spent += time.perf_counter() - t0
-        j = i - refiner.lag
-        if j >= 0:
-            out_x[j], out_t[j] = refiner.estimate(0, j)
-    for j in range(max(T - refiner.lag, 0), T):  # flush at the end of the clip
-        out_x[j], out_t[j] = refiner.estimate(0, j)
-    return torch.stack(out_x), torch.stack(out_t), spent / T
+        return {k: obs for k in range(copies)}
+
+    t0 = time.perf_counter()
+    out = refine_sequence(refiner, range(T), observations, camera)
+    spent = time.perf_counter() - t0
+    return torch.stack([e[0] for e in out]), torch.stack([e[1] for e in out]), spent / T
 
 
 def smooth_baseline(fn, x: torch.Tensor, trans: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,12 +15,52 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 
 from engines.run_defaults import REFINE_LAG
 
 from .guided import CameraParams, WindowBatch
+
+
+T = TypeVar("T")
+
+
+class LagBuffer(Generic[T]):
+    """What a fixed-lag refiner holds back: each item is released once ``lag`` newer ones have
+    arrived (``push`` returns it), and the rest at the end (``flush``), in arrival order. The
+    one place the lag's hold-and-flush is written (the refine stage holds frames in one, the
+    offline loops step numbers)."""
+
+    def __init__(self, lag: int):
+        self.lag = lag
+        self._held: deque[T] = deque()
+
+    def push(self, item: T) -> T | None:
+        self._held.append(item)
+        return self._held.popleft() if len(self._held) > self.lag else None
+
+    def flush(self) -> list[T]:
+        out = list(self._held)
+        self._held.clear()
+        return out
+
+
+def refine_sequence(online: "OnlineRefiner", steps, observations, camera: CameraParams) -> list:
+    """Run ``online`` over a whole sequence offline: at the i-th of ``steps`` it gets
+    ``observations(i)`` (track id -> :class:`Observation`); returns track 0's final
+    ``(x, trans)`` for every step, in order, each taken once the lag has passed it."""
+    steps = list(steps)
+    held: LagBuffer[int] = LagBuffer(online.lag)
+    out: list = [None] * len(steps)
+    for i, step in enumerate(steps):
+        online.update(step, observations(i), camera)
+        if (j := held.push(i)) is not None:
+            out[j] = online.estimate(0, steps[j])
+    for j in held.flush():
+        out[j] = online.estimate(0, steps[j])
+    return out
 
 
 @dataclass
