@@ -62,20 +62,38 @@ class DDIMScheduler:
         ab = self.ab(t)
         return (x_t - ab.sqrt() * x0) / (1 - ab).clamp(min=1e-8).sqrt()
 
+    def ddim_coefficients(self, t: int, t_prev: int) -> tuple[float, float, float, float] | None:
+        """The deterministic DDIM update from ``t`` to ``t_prev`` as four numbers,
+        ``(sqrt(ab_t), sqrt(1 - ab_t), sqrt(ab_prev), sqrt(1 - ab_prev))`` (float32 values),
+        for :meth:`ddim_update`; None for the last step (``t_prev < 0``: the result is ``x0``).
+        Samplers fused at build time (``engines.runtime.fused_sampler``) bake these in."""
+        if t_prev < 0:
+            return None
+        ab_t, ab_prev = self.ab(t), self.ab(t_prev)
+        coefs = (ab_t.sqrt(), (1 - ab_t).clamp(min=1e-8).sqrt(), ab_prev.sqrt(), (1 - ab_prev).clamp(min=0).sqrt())
+        return tuple(float(c) for c in coefs)
+
+    @staticmethod
+    def ddim_update(x0: torch.Tensor, x_t: torch.Tensor, coefs) -> torch.Tensor:
+        """``x_prev`` from ``x_t`` and the predicted ``x0`` with :meth:`ddim_coefficients`:
+        the noise the prediction implies, carried to the earlier time."""
+        eps = (x_t - coefs[0] * x0) / coefs[1]
+        return coefs[2] * x0 + coefs[3] * eps
+
     def step(self, x0: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor, *,
              eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One DDIM update from ``x_t`` at ``t`` to ``t_prev`` given the predicted ``x0``."""
+        """One DDIM update from ``x_t`` at ``t`` to ``t_prev`` given the predicted ``x0``
+        (``eta > 0``: the stochastic DDIM family, fresh noise of that share)."""
         if t_prev < 0:
             return x0
+        if eta == 0:
+            return self.ddim_update(x0, x_t, self.ddim_coefficients(t, t_prev))
         ab_t, ab_prev = self.ab(t), self.ab(t_prev)
         eps = self.predicted_noise(x0, t, x_t)
         sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp(min=0).sqrt()
         direction = (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
         x_prev = ab_prev.sqrt() * x0 + direction
-        if eta > 0:
-            x_prev = x_prev + sigma * torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype,
-                                                  device=x_t.device)
-        return x_prev
+        return x_prev + sigma * torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype, device=x_t.device)
 
     def invert(self, x0: torch.Tensor, t: int, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Bring a clean estimate to noise level ``t`` (partial inversion for refinement).

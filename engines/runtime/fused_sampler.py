@@ -38,19 +38,9 @@ from .spec import EngineInfo
 
 
 def ddim_plan(scheduler: DDIMScheduler, num_steps: int) -> list[tuple[int, tuple[float, float, float, float] | None]]:
-    """Per step: the time ``t`` and the DDIM update coefficients
-    ``(sqrt(ab_t), sqrt(1 - ab_t), sqrt(ab_prev), sqrt(1 - ab_prev))`` as float32 values,
-    computed exactly as :meth:`DDIMScheduler.step` does (eta = 0); ``None`` on the last
-    step, whose result is the predicted clean sample itself."""
-    plan = []
-    for t, t_prev in scheduler.timesteps(num_steps):
-        if t_prev < 0:
-            plan.append((t, None))
-            continue
-        ab_t, ab_prev = scheduler.ab(t), scheduler.ab(t_prev)
-        coefs = (ab_t.sqrt(), (1 - ab_t).clamp(min=1e-8).sqrt(), ab_prev.sqrt(), (1 - ab_prev).clamp(min=0).sqrt())
-        plan.append((t, tuple(float(c) for c in coefs)))
-    return plan
+    """Per step: the time ``t`` and its :meth:`DDIMScheduler.ddim_coefficients` (``None`` on
+    the last step, whose result is the predicted clean sample itself)."""
+    return [(t, scheduler.ddim_coefficients(t, t_prev)) for t, t_prev in scheduler.timesteps(num_steps)]
 
 
 class FusedSampler(torch.nn.Module):
@@ -79,9 +69,7 @@ class FusedSampler(torch.nn.Module):
             if coefs is None:
                 x = x0
             else:
-                k = getattr(self, f"k{i}")
-                eps = (x - k[0] * x0) / k[1]
-                x = k[2] * x0 + k[3] * eps
+                x = DDIMScheduler.ddim_update(x0, x, getattr(self, f"k{i}"))
         return x.reshape(b, n, d)
 
 
@@ -174,7 +162,7 @@ def _build_fused_onnx(denoiser_onnx: str, _size: int, _mtime_ns: int, plan: tupl
         for j, c in enumerate(coefs):
             inits.append(numpy_helper.from_array(np.array(c, np.float32), f"k{k}_{j}"))
         nxt = f"x_{k + 1}"
-        nodes += [
+        nodes += [  # DDIMScheduler.ddim_update, as graph nodes
             helper.make_node("Mul", [f"k{k}_0", x0], [f"s{k}/a"]),
             helper.make_node("Sub", [x_name, f"s{k}/a"], [f"s{k}/b"]),
             helper.make_node("Div", [f"s{k}/b", f"k{k}_1"], [f"s{k}/eps"]),
