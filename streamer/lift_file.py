@@ -111,10 +111,9 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     poses = torch.from_numpy(lifted["poses"][keep].astype(np.float32))
     x = pose_vector(axis_angle_to_matrix(poses.view(-1, 24, 3)), torch.from_numpy(lifted["betas"][keep].astype(np.float32)))
     trans = torch.from_numpy(lifted["trans"][keep].astype(np.float32))
-    cond = condition_features(torch.from_numpy(normalised[idx]), None if world is None else torch.from_numpy(world[idx]),
-                              world=denoiser.config.world_landmarks)
-    px = torch.from_numpy(pixels[idx].astype(np.float32))
     w = None if world is None else torch.from_numpy(world[idx])
+    cond = condition_features(torch.from_numpy(normalised[idx]), w, world=denoiser.config.world_landmarks)
+    px = torch.from_numpy(pixels[idx].astype(np.float32))
     # Steps are source frames, so a gap of lost frames is seen as one.
     out = refine_sequence(online, [int(f) for f in idx],
                           lambda i: {0: Observation(x[i], trans[i], cond[i], px[i], None if w is None else w[i])}, params)
@@ -165,11 +164,11 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
 
     pixels = kf.keypoints if kf.joint_set == "blazepose33" else _coco_pixels_in_blazepose(kf.keypoints)
     if refine:
+        normalised33 = normalised if kf.joint_set == "blazepose33" else cam.normalize_keypoints(pixels).astype(np.float32)
         from engines.diffusion.weights import load_denoiser
 
-        normalised33 = cam.normalize_keypoints(pixels).astype(np.float32)
-        fitted, quality = fit_sequence(cat, keep, pixels, normalised33, world, cam,
-                                       lifter.body, load_denoiser(weights),
+        # A CPU copy of the network for the fit's prior: the lifter's own may live on a GPU.
+        fitted, quality = fit_sequence(cat, keep, pixels, normalised33, world, cam, lifter.body, load_denoiser(weights),
                                        lag=REFINE_LAG["offline"] if refine_lag is None else refine_lag, steps=refine_steps)
     else:
         fitted, quality = _measured_lift(cat, keep, pixels, cam, lifter.body)

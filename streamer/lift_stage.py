@@ -10,6 +10,7 @@ from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS
 
 from .frames import Frame
 from .graph import Stage
+from .refine_stage import measure_persons, world_rows
 
 
 
@@ -60,8 +61,6 @@ class LiftStage(Stage):
             return frame
         pixels = np.stack([p.arrays["keypoints_blazepose33"] for p in persons]).astype(np.float64)
         normalised = self.camera.normalize_keypoints(pixels)
-        from .refine_stage import world_rows
-
         world = world_rows(persons) if self.use_world and self.lifter.uses_world_landmarks else None
         result = self.lifter.lift(torch.from_numpy(normalised.astype(np.float32)), world)
         arrays = result.smpl_arrays()
@@ -69,7 +68,5 @@ class LiftStage(Stage):
             if bool(result.valid[i]):
                 person.arrays.update({k: v[i] for k, v in arrays.items()})
         if self.measure:
-            from .refine_stage import measure_persons
-
             measure_persons(self.lifter.body, self.camera_params, persons, self.quality)
         return frame

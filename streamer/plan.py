@@ -23,9 +23,6 @@ Mode = Literal["live", "offline"]
 LIVE_DENOISER_PRECISION = "int8"
 BACKENDS = ("auto", "onnxruntime", "torch", "torch-compile", "tensorrt")
 BACKEND_STAGES = ("keypoints", "lift", "refine")
-# The fit's prior is a forward-only network call: engines without gradients are fine, but
-# torch.compile and TensorRT are built for the lift's fused sampler, not for one call.
-REFINE_BACKENDS = ("onnxruntime", "torch")
 
 
 def stage_backends(spec: str) -> dict[str, str]:
@@ -144,7 +141,8 @@ def plan_run(config, mode: Mode) -> RunPlan:
         lift = EnginePlan(choice.backend, choice.device, _precision(config.denoiser_precision, choice.backend, live))
     if refine_on:
         asked = requested["refine"]
-        # auto: ONNX Runtime (the forward-only prior); torch-compile and TensorRT fall back to torch.
+        # The fit's prior is one forward call per window: auto takes ONNX Runtime; torch.compile
+        # and TensorRT are built for the lift's fused sampler, so they fall back to torch.
         backend = "onnxruntime" if asked in ("auto", "onnxruntime") else "torch"
         precision = _precision(config.denoiser_precision, backend, live)
         if precision == "int8" and backend == "torch":

@@ -148,18 +148,15 @@ class RefineStage(Stage):
             return {}
         pixels = np.stack([p.arrays[KEYPOINTS] for p in persons]).astype(np.float64)
         normalised = torch.from_numpy(self.camera.normalize_keypoints(pixels).astype(np.float32))
-        cond = condition_features(normalised, world_rows(persons) if self.use_world else None,
-                                  world=self.denoiser_uses_world)
+        # Stacked once, for the condition and the fit (a zero row: no landmarks for that person).
+        worlds = world_rows(persons) if self.use_world else None
+        cond = condition_features(normalised, worlds, world=self.denoiser_uses_world)
         poses = torch.from_numpy(np.stack([p.arrays["poses"] for p in persons]).astype(np.float32))
         betas = torch.from_numpy(np.stack([p.arrays["betas"] for p in persons]).astype(np.float32))
         x = pose_vector(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas)
-        def world(p):
-            w = p.arrays.get(WORLD) if self.use_world else None
-            return None if w is None else torch.from_numpy(np.asarray(w, np.float32))
-
         return {p.track_id: Observation(x=x[i], trans=torch.from_numpy(np.asarray(p.arrays["trans"], np.float32)),
                                         cond=cond[i], keypoints=torch.from_numpy(pixels[i].astype(np.float32)),
-                                        world=world(p))
+                                        world=None if worlds is None else worlds[i])
                 for i, p in enumerate(persons)}
 
     def _release(self, step: int, frame: Frame) -> Frame:
