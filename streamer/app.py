@@ -63,6 +63,7 @@ class RunConfig:
     max_persons: int = 6  # follow at most this many people
     detector_tile_size: int | None = None  # also detect on tiles of this many pixels (small people)
     denoiser_precision: str | None = None  # "fp32" or "int8" (ONNX Runtime); None: streamer.plan decides
+    weights: str | None = None  # the denoiser's weights (lift and fit); None: the bundled ones
 
 
 @dataclass
@@ -78,25 +79,28 @@ def default_mode(source: Source) -> Mode:
 
 
 def processing_stages(plan: RunPlan, camera) -> list[Stage]:
-    """The stages between the grabber and the outputs, in data-flow order, as ``plan`` says."""
+    """The stages between the grabber and the outputs, in data-flow order, as ``plan`` says,
+    with their engines built (:mod:`streamer.stage_engines`). Raises ConfigError."""
+    from . import stage_engines
+
     stages: list[Stage] = []
     if plan.keypoints is not None:
         from .keypoints_stage import KeypointsStage
 
-        stages.append(KeypointsStage(backend=plan.keypoints.backend, max_persons=plan.max_persons,
-                                     detector_tile_size=plan.detector_tile_size,
-                                     background_detection=plan.background_detection))
-    if plan.lift is not None:
-        from .lift_stage import LiftStage
+        stages.append(KeypointsStage(stage_engines.build_keypoints(plan)))
+    if plan.lift is None:
+        return stages
+    from engines.body.body_model import BodyModel
 
-        stages.append(LiftStage(camera, num_steps=plan.lift_steps, num_samples=plan.lift_samples,
-                                backend=plan.lift.backend, precision=plan.lift.precision,
-                                measure=plan.refine is None, use_world=plan.world_landmarks))
+    from .lift_stage import LiftStage
+
+    body = BodyModel.load()  # one body model for the lift and the fit
+    stages.append(LiftStage(camera, stage_engines.build_lifter(plan, body), threads=plan.lift.threads,
+                            measure=plan.refine is None, use_world=plan.world_landmarks))
     if plan.refine is not None:
         from .refine_stage import RefineStage
 
-        stages.append(RefineStage(camera, lag=plan.refine_lag, backend=plan.refine.backend,
-                                  settings=plan.fit_settings(), precision=plan.refine.precision,
+        stages.append(RefineStage(camera, stage_engines.build_refiner(plan, body), body, threads=plan.refine.threads,
                                   use_world=plan.world_landmarks))
     return stages
 
@@ -136,13 +140,15 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         source = open_source(config.source, live=live_hint, width=config.width, height=config.height,
                              fps=config.fps)
     publisher = recorder = preview = viewer = None
+    built: list[Stage] = []  # closed again if a later option fails
     fps = getattr(source, "fps", None) or 30.0
     try:
         camera = run_camera(config.camera, source)
         mode: Mode = config.mode or default_mode(source)
         plan = plan_run(config, mode)
         log.debug("run plan:\n%s", plan.describe())
-        stages = processing_stages(plan, camera) + list(extra_stages or [])
+        built = processing_stages(plan, camera)
+        stages = built + list(extra_stages or [])
         if config.record:
             from .motion_formats import MultiFormatRecorder, parse_formats
 
@@ -182,7 +188,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     except BaseException:
         # Nothing half-opened is left behind when a later option turns out to be bad.
         source.close()
-        for opened in (publisher, preview, viewer):
+        for opened in (publisher, preview, viewer, *built):
             if opened is not None:
                 opened.close()
         raise

@@ -18,26 +18,21 @@ class KeypointsStage(Stage):
     the landmark model looks at in the next frame, and the detector runs only when people
     must be found. Adds a :class:`~streamer.frames.Person` per tracked person with the arrays
     ``box_xyxy``, ``keypoints_blazepose33``, ``keypoints_coco17`` and ``world_blazepose33``.
+    ``keypoints``: the engine, built (:func:`streamer.stage_engines.build_keypoints`).
     """
 
     name = "keypoints"
 
-    def __init__(self, *, threads: int = 1, **options) -> None:
-        self.threads = threads
-        self.options = options
-        self.keypoints: PersonKeypoints | None = None
-
-    def start(self) -> None:
-        self.keypoints = PersonKeypoints(intra_op_threads=self.threads, **self.options)
+    def __init__(self, keypoints: PersonKeypoints) -> None:
+        self.keypoints = keypoints
 
     def close(self) -> None:
-        if self.keypoints is not None:
-            self.keypoints.close()
+        self.keypoints.close()
 
     @property
     def background_cpu_seconds(self) -> float:
         """CPU time of the stage's helper thread (background detection), for benchmarks."""
-        return self.keypoints.background_cpu_seconds if self.keypoints is not None else 0.0
+        return self.keypoints.background_cpu_seconds
 
     def process(self, frame: Frame) -> Frame:
         tracked = self.keypoints.process(frame.image, frame.index)

@@ -91,28 +91,26 @@ def read_keypoint_file(path: str | Path) -> KeypointFile:
 
 
 def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.ndarray, normalised: np.ndarray,
-                 world: np.ndarray | None, cam, body, denoiser, *, lag: int, steps: int | None) -> tuple[dict, object]:
-    """Fit one person's lifted frames to their keypoints over time, as the refine stage of an
-    offline run does (``engines.refinement``): returns the fitted ``poses``, ``trans``,
-    ``betas``, ``joints`` of the kept frames and the :class:`FitQuality` of the result.
-    Frames not kept (too few keypoints to lift) are gaps: the window starts again after one."""
+                 world: np.ndarray | None, cam, body, online) -> tuple[dict, object]:
+    """Fit one person's lifted frames to their keypoints over time with ``online`` (an
+    :class:`engines.refinement.online.OnlineRefiner`, as the refine stage of an offline run
+    has it): returns the fitted ``poses``, ``trans``, ``betas``, ``joints`` of the kept
+    frames and the :class:`FitQuality` of the result. Frames not kept (too few keypoints to
+    lift) are gaps: the window starts again after one."""
     from engines.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
     from engines.diffusion.denoiser import BETAS, pose_vector, rotations_of
     from engines.diffusion.features import condition_features
-    from engines.refinement.fitting import FitSettings, KeypointFitter
     from engines.refinement.guided import CameraParams
-    from engines.refinement.online import Observation, OnlineRefiner, refine_sequence
+    from engines.refinement.online import Observation, refine_sequence
     from engines.refinement.quality import FitQuality
 
-    settings = FitSettings.for_run(lag, live=False, iters=steps)
-    online = OnlineRefiner(KeypointFitter(denoiser, body, settings), lag=lag)
     params = CameraParams.from_camera(cam)
     idx = np.flatnonzero(keep)
     poses = torch.from_numpy(lifted["poses"][keep].astype(np.float32))
     x = pose_vector(axis_angle_to_matrix(poses.view(-1, 24, 3)), torch.from_numpy(lifted["betas"][keep].astype(np.float32)))
     trans = torch.from_numpy(lifted["trans"][keep].astype(np.float32))
     w = None if world is None else torch.from_numpy(world[idx])
-    cond = condition_features(torch.from_numpy(normalised[idx]), w, world=denoiser.config.world_landmarks)
+    cond = condition_features(torch.from_numpy(normalised[idx]), w, world=online.refiner.model.config.world_landmarks)
     px = torch.from_numpy(pixels[idx].astype(np.float32))
     # Steps are source frames, so a gap of lost frames is seen as one.
     out = refine_sequence(online, [int(f) for f in idx],
@@ -129,16 +127,21 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
 
 
 def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None = None,
-                       num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES, batch: int = 64, weights: str | None = None, refine: bool = True,
-                       refine_lag: int | None = None, refine_steps: int | None = None,
-                       world_landmarks: bool = True) -> dict:
+                       num_steps: int | None = None, num_samples: int | None = None, batch: int = 64,
+                       weights: str | None = None, refine: bool = True, refine_lag: int | None = None,
+                       refine_steps: int | None = None, world_landmarks: bool = True) -> dict:
     """Lift every frame of a keypoint file, fit the result to the keypoints over time (unless
-    ``refine`` is False; the offline settings of ``run``), and write the motion file;
-    returns a summary with the fit quality."""
+    ``refine`` is False), and write the motion file; returns a summary with the fit quality.
+    The lifter and the fit are those of an offline ``run`` (its run plan: ``None`` takes the
+    mode's default)."""
     from calibration.camera_file import camera_note, camera_or_assumed
     from calibration.fileio import FileFormatError
-    from engines.lifting.lifter import Lifter, LiftResult
-    from engines.diffusion.weights import LifterWeightsError
+    from engines.body.body_model import BodyModel
+    from engines.lifting.lifter import LiftResult
+
+    from . import stage_engines
+    from .app import RunConfig
+    from .plan import plan_run
 
     kf = read_keypoint_file(path)
     try:
@@ -146,10 +149,11 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     except (FileFormatError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     log.info(camera_note(cam, assumed, camera))
-    try:
-        lifter = Lifter.load(weights, num_steps=num_steps, num_samples=num_samples)
-    except LifterWeightsError as exc:
-        raise ConfigError(str(exc)) from None
+    plan = plan_run(RunConfig(source=str(path), lift_steps=num_steps, lift_samples=num_samples, refine=refine,
+                              refine_lag=refine_lag, refine_steps=refine_steps, world_landmarks=world_landmarks,
+                              weights=weights), "offline")
+    body = BodyModel.load()
+    lifter = stage_engines.build_lifter(plan, body)
     normalised = cam.normalize_keypoints(kf.keypoints).astype(np.float32)
     world = kf.world if world_landmarks else None
     parts = []
@@ -165,11 +169,8 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     pixels = kf.keypoints if kf.joint_set == "blazepose33" else _coco_pixels_in_blazepose(kf.keypoints)
     if refine:
         normalised33 = normalised if kf.joint_set == "blazepose33" else cam.normalize_keypoints(pixels).astype(np.float32)
-        from engines.diffusion.weights import load_denoiser
-
-        # A CPU copy of the network for the fit's prior: the lifter's own may live on a GPU.
-        fitted, quality = fit_sequence(cat, keep, pixels, normalised33, world, cam, lifter.body, load_denoiser(weights),
-                                       lag=REFINE_LAG["offline"] if refine_lag is None else refine_lag, steps=refine_steps)
+        fitted, quality = fit_sequence(cat, keep, pixels, normalised33, world, cam, body,
+                                       stage_engines.build_refiner(plan, body))
     else:
         fitted, quality = _measured_lift(cat, keep, pixels, cam, lifter.body)
     data = motion_arrays(poses=fitted["poses"], trans=fitted["trans"], betas=fitted["betas"],
@@ -215,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("keypoints", help="keypoint .npz file")
     parser.add_argument("--out", required=True, help="motion file to write (.npz)")
     parser.add_argument("--camera", metavar="CAM.yaml", help="camera file; default: assumed from the image size")
-    parser.add_argument("--steps", type=int, default=LIFT_STEPS["offline"],
+    parser.add_argument("--steps", type=int, default=None,
                         help=f"denoising steps K (default {LIFT_STEPS['offline']}, as offline `run`)")
-    parser.add_argument("--samples", type=int, default=LIFT_SAMPLES,
+    parser.add_argument("--samples", type=int, default=None,
                         help=f"samples per frame N for uncertainty (default {LIFT_SAMPLES})")
     parser.add_argument("--weights", help="denoiser weights (default: the bundled ones)")
     parser.add_argument("--refine-lag", type=int, default=None, metavar="L",
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-world-landmarks", action="store_true",
                         help="ignore the file's world_landmarks (fit and lift from the 2D keypoints only)")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.samples < 1:
+    if (args.steps is not None and args.steps < 1) or (args.samples is not None and args.samples < 1):
         raise ConfigError("--steps and --samples must be at least 1")
     if args.refine_lag is not None and args.refine_lag < 0:
         raise ConfigError("--refine-lag must be 0 (causal) or more frames")

@@ -6,54 +6,39 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS
-
 from .frames import Frame
 from .graph import Stage
 from .refine_stage import measure_persons, world_rows
-
 
 
 class LiftStage(Stage):
     """Lifts ``keypoints_blazepose33`` (pixels) through ``camera`` (a
     :class:`calibration.camera.Camera`; its distortion is removed first) to SMPL arrays
     ``poses`` (72,), ``betas`` (10,), ``trans`` (3,), ``joints`` (24, 3),
-    ``poses_std`` (24,) and ``joints_std`` (24,). Persons with too few keypoints are passed
-    on without them. ``precision``: ``int8`` runs the denoiser with int8 weights (ONNX Runtime)."""
+    ``poses_std`` (24,) and ``joints_std`` (24,) with ``lifter`` (an
+    :class:`engines.lifting.lifter.Lifter`, built: :func:`streamer.stage_engines.build_lifter`).
+    Persons with too few keypoints are passed on without them."""
 
     name = "lift"
 
-    def __init__(self, camera, *, weights=None, num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES,
-                 threads: int = 1,
-                 backend: str = "auto", precision: str = "fp32", measure: bool = False, use_world: bool = True):
+    def __init__(self, camera, lifter, *, threads: int = 1, measure: bool = False, use_world: bool = True):
         self.camera = camera
+        self.lifter = lifter
+        self.threads = threads
         # Without a refine stage after it, the lift's own bodies are what is published, and
         # their re-projection error is measured here (``reprojection_px``, ``quality``).
-        self.measure = measure
         self.quality = None
-        self.precision = precision
-        self.backend = backend
-        self.weights = weights
-        self.num_steps = num_steps
-        self.num_samples = num_samples
-        self.threads = threads
-        self.lifter = None
-        # The world landmarks go in beside the keypoints when the network was trained with them.
-        self.use_world = use_world
-
-    def start(self) -> None:
-        from engines.lifting.lifter import Lifter
-
-        torch.set_num_threads(self.threads)
-        self.lifter = Lifter.load(self.weights, backend=self.backend, threads=self.threads,
-                                  num_steps=self.num_steps, num_samples=self.num_samples,
-                                  precision=None if self.precision == "fp32" else self.precision)
-        if self.measure:
+        if measure:
             from engines.refinement.guided import CameraParams
             from engines.refinement.quality import FitQuality
 
             self.quality = FitQuality()
-            self.camera_params = CameraParams.from_camera(self.camera)
+            self.camera_params = CameraParams.from_camera(camera)
+        # The world landmarks go in beside the keypoints when the network was trained with them.
+        self.use_world = use_world and lifter.uses_world_landmarks
+
+    def start(self) -> None:
+        torch.set_num_threads(self.threads)  # in the thread that runs the lifter
 
     def process(self, frame: Frame) -> Frame:
         persons = [p for p in frame.persons if "keypoints_blazepose33" in p.arrays]
@@ -61,12 +46,12 @@ class LiftStage(Stage):
             return frame
         pixels = np.stack([p.arrays["keypoints_blazepose33"] for p in persons]).astype(np.float64)
         normalised = self.camera.normalize_keypoints(pixels)
-        world = world_rows(persons) if self.use_world and self.lifter.uses_world_landmarks else None
+        world = world_rows(persons) if self.use_world else None
         result = self.lifter.lift(torch.from_numpy(normalised.astype(np.float32)), world)
         arrays = result.smpl_arrays()
         for i, person in enumerate(persons):
             if bool(result.valid[i]):
                 person.arrays.update({k: v[i] for k, v in arrays.items()})
-        if self.measure:
+        if self.quality is not None:
             measure_persons(self.lifter.body, self.camera_params, persons, self.quality)
         return frame

@@ -1,7 +1,8 @@
 """The run plan: every setting of a run that depends on the mode or the machine, resolved
 once from the command line and the mode's defaults, then frozen.
 
-The stages are built from it (:func:`streamer.app.processing_stages`), ``run -v`` prints it
+The stages and their engines are built from it (:func:`streamer.app.processing_stages`,
+:mod:`streamer.stage_engines`), ``run -v`` prints it
 and ``--stats-json`` carries it under ``plan``, so what ran is what the plan says. The
 mode defaults themselves (K, N, the lag) are the engines' (:mod:`engines.run_defaults`),
 shared with ``lift`` and the ``evaluate-*`` commands.
@@ -10,8 +11,10 @@ shared with ``lift`` and the ``evaluate-*`` commands.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
+from engines.diffusion.weights import DEFAULT_WEIGHTS
 from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
 
 from .errors import ConfigError
@@ -79,6 +82,7 @@ class RunPlan:
     refine_iters: int  # fit iterations after each denoiser call
     refine_prior_times: tuple[int, ...]  # noise levels of the fit's denoiser calls
     world_landmarks: bool
+    weights: str | None = None  # the denoiser's weights; None: the bundled ones
 
     def fit_settings(self):
         """The keypoint fit of this run (:meth:`FitSettings.for_run`)."""
@@ -144,6 +148,8 @@ def plan_run(config, mode: Mode) -> RunPlan:
         # The fit's prior is one forward call per window: auto takes ONNX Runtime; torch.compile
         # and TensorRT are built for the lift's fused sampler, so they fall back to torch.
         backend = "onnxruntime" if asked in ("auto", "onnxruntime") else "torch"
+        if asked == "auto" and not Path(config.weights or DEFAULT_WEIGHTS).with_suffix(".onnx").is_file():
+            backend = "torch"  # as the lift does without its ONNX file
         precision = _precision(config.denoiser_precision, backend, live)
         if precision == "int8" and backend == "torch":
             raise ConfigError("--denoiser-precision int8 runs on onnxruntime; the refine stage was given torch "
@@ -161,4 +167,5 @@ def plan_run(config, mode: Mode) -> RunPlan:
                    detector_tile_size=config.detector_tile_size, background_detection=live and perception,
                    lift=lift, lift_steps=config.lift_steps or LIFT_STEPS[mode],
                    lift_samples=config.lift_samples or LIFT_SAMPLES, refine=refine, refine_lag=lag,
-                   refine_iters=iters, refine_prior_times=prior_times, world_landmarks=config.world_landmarks)
+                   refine_iters=iters, refine_prior_times=prior_times, world_landmarks=config.world_landmarks,
+                   weights=config.weights)

@@ -13,19 +13,13 @@ for the end-of-run report. Persons without a lift pass through untouched.
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from engines.refinement.online import LagBuffer
-from engines.run_defaults import REFINE_LAG
 
 from .frames import Frame
 from .graph import Stage
-
-log = logging.getLogger("smplstream.refine")
 
 KEYPOINTS = "keypoints_blazepose33"
 WORLD = "world_blazepose33"
@@ -57,72 +51,36 @@ def measure_persons(body, camera_params, persons, quality, points: torch.Tensor 
 
 
 class RefineStage(Stage):
-    """Refines what :class:`~streamer.lift_stage.LiftStage` produced, through ``camera`` (a
-    :class:`calibration.camera.Camera`; the reprojection goes through its distortion)."""
+    """Refines what :class:`~streamer.lift_stage.LiftStage` produced with ``refiner`` (an
+    :class:`engines.refinement.online.OnlineRefiner`, built:
+    :func:`streamer.stage_engines.build_refiner`; its lag is the stage's), through ``camera``
+    (a :class:`calibration.camera.Camera`; the reprojection goes through its distortion).
+    ``body``: the body model the released bodies are posed with."""
 
     name = "refine"
 
-    def __init__(self, camera, *, lag: int = REFINE_LAG["offline"], context: int = 4, settings=None, weights=None, threads: int = 1,
-                 backend: str = "auto", precision: str = "fp32", use_world: bool = True):
-        if lag < 0:
-            raise ValueError(f"refine lag must be >= 0 frames, got {lag}")
-        if backend in ("torch-compile", "tensorrt"):
-            # Guidance takes gradients of the losses of the network's output every step; those
-            # engines are forward-only here, so refinement stays on eager torch.
-            log.info("refine: backend %s has no gradients here; refinement runs on torch", backend)
-            backend = "torch"
-        if backend not in ("auto", "onnxruntime", "torch"):
-            raise ValueError(f"refine: backend {backend!r} is not supported (auto, onnxruntime or torch)")
-        if precision == "int8" and backend == "torch":
-            raise ValueError("refine: precision int8 runs on onnxruntime, not torch")
-        self.backend = backend
-        self.precision = precision
-        self.camera = camera
-        self.lag = lag
-        self.context = context
-        self.settings = settings
-        self.weights = weights
-        self.threads = threads
-        self.use_world = use_world
-        self.online = None
+    def __init__(self, camera, refiner, body, *, threads: int = 1, use_world: bool = True):
+        from engines.refinement.guided import CameraParams
         from engines.refinement.quality import FitQuality
 
+        self.camera = camera
+        self.camera_params = CameraParams.from_camera(camera)
+        self.online = refiner
+        self.body = body
+        self.threads = threads
+        self.use_world = use_world
+        # A network trained with world landmarks takes them in its condition too.
+        self.denoiser_uses_world = bool(getattr(refiner.refiner.model.config, "world_landmarks", False))
         self.quality = FitQuality()
-        self._held: LagBuffer[tuple[int, Frame]] = LagBuffer(lag)
+        self._held: LagBuffer[tuple[int, Frame]] = LagBuffer(refiner.lag)
         self._step = -1
 
+    @property
+    def lag(self) -> int:
+        return self.online.lag
+
     def start(self) -> None:
-        from engines.body.body_model import BodyModel
-        from engines.refinement.fitting import FitSettings, KeypointFitter
-        from engines.refinement.guided import CameraParams
-        from engines.refinement.online import OnlineRefiner
-
-        torch.set_num_threads(self.threads)
-        self.body = BodyModel.load()
-        settings = self.settings or FitSettings.for_lag(self.lag)
-        denoiser = self._denoiser()
-        # A network trained with world landmarks takes them in its condition too.
-        self.denoiser_uses_world = bool(denoiser.config.world_landmarks)
-        fitter = KeypointFitter(denoiser, self.body, settings)
-        self.online = OnlineRefiner(fitter, lag=self.lag, context=self.context)
-        self.camera_params = CameraParams.from_camera(self.camera)
-
-    def _denoiser(self):
-        """The network the fit's prior calls, forward only (no gradient goes through it), so
-        ONNX Runtime can run it ("auto", "onnxruntime"), int8 included."""
-        from engines.diffusion.weights import DEFAULT_WEIGHTS, LifterWeightsError, load_denoiser
-
-        model = load_denoiser(self.weights)
-        if self.backend == "torch":
-            return model
-        onnx_path = Path(self.weights or DEFAULT_WEIGHTS).with_suffix(".onnx")
-        if not onnx_path.is_file():
-            if self.backend == "onnxruntime" or self.precision == "int8":
-                raise LifterWeightsError(f"refine on onnxruntime needs {onnx_path}, which is missing")
-            return model
-        from engines.diffusion.onnx_denoiser import ForwardOnly
-
-        return ForwardOnly.from_onnx(onnx_path, model.config, precision=self.precision, threads=self.threads)
+        torch.set_num_threads(self.threads)  # in the thread that runs the fit
 
     def process(self, frame: Frame) -> Frame | None:
         self._step += 1

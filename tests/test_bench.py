@@ -115,11 +115,11 @@ def test_live_source_waits_for_the_stages_to_start():
 
 def test_detector_cadence_counts_processed_frames_not_dropped_ones():
     from streamer.frames import Frame
+    from engines.perception.person_keypoints import PersonKeypoints
     from streamer.keypoints_stage import KeypointsStage
 
     source = SyntheticPeopleSource(1, frames=1, realtime=False)
-    stage = KeypointsStage(detect_every=10)
-    stage.start()
+    stage = KeypointsStage(PersonKeypoints(detect_every=10))
     for i in range(6):  # live mode after drops: source indices 0, 25, 50, ...
         frame = stage.process(Frame(index=25 * i, image=source.image, capture_time=0.0, source_size=source.size))
     assert len(frame.persons) == 1
@@ -136,14 +136,16 @@ def test_refine_on_onnxruntime_matches_torch():
     from calibration.camera_file import camera_or_assumed
     from engines.diffusion.onnx_denoiser import ForwardOnly
     from streamer.frames import Frame
-    from streamer.keypoints_stage import KeypointsStage
-    from streamer.lift_stage import LiftStage
-    from streamer.refine_stage import RefineStage
+    from streamer.app import processing_stages
+    from streamer.plan import plan_run
 
     source = SyntheticPeopleSource(1, frames=1, realtime=False)
     camera, _ = camera_or_assumed(None, *source.size)
-    keypoints, lift = KeypointsStage(), LiftStage(camera, num_steps=2)
-    refiners = {b: RefineStage(camera, lag=0, backend=b) for b in ("torch", "onnxruntime")}
+    refiners = {}
+    for backend in ("torch", "onnxruntime"):
+        config = RunConfig(source="x", backend=f"refine={backend}", lift_steps=2, refine_lag=0,
+                           denoiser_precision="fp32")
+        keypoints, lift, refiners[backend] = processing_stages(plan_run(config, "offline"), camera)
     for stage in (keypoints, lift, *refiners.values()):
         stage.start()
     assert isinstance(refiners["onnxruntime"].online.refiner.model, ForwardOnly)

@@ -1,5 +1,4 @@
 """The bundled anny-based SMPL-format model and the torch BodyModel on it."""
-from pathlib import Path
 
 import numpy as np
 import pytest

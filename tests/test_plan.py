@@ -53,11 +53,35 @@ def test_refine_backends_and_their_checks():
         plan_run(RunConfig(source="x", backend="lift=cuda"), "live")
 
 
-def test_stages_are_built_from_the_plan():
-    plan = plan_run(RunConfig(source="x", lift_steps=3), "offline")
-    keypoints, lift, refine = processing_stages(plan, camera=None)
-    assert (lift.num_steps, lift.num_samples, lift.backend, lift.precision) == (3, 8, plan.lift.backend, "fp32")
-    assert (refine.lag, refine.backend, refine.settings) == (5, plan.refine.backend, plan.fit_settings())
+def test_stages_get_engines_built_as_the_plan_says():
+    from calibration.camera_file import camera_or_assumed
+    from engines.diffusion.onnx_denoiser import ForwardOnly
+
+    camera, _ = camera_or_assumed(None, 640, 480)
+    plan = plan_run(RunConfig(source="x", lift_steps=3, max_persons=2), "live")
+    keypoints, lift, refine = processing_stages(plan, camera)
+    assert keypoints.keypoints.max_persons == 2 and keypoints.keypoints._background is not None
+    lifter = lift.lifter
+    assert (lifter.num_steps, lifter.num_samples) == (3, LIFT_SAMPLES)
+    assert lifter.engine_info.backend == plan.lift.backend == "onnxruntime"
+    assert lifter.engine_info.precision == plan.lift.precision == "int8"
+    assert lifter.engine_info.details["K"] == 3
+    assert refine.lag == REFINE_LAG["live"] and refine.online.refiner.settings == plan.fit_settings()
+    assert isinstance(refine.online.refiner.model, ForwardOnly)  # int8 on ONNX Runtime, as planned
+    assert refine.body is lifter.body  # one body model for both
+    keypoints.close()
+
+
+def test_the_lifter_refuses_a_sampler_built_for_another_k():
+    from engines.body.body_model import BodyModel
+    from engines.diffusion.weights import load_denoiser
+    from engines.lifting.lifter import Lifter
+    from engines.runtime.models import load_sampler
+
+    model = load_denoiser()
+    sampler = load_sampler("onnxruntime", "cpu", model, num_steps=2, num_samples=4)
+    with pytest.raises(ValueError, match="built for K = 2"):
+        Lifter(model, BodyModel.load(), num_steps=4, sampler=sampler)
 
 
 def test_a_run_prints_its_plan_with_v_and_writes_it_to_stats_json(tmp_path, caplog):

@@ -217,7 +217,11 @@ def _frame(i: int, tracks: list[int], body) -> Frame:
 
 @pytest.mark.parametrize("lag", [0, 3])
 def test_refine_stage_emits_every_frame_once_in_order_lag_behind(body, lag):
-    stage = RefineStage(CAMERA, lag=lag)
+    from engines.refinement.fitting import FitSettings, KeypointFitter
+    from engines.runtime.models import load_prior_denoiser
+
+    refiner = OnlineRefiner(KeypointFitter(load_prior_denoiser("onnxruntime"), body, FitSettings.for_lag(lag)), lag=lag)
+    stage = RefineStage(CAMERA, refiner, body)
     stage.start()
     tracks = {i: ([1] if i < 4 else [1, 2]) if i < 9 else [2] for i in range(12)}
     out = []

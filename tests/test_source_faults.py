@@ -18,6 +18,7 @@ from conftest import CLIP, free_tcp_endpoint
 from streamer.app import RunConfig, run
 from streamer.errors import PipelineError, SourceError
 from streamer.graph import Pipeline
+from engines.perception.person_keypoints import PersonKeypoints
 from streamer.keypoints_stage import KeypointsStage
 from streamer.latency import LatencyStats
 from streamer.motion_files import MotionRecorder
@@ -71,7 +72,7 @@ def test_cut_stream_of_the_real_clip_reconnects_and_keeps_track_ids(tmp_path, ca
         t = threading.Thread(target=subscribe)
         t.start()
         # Live mode, as for any network stream: queues of one, the oldest frame dropped.
-        pipeline = Pipeline(source, [KeypointsStage(), OutputStage(publisher, recorder, wait_subscribers=1)],
+        pipeline = Pipeline(source, [KeypointsStage(PersonKeypoints()), OutputStage(publisher, recorder, wait_subscribers=1)],
                             queue_size=1, policy="drop_oldest", observer=stats)
         result = pipeline.run(handle_signals=False)
         stop.set()

@@ -73,13 +73,12 @@ def run_condition(name: str, args, churners: int, stalled: bool) -> dict:
     import torch
 
     from crowd import CrowdStage
-    from streamer.app import run_camera
+    from streamer.app import RunConfig, processing_stages, run_camera
     from streamer.graph import Pipeline
     from streamer.latency import LatencyStats
-    from streamer.lift_stage import LiftStage
     from streamer.outputs import OutputStage
+    from streamer.plan import plan_run
     from streamer.publisher import ZmqPublisher
-    from streamer.refine_stage import RefineStage
     from streamer.sources import LoopingVideoSource
     from streamer.subscriber import Subscriber
 
@@ -88,8 +87,10 @@ def run_condition(name: str, args, churners: int, stalled: bool) -> dict:
     camera = run_camera(None, source)
     publisher = ZmqPublisher(args.endpoint)
     stats = LatencyStats()
-    stages = [CrowdStage.from_file(KEYPOINTS, args.persons), LiftStage(camera), RefineStage(camera, lag=0),
-              OutputStage(publisher, wait_subscribers=1)]
+    # The offline lift and fit with a causal window (as this test has always run them).
+    plan = plan_run(RunConfig(source=args.source, refine_lag=0), "offline")
+    _, lift, refine = processing_stages(plan, camera)
+    stages = [CrowdStage.from_file(KEYPOINTS, args.persons), lift, refine, OutputStage(publisher, wait_subscribers=1)]
     pipeline = Pipeline(source, stages, queue_size=1, policy="drop_oldest", observer=stats)
     spawn = mp.get_context("spawn")
     stop = spawn.Event()

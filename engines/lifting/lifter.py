@@ -115,15 +115,21 @@ class Lifter:
             spread_scale = getattr(denoiser, "spread_temperature", {}).get(num_steps, 1.0)
         self.spread_scale = float(spread_scale)
         self.sampler = sampler
+        built_for = getattr(getattr(sampler, "info", None), "details", {}).get("K")
+        if built_for is not None and built_for != num_steps:
+            raise ValueError(f"the sampler was built for K = {built_for} steps, the lifter asked for {num_steps}")
         self.engine_info = engine_info or getattr(sampler, "info", None) or EngineInfo(
             "sampler", "onnxruntime" if isinstance(denoiser, OrtDenoiser) else "torch", "cpu",
             details={"K": num_steps, "loop": "step-by-step"})
 
     @classmethod
     def load(cls, weights: str | Path | None = None, body: BodyModel | None = None, *,
-             backend: str = "auto", threads: int = 1, device: str | None = None, precision: str | None = None,
-             **kwargs) -> "Lifter":
-        """The denoiser from ``weights`` (default: the bundled one) and the bundled body model.
+             backend: str = "auto", device: str | None = None, threads: int = 1, precision: str | None = None,
+             num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES, mirror_half: bool = True,
+             seed: int = 0, spread_scale: float | None = None, scheduler: DDIMScheduler | None = None) -> "Lifter":
+        """The denoiser from ``weights`` (default: the bundled one) and the bundled body model,
+        with the sampler built for ``num_steps`` K and ``num_samples`` N (the other arguments
+        as for the constructor).
 
         ``backend`` (through :func:`engines.runtime.resolve_backend`): ``onnxruntime`` (the
         ``.onnx`` file beside the weights; the K steps fused into one ONNX Runtime call when
@@ -144,19 +150,18 @@ class Lifter:
                                          "`python -m engines.diffusion.onnx_denoiser` (needs the export extra)")
             log.info("backend auto: %s missing, lifting with eager torch", onnx_path)
             choice = choice._replace(backend="torch", reason=f"{onnx_path.name} missing")
-        scheduler = kwargs.pop("scheduler", None) or DDIMScheduler()
-        num_steps = kwargs.get("num_steps", LIFT_STEPS["offline"])
+        scheduler = scheduler or DDIMScheduler()
         sampler = load_sampler(choice.backend, choice.device, model, weights=weights or DEFAULT_WEIGHTS,
-                               num_steps=num_steps,
-                               num_samples=samples_per_call(kwargs.get("num_samples", LIFT_SAMPLES), kwargs.get("mirror_half", True)),
-                               threads=threads,
-                               scheduler=scheduler, precision=precision)
+                               num_steps=num_steps, num_samples=samples_per_call(num_samples, mirror_half),
+                               threads=threads, scheduler=scheduler, precision=precision)
         denoiser = model
         if choice.backend == "onnxruntime" and sampler is None:
             # No fused graph (no `onnx` package): ONNX Runtime runs the network once per step.
             denoiser = OrtDenoiser(onnx_path, model.config, threads=threads)
-        kwargs.setdefault("spread_scale", model.spread_temperature.get(num_steps, 1.0))
-        return cls(denoiser, body or BodyModel.load(), scheduler=scheduler, sampler=sampler, **kwargs)
+        if spread_scale is None:
+            spread_scale = model.spread_temperature.get(num_steps, 1.0)
+        return cls(denoiser, body or BodyModel.load(), num_steps=num_steps, num_samples=num_samples, seed=seed,
+                   scheduler=scheduler, sampler=sampler, mirror_half=mirror_half, spread_scale=spread_scale)
 
     def describe(self) -> str:
         """What runs the sampling (backend, device, fused or step by step)."""

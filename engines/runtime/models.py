@@ -4,6 +4,8 @@
   ONNX file of the supported operator set, for onnxruntime / torch / torch-compile /
   tensorrt (the torch paths convert the graph with :mod:`engines.runtime.onnx_to_torch`).
 * :func:`load_denoiser_engine`: one denoising call (``x_t``, ``t``, ``cond`` -> ``x0``).
+* :func:`load_prior_denoiser`: the same call as a forward-only torch module, the keypoint
+  fit's prior.
 * :func:`load_sampler`: the fused K-step sampler (``cond``, ``noise`` -> ``x``) for the
   Lifter; ``None`` where the step-by-step loop is the right path (see its docstring).
 """
@@ -125,6 +127,32 @@ def load_denoiser_engine(backend: str = "onnxruntime", device: str | None = None
 
     return TorchEngine(spec, _DenoiserModule(model), backend=choice.backend, device=choice.device,
                        precision=precision or "fp32")
+
+
+def load_prior_denoiser(backend: str = "onnxruntime", *, weights: str | Path | None = None, precision: str = "fp32",
+                        threads: int = 1):
+    """The denoiser the keypoint fit calls as its prior, forward only (no gradient goes
+    through it): ``onnxruntime`` runs the ``.onnx`` beside ``weights`` (``precision="int8"``:
+    its int8 version), ``torch`` the eager network on the CPU. The other backends are built
+    for the lift's fused sampler and have no place here: a ValueError says so."""
+    from engines.diffusion.onnx_denoiser import ForwardOnly
+    from engines.diffusion.weights import LifterWeightsError, load_denoiser
+
+    if backend not in ("onnxruntime", "torch"):
+        raise ValueError(f"the fit's prior runs on onnxruntime or torch, not {backend!r}")
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"the fit's prior runs fp32 or int8, not {precision!r}")
+    if precision == "int8" and backend != "onnxruntime":
+        raise ValueError("int8 runs on onnxruntime, not torch")
+    weights = Path(weights or DENOISER_WEIGHTS)
+    model = load_denoiser(weights)
+    if backend == "torch":
+        return model
+    onnx_path = weights.with_suffix(".onnx")
+    if not onnx_path.is_file():
+        raise LifterWeightsError(f"{onnx_path}: missing; export it with `python -m engines.diffusion.onnx_denoiser` "
+                                 "or run the fit on torch (--backend refine=torch)")
+    return ForwardOnly.from_onnx(onnx_path, model.config, precision=precision, threads=threads)
 
 
 class TensorSampler:

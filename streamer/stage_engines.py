@@ -1,0 +1,48 @@
+"""The engines a run plan asks for, built once, before the first frame: the keypoint
+tracker, the lifter and the online refiner. The stages (:mod:`streamer.keypoints_stage`,
+:mod:`streamer.lift_stage`, :mod:`streamer.refine_stage`) are handed them ready-built and
+only move arrays between Frames and engines.
+
+A setting that cannot run (missing weights, a backend this machine lacks) fails here, as a
+ConfigError, before anything has started.
+"""
+
+from __future__ import annotations
+
+from engines.body.body_model import BodyModel
+from engines.diffusion.weights import LifterWeightsError
+from engines.lifting.lifter import Lifter
+from engines.perception.person_keypoints import PersonKeypoints
+from engines.refinement.fitting import KeypointFitter
+from engines.refinement.online import OnlineRefiner
+from engines.runtime.models import load_prior_denoiser
+
+from .errors import ConfigError
+from .plan import RunPlan
+
+
+def build_keypoints(plan: RunPlan) -> PersonKeypoints:
+    """Detect, track and landmarks as ``plan.keypoints`` says."""
+    return PersonKeypoints(backend=plan.keypoints.backend, intra_op_threads=plan.keypoints.threads,
+                           max_persons=plan.max_persons, detector_tile_size=plan.detector_tile_size,
+                           background_detection=plan.background_detection)
+
+
+def build_lifter(plan: RunPlan, body: BodyModel) -> Lifter:
+    """The lifter as ``plan.lift`` says: its backend, precision, K and N."""
+    try:
+        return Lifter.load(plan.weights, body=body, backend=plan.lift.backend, device=plan.lift.device, threads=plan.lift.threads,
+                           precision=None if plan.lift.precision == "fp32" else plan.lift.precision,
+                           num_steps=plan.lift_steps, num_samples=plan.lift_samples)
+    except LifterWeightsError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def build_refiner(plan: RunPlan, body: BodyModel) -> OnlineRefiner:
+    """The fixed-lag keypoint fit as ``plan.refine`` says: its prior's backend and precision,
+    the lag and the fit's settings."""
+    try:
+        prior = load_prior_denoiser(plan.refine.backend, weights=plan.weights, precision=plan.refine.precision, threads=plan.refine.threads)
+    except LifterWeightsError as exc:
+        raise ConfigError(str(exc)) from None
+    return OnlineRefiner(KeypointFitter(prior, body, plan.fit_settings()), lag=plan.refine_lag)
