@@ -35,7 +35,7 @@ from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix
 from engines.lifting.lifter import Lifter, rotation_mean
 from engines.diffusion.weights import load_denoiser
-from engines.training.synthetic_views import ViewConfig, make_views, simulate_world_landmarks
+from engines.training.synthetic_views import WORLD_NOISE, ViewConfig, make_views, simulate_world_landmarks
 from engines.training.metrics import joint_errors
 from engines.training.train import MocapPoses
 
@@ -122,7 +122,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     g = torch.Generator().manual_seed(args.seed)
     views = make_views(body, heldout.batch(args.frames, g), KEYPOINT_CONDITIONS[args.keypoints], g)
     # Drawn from their own generator, so the views are the same with and without them.
-    world = simulate_world_landmarks(views.keypoints_cam, torch.Generator().manual_seed(args.seed + 100)) \
+    world = simulate_world_landmarks(views.keypoints_cam, torch.Generator().manual_seed(args.seed + 100),
+                                     WORLD_NOISE[args.world_noise]) \
         if args.world_landmarks else None
     denoiser = load_denoiser(args.weights)
     if args.world_landmarks and not denoiser.config.world_landmarks:
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keypoints", choices=sorted(KEYPOINT_CONDITIONS), default="detector",
                    help="detector (default): detector-like noise as in training; clean: noise-free; "
                         "coco17: only the 17 COCO points")
+    p.add_argument("--world-noise", choices=sorted(WORLD_NOISE), default="points",
+                   help="the simulated world landmarks' error model (synthetic_views.WORLD_NOISE)")
     p.add_argument("--world-landmarks", action="store_true",
                    help="give a network trained with them simulated world landmarks too")
     p.add_argument("--calibrate", action="store_true",

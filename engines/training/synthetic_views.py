@@ -265,7 +265,11 @@ class WorldLandmarkNoise:
     onto our fitted bodies by a similarity transform, sit 7-8 cm from them on average
     (``docs/refinement.md``); a monocular network errs most along the camera axis, so the
     depth share is the larger one, and it sometimes puts a whole forearm or shin on the
-    wrong side in depth."""
+    wrong side in depth.
+
+    The default (:data:`WORLD_NOISE` ``"points"``) puts most of the error into independent
+    per-point noise; ``"limbs"`` turns whole bones about their joints instead (bones keep
+    their length, as the real landmarks nearly do: ``docs/lifter.md``)."""
 
     lateral_sd: float = 0.03  # metres, x and y (camera frame), per point
     depth_sd: float = 0.06  # metres, z, per point
@@ -274,6 +278,18 @@ class WorldLandmarkNoise:
     scale_sd: float = 0.05  # relative, whole body
     rotation_sd_deg: float = 5.0  # whole body, about a random axis
     dropout_prob: float = 0.03  # per frame: no landmarks at all (zeros)
+    turn_depth_sd_deg: float = 0.0  # per bone: a turn about its joint that moves its end in depth
+    turn_lateral_sd_deg: float = 0.0  # per bone: a turn about the camera axis (across the image)
+    torso_turn_sd_deg: float = 0.0  # the upper body turned about the hips, in depth
+
+
+#: The error models by name: ``points`` (the shipped lifter's training) and ``limbs`` (the
+#: same overall size, spent on turns of whole bones; ``docs/lifter.md``).
+WORLD_NOISE = {
+    "points": WorldLandmarkNoise(),
+    "limbs": WorldLandmarkNoise(lateral_sd=0.01, depth_sd=0.02, limb_depth_sd=0.0, turn_depth_sd_deg=12.5,
+                                turn_lateral_sd_deg=5.0, torso_turn_sd_deg=5.0),
+}
 
 
 #: Limbs (root point first) whose depth a monocular network flips: forearms and shins.
@@ -284,19 +300,65 @@ _FLIP_LIMBS = tuple(tuple(BLAZEPOSE33_NAMES.index(n) for n in names) for names i
     ("right_knee", "right_ankle", "right_heel", "right_foot_index"),
 ))
 
+#: Bones turned about their joint (joint first, then every point the turn carries), parents
+#: before children: upper arms, forearms, thighs, shins.
+_TURN_BONES = tuple(tuple(BLAZEPOSE33_NAMES.index(n) for n in names) for names in (
+    ("left_shoulder", "left_elbow", "left_wrist", "left_pinky", "left_index", "left_thumb"),
+    ("right_shoulder", "right_elbow", "right_wrist", "right_pinky", "right_index", "right_thumb"),
+    ("left_hip", "left_knee", "left_ankle", "left_heel", "left_foot_index"),
+    ("right_hip", "right_knee", "right_ankle", "right_heel", "right_foot_index"),
+)) + _FLIP_LIMBS
+#: Everything above the hips (turned with the torso).
+_UPPER_BODY = tuple(range(0, 23))
+
+
+def _turn(w: torch.Tensor, joint: int, carried: list[int], R: torch.Tensor) -> torch.Tensor:
+    """Turn the points ``carried`` of (B, 33, 3) ``w`` about point ``joint`` by (B, 3, 3) ``R``."""
+    pivot = w[:, joint:joint + 1]
+    out = w.clone()
+    out[:, carried] = (w[:, carried] - pivot) @ R.transpose(1, 2) + pivot
+    return out
+
+
+def _depth_turn(w: torch.Tensor, joint: int, end: int, angle: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) turns by ``angle`` (B,) about the axis across both the bone joint->end and
+    the camera axis: the end moves along the bone's depth direction, its length kept."""
+    bone = w[:, end] - w[:, joint]
+    z = torch.zeros_like(bone)
+    z[:, 2] = 1.0
+    axis = torch.linalg.cross(bone, z)
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    return axis_angle_to_matrix(axis * angle[:, None])
+
 
 @torch.no_grad()
 def simulate_world_landmarks(points_cam: torch.Tensor, g: torch.Generator,
                              noise: WorldLandmarkNoise | None = None) -> torch.Tensor:
     """World landmarks (B, 33, 3), metres, origin between the hips, as the landmark network
     would give them for bodies whose true camera-frame BlazePose-33 points are ``points_cam``
-    (B, 33, 3), with the errors of ``noise``: in the frame of the ray through the hips (the
-    network sees a crop; ``features.world_landmarks_to_camera`` turns them back)."""
-    n = noise or WorldLandmarkNoise()
+    (B, 33, 3), with the errors of ``noise`` (default ``WORLD_NOISE["points"]``): in the frame
+    of the ray through the hips (the network sees a crop;
+    ``features.world_landmarks_to_camera`` turns them back)."""
+    n = noise or WORLD_NOISE["points"]
     B = points_cam.shape[0]
     dev = points_cam.device
     hips = points_cam[:, [23, 24]].mean(1, keepdim=True)
     w = (points_cam - hips).clone()
+    deg = math.pi / 180
+    if n.torso_turn_sd_deg > 0:
+        # Leaning the torso in depth: a turn about the hips' left-right axis.
+        across = w[:, 24] - w[:, 23]
+        across = across / across.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        angle = n.torso_turn_sd_deg * deg * torch.randn(B, 1, generator=g, device=dev)
+        w = torch.cat([w[:, :23] @ axis_angle_to_matrix(across * angle).transpose(1, 2), w[:, 23:]], dim=1)
+    if n.turn_depth_sd_deg > 0 or n.turn_lateral_sd_deg > 0:
+        z = torch.tensor([0.0, 0.0, 1.0], device=dev)
+        for bone in _TURN_BONES:
+            joint, carried = bone[0], list(bone[1:])
+            R = _depth_turn(w, joint, bone[1], n.turn_depth_sd_deg * deg * torch.randn(B, generator=g, device=dev))
+            lateral = n.turn_lateral_sd_deg * deg * torch.randn(B, 1, generator=g, device=dev)
+            R = axis_angle_to_matrix(z * lateral) @ R
+            w = _turn(w, joint, carried, R)
     for limb in _FLIP_LIMBS:
         flip = torch.rand(B, generator=g, device=dev) < n.flip_prob
         root_z = w[:, limb[0], 2:3]

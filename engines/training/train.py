@@ -34,7 +34,7 @@ from engines.body.body_model import BodyModel
 from engines.diffusion.denoiser import BETAS, ROTATIONS, DenoiserConfig, PoseDenoiser, build_denoiser
 from engines.diffusion.features import COND_DIM, WORLD_COND_DIM, condition_features
 from engines.diffusion.schedule import DDIMScheduler
-from engines.training.synthetic_views import ViewConfig, WorldLandmarkNoise, make_views, simulate_world_landmarks
+from engines.training.synthetic_views import WORLD_NOISE, ViewConfig, WorldLandmarkNoise, make_views, simulate_world_landmarks
 
 log = logging.getLogger("smplstream.train")
 
@@ -110,25 +110,26 @@ def draw_timesteps(B: int, scheduler: DDIMScheduler, g: torch.Generator, recipe:
 WORLD_ABSENT_SHARE = 0.3
 
 
-def view_condition(views, g: torch.Generator, world: bool) -> torch.Tensor:
+def view_condition(views, g: torch.Generator, world: bool, noise: WorldLandmarkNoise | None = None) -> torch.Tensor:
     """The denoiser condition of training views; with ``world``, world landmarks simulated
-    from the true points (:func:`simulate_world_landmarks`), withheld for
-    :data:`WORLD_ABSENT_SHARE` of the rows."""
+    from the true points (:func:`simulate_world_landmarks` with the error model ``noise``),
+    withheld for :data:`WORLD_ABSENT_SHARE` of the rows."""
     if not world:
         return condition_features(views.keypoints)
     B = views.keypoints.shape[0]
-    wl = simulate_world_landmarks(views.keypoints_cam, g, WorldLandmarkNoise())
+    wl = simulate_world_landmarks(views.keypoints_cam, g, noise)
     absent = torch.rand(B, generator=g, device=g.device) < WORLD_ABSENT_SHARE
     wl = torch.where(absent[:, None, None], torch.zeros_like(wl), wl)
     return condition_features(views.keypoints, wl, world=True)
 
 
 def training_loss(model: PoseDenoiser, body: BodyModel, scheduler: DDIMScheduler, views, g: torch.Generator,
-                  joint_weight: float = 10.0, timesteps: str = "uniform") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                  joint_weight: float = 10.0, timesteps: str = "uniform",
+                  world_noise: WorldLandmarkNoise | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Diffusion regression loss on one batch of views (parts as tensors: reading them
     every step would stall a GPU)."""
     B = views.x0.shape[0]
-    cond = view_condition(views, g, model.config.world_landmarks)
+    cond = view_condition(views, g, model.config.world_landmarks, world_noise)
     t = draw_timesteps(B, scheduler, g, timesteps)
     noise = torch.randn(views.x0.shape, generator=g, device=g.device)
     x_t = scheduler.add_noise(views.x0, noise, t)
@@ -149,11 +150,13 @@ class HeldoutProbe:
     cheap enough to draw a curve on the device that trains."""
 
     def __init__(self, data: str | Path, body: BodyModel, device, frames: int = 1000, samples: int = 4,
-                 steps: tuple[int, ...] = (1, 4), seed: int = 0, world: bool = False):
+                 steps: tuple[int, ...] = (1, 4), seed: int = 0, world: bool = False,
+                 world_noise: WorldLandmarkNoise | None = None):
         g = torch.Generator(device=device).manual_seed(seed)
         views = make_views(body, MocapPoses(data, heldout=True, device=device).batch(frames, g), ViewConfig(), g)
         # With world landmarks: every view has them (the probe measures what they give).
-        self.cond = condition_features(views.keypoints, simulate_world_landmarks(views.keypoints_cam, g), world=world) \
+        self.cond = condition_features(views.keypoints, simulate_world_landmarks(views.keypoints_cam, g, world_noise),
+                                       world=world) \
             if world else condition_features(views.keypoints)
         self.true = views.joints_cam - views.trans_cam[:, None]
         self.body, self.samples, self.steps, self.seed, self.device = body, samples, steps, seed, device
@@ -281,6 +284,7 @@ def train(args: argparse.Namespace) -> Path:
             "config": config.to_dict(), "views": asdict(view_cfg), "batch": args.batch, "lr": args.lr,
             "steps": args.steps, "minutes": args.minutes, "timesteps": args.timesteps, "seed": args.seed,
             "world_absent_share": WORLD_ABSENT_SHARE if config.world_landmarks else None,
+            "world_noise": args.world_noise if config.world_landmarks else None,
             "device": str(device), "body_model": body.name}
     with np.load(args.data) as d:
         if "source_sha256" in d.files:  # a compact copy: name the full dataset too
@@ -288,7 +292,9 @@ def train(args: argparse.Namespace) -> Path:
     if init is not None:
         meta["init"] = {"weights": str(init_path), "sha256": file_sha256(init_path)}
     (out / "run.json").write_text(json.dumps(meta, indent=2))
-    probe = HeldoutProbe(args.data, body, device, world=config.world_landmarks) if args.probe_every else None
+    world_noise = WORLD_NOISE[args.world_noise]
+    probe = HeldoutProbe(args.data, body, device, world=config.world_landmarks, world_noise=world_noise) \
+        if args.probe_every else None
 
     stop = {"now": False}
 
@@ -321,7 +327,8 @@ def train(args: argparse.Namespace) -> Path:
             for group in opt.param_groups:
                 group["lr"] = lr
             views = make_views(body, data.batch(args.batch, g), view_cfg, g)
-            loss, parts = training_loss(model, body, scheduler, views, g, timesteps=args.timesteps)
+            loss, parts = training_loss(model, body, scheduler, views, g, timesteps=args.timesteps,
+                                        world_noise=world_noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -416,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--arch", choices=["mlp", "tokens"], default=DenoiserConfig.arch,
                    help="denoiser network: residual MLP, or joints and keypoints as tokens (transformer)")
+    p.add_argument("--world-noise", choices=sorted(WORLD_NOISE), default="points",
+                   help="the simulated world landmarks' error model (synthetic_views.WORLD_NOISE)")
     p.add_argument("--world-landmarks", action="store_true",
                    help="condition on BlazePose's world landmarks too (simulated in training); with --init "
                         "of a network without them, its condition grows by zero-initialised columns")
