@@ -223,14 +223,22 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname).1s [%(threadName)s] %(name)s: %(message)s",
                         stream=sys.stderr)
+    from .security import Redactor
+
+    # A source URL's credentials never reach the logs or an error line (the sources show it
+    # redacted already; this also catches what libraries print).
+    redact = Redactor(getattr(args, "source", None))
+    redact.install()
     try:
         return args.func(args)
     except PipelineError as exc:
-        print(f"smplstream: error: {exc}", file=sys.stderr)
+        print(f"smplstream: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except SmplstreamError as exc:
-        print(f"smplstream: error: {exc}", file=sys.stderr)
+        print(f"smplstream: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("smplstream: interrupted", file=sys.stderr)
         return 130
+    finally:
+        redact.uninstall()

@@ -1,4 +1,9 @@
-"""CurveZMQ encryption and client authentication for the stream.
+"""Keeping the stream and its secrets safe: credentials in source URLs redacted wherever a
+source is shown or stored, CurveZMQ encryption and client authentication for the stream.
+
+A source such as ``rtsp://user:password@camera/stream?token=...`` is opened with its real
+URL, and shown everywhere else (wire header, logs, stats, errors) as
+:func:`redact_url` gives it: ``rtsp://***@camera/stream?token=***``.
 
 ``smplstream keys DIR`` writes one key pair for the publisher (``server``) and one for a
 subscriber (``client``), and authorises that client:
@@ -16,8 +21,11 @@ a subscriber whose key is not authorised receives nothing.
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import zmq
 import zmq.auth
@@ -26,6 +34,98 @@ from zmq.auth.thread import ThreadAuthenticator
 from .errors import ConfigError
 
 AUTHORIZED = "authorized_clients"
+
+
+#: Query parameters whose values are credentials (compared in lower case).
+SECRET_QUERY_KEYS = frozenset({"token", "access_token", "auth", "authorization", "key", "apikey", "api_key",
+                               "password", "passwd", "pass", "pwd", "secret", "signature", "sig", "credential",
+                               "credentials", "session", "sessionid"})
+REDACTED = "***"
+
+
+def _is_secret_key(name: str) -> bool:
+    name = name.lower()
+    return name in SECRET_QUERY_KEYS or any(k in name for k in ("token", "secret", "passw"))
+
+
+def _secret_spans(url: str) -> list[str]:
+    """The substrings of ``url`` that are credentials: its userinfo and the values of
+    secret-looking query parameters (as written, and percent-decoded)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    found = []
+    if "@" in parts.netloc:
+        found.append(parts.netloc.rsplit("@", 1)[0])
+        if parts.password:
+            found.append(parts.password)
+    for query in (parts.query, parts.fragment):
+        for raw in query.split("&"):
+            name, _, value = raw.partition("=")
+            if value and _is_secret_key(name):
+                found.append(value)
+    return [f for s in found for f in {s, unquote(s)} if len(f) >= 3]
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its credentials replaced by ``***``: the userinfo (``user:password@``)
+    and the values of query parameters such as ``token``, ``key``, ``password``, ``auth``.
+    Anything that is not a URL comes back as it is."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = REDACTED + "@" + netloc.rsplit("@", 1)[1]
+
+    def clean(query: str) -> str:
+        out = []
+        for raw in query.split("&"):
+            name, eq, value = raw.partition("=")
+            out.append(f"{name}{eq}{REDACTED}" if value and _is_secret_key(name) else raw)
+        return "&".join(out)
+
+    rebuilt = f"{parts.scheme}://{netloc}{parts.path}"
+    if parts.query:
+        rebuilt += "?" + clean(parts.query)
+    if parts.fragment:
+        rebuilt += "#" + clean(parts.fragment)
+    return rebuilt
+
+
+class Redactor:
+    """Replaces the credentials of some URLs in any text; as a logging filter (installed on
+    the handlers by :meth:`install`) it cleans every record before it is written."""
+
+    def __init__(self, *urls: str | None):
+        spans = {s for u in urls if u for s in _secret_spans(str(u))}
+        # Longest first, so a password inside the userinfo is not left half replaced.
+        self.pattern = re.compile("|".join(map(re.escape, sorted(spans, key=len, reverse=True)))) if spans else None
+
+    def __call__(self, text: str) -> str:
+        return text if self.pattern is None else self.pattern.sub(REDACTED, text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.pattern is not None:
+            message = record.getMessage()
+            clean = self(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = self(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+        return True
+
+    def install(self) -> None:
+        """Filter every handler of the root logger (the records of all loggers end there)."""
+        if self.pattern is not None:
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(self)
+
+    def uninstall(self) -> None:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self)
 
 
 def reject_nul(value: str | Path | None, what: str) -> None:

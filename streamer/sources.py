@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import SourceError
 from .frames import Frame
+from .security import redact_url
 
 log = logging.getLogger("smplstream.source")
 
@@ -144,16 +145,16 @@ class NetworkStreamSource:
 
     def __init__(self, url: str, *, open_timeout: float = 10.0, read_timeout: float = 5.0,
                  max_retries: int = 10):
-        self.url = url
-        self.name = url
+        self.url = url  # used only to open the stream: it may hold credentials
+        self.name = redact_url(url)  # what is shown and stored (streamer.security)
         self.timeout = (open_timeout, read_timeout)
         self.max_retries = max_retries
         self.reconnects = 0
         self.decode_errors = 0
         self.gap_seconds = 0.0
         self.frames_missed = 0  # estimated from the gaps' durations and the frame rate
-        self._container = _open_container(url, url, timeout=self.timeout, options=self._options())
-        self._stream = _video_stream(self._container, url)
+        self._container = _open_container(url, self.name, timeout=self.timeout, options=self._options())
+        self._stream = _video_stream(self._container, self.name)
         self.size = (self._stream.codec_context.width, self._stream.codec_context.height)
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else None
@@ -192,14 +193,15 @@ class NetworkStreamSource:
                             first = last_time + gap if last_time is not None else None
                             offset = (first - t) if first is not None and t is not None else 0.0
                             log.warning("%s: about %d frame(s) missed during the %.1f s gap; "
-                                        "resuming at frame %d", self.url, skipped, gap, index)
+                                        "resuming at frame %d", self.name, skipped, gap, index)
                     stream_time = t + offset if t is not None else None
                     yield _to_frame(frame, index, stream_time, self)
                     last_time, last_wall = stream_time, now
                     index += 1
-                log.warning("%s: stream ended", self.url)
+                log.warning("%s: stream ended", self.name)
             except av.error.FFmpegError as exc:
-                log.warning("%s: stream dropped after frame %d: %s", self.url, index - 1, exc)
+                log.warning("%s: stream dropped after frame %d: %s", self.name, index - 1,
+                            str(exc).replace(self.url, self.name))
             if not self._reconnect():
                 return
 
@@ -214,19 +216,19 @@ class NetworkStreamSource:
             time.sleep(delay)
             self._connected_at = time.monotonic()
             try:
-                self._container = _open_container(self.url, self.url, timeout=self.timeout,
+                self._container = _open_container(self.url, self.name, timeout=self.timeout,
                                                   options=self._options())
-                self._stream = _video_stream(self._container, self.url)
+                self._stream = _video_stream(self._container, self.name)
             except SourceError as exc:
-                log.warning("%s: reconnect attempt %d/%d failed: %s", self.url, attempt,
+                log.warning("%s: reconnect attempt %d/%d failed: %s", self.name, attempt,
                             self.max_retries, exc)
                 delay = min(delay * 2, 8.0)
                 continue
             self.reconnects += 1
-            log.warning("%s: reconnected after %.1f s (reconnect #%d)", self.url,
+            log.warning("%s: reconnected after %.1f s (reconnect #%d)", self.name,
                         self._connected_at - lost_at, self.reconnects)
             return True
-        log.error("%s: gave up after %d reconnect attempts", self.url, self.max_retries)
+        log.error("%s: gave up after %d reconnect attempts", self.name, self.max_retries)
         return False
 
     def close(self) -> None:
@@ -366,7 +368,7 @@ def open_source(spec: str, *, live: bool | None = None, width: int | None = None
     if scheme in NETWORK_SCHEMES:
         return NetworkStreamSource(spec)
     if scheme and len(scheme) > 1 and "://" in spec:
-        raise SourceError(f"{spec}: unsupported scheme '{scheme}://' (use one of "
+        raise SourceError(f"{redact_url(spec)}: unsupported scheme '{scheme}://' (use one of "
                           f"{', '.join(s + '://' for s in NETWORK_SCHEMES)}, a file, a folder or a camera index)")
     path = Path(spec)
     if path.is_dir():
@@ -385,7 +387,8 @@ def _open_container(target: str, name: str, *, timeout, options: dict[str, str] 
         raise SourceError(f"{name}: timed out waiting for data (is the stream live and the URL "
                           "right?)") from None
     except av.error.FFmpegError as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
+        # FFmpeg's message may quote the URL it was given: only the shown name goes out.
+        reason = (getattr(exc, "strerror", None) or str(exc)).replace(target, name)
         if "://" in name:
             raise SourceError(f"{name}: could not open stream: {reason} (is the server running and "
                               "the URL right?)") from None
