@@ -35,6 +35,7 @@ class Detection:
     image_points: np.ndarray
     object_points: np.ndarray
     ids: np.ndarray
+    how: str = ""  # which try of the detection cascade found it (for the report)
 
 
 @dataclass(frozen=True)
@@ -132,29 +133,58 @@ class BoardSpec:
         return img, origin
 
     # -- detection ------------------------------------------------------------------------------
-    def detect(self, gray: np.ndarray, max_side: int = 1280) -> Detection | None:
+    def detect(self, gray: np.ndarray, max_side: int = 1280, tries: str = "all") -> Detection | None:
         """Find the board's corners in a grayscale image (subpixel); None when not found.
 
-        Large images are searched at reduced size and refined at full resolution.
+        A checkerboard is searched by a cascade, cheapest first: OpenCV's SB detector at
+        ``max_side`` pixels at most, the classic detector at 800 pixels with its fast check,
+        then both at full resolution, the classic one without the fast check: the reduced-size
+        tries miss small or low-contrast boards that the full-size ones find
+        (``docs/calibration.md``). ``tries``: ``"fast"`` (the reduced-size ones), ``"full"``
+        (the full-size ones) or ``"all"``. A ChArUco board is tried with white markers on
+        black too (an inverted print) and in a mirrored image (webcams that mirror their
+        picture), all of that being fast. ``Detection.how`` says which try found it.
         """
         if gray.ndim != 2:
             raise ValueError("detect: expects a single-channel image")
-        return self._detect_charuco(gray) if self.charuco else self._detect_checkerboard(gray, max_side)
+        if tries not in ("fast", "full", "all"):
+            raise ValueError(f"detect: tries must be fast, full or all, not {tries!r}")
+        if self.charuco:
+            return None if tries == "full" else self._detect_charuco(gray)
+        return self._detect_checkerboard(gray, max_side, tries)
 
-    def _detect_checkerboard(self, gray: np.ndarray, max_side: int) -> Detection | None:
+    def detection_tries(self, size: tuple[int, int], max_side: int = 1280) -> str:
+        """What :meth:`detect` tries on an image of ``size`` (width, height), as words."""
+        if self.charuco:
+            return "ChArUco markers as printed, inverted, and in the mirrored image"
+        side = max(size)
+        tries = [f"SB at {min(side, max_side)} px", f"classic at {min(side, 800)} px"]
+        if side > 800:
+            tries.append(f"{'SB and classic' if side > max_side else 'classic'} at full size ({side} px)")
+        return ", ".join(tries)
+
+    def _detect_checkerboard(self, gray: np.ndarray, max_side: int, tries: str) -> Detection | None:
         pattern = (self.cols, self.rows)
-        scale = min(1.0, max_side / max(gray.shape))
-        small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        ok, corners = cv2.findChessboardCornersSB(small, pattern, flags=cv2.CALIB_CB_NORMALIZE_IMAGE)
-        if not ok:
-            # the classic detector as a fallback, at <= 800 px where it costs ~25 ms (1.0 s at 1768 px)
-            scale = min(1.0, 800 / max(gray.shape))
+        side = max(gray.shape)
+        fast = [("SB", max_side), ("classic", 800)]
+        # Full size after the cheap tries: up to a second an image (docs/calibration.md).
+        full = ([("SB", side)] if side > max_side else []) + ([("classic", side)] if side > 800 else [])
+        corners, how, scale = None, "", 1.0
+        for detector, limit in {"fast": fast, "full": full, "all": fast + full}[tries]:
+            scale = min(1.0, limit / side)
             small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            ok, corners = cv2.findChessboardCorners(
-                small, pattern,
-                flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE | cv2.CALIB_CB_FAST_CHECK,
-            )
-        if not ok or corners is None:
+            if detector == "SB":
+                ok, corners = cv2.findChessboardCornersSB(small, pattern, flags=cv2.CALIB_CB_NORMALIZE_IMAGE)
+            else:
+                # The fast check rejects images without a board quickly, and some with one:
+                # only the reduced-size try takes it.
+                check = cv2.CALIB_CB_FAST_CHECK if limit < side else 0
+                ok, corners = cv2.findChessboardCorners(
+                    small, pattern, flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE | check)
+            if ok and corners is not None:
+                how = f"{detector} detector at {'full size' if scale == 1.0 else f'{round(side * scale)} px'}"
+                break
+        else:
             return None
         corners = corners.reshape(-1, 1, 2).astype(np.float32)
         if scale != 1.0:
@@ -171,17 +201,29 @@ class BoardSpec:
         crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-3)
         corners = cv2.cornerSubPix(gray, corners, (win, win), (-1, -1), crit)
         ids = np.arange(self.num_corners)
-        return Detection(corners.reshape(-1, 2), self.object_points(), ids)
+        return Detection(corners.reshape(-1, 2), self.object_points(), ids, how)
 
     def _detect_charuco(self, gray: np.ndarray) -> Detection | None:
         detector = cv2.aruco.CharucoDetector(self.charuco_board())
-        corners, ids, _marker_corners, _marker_ids = detector.detectBoard(gray)
-        if ids is None or len(ids) < 6:
+        width = gray.shape[1]
+        for inverted, mirrored in ((False, False), (True, False), (False, True), (True, True)):
+            image = 255 - gray if inverted else gray
+            image = cv2.flip(image, 1) if mirrored else image
+            corners, ids, _marker_corners, _marker_ids = detector.detectBoard(image)
+            if ids is not None and len(ids) >= 6 and not self.charuco_board().checkCharucoCornersCollinear(
+                    ids.reshape(-1, 1).astype(np.int32)):
+                break
+        else:
             return None
+        how = "ChArUco" + (", inverted (white markers)" if inverted else "") + (", mirrored image" if mirrored else "")
         ids = ids.reshape(-1).astype(np.int64)
-        board = self.charuco_board()
-        if board.checkCharucoCornersCollinear(ids.reshape(-1, 1).astype(np.int32)):
-            return None
+        obj = self.object_points()[ids]
+        if mirrored:
+            # Back into the image as given; the board seen in a mirror is the mirrored board,
+            # which, being planar, a real camera sees as it is: x -> -x keeps the geometry.
+            corners = corners.reshape(-1, 2).copy()
+            corners[:, 0] = width - 1 - corners[:, 0]
+            obj = obj * np.array([-1.0, 1.0, 1.0], np.float32)
         corners = corners.reshape(-1, 1, 2).astype(np.float32)
         # ChArUco corners come from marker homographies; a small cornerSubPix window (clear of
         # the markers) refines them on the saddle points: synthetic RMS 0.19 -> 0.15 px, while a
@@ -192,5 +234,4 @@ class BoardSpec:
         win = int(np.clip(d.min() * 0.12, 2, 11))
         crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-3)
         corners = cv2.cornerSubPix(gray, corners, (win, win), (-1, -1), crit)
-        obj = self.object_points()[ids]
-        return Detection(corners.reshape(-1, 2), obj, ids)
+        return Detection(corners.reshape(-1, 2), obj, ids, how)

@@ -24,6 +24,18 @@ from calibration.camera import Camera, CameraError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MIN_VIEWS = 5
+#: Below MIN_VIEWS a pinhole calibration still runs from this many views, with a warning,
+#: when the views pin the focal length down to FEW_VIEWS_MAX_FOCAL_ERROR (relative, 1 sigma),
+#: with the few-views model (FEW_VIEWS_FLAGS).
+FEW_VIEWS_MIN = 3
+FEW_VIEWS_MAX_FOCAL_ERROR = 0.10
+#: Few views cannot tell the principal point and the higher distortion terms from the focal
+#: length (on 4 real webcam views they left it +-14 %; with these fixed, +-3.5 %).
+FEW_VIEWS_FLAGS = cv2.CALIB_FIX_PRINCIPAL_POINT | cv2.CALIB_ZERO_TANGENT_DIST | cv2.CALIB_FIX_K3
+#: Video frames that get the detector's full-size tries (the rest only the fast ones): the
+#: full-size tries cost up to a second an image.
+VIDEO_THOROUGH_FRAMES = 60
+DUPLICATE_FRACTION = 0.0025  # of the image diagonal: corners this close (mean) make a duplicate view
 COVERAGE_GRID = (8, 6)  # cells across x, y for coverage scoring and reporting
 
 
@@ -52,6 +64,10 @@ class CalibrationResult:
     frames_read: int = 0
     rejected: dict[str, list[str]] = field(default_factory=dict)  # reason -> view names
     coverage: float = 0.0  # fraction of COVERAGE_GRID cells holding a used corner
+    warnings: list[str] = field(default_factory=list)
+    focal_sigma: tuple[float, float] | None = None  # 1-sigma error of fx, fy (px) where estimated
+    frame_names: list[str] = field(default_factory=list)  # every frame looked at, in order
+    detection_tries: str = ""  # what the detector tried on each frame (BoardSpec.detection_tries)
 
     def summary(self) -> str:
         c = self.camera
@@ -62,6 +78,8 @@ class CalibrationResult:
             f"model: {c.model}  image: {c.width}x{c.height}",
             f"fx={c.fx:.2f} fy={c.fy:.2f} cx={c.cx:.2f} cy={c.cy:.2f}  (fov {c.fov_deg()[0]:.1f} x {c.fov_deg()[1]:.1f} deg)",
             f"dist_coeffs: {' '.join(f'{v:.6g}' for v in c.dist)}",
+            *([f"focal length error (1 sigma, from the fit's covariance): fx +-{self.focal_sigma[0]:.1f} px, "
+               f"fy +-{self.focal_sigma[1]:.1f} px"] if self.focal_sigma else []),
             f"RMS reprojection error: {self.rms:.3f} px; per view: min {self.per_view_errors.min():.3f}, "
             f"median {np.median(self.per_view_errors):.3f}, max {self.per_view_errors.max():.3f}",
             f"image coverage: {100 * self.coverage:.0f}% of a {COVERAGE_GRID[0]}x{COVERAGE_GRID[1]} grid",
@@ -70,7 +88,26 @@ class CalibrationResult:
             lines.append("warning: corners cover little of the image; add views with the board near the edges and corners")
         if self.rms > 1.0:
             lines.append("warning: RMS above 1 px; check the board size/square, focus, and the --model")
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def report(self) -> list[str]:
+        """One line per frame looked at: whether the board was found (and by which try of
+        the detector), and what became of the view, or why not."""
+        used = {v.name: v for v in self.views}
+        why = {name: reason for reason, names in self.rejected.items() for name in names}
+        lines = []
+        for name in self.frame_names:
+            if name in used:
+                lines.append(f"{name}: found ({used[name].detection.how}); used")
+            elif why.get(name) == "no board":
+                lines.append(f"{name}: not found (tried {self.detection_tries})")
+            elif why.get(name) == "no board, fast tries only":
+                lines.append(f"{name}: not found (fast tries only: full-size tries go to the first "
+                             f"{VIDEO_THOROUGH_FRAMES} video frames without a board)")
+            elif name in why:
+                lines.append(f"{name}: found; not used: {why[name]}")
+        return lines
 
     def metadata(self) -> dict:
         """Fields written next to the intrinsics in the camera file."""
@@ -80,6 +117,8 @@ class CalibrationResult:
             "per_view_errors": self.per_view_errors.astype(np.float64),
             "coverage": float(self.coverage),
             "board": self.board.describe(),
+            **({"warnings": "; ".join(self.warnings)} if self.warnings else {}),
+            **({"focal_sigma_px": np.asarray(self.focal_sigma, np.float64)} if self.focal_sigma else {}),
             "calibrated_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
 
@@ -152,16 +191,22 @@ def detect_views(
     board: BoardSpec,
     blur_ratio: float = 0.3,
     duplicate_px: float | None = None,
+    thorough_frames: int | None = None,
 ) -> tuple[list[View], dict[str, list[str]], tuple[int, int], int]:
     """Detect the board in each frame and drop blurred and near-duplicate views.
 
+    ``thorough_frames``: at most this many frames without a board found by the fast tries
+    get the detector's full-size tries (``None``: every frame); the others are rejected as
+    ``"no board, fast tries only"``.
+
     Returns ``(views, rejected, image_size, frames_read)``. A view is blurred when its
     board-region sharpness is below ``blur_ratio`` times the median of all detected views; a
-    duplicate when its corners lie on average within ``duplicate_px`` (default 1% of the image
+    duplicate when its corners lie on average within ``duplicate_px`` (default DUPLICATE_FRACTION of the image
     diagonal) of a kept view's (the sharper of the two is kept).
     """
-    rejected: dict[str, list[str]] = {"no board": [], "blurred": [], "duplicate": []}
+    rejected: dict[str, list[str]] = {"no board": [], "no board, fast tries only": [], "blurred": [], "duplicate": []}
     found: list[View] = []
+    thorough_left = thorough_frames
     size: tuple[int, int] | None = None
     n = 0
     for name, img in frames:
@@ -174,7 +219,14 @@ def detect_views(
                 f"{name}: image is {gray.shape[1]}x{gray.shape[0]} but earlier ones are {size[0]}x{size[1]}; "
                 "calibrate one resolution at a time"
             )
-        det = board.detect(gray)
+        det = board.detect(gray, tries="fast")
+        if det is None and (thorough_left is None or thorough_left > 0):
+            det = board.detect(gray, tries="full")
+            if det is None and thorough_left is not None:
+                thorough_left -= 1
+        elif det is None:
+            rejected["no board, fast tries only"].append(name)
+            continue
         if det is None:
             rejected["no board"].append(name)
             continue
@@ -185,7 +237,10 @@ def detect_views(
         threshold = blur_ratio * float(np.median([v.sharpness for v in found]))
         rejected["blurred"] = [v.name for v in found if v.sharpness < threshold]
         found = [v for v in found if v.sharpness >= threshold]
-    tol = duplicate_px if duplicate_px is not None else 0.01 * math.hypot(*size)
+    # A board held still repeats its corners to within a pixel or two of noise; one moved by
+    # a few pixels is a new view (on real 48-frame videos 1 % threw away 80 % of the views
+    # and moved the focal length 2-11 % from another tool's: docs/calibration.md).
+    tol = duplicate_px if duplicate_px is not None else DUPLICATE_FRACTION * math.hypot(*size)
     kept: list[View] = []
     for v in found:
         for i, k in enumerate(kept):
@@ -279,6 +334,7 @@ def _solve(views: list[View], size: tuple[int, int], model: str, pinhole_flags: 
     obj = [v.detection.object_points.astype(np.float64).reshape(1, -1, 3) for v in views]
     img = [v.detection.image_points.astype(np.float64).reshape(1, -1, 2) for v in views]
     crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-10)
+    sigma = None
     try:
         if model == "fisheye":
             flags = _fisheye_flag("CALIB_RECOMPUTE_EXTRINSIC") | _fisheye_flag("CALIB_FIX_SKEW")
@@ -287,8 +343,9 @@ def _solve(views: list[View], size: tuple[int, int], model: str, pinhole_flags: 
         else:
             obj32 = [o.astype(np.float32) for o in obj]
             img32 = [i.astype(np.float32) for i in img]
-            _, K, D, rvecs, tvecs = cv2.calibrateCamera(obj32, img32, size, None, None,
-                                                        flags=pinhole_flags, criteria=crit)
+            _, K, D, rvecs, tvecs, std_intrinsics, _, _ = cv2.calibrateCameraExtended(
+                obj32, img32, size, None, None, flags=pinhole_flags, criteria=crit)
+            sigma = (float(std_intrinsics[0, 0]), float(std_intrinsics[1, 0]))  # fx, fy, 1 sigma
     except cv2.error as e:
         msg = " ".join(str(e).split())
         raise CalibrationError(f"OpenCV calibration failed ({msg[-160:]}); add more varied views") from None
@@ -311,7 +368,8 @@ def _solve(views: list[View], size: tuple[int, int], model: str, pinhole_flags: 
         errors.append(math.sqrt(float(d2.mean())))
         sq += float(d2.sum())
         n += d2.size
-    return cam, math.sqrt(sq / n), np.array(errors), [np.ravel(r) for r in rvecs], [np.ravel(t) for t in tvecs]
+    return (cam, math.sqrt(sq / n), np.array(errors), [np.ravel(r) for r in rvecs], [np.ravel(t) for t in tvecs],
+            sigma)
 
 
 def calibrate_views(
@@ -323,22 +381,43 @@ def calibrate_views(
     pinhole_flags: int = 0,
 ) -> CalibrationResult:
     """Calibrate from detected views; views with error above ``outlier_factor`` x median (and
-    above 0.5 px) are dropped and the calibration is repeated once."""
+    above 0.5 px) are dropped and the calibration is repeated once.
+
+    Fewer than MIN_VIEWS views: a pinhole calibration from at least FEW_VIEWS_MIN still
+    runs, with the principal point at the image centre, no tangential distortion and k3 = 0
+    (FEW_VIEWS_FLAGS), when the views pin the focal length
+    down (its 1-sigma error, from OpenCV's covariance, under FEW_VIEWS_MAX_FOCAL_ERROR); the
+    result then carries a warning with that error. Otherwise, and always for fisheye (no
+    error estimate), CalibrationError says how many views there are and what to do."""
     if model not in ("pinhole", "fisheye"):
         raise CalibrationError(f"--model: must be pinhole or fisheye, got {model!r}")
-    if len(views) < MIN_VIEWS:
+    few = len(views) < MIN_VIEWS
+    advice = ("check --board (inner corners, COLSxROWS) and show the board sharp, whole and from varied angles")
+    if few and (model == "fisheye" or len(views) < FEW_VIEWS_MIN):
         raise CalibrationError(
-            f"only {len(views)} usable board views (need at least {MIN_VIEWS}); check --board "
-            "(inner corners, COLSxROWS) and show the board sharp, whole and from varied angles"
-        )
-    cam, rms, errs, rvecs, tvecs = _solve(views, size, model, pinhole_flags)
+            f"only {len(views)} usable board views (need at least {MIN_VIEWS}"
+            + ("" if model == "fisheye" else f", or {FEW_VIEWS_MIN} that pin the focal length down") + f"); {advice}")
+    if few:
+        pinhole_flags |= FEW_VIEWS_FLAGS
+    cam, rms, errs, rvecs, tvecs, sigma = _solve(views, size, model, pinhole_flags)
     rejected: list[str] = []
     bad = errs > max(outlier_factor * float(np.median(errs)), 0.5)
     if bad.any() and (~bad).sum() >= MIN_VIEWS:
         rejected = [v.name for v, b in zip(views, bad) if b]
         views = [v for v, b in zip(views, bad) if not b]
-        cam, rms, errs, rvecs, tvecs = _solve(views, size, model, pinhole_flags)
-    res = CalibrationResult(cam, rms, views, errs, rvecs, tvecs, board)
+        cam, rms, errs, rvecs, tvecs, sigma = _solve(views, size, model, pinhole_flags)
+    res = CalibrationResult(cam, rms, views, errs, rvecs, tvecs, board, focal_sigma=sigma)
+    if few:
+        relative = max(sigma[0] / cam.fx, sigma[1] / cam.fy) if sigma else math.inf
+        if not relative < FEW_VIEWS_MAX_FOCAL_ERROR:
+            raise CalibrationError(
+                f"only {len(views)} usable board views, and they leave the focal length uncertain "
+                f"(+-{100 * relative:.0f} %); need at least {MIN_VIEWS}, or views from more varied angles; {advice}")
+        res.warnings.append(
+            f"only {len(views)} board views (5 or more recommended): expect the focal length to be off by about "
+            f"+-{sigma[0]:.0f} px ({100 * relative:.1f} %), with the principal point assumed at the image centre "
+            "and only radial distortion (k1, k2); add views with the board tilted and near the image's edges for "
+            "a reliable calibration")
     res.rejected["reprojection outlier"] = rejected
     res.coverage = coverage_fraction(views, size)
     return res
@@ -351,22 +430,41 @@ def calibrate_images(
     max_views: int = 40,
     blur_ratio: float = 0.3,
     duplicate_px: float | None = None,
+    thorough_frames: int | None = None,
 ) -> CalibrationResult:
-    """Detect, filter, select and calibrate from ``(name, image)`` pairs."""
-    views, rejected, size, n = detect_views(frames, board, blur_ratio, duplicate_px)
+    """Detect, filter, select and calibrate from ``(name, image)`` pairs
+    (``thorough_frames``: see :func:`detect_views`)."""
+    names: list[str] = []
+
+    def named(frames):
+        for name, image in frames:
+            names.append(name)
+            yield name, image
+
+    views, rejected, size, n = detect_views(named(frames), board, blur_ratio, duplicate_px, thorough_frames)
     selected = select_views(views, size, board, max_views)
     kept = {id(v) for v in selected}
     unselected = [v.name for v in views if id(v) not in kept]
-    res = calibrate_views(selected, size, board, model)
+    try:
+        res = calibrate_views(selected, size, board, model)
+    except CalibrationError as exc:
+        found = len(names) - len(rejected["no board"]) - len(rejected["no board, fast tries only"])
+        raise CalibrationError(f"{exc} [board found in {found} of {len(names)} frames; "
+                               f"tried {board.detection_tries(size)}]") from None
     res.frames_read = n
     res.rejected = {**rejected, "not selected": unselected, **res.rejected}
+    res.frame_names = names
+    res.detection_tries = board.detection_tries(size)
     return res
 
 
 def calibrate_source(source: str | Path, board: BoardSpec, model: str = "pinhole", max_views: int = 40,
                      max_frames: int = 300) -> CalibrationResult:
-    """Calibrate from a folder of images or a video file (see :func:`iter_frames`)."""
-    return calibrate_images(iter_frames(source, max_frames), board, model, max_views)
+    """Calibrate from a folder of images or a video file (see :func:`iter_frames`). Every
+    image of a folder gets the detector's full-size tries; of a video, the first
+    VIDEO_THOROUGH_FRAMES frames that need them."""
+    thorough = None if Path(source).is_dir() else VIDEO_THOROUGH_FRAMES
+    return calibrate_images(iter_frames(source, max_frames), board, model, max_views, thorough_frames=thorough)
 
 
 # --- coverage picture --------------------------------------------------------------------------

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-views", type=int, default=40, help="views used for calibration, chosen for coverage (default 40)")
     p.add_argument("--max-frames", type=int, default=300,
                    help="frames looked at; a video is sampled evenly (default 300)")
+    p.add_argument("--report", action="store_true",
+                   help="print one line per frame: board found (by which detector try) and used, or why not "
+                   "(always printed for 50 frames or fewer)")
     return p
 
 
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     except (BoardError, CalibrationError, FileFormatError) as e:
         print(f"calibrate: error: {e}", file=sys.stderr)
         return 2
+    if args.report or result.frames_read <= 50:
+        print("\n".join(result.report()))
     print(result.summary())
     print("per-view RMS (px): " + ", ".join(f"{v.name} {e:.3f}" for v, e in zip(result.views, result.per_view_errors)))
     save_camera(result.camera, args.out, result.metadata())

@@ -115,10 +115,22 @@ def test_calibration_with_more_views_than_max_views(pinhole_views):
 
 
 def test_too_few_views_is_a_clear_error(pinhole_views):
+    with pytest.raises(CalibrationError, match="only 2 usable board views"):
+        calibrate_images(named(pinhole_views[:2]), CHECKER)
     with pytest.raises(CalibrationError, match="only 3 usable board views"):
-        calibrate_images(named(pinhole_views[:3]), CHECKER)
-    with pytest.raises(CalibrationError, match="only 0 usable"):
+        calibrate_images(named(pinhole_views[:3]), CHECKER, "fisheye")  # no error estimate: refused
+    with pytest.raises(CalibrationError, match=r"only 0 usable.*board found in 0 of 6 frames"):
         calibrate_images(named(pinhole_views[:6]), BoardSpec(7, 5, 0.03))  # wrong board size
+
+
+def test_three_views_calibrate_with_a_warning_that_states_the_focal_error(pinhole_views):
+    res = calibrate_images(named(pinhole_views[:3]), CHECKER)
+    assert len(res.views) == 3 and len(res.warnings) == 1 and "only 3 board views" in res.warnings[0]
+    assert "warning: only 3 board views" in res.summary() and "warnings" in res.metadata()
+    true = reference_pinhole()
+    sigma = res.focal_sigma[0]
+    assert 0 < sigma < 0.05 * true.fx
+    assert abs(res.camera.fx - true.fx) < 4 * sigma + 1.0  # the stated error is honest
 
 
 def test_cli_folder(tmp_path, fisheye_views, capsys):
