@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 # taking argv and returning an exit status. Run `smplstream NAME --help` for their options.
 DELEGATED = (
     ("lift", "streamer.lift_file:main", "lift a keypoint file to an AMASS-style SMPL motion file"),
+    ("recover", "streamer.motion_recovery:main",
+     "assemble the motion files of a recording that was killed (kill -9, power cut) from its chunks; "
+     "only once that process has gone"),
     ("mocap-dataset", "engines.mocap.dataset:main",
      "retarget motion capture (HDM05 ASF/AMC, CMU BVH) to SMPL training arrays"),
     ("train-lifter", "engines.training.train:main", "train the diffusion lifter (resumable)"),

@@ -1,10 +1,12 @@
 """Motion files: per track, an AMASS-style ``.npz`` of SMPL parameters and a keypoint
-``.npz`` in the format ``run_stream.py lift`` reads.
+``.npz`` in the format ``run_stream.py lift`` reads (``docs/motion-files.md``).
 
-Files are rewritten whole, to a temporary name then renamed over the old one, every few
-seconds while running and once at the end, so whatever stops the run (Ctrl-C, SIGTERM, a
-failing stage, even a hard kill between flushes) leaves complete, loadable files holding
-everything up to the last flush. Formats: ``docs/motion-files.md``.
+While a run goes on, :class:`MotionRecorder` appends each track's new frames as a small
+chunk file every few seconds (``streamer.motion_chunks``), so memory and the cost of a
+flush stay the same however long the run is. The final files are assembled from the
+chunks (``streamer.motion_assembly``) when a track has not been seen for a while and when
+the run stops, whatever stops it (Ctrl-C, SIGTERM, a failing stage); after a hard kill
+or a power cut, ``smplstream recover DIR`` assembles them from the chunks left behind.
 """
 
 from __future__ import annotations
@@ -13,36 +15,37 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from .atomic_write import FILE_MODE, write_bytes_atomic, write_file_atomic, write_npz_atomic
 from .errors import RecordError
 from .frames import Frame
+from .motion_assembly import Assembled, assemble_track
+from .motion_chunks import PRESENT, ChunkJournal, RunSettings, find_runs, is_live, read_settings
+from .motion_layout import KEYPOINT_ARRAYS, RECORDED_ARRAYS, SMPL_ARRAYS, track_file
+
+# The file helpers and names live in smaller modules now; importers of this one still find them.
+__all__ = ["MotionRecorder", "motion_arrays", "check_writable", "check_no_unfinished_run", "track_file",
+           "write_file_atomic", "write_npz_atomic", "write_bytes_atomic", "FILE_MODE", "SMPL_ARRAYS",
+           "KEYPOINT_ARRAYS"]
 
 log = logging.getLogger("smplstream.record")
 
-# mkstemp creates files readable by the owner only; motion files get the usual mode.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
-
-SMPL_ARRAYS = ("poses", "trans", "betas", "joints")
-KEYPOINT_ARRAYS = {"keypoints_blazepose33": "blazepose33", "keypoints_coco17": "coco17"}
-
 
 class _Column:
-    """One array of a track, every frame in one growing numpy block (not a list of small
-    arrays: a flush then copies blocks instead of looping over frames in Python, and memory
-    per frame is the array's bytes, not an object per frame)."""
+    """One array of a track's current chunk, every frame in one numpy block (not a list of
+    small arrays: a chunk is then written without a loop over frames in Python)."""
 
-    def __init__(self, value: np.ndarray, capacity: int):
-        self.shape, self.dtype = value.shape, value.dtype
-        self.data = np.zeros((capacity, *value.shape), value.dtype)
+    def __init__(self, shape: tuple, capacity: int):
+        self.shape = shape
+        self.data = np.zeros((capacity, *shape), np.float32)  # the motion files hold float32
         self.present = np.zeros(capacity, bool)  # rows (frames) in which the person had it
 
     def grow(self, capacity: int) -> None:
-        data = np.zeros((capacity, *self.shape), self.dtype)
+        data = np.zeros((capacity, *self.shape), np.float32)
         data[: len(self.data)] = self.data
         present = np.zeros(capacity, bool)
         present[: len(self.present)] = self.present
@@ -50,19 +53,28 @@ class _Column:
 
 
 class _Track:
+    """A track's frames since its last chunk, and the little that is kept between chunks."""
+
     def __init__(self, track_id: int):
         self.track_id = track_id
-        self.n = 0  # rows (frames) held
-        self.capacity = 64
-        self.frame_index = np.zeros(self.capacity, np.int64)
-        self.timestamp = np.zeros(self.capacity, np.float64)
-        self.score = np.zeros(self.capacity, np.float32)
-        self.columns: dict[str, _Column] = {}
-        self.dirty = False
+        self.shapes: dict[str, tuple] = {}  # each array's per-frame shape: its first frame's, in every chunk
         self.shape_warned: set[str] = set()
+        self.chunks = 0  # chunks written
+        self.assembled = 0  # chunks the final files were last assembled from
+        self.last_seen = 0.0
+        self.ended = False
+        self._empty(16)
+
+    def _empty(self, capacity: int) -> None:
+        self.n = 0  # rows (frames) held
+        self.capacity = capacity
+        self.frame_index = np.zeros(capacity, np.int64)
+        self.timestamp = np.zeros(capacity, np.float64)
+        self.score = np.zeros(capacity, np.float32)
+        self.columns: dict[str, _Column] = {}
 
     def add_row(self, frame_index: int, timestamp: float, score: float) -> int:
-        if self.n == self.capacity:  # double: amortised O(1) per frame
+        if self.n == self.capacity:  # double: amortised O(1) per frame, up to the chunk's size
             self.capacity *= 2
             for name in ("frame_index", "timestamp", "score"):
                 old = getattr(self, name)
@@ -76,30 +88,69 @@ class _Track:
         self.n += 1
         return row
 
+    def column(self, name: str, shape: tuple) -> _Column:
+        column = self.columns.get(name)
+        if column is None:
+            column = self.columns[name] = _Column(shape, self.capacity)
+        return column
+
+    def take_chunk(self) -> dict[str, np.ndarray]:
+        """The rows held, as a chunk's arrays; the buffers are emptied for the next chunk
+        (same capacity: a steady run allocates nothing new)."""
+        n = self.n
+        arrays = {"frame_index": self.frame_index[:n].copy(), "timestamp": self.timestamp[:n].copy(),
+                  "score": self.score[:n].copy()}
+        for name, column in self.columns.items():
+            arrays[name] = column.data[:n].copy()
+            arrays[PRESENT + name] = column.present[:n].copy()
+            column.present[:n] = False
+        self.n = 0
+        return arrays
+
+    def free(self) -> None:
+        """Drop the buffers of a track that has ended (kept: ids, shapes, counts)."""
+        self._empty(16)
+
 
 class MotionRecorder:
     """Collects persons frame by frame and writes one set of files per track into ``directory``.
 
     ``fps`` is the source's frame rate (``mocap_framerate``), ``body_model`` names the body
     model the parameters belong to, ``image_size`` is (width, height) for keypoint files.
+    Every ``flush_interval`` seconds each track's new frames go to disk as a chunk (and at
+    ``chunk_frames`` frames at the latest); a track unseen for ``track_end_after`` seconds
+    of the stream gets its final files then (assembled in a background thread), every other
+    track at :meth:`close`.
     """
 
+    formats: tuple[str, ...] = ("npz",)
+
     def __init__(self, directory: str | os.PathLike, *, fps: float, body_model: str = "unknown",
-                 image_size: tuple[int, int] | None = None, flush_interval: float = 2.0):
+                 image_size: tuple[int, int] | None = None, flush_interval: float = 2.0,
+                 chunk_frames: int = 512, track_end_after: float | None = 10.0):
         self.directory = Path(directory)
         self.fps = float(fps)
         self.body_model = body_model
         self.image_size = image_size
         self.flush_interval = flush_interval
+        self.chunk_frames = max(1, int(chunk_frames))
+        self.track_end_after = track_end_after
         self.files_written: set[Path] = set()
         self._tracks: dict[int, _Track] = {}
+        self._open: dict[int, _Track] = {}  # tracks seen lately (the others have ended)
+        self._journal: ChunkJournal | None = None
+        self._background: ThreadPoolExecutor | None = None
+        self._pending: list[tuple[_Track, int, Future]] = []
+        self._closed = False
         self._t0: float | None = None
         self._last_flush = time.monotonic()
         self._last_flush_cost = 0.0
         check_writable(self.directory)
+        check_no_unfinished_run(self.directory)
 
     def write(self, frame: Frame) -> None:
-        """Add every person of ``frame`` to its track; flush when the interval has passed."""
+        """Add every person of ``frame`` to its track; write chunks when the interval has
+        passed, final files for tracks that have ended."""
         if self._t0 is None:
             self._t0 = frame.capture_time
         stamp = frame.stream_time if frame.stream_time is not None else frame.capture_time - self._t0
@@ -108,97 +159,135 @@ class MotionRecorder:
             if track is None:
                 track_file(self.directory, person.track_id, ".npz")  # a usable id, before any data
                 track = self._tracks[person.track_id] = _Track(person.track_id)
+            if person.track_id not in self._open:
+                self._open[person.track_id] = track
+                track.ended = False
             row = track.add_row(frame.index, float(stamp), float(person.score))
             for name, value in person.arrays.items():
+                if name not in RECORDED_ARRAYS:
+                    continue  # in no motion file
                 value = np.asarray(value)
-                column = track.columns.get(name)
-                if column is None:
-                    column = track.columns[name] = _Column(value, track.capacity)
-                if value.shape != column.shape:
+                shape = track.shapes.setdefault(name, value.shape)
+                if value.shape != shape or value.dtype.kind not in "biuf":
                     # Recorded as missing in this frame rather than failing the whole file.
                     if name not in track.shape_warned:
                         track.shape_warned.add(name)
-                        log.warning("track %s: '%s' has shape %s in frame %d, not %s as before; "
-                                    "left out of the motion file in such frames", track.track_id, name,
-                                    value.shape, frame.index, column.shape)
+                        what = (f"shape {value.shape} in frame {frame.index}, not {shape} as before"
+                                if value.shape != shape
+                                else f"non-numeric values ({value.dtype}) in frame {frame.index}")
+                        log.warning("track %s: '%s' has %s; left out of the motion file in such frames",
+                                    track.track_id, name, what)
                     continue
+                column = track.column(name, shape)
                 column.data[row] = value
                 column.present[row] = True
-            track.dirty = True
+            track.last_seen = float(stamp)
+            if track.n >= self.chunk_frames:  # memory stays bounded whatever the interval
+                self._write_chunk(track)
+        self._end_unseen(float(stamp))
         now = time.monotonic()
-        # Rewriting whole files costs more as they grow: keep flushing below ~10% of the time.
+        # A slow disk should not take more than about 10% of the time.
         if now - self._last_flush >= max(self.flush_interval, 10 * self._last_flush_cost):
             self.flush()
 
     def flush(self) -> None:
-        """Write every track that changed since the last flush."""
+        """Write the new frames of every track as one chunk each (cost: those frames only)."""
         started = time.monotonic()
-        for track in self._tracks.values():
-            if track.dirty:
-                self._write_track(track)
-                track.dirty = False
+        for track in self._open.values():
+            if track.n:
+                self._write_chunk(track)
         self._last_flush = time.monotonic()
         self._last_flush_cost = self._last_flush - started
 
     def close(self) -> None:
-        self.flush()
+        """Write the last chunks, assemble every track's final files, remove the chunks.
+        If a file cannot be written, the chunks stay for ``smplstream recover`` and the
+        error is raised."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            try:
+                self.flush()
+            finally:
+                self._collect_background()
+            for track in self._tracks.values():
+                if track.chunks > track.assembled:
+                    self._finished(track, track.chunks, self._assemble(track.track_id, track.chunks))
+            if self._journal is not None:
+                self._journal.remove()
+        finally:
+            if self._journal is not None:
+                self._journal.release()
         if self.files_written:
             log.info("wrote %d motion file(s) to %s", len(self.files_written), self.directory)
 
-    # -- formats ---------------------------------------------------------------
+    # -- chunks and assembly ----------------------------------------------------------
 
-    def _write_track(self, track: _Track) -> None:
-        n = track.n
-        base = {
-            "track_id": np.int64(track.track_id),
-            "frame_index": track.frame_index[:n].copy(),
-            "timestamp": track.timestamp[:n].copy(),
-            "score": track.score[:n].copy(),
-        }
-        rows = _complete_rows(track, SMPL_ARRAYS)
-        if rows is not None:
-            column = lambda name: track.columns[name].data[rows]  # noqa: E731
-            extras = {name: column(name) for name in ("poses_std", "joints_std", "reprojection_px")
-                      if name in track.columns and track.columns[name].present[rows].all()}
-            data = motion_arrays(poses=column("poses"), trans=column("trans"), betas=column("betas"),
-                                 joints=column("joints"), fps=self.fps, body_model=self.body_model,
-                                 **{k: v[rows] for k, v in base.items() if k != "track_id"}, **extras)
-            data["track_id"] = base["track_id"]
-            self._save(track_file(self.directory, track.track_id, ".npz"), data)
-        for name, joint_set in KEYPOINT_ARRAYS.items():
-            rows = _complete_rows(track, (name,))
-            if rows is None:
+    def _world_writer(self):
+        """BVH/.smpl writer for the assembly (none here: see MultiFormatRecorder)."""
+        return None
+
+    def _settings(self) -> RunSettings:
+        return RunSettings(fps=self.fps, body_model=self.body_model, image_size=self.image_size,
+                           formats=tuple(self.formats), pid=os.getpid(), started=time.time())
+
+    def _write_chunk(self, track: _Track) -> None:
+        if self._journal is None:
+            self._journal = ChunkJournal(self.directory, self._settings())
+        self._journal.write(track.track_id, track.chunks, track.take_chunk())
+        track.chunks += 1
+
+    def _end_unseen(self, stamp: float) -> None:
+        if self.track_end_after is None:
+            return
+        for track in [t for t in self._open.values() if stamp - t.last_seen >= self.track_end_after]:
+            if track.n:
+                self._write_chunk(track)
+            track.ended = True
+            track.free()
+            del self._open[track.track_id]
+            self._assemble_later(track)
+
+    def _assemble_later(self, track: _Track) -> None:
+        """Assemble an ended track's files in a background thread: for a long track that
+        takes seconds, which live mode would otherwise spend dropping frames."""
+        if track.chunks == track.assembled:
+            return
+        if self._background is None:
+            self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="record-assemble")
+        self._pending.append((track, track.chunks, self._background.submit(self._assemble, track.track_id,
+                                                                           track.chunks)))
+        self._collect_background(wait=False)
+
+    def _collect_background(self, wait: bool = True) -> None:
+        """Take the results of finished background assemblies (all of them with ``wait``).
+        A failure is logged only: :meth:`close` assembles that track again."""
+        still = []
+        for track, upto, future in self._pending:
+            if not wait and not future.done():
+                still.append((track, upto, future))
                 continue
-            data = {
-                "keypoints": track.columns[name].data[rows].astype(np.float32),
-                "joint_set": np.str_(joint_set),
-                "fps": np.float64(self.fps),
-                "image_size": np.asarray(self.image_size or (0, 0), dtype=np.int64),
-                **{k: v[rows] for k, v in base.items() if k != "track_id"},
-                "track_id": base["track_id"],
-            }
-            world = track.columns.get("world_blazepose33")
-            if joint_set == "blazepose33" and world is not None and world.present[rows].all():
-                # The landmark network's metric 3D landmarks: `lift` fits them too.
-                data["world_landmarks"] = world.data[rows].astype(np.float32)
-            self._save(track_file(self.directory, track.track_id, f"_{joint_set}.npz"), data)
-            break  # one keypoint file per track: the richest joint set present
+            try:
+                self._finished(track, upto, future.result())
+            except Exception as exc:  # noqa: BLE001 -- retried at close, where it raises
+                log.warning("track %s: assembling its motion files failed (%s); retrying at the end",
+                            track.track_id, exc)
+        self._pending = still
+        if wait and self._background is not None:
+            self._background.shutdown(wait=True)
+            self._background = None
 
-    def _save(self, path: Path, data: dict) -> None:
-        write_npz_atomic(path, data)
-        self.files_written.add(path)
+    def _assemble(self, track_id: int, upto: int) -> Assembled:
+        folder = self._journal.track_folder(track_id)
+        return assemble_track(folder, self.directory, track_id, self._journal.settings,
+                              world_writer=self._world_writer(), upto=upto)
 
-
-def track_file(directory: Path, track_id, suffix: str) -> Path:
-    """``directory/track_NNNN<suffix>``. Track ids must be integers (never text, which could
-    hold ``../`` or a NUL and name a file elsewhere); the name is built from the number only.
-    Raises :class:`RecordError` otherwise."""
-    if isinstance(track_id, bool) or not isinstance(track_id, (int, np.integer)):
-        raise RecordError(f"track id {track_id!r} is not an integer; refusing to name a motion file after it")
-    path = directory / f"track_{int(track_id):04d}{suffix}"
-    if path.parent != directory:  # cannot happen with an integer id; kept as the invariant
-        raise RecordError(f"motion file {path} would lie outside {directory}")
-    return path
+    def _finished(self, track: _Track, upto: int, done: Assembled) -> None:
+        track.assembled = max(track.assembled, upto)
+        self.files_written.update(done.files)
+        if done.skipped:
+            log.warning("track %s: %d unreadable chunk(s) left out", track.track_id, len(done.skipped))
 
 
 def motion_arrays(*, poses, trans, betas, joints, fps: float, body_model: str, frame_index, timestamp,
@@ -224,45 +313,6 @@ def motion_arrays(*, poses, trans, betas, joints, fps: float, body_model: str, f
     return data
 
 
-def write_npz_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as ``.npz`` atomically (see :func:`write_file_atomic`)."""
-    write_file_atomic(path, lambda f: np.savez(f, **data))
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` atomically (see :func:`write_file_atomic`)."""
-    write_file_atomic(path, lambda f: f.write(data))
-
-
-def write_file_atomic(path: str | os.PathLike, write) -> None:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it over
-    ``path``: readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise RecordError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _complete_rows(track: _Track, names) -> np.ndarray | None:
-    """Indices of the frames in which the track has every array in ``names``."""
-    if not all(n in track.columns for n in names):
-        return None
-    mask = np.ones(track.n, bool)
-    for name in names:
-        mask &= track.columns[name].present[: track.n]
-    rows = np.flatnonzero(mask)
-    return rows if len(rows) else None
-
-
 def check_writable(directory: Path) -> None:
     """Create ``directory`` if needed and prove a file can be written there, or raise
     :class:`RecordError` before any frame is captured."""
@@ -281,3 +331,20 @@ def check_writable(directory: Path) -> None:
     except OSError as exc:
         raise RecordError(f"cannot record to {directory}: {exc.strerror or exc} (choose a writable "
                           "directory with --record)") from None
+
+
+def check_no_unfinished_run(directory: Path) -> None:
+    """Refuse a record directory that holds the chunks of another run: still recording there
+    (the two would overwrite each other's files), or killed before it could assemble them
+    (recording now would first overwrite, then lose to ``recover``, the same track names)."""
+    for run in find_runs(directory):
+        if is_live(run):
+            try:
+                pid = f" (process {read_settings(run).pid})"
+            except RecordError:
+                pid = ""
+            raise RecordError(f"cannot record to {directory}: another run is recording there{pid}; "
+                              "choose another directory with --record")
+        raise RecordError(f"cannot record to {directory}: it holds the chunks of a recording that did not "
+                          f"finish ({run.name}); run `smplstream recover {directory}` first, or record to "
+                          "another directory")

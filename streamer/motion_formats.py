@@ -28,7 +28,8 @@ from engines.body.joint_sets import SMPL24_NAMES, SMPL24_PARENTS
 from engines.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 from .errors import ConfigError
-from .motion_files import MotionRecorder, write_bytes_atomic
+from .atomic_write import write_bytes_atomic, write_file_atomic
+from .motion_files import MotionRecorder
 
 
 #: Camera frame (OpenCV) -> Y-up world: 180 degrees about x.
@@ -61,7 +62,8 @@ class WorldMotion:
     floor: float
 
 
-def world_motion(poses: np.ndarray, trans: np.ndarray, betas: np.ndarray, body, *, floor: bool = True) -> WorldMotion:
+def world_motion(poses: np.ndarray, trans: np.ndarray, betas: np.ndarray, body, *, floor: bool = True,
+                 shift: float | None = None) -> WorldMotion:
     """Convert camera-frame SMPL parameters (``poses`` (T, 72) axis-angle, ``trans`` (T, 3),
     ``betas`` (S,) or (T, S), averaged) to the Y-up world of the motion files.
 
@@ -70,6 +72,8 @@ def world_motion(poses: np.ndarray, trans: np.ndarray, betas: np.ndarray, body, 
     the 5th percentile over frames of the lowest foot joint (ankles, feet), so the person
     stands on y = 0 give or take the joint's height above the sole; the camera is then at
     height -floor. The camera's pitch is not known, so a tilted camera gives a tilted floor.
+    ``shift`` gives the upward move instead (a long track converted piece by piece takes the
+    whole track's :func:`floor_shift`).
     """
     poses = np.asarray(poses, np.float64).reshape(len(poses), 24, 3)
     trans = np.asarray(trans, np.float64).reshape(-1, 3)
@@ -87,15 +91,25 @@ def world_motion(poses: np.ndarray, trans: np.ndarray, betas: np.ndarray, body, 
     R = R.copy()
     R[:, 0] = C @ R[:, 0]
     joints = joints_cam @ C.T
-    shift = 0.0
-    if floor and T:
-        shift = -float(np.percentile(joints[:, _FOOT_JOINTS, 1].min(axis=1), 5))
+    if shift is None:
+        shift = floor_shift(lowest_feet(joints)) if floor and T else 0.0
     up = np.array([0.0, shift, 0.0])
     joints = joints + up
     # The root turns about the pelvis, so the SMPL translation moves with the pelvis.
     root = (rest[0] + trans) @ C.T + up
     return WorldMotion(local_rotations=R, root_positions=root, trans=root - rest[0], rest_joints=rest,
                        joints=joints, betas=betas, floor=-shift)
+
+
+def lowest_feet(joints: np.ndarray) -> np.ndarray:
+    """Per frame, the height (y) of the lowest ankle or foot joint of world ``joints`` (T, 24, 3)."""
+    return joints[:, _FOOT_JOINTS, 1].min(axis=1)
+
+
+def floor_shift(lowest: np.ndarray) -> float:
+    """The upward move that puts the feet on y = 0, from every frame's :func:`lowest_feet`:
+    minus their 5th percentile (robust to a few frames with a foot in the air or misfit)."""
+    return -float(np.percentile(lowest, 5))
 
 
 # -- BVH ---------------------------------------------------------------------------------
@@ -107,14 +121,20 @@ def bvh_text(motion: WorldMotion, fps: float, *, scale: float = 1.0, names=SMPL2
     position channels holding the pelvis position, and ``Zrotation Xrotation Yrotation``
     channels (intrinsic, R = Rz Rx Ry) on every joint, in degrees. The root's OFFSET is zero,
     so readers that add OFFSET to the position channels and readers that do not agree."""
+    header = bvh_header(motion.rest_joints, len(motion.local_rotations), fps, scale=scale, names=names,
+                        parents=parents)
+    return header + bvh_frames(motion, scale=scale, parents=parents)[0]
+
+
+def bvh_header(rest_joints: np.ndarray, frames: int, fps: float, *, scale: float = 1.0, names=SMPL24_NAMES,
+               parents=SMPL24_PARENTS) -> str:
+    """The BVH file up to its first frame line: the hierarchy with the offsets of
+    ``rest_joints`` (24, 3), then ``MOTION``, the frame count and the frame time."""
     if fps <= 0:
         raise ValueError(f"frame rate must be positive, got {fps}")
-    offsets = motion.rest_joints - motion.rest_joints[[max(p, 0) for p in parents]]
+    offsets = rest_joints - rest_joints[[max(p, 0) for p in parents]]
     offsets[0] = 0.0
-    children: dict[int, list[int]] = {j: [] for j in range(len(parents))}
-    for j, p in enumerate(parents):
-        if p >= 0:
-            children[p].append(j)
+    children = _children(parents)
     channels = f"CHANNELS 3 {' '.join(a + 'rotation' for a in BVH_ORDER)}"
     lines = ["HIERARCHY"]
 
@@ -143,21 +163,29 @@ def bvh_text(motion: WorldMotion, fps: float, *, scale: float = 1.0, names=SMPL2
         lines.append(pad + "}")
 
     emit(0, 0)
-    order = _depth_first(children)
+    return "\n".join(lines) + f"\nMOTION\nFrames: {frames}\nFrame Time: {1.0 / fps:.8f}\n"
+
+
+def bvh_frames(motion: WorldMotion, *, scale: float = 1.0, parents=SMPL24_PARENTS,
+               previous: np.ndarray | None = None) -> tuple[str, np.ndarray | None]:
+    """The frame lines of ``motion`` and the last frame's Euler angles. ``previous``, the
+    angles that :func:`bvh_frames` returned for the frames just before (a long track is
+    written piece by piece), keeps the curves continuous across the pieces."""
     T = len(motion.local_rotations)
-    euler = continuous_euler(motion.local_rotations[:, order])  # (T, J, 3) degrees
+    if T == 0:
+        return "", previous
+    euler = continuous_euler(motion.local_rotations[:, bvh_joint_order(parents)], previous=previous)  # (T, J, 3)
     values = np.concatenate([motion.root_positions * scale, euler.reshape(T, -1)], axis=1)
     buf = io.StringIO()
-    buf.write("\n".join(lines))
-    buf.write(f"\nMOTION\nFrames: {T}\nFrame Time: {1.0 / fps:.8f}\n")
     np.savetxt(buf, values, fmt="%.6f")
-    return buf.getvalue()
+    return buf.getvalue(), euler[-1]
 
 
-def continuous_euler(R: np.ndarray, order: str = BVH_ORDER) -> np.ndarray:
+def continuous_euler(R: np.ndarray, order: str = BVH_ORDER, previous: np.ndarray | None = None) -> np.ndarray:
     """Intrinsic Euler angles (degrees) of rotation matrices ``R`` (T, J, 3, 3), each frame's
     triple chosen among the equivalent ones (the other Tait-Bryan solution, multiples of
-    360) to be nearest the previous frame's, so animation curves do not jump by 360."""
+    360) to be nearest the previous frame's, so animation curves do not jump by 360.
+    ``previous`` (J, 3) is the frame before the first one, when there is one."""
     T, J = R.shape[:2]
     if T == 0:
         return np.zeros((0, J, 3))
@@ -165,9 +193,10 @@ def continuous_euler(R: np.ndarray, order: str = BVH_ORDER) -> np.ndarray:
     # Second solution of a Tait-Bryan triple: (a + 180, 180 - b, c + 180).
     b = np.stack([a[..., 0] + 180.0, 180.0 - a[..., 1], a[..., 2] + 180.0], axis=-1)
     out = np.empty_like(a)
-    out[0] = a[0]
-    for t in range(1, T):
-        prev = out[t - 1]
+    if previous is None:
+        out[0] = a[0]
+    for t in range(0 if previous is not None else 1, T):
+        prev = out[t - 1] if t else previous
         best = None
         for cand in (a[t], b[t]):
             cand = cand + 360.0 * np.round((prev - cand) / 360.0)
@@ -176,6 +205,14 @@ def continuous_euler(R: np.ndarray, order: str = BVH_ORDER) -> np.ndarray:
                                                      np.minimum(cost, best[1]))
         out[t] = best[0]
     return out
+
+
+def _children(parents) -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {j: [] for j in range(len(parents))}
+    for j, p in enumerate(parents):
+        if p >= 0:
+            children[p].append(j)
+    return children
 
 
 def _depth_first(children: dict[int, list[int]]) -> list[int]:
@@ -189,11 +226,7 @@ def _depth_first(children: dict[int, list[int]]) -> list[int]:
 
 def bvh_joint_order(parents=SMPL24_PARENTS) -> list[int]:
     """SMPL joint indices in the order their channels appear in a BVH frame line."""
-    children: dict[int, list[int]] = {j: [] for j in range(len(parents))}
-    for j, p in enumerate(parents):
-        if p >= 0:
-            children[p].append(j)
-    return _depth_first(children)
+    return _depth_first(_children(parents))
 
 
 # -- .smpl (Meshcapade) -----------------------------------------------------------------------
@@ -204,17 +237,30 @@ def smpl_bytes(motion: WorldMotion, fps: float, *, include_betas: bool) -> bytes
     axis-angle ``body_pose`` (T, 24, 3) and ``body_translation`` (T, 3) in the Y-up world.
     ``include_betas`` writes the mean shape; leave it off when the betas belong to another
     body model than Meshcapade's SMPL (they would mean a different shape there)."""
+    return smpl_file_bytes(axis_angles(motion), motion.trans, motion.betas, fps, include_betas=include_betas)
+
+
+def axis_angles(motion: WorldMotion) -> np.ndarray:
+    """``motion``'s local rotations as axis-angle (T, 24, 3) float32: the ``.smpl`` body pose."""
+    T = len(motion.local_rotations)
+    pose = matrix_to_axis_angle(torch.from_numpy(motion.local_rotations)).numpy()
+    return pose.reshape(T, 24, 3).astype(np.float32)
+
+
+def smpl_file_bytes(body_pose: np.ndarray, trans: np.ndarray, betas: np.ndarray, fps: float, *,
+                    include_betas: bool) -> bytes:
+    """The ``.smpl`` file of a world ``body_pose`` (T, 24, 3) axis-angle and ``trans`` (T, 3)
+    (see :func:`smpl_bytes`)."""
     try:
         from smplcodec import SMPLCodec, SMPLGender, SMPLVersion
     except ImportError:
         raise ConfigError("writing .smpl files needs the smplcodec package: pip install 'smplstream[smpl]'") from None
-    T = len(motion.local_rotations)
-    pose = matrix_to_axis_angle(torch.from_numpy(motion.local_rotations)).numpy()
+    T = len(body_pose)
     codec = SMPLCodec(smpl_version=SMPLVersion.SMPL, gender=SMPLGender.NEUTRAL,
-                      shape_parameters=motion.betas.astype(np.float32) if include_betas else None,
+                      shape_parameters=np.asarray(betas, np.float32) if include_betas else None,
                       frame_count=int(T), frame_rate=float(fps),
-                      body_translation=motion.trans.astype(np.float32),
-                      body_pose=pose.reshape(T, 24, 3).astype(np.float32))
+                      body_translation=np.asarray(trans, np.float32),
+                      body_pose=np.asarray(body_pose, np.float32).reshape(T, 24, 3))
     buf = io.BytesIO()
     codec.write_to_buffer(buf)
     return buf.getvalue()
@@ -237,10 +283,67 @@ def parse_formats(text: str | None) -> tuple[str, ...]:
     return names
 
 
+def write_world_formats(rows, stem: Path, formats, body, *, include_betas: bool) -> list[Path]:
+    """Write ``stem.bvh`` and/or ``stem.smpl`` (as ``formats`` asks) of a track's SMPL frames,
+    reading them piece by piece: ``rows.blocks()`` yields (poses (n, 72), trans (n, 3)) in
+    order, ``rows.frames`` counts them, ``rows.betas`` is the track's mean shape and
+    ``rows.fps`` its rate. Memory holds one piece at a time, plus the ``.smpl`` arrays (its
+    writer takes them whole: 300 bytes a frame). The files equal those of
+    :func:`world_motion` on the whole track. Returns the files written."""
+    written = []
+    # Pass 1: the floor is a percentile over the whole track, needed before any frame.
+    lows = [lowest_feet(world_motion(p, t, rows.betas, body, floor=False).joints) for p, t in rows.blocks()]
+    shift = floor_shift(np.concatenate(lows)) if lows else 0.0
+    smpl_parts: list[tuple[np.ndarray, np.ndarray]] | None = [] if "smpl" in formats else None
+
+    def convert(out=None) -> None:
+        previous = None
+        for poses, trans in rows.blocks():
+            motion = world_motion(poses, trans, rows.betas, body, shift=shift)
+            if out is not None:
+                text, previous = bvh_frames(motion, previous=previous)
+                out.write(text.encode("ascii"))
+            if smpl_parts is not None:
+                smpl_parts.append((axis_angles(motion), motion.trans.astype(np.float32)))
+
+    if "bvh" in formats:
+        with torch.no_grad():
+            b = torch.as_tensor(np.asarray(rows.betas, np.float64)[None], dtype=body.J_template.dtype)
+            rest = body.rest_joints(b)[0].double().numpy()
+        header = bvh_header(rest, rows.frames, rows.fps).encode("ascii")
+        write_file_atomic(stem.with_suffix(".bvh"), lambda f: (f.write(header), convert(f)))
+        written.append(stem.with_suffix(".bvh"))
+    else:
+        convert()
+    if smpl_parts is not None:
+        pose = np.concatenate([p for p, _ in smpl_parts]) if smpl_parts else np.zeros((0, 24, 3), np.float32)
+        trans = np.concatenate([t for _, t in smpl_parts]) if smpl_parts else np.zeros((0, 3), np.float32)
+        data = smpl_file_bytes(pose, trans, np.asarray(rows.betas, np.float64), rows.fps, include_betas=include_betas)
+        write_bytes_atomic(stem.with_suffix(".smpl"), data)
+        written.append(stem.with_suffix(".smpl"))
+    return written
+
+
+def world_formats_writer(formats, body_model: str, body_loader):
+    """What the recorder and ``recover`` call per track to write its BVH and ``.smpl`` files
+    (``writer(rows, stem) -> paths``), or None when ``formats`` asks for neither.
+    ``body_loader()`` gives the body model, loaded only when a track needs it."""
+    wanted = tuple(f for f in formats if f in ("bvh", "smpl"))
+    if not wanted:
+        return None
+
+    def write(rows, stem: Path) -> list[Path]:
+        # Meshcapade's SMPL would read anny-smpl betas as another body: leave them out.
+        return write_world_formats(rows, stem, wanted, body_loader(), include_betas=body_model != "anny-smpl")
+
+    return write
+
+
 class MultiFormatRecorder(MotionRecorder):
     """A :class:`~streamer.motion_files.MotionRecorder` that writes each track's SMPL motion
     in ``formats`` (``npz``, ``bvh``, ``smpl``); the keypoint ``.npz`` is always written.
-    Every file is rewritten atomically on each flush, like the ``.npz``."""
+    Like the ``.npz``, every file is assembled from the recording's chunks when its track
+    ends and when the run stops, and written atomically."""
 
     def __init__(self, directory, *, formats=("npz",), body=None, **kwargs):
         super().__init__(directory, **kwargs)
@@ -255,21 +358,5 @@ class MultiFormatRecorder(MotionRecorder):
             self._body = BodyModel.load().double()
         return self._body
 
-    def _save(self, path: Path, data: dict) -> None:
-        if "poses" not in data:  # a keypoint file
-            super()._save(path, data)
-            return
-        if "bvh" in self.formats or "smpl" in self.formats:
-            motion = world_motion(data["poses"], data["trans"], data["betas"], self.body)
-            fps = float(data["mocap_framerate"])
-            if "bvh" in self.formats:
-                self._save_bytes(path.with_suffix(".bvh"), bvh_text(motion, fps).encode("ascii"))
-            if "smpl" in self.formats:
-                self._save_bytes(path.with_suffix(".smpl"),
-                                 smpl_bytes(motion, fps, include_betas=self.body_model != "anny-smpl"))
-        if "npz" in self.formats:
-            super()._save(path, data)
-
-    def _save_bytes(self, path: Path, data: bytes) -> None:
-        write_bytes_atomic(path, data)
-        self.files_written.add(path)
+    def _world_writer(self):
+        return world_formats_writer(self.formats, self.body_model, lambda: self.body)

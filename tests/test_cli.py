@@ -104,9 +104,10 @@ def test_signal_mid_run_leaves_complete_loadable_motion_files(clip, endpoint, tm
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "synthetic.py"), str(clip),
                              str(record), endpoint, "3"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    # Wait until the first periodic flush has happened, then interrupt mid-run.
+    # Wait until the first periodic flush has happened (a chunk on disk; the final files are
+    # assembled at the end), then interrupt mid-run.
     deadline = time.monotonic() + 30
-    while not (record / "track_0003.npz").exists() and time.monotonic() < deadline:
+    while not list(record.glob(".smplstream-run-*/track_0003/*.npz")) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)
     proc.send_signal(signum)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from engines.body.body_model import BodyModel
 from engines.body.joint_sets import SMPL24_NAMES, SMPL24_PARENTS
 from streamer.errors import ConfigError
 from streamer.frames import Frame, Person
+from streamer.motion_recovery import recover
 from streamer.motion_formats import (CAMERA_TO_WORLD, MultiFormatRecorder, bvh_text, continuous_euler,
                                      parse_formats, world_motion)
 
@@ -145,8 +148,11 @@ def test_recorder_writes_all_formats_and_keypoints(body, tmp_path):
                         persons=[Person(1, 0.8, {"poses": poses[i], "trans": trans[i], "betas": betas[i],
                                                  "joints": np.zeros((24, 3)),
                                                  "keypoints_blazepose33": np.ones((33, 3), np.float32)})]))
-        rec.flush()  # every flush rewrites every file whole
-        assert (tmp_path / "track_0001.bvh").read_text().count("\n") > 24
+        rec.flush()  # every flush puts the frames so far on disk: a kill now loses none of them
+        snapshot = tmp_path.parent / f"{tmp_path.name}-killed-{i}"
+        shutil.copytree(tmp_path, snapshot)
+        recover(snapshot, body_loader=lambda: body)
+        assert f"Frames: {i + 1}\n" in (snapshot / "track_0001.bvh").read_text()
     rec.close()
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["track_0001.bvh", "track_0001.npz", "track_0001.smpl", "track_0001_blazepose33.npz"]
@@ -185,7 +191,8 @@ def test_ctrl_c_leaves_complete_bvh_and_smpl_files(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(root / "tests" / "data" / "sports2d_demo.mp4"),
                              str(record)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
-    while not (record / "track_0001.smpl").exists() and time.monotonic() < deadline:
+    # Wait for the first flush (a chunk on disk; the final files come at the end), then interrupt.
+    while not list(record.glob(".smplstream-run-*/track_0001/*.npz")) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)

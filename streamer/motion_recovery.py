@@ -1,0 +1,122 @@
+"""``smplstream recover DIR``: the final motion files of a recording whose process was
+killed (kill -9, a crash, a power cut) before it could assemble them, from the chunks it
+left in ``DIR`` (``docs/motion-files.md``); the chunks used are removed afterwards.
+
+Only for runs whose process has gone: a run that is still recording holds a lock on its
+chunk folder, and such a folder is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import RecordError, SmplstreamError
+from .motion_assembly import Assembled, assemble_track
+from .motion_chunks import find_runs, is_live, read_settings, remove_used, track_folders
+
+DESCRIPTION = ("Assemble the motion files (npz, BVH, .smpl, keypoints) of a recording into DIR whose "
+               "process was killed (kill -9, crash, power cut) from the chunks it left there, then remove "
+               "those chunks. Run it only after that process has gone: the chunks of a run that is still "
+               "recording are left alone. A chunk that cannot be read is skipped with a warning.")
+
+
+@dataclass
+class RunRecovery:
+    """What happened to one run's chunk folder: tracks assembled, errors, whether it was
+    still recording (left alone), and what is left of it."""
+
+    run: Path
+    live: bool = False
+    tracks: list[Assembled] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    left: list[Path] = field(default_factory=list)
+
+
+def recover(directory: str | Path, *, body_loader=None) -> list[RunRecovery]:
+    """Assemble the final files of every finished run's chunks in ``directory``, oldest run
+    first (a later run's files win, as they would have), and remove the chunks used. A track
+    that fails keeps its chunks. ``body_loader()`` gives the body model for BVH and
+    ``.smpl``. Raises :class:`RecordError` if ``directory`` is not a directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RecordError(f"{directory} is not a directory")
+    body_loader = body_loader or _default_body()
+    results = []
+    for run in find_runs(directory):
+        result = RunRecovery(run)
+        results.append(result)
+        if is_live(run):
+            result.live = True
+            continue
+        try:
+            settings = read_settings(run)
+        except RecordError as exc:
+            result.errors.append(str(exc))
+            continue
+        writer = None
+        if {"bvh", "smpl"} & set(settings.formats):
+            from .motion_formats import world_formats_writer
+
+            writer = world_formats_writer(settings.formats, settings.body_model, body_loader)
+        used = []
+        for track_id, folder in track_folders(run):
+            try:
+                done = assemble_track(folder, directory, track_id, settings, world_writer=writer)
+            except SmplstreamError as exc:  # this track keeps its chunks; the others go on
+                result.errors.append(f"{folder.name}: {exc}")
+                continue
+            result.tracks.append(done)
+            used += done.chunks
+        # The run folder goes only when nothing is left in it: a failed track's chunks and
+        # unreadable ones stay where a later `recover` (or a person) finds them.
+        result.left = remove_used(run, used)
+    return results
+
+
+def _default_body():
+    body = None
+
+    def load():
+        nonlocal body
+        if body is None:
+            from engines.body.body_model import BodyModel
+
+            body = BodyModel.load().double()
+        return body
+
+    return load
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``smplstream recover DIR``; exit status 0 when everything found was recovered, 1 when
+    a run was still recording or a track could not be assembled."""
+    parser = argparse.ArgumentParser(prog="smplstream recover", description=DESCRIPTION)
+    parser.add_argument("directory", metavar="DIR", help="the directory given to run --record")
+    args = parser.parse_args(argv)
+    results = recover(args.directory)
+    if not results:
+        print(f"nothing to recover in {args.directory}")
+        return 0
+    status = 0
+    for result in results:
+        if result.live:
+            status = 1
+            print(f"smplstream: {result.run.name} is still being recorded by a running process; left alone "
+                  "(recover it after that process has ended)", file=sys.stderr)
+            continue
+        for track in result.tracks:
+            names = ", ".join(p.name for p in track.files) or "no files (no frames)"
+            line = (f"track {track.track_id}: {max(track.smpl_frames, track.keypoint_frames)} frames from "
+                    f"{len(track.chunks)} chunk(s): {names}")
+            if track.skipped:
+                line += f"; {len(track.skipped)} unreadable chunk(s) skipped"
+            print(line)
+        for error in result.errors:
+            status = 1
+            print(f"smplstream: error: {error} (its chunks are kept)", file=sys.stderr)
+        if result.left:
+            print(f"kept in {result.run}: {len(result.left)} chunk(s) that could not be used", file=sys.stderr)
+    return status
