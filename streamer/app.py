@@ -61,6 +61,7 @@ class RunConfig:
     viewer_save: str | None = None  # write the Rerun stream to this .rrd file
     backend: str = "auto"  # engine backend: one for every stage, or "lift=torch,refine=onnxruntime"
     max_persons: int = 6  # follow at most this many people
+    reid_seconds: float = 4.0  # a lost person's id waits this long for them to come back (0: off)
     detector_tile_size: int | None = None  # also detect on tiles of this many pixels (small people)
     denoiser_precision: str | None = None  # "fp32" or "int8" (ONNX Runtime); None: streamer.plan decides
     weights: str | None = None  # the denoiser's weights (lift and fit); None: the bundled ones
@@ -78,16 +79,17 @@ def default_mode(source: Source) -> Mode:
     return "live" if source.is_live else "offline"
 
 
-def processing_stages(plan: RunPlan, camera) -> list[Stage]:
+def processing_stages(plan: RunPlan, camera, fps: float = 30.0) -> list[Stage]:
     """The stages between the grabber and the outputs, in data-flow order, as ``plan`` says,
-    with their engines built (:mod:`streamer.stage_engines`). Raises ConfigError."""
+    with their engines built (:mod:`streamer.stage_engines`) for a source of ``fps`` frames a
+    second. Raises ConfigError."""
     from . import stage_engines
 
     stages: list[Stage] = []
     if plan.keypoints is not None:
         from .keypoints_stage import KeypointsStage
 
-        stages.append(KeypointsStage(stage_engines.build_keypoints(plan)))
+        stages.append(KeypointsStage(stage_engines.build_keypoints(plan, fps)))
     if plan.lift is None:
         return stages
     from engines.body.body_model import BodyModel
@@ -131,6 +133,8 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         raise ConfigError("--refine-steps must be at least 1")
     if config.max_persons < 1:
         raise ConfigError("--max-persons must be at least 1")
+    if not config.reid_seconds >= 0:
+        raise ConfigError("--reid-seconds must be 0 (off) or more seconds")
     if config.denoiser_precision not in (None, "fp32", "int8"):
         raise ConfigError(f"--denoiser-precision {config.denoiser_precision}: choose fp32 or int8")
     stage_backends(config.backend)  # a bad --backend fails before anything is opened
@@ -147,7 +151,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         mode: Mode = config.mode or default_mode(source)
         plan = plan_run(config, mode)
         log.debug("run plan:\n%s", plan.describe())
-        built = processing_stages(plan, camera)
+        built = processing_stages(plan, camera, fps)
         stages = built + list(extra_stages or [])
         if config.record:
             from .motion_formats import MultiFormatRecorder, parse_formats

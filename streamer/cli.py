@@ -48,6 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         world_landmarks=not args.no_world_landmarks,
         backend=args.backend,
         max_persons=args.max_persons,
+        reid_seconds=args.reid_seconds,
         detector_tile_size=args.detector_tiles,
         denoiser_precision=args.denoiser_precision,
         progress=not args.quiet,
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the lift and refinement network's weights: int8 (ONNX Runtime, about 4x faster, "
                           "slightly less accurate) or fp32 (default: int8 in live mode on CPU, else fp32)")
     run.add_argument("--max-persons", type=int, default=6, metavar="N", help="follow at most N people (default 6)")
+    run.add_argument("--reid-seconds", type=float, default=4.0, metavar="S",
+                     help="keep a lost person's id this long, to give it back when they reappear (default 4; 0: off)")
     run.add_argument("--detector-tiles", type=int, default=None, metavar="PIXELS",
                      help="also detect on square tiles of this size: finds people under a third of the "
                           "frame height, one detector run per tile")

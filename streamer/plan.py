@@ -72,6 +72,7 @@ class RunPlan:
     mode: Mode
     keypoints: EnginePlan | None
     max_persons: int
+    reid_seconds: float  # a lost person's track waits this long to be re-identified
     detector_tile_size: int | None
     background_detection: bool  # live: the detector runs beside the landmarks, off the frame's path
     lift: EnginePlan | None
@@ -101,6 +102,7 @@ class RunPlan:
         lines = [f"mode {self.mode}",
                  f"keypoints: {engine(self.keypoints)}; at most {self.max_persons} persons"
                  + (f", detector tiles of {self.detector_tile_size} px" if self.detector_tile_size else "")
+                 + f", lost ids kept {self.reid_seconds:g} s"
                  + (", detector in the background" if self.background_detection else "")]
         if self.lift is not None:
             lines.append(f"lift: {engine(self.lift)}; K = {self.lift_steps} steps, N = {self.lift_samples} samples"
@@ -163,7 +165,7 @@ def plan_run(config, mode: Mode) -> RunPlan:
 
         fit = FitSettings.for_run(lag, live, iters=config.refine_steps)
         iters, prior_times = fit.iters, tuple(fit.prior_times)
-    return RunPlan(mode=mode, keypoints=keypoints, max_persons=config.max_persons,
+    return RunPlan(mode=mode, keypoints=keypoints, max_persons=config.max_persons, reid_seconds=config.reid_seconds,
                    detector_tile_size=config.detector_tile_size, background_detection=live and perception,
                    lift=lift, lift_steps=config.lift_steps or LIFT_STEPS[mode],
                    lift_samples=config.lift_samples or LIFT_SAMPLES, refine=refine, refine_lag=lag,

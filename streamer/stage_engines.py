@@ -21,11 +21,13 @@ from .errors import ConfigError
 from .plan import RunPlan
 
 
-def build_keypoints(plan: RunPlan) -> PersonKeypoints:
-    """Detect, track and landmarks as ``plan.keypoints`` says."""
+def build_keypoints(plan: RunPlan, fps: float = 30.0) -> PersonKeypoints:
+    """Detect, track and landmarks as ``plan.keypoints`` says, for a source of ``fps``
+    frames a second (the tracker keeps lost ids ``plan.reid_seconds``)."""
     return PersonKeypoints(backend=plan.keypoints.backend, intra_op_threads=plan.keypoints.threads,
                            max_persons=plan.max_persons, detector_tile_size=plan.detector_tile_size,
-                           background_detection=plan.background_detection)
+                           background_detection=plan.background_detection,
+                           dormant_frames=round(plan.reid_seconds * fps))
 
 
 def build_lifter(plan: RunPlan, body: BodyModel) -> Lifter:

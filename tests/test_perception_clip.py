@@ -161,3 +161,22 @@ def test_at_max_persons_the_detector_rests_and_only_followed_people_are_keypoint
     assert max(batches) == 1
     # In line at the start and after each loss (the clip has two), never at the cadence of 5.
     assert pk.detector_runs < len(results) / 5 / 2, (pk.detector_runs, len(results))
+
+
+def test_offline_run_keeps_two_people_as_two_tracks_through_the_backflip():
+    """The man on the box backflips off it (frames ~170-200) and is lost in the air; he
+    lands out of reach of the box's prediction. With the run's defaults (offline plan,
+    lost ids kept 4 s) he gets his id back: the clip's two people are two tracks."""
+    from streamer.app import RunConfig
+    from streamer.plan import plan_run
+    from streamer.stage_engines import build_keypoints
+
+    pk = build_keypoints(plan_run(RunConfig(source=str(CLIP)), "offline"), fps=30.0)
+    spans: dict[int, list[int]] = {}
+    with av.open(str(CLIP)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            for p in pk.process(frame.to_ndarray(format="rgb24"), i):
+                spans.setdefault(p.track_id, [i, i])[1] = i
+    assert len(spans) == 2, spans
+    man = min(spans, key=lambda t: spans[t][0])  # on the box from the first frames
+    assert spans[man][0] < 150 and spans[man][1] > 205, spans

@@ -104,3 +104,68 @@ def test_kalman_prediction_bridges_fast_motion():
 def test_bad_box_is_a_clear_error():
     with pytest.raises(ValueError, match="x2>x1"):
         Tracker().update([Det(np.array([10, 10, 5, 20.0]))])
+
+
+@dataclass
+class Seen:
+    """A detection with an appearance (engines.perception.appearance descriptors)."""
+
+    box: np.ndarray
+    appearance: np.ndarray
+    score: float = 0.9
+
+
+RED = np.array([[0.5, 0.6, 0.4], [0.3, 0.0, 0.0]], np.float32)  # torso, thighs (Lab / 100)
+BLUE = np.array([[0.4, 0.1, -0.5], [0.7, -0.2, 0.3]], np.float32)
+
+
+def test_crossing_people_never_swap_ids_even_when_one_is_hidden_at_the_crossing():
+    for hidden in (0, 8):  # frames the nearer person hides the other around the crossing
+        tr = Tracker(dormant_frames=120)
+        ids = {}
+        for f in range(80):
+            a, b = 100 + 6 * f, 580 - 6 * f  # they cross at frame 40
+            dets = [Seen(box(a, 300), RED)]
+            if not (40 - hidden // 2 <= f < 40 + hidden - hidden // 2):
+                dets.append(Seen(box(b, 310), BLUE))
+            for t in tr.update(dets):
+                who = "red" if t.detection.appearance is RED else "blue"
+                ids.setdefault(who, set()).add(t.id)
+        assert ids == {"red": {1}, "blue": {2}}, hidden
+
+
+def test_a_person_hidden_for_two_seconds_comes_back_with_their_id():
+    tr = Tracker(dormant_frames=120)
+    for f in range(20):
+        tr.update([Seen(box(200 + 3 * f, 300), RED), Seen(box(600, 300), BLUE)])
+    for f in range(60):  # 2 s at 30 fps behind something; the other person stays in view
+        tr.update([Seen(box(600, 300), BLUE)])
+    back = tr.update([Seen(box(300, 300), RED), Seen(box(600, 300), BLUE)])
+    back = tr.update([Seen(box(302, 300), RED), Seen(box(600, 300), BLUE)])
+    assert sorted(t.id for t in back) == [1, 2]
+    assert [t.id for t in back if t.detection.appearance is RED] == [1]
+
+
+def test_a_dormant_id_is_not_given_to_someone_far_away_or_dressed_differently():
+    tr = Tracker(dormant_frames=120)
+    for f in range(20):
+        tr.update([Seen(box(200, 300), RED)])
+    for f in range(40):
+        tr.update([])
+    far = [tr.update([Seen(box(1400, 300), RED)]) for _ in range(2)][-1]  # 7 heights away
+    assert [t.id for t in far] == [2]
+    tr = Tracker(dormant_frames=120)
+    for f in range(20):
+        tr.update([Seen(box(200, 300), RED)])
+    for f in range(40):
+        tr.update([])
+    other = [tr.update([Seen(box(220, 300), BLUE)]) for _ in range(2)][-1]  # where red was, in blue
+    assert [t.id for t in other] == [2]
+
+
+def test_dormant_tracks_are_forgotten_after_their_time():
+    tr = Tracker(max_lost=10, dormant_frames=20)
+    tr.update([Seen(box(200, 300), RED)])
+    for _ in range(31):
+        tr.update([])
+    assert tr.tracks == []

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from engines.perception.appearance import appearance_descriptor
 from engines.perception.boxes import containment_matrix, iou_matrix
 from engines.perception.pose_detector import PoseDetection, PoseDetector
 from engines.perception.pose_landmarks import PoseLandmarker, PoseLandmarks, Roi
@@ -55,6 +56,7 @@ class _Candidate:
     box: np.ndarray
     score: float
     landmarks: PoseLandmarks
+    appearance: np.ndarray | None = None  # engines.perception.appearance, for re-identification
 
 
 class _BackgroundDetector:
@@ -122,7 +124,9 @@ class PersonKeypoints:
             many pixels to find small (far) people; costs one detector run per
             tile on detector frames (see `PoseDetector`).
         tracker: a `Tracker` (default: reports a new person from their second
-            frame, which hides one-frame false detections).
+            frame, which hides one-frame false detections, and keeps a lost person
+            dormant for `dormant_frames` to give their id back to them).
+        dormant_frames: see `Tracker` (0: lost people are forgotten after a second).
         detector, landmarker: perception engines (default: bundled models on CPU).
         providers, intra_op_threads: ONNX Runtime settings for the default engines.
         backend: engine backend of the default detector and landmarker ("auto",
@@ -150,6 +154,7 @@ class PersonKeypoints:
         intra_op_threads: int = 1,
         backend: str = "auto",
         background_detection: bool = False,
+        dormant_frames: int = 0,
     ) -> None:
         if detect_every < 1:
             raise ValueError(f"PersonKeypoints: detect_every must be >= 1, got {detect_every}")
@@ -165,7 +170,8 @@ class PersonKeypoints:
         )
         self.landmarker = landmarker or PoseLandmarker(providers=providers, intra_op_threads=intra_op_threads,
                                                        backend=backend)
-        self.tracker = tracker or Tracker(high_score=min_presence, low_score=min(0.1, min_presence), min_hits=2)
+        self.tracker = tracker or Tracker(high_score=min_presence, low_score=min(0.1, min_presence), min_hits=2,
+                                          dormant_frames=dormant_frames)
         self._rois: list[Roi] = []
         self._last_detect: int | None = None  # call number of the last regular detection
         self._last_index: int | None = None
@@ -270,8 +276,10 @@ class PersonKeypoints:
         # tracker predicts people that far ahead so they keep their ids.
         steps = frame_index - self._last_index if self._last_index is not None else 1
         self._last_index = frame_index
-        tracks = self.tracker.update([_Candidate(b, r.presence, r) for r, b in zip(kept, boxes)],
-                                     steps=max(1, steps))
+        # Colours of each person's torso and thighs, for the tracker to tell people apart
+        # when one comes back after being lost (about 0.1 ms a person).
+        tracks = self.tracker.update([_Candidate(b, r.presence, r, appearance_descriptor(frame_rgb, r.keypoints33))
+                                      for r, b in zip(kept, boxes)], steps=max(1, steps))
         self._rois = [r.next_roi() for r in kept]
         self._rois = [r for r in self._rois if r.size >= self.min_roi_size]
 

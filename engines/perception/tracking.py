@@ -8,7 +8,11 @@ first against every track (live and recently lost), then the weak ones against
 the live tracks left over, so a person who is briefly poorly seen keeps the id
 instead of spawning a new one. Tracks that miss detections are kept, predicted
 forward, for `max_lost` frames so a person who is hidden for a moment gets the
-same id back.
+same id back. After that a track stays dormant for `dormant_frames` more (a few seconds):
+a new person who appears where the dormant one could have got to by then (at a run's
+speed), at a plausible size and not dressed differently (`appearance`, when detections carry
+one) takes its id instead of a new one. Two tracks are never merged: only a detection that
+would start a new track can wake a dormant one.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 from filterpy.kalman import KalmanFilter
 from scipy.optimize import linear_sum_assignment
 
+from engines.perception.appearance import appearance_distance, blend_appearance
 from engines.perception.boxes import iou_matrix
 
 
@@ -36,6 +41,15 @@ class Detected(Protocol):
 REID_MIN_FRAMES = 5
 REID_SPEED = 0.03
 REID_MAX_HEIGHTS = 2.0
+# Waking a dormant track (pass 4): a running or jumping person covers up to ~2.4 body
+# heights a second (0.08 a frame at 30 fps); a crouch or a landing may leave a box a third
+# of the standing height. Clothing colours further apart than REID_MAX_APPEARANCE (above the
+# 95th percentile of one person's own distances in the bundled clip's backlight, 0.35-0.54:
+# engines.perception.appearance) are someone else's.
+REID_RUN_SPEED = 0.08
+REID_DORMANT_MAX_HEIGHTS = 3.0
+REID_SIZE_RANGE = (0.3, 2.0)
+REID_MAX_APPEARANCE = 0.55
 
 
 class TrackState(enum.Enum):
@@ -76,6 +90,9 @@ class Track:
     time_since_update: int = 0  # updates since the last match
     frames_unseen: int = 0  # source frames since the last match (counts skipped frames too)
     kf: KalmanFilter = field(repr=False, default=None)  # type: ignore[assignment]
+    last_seen: np.ndarray | None = None  # the box of the last match
+    height: float = 0.0  # the person's standing size: the tallest recent box (px)
+    appearance: np.ndarray | None = field(repr=False, default=None)  # blend_appearance of its matches
 
     @property
     def predicted_box(self) -> np.ndarray:
@@ -121,9 +138,11 @@ class Tracker:
         match_iou: minimum IoU between a predicted box and a detection for the
             first (confident) pass.
         low_match_iou: minimum IoU for the second (weak detections) pass.
-        max_lost: frames a track is kept without a match before it is dropped.
+        max_lost: frames a track is kept (predicted) without a match.
         min_hits: consecutive matches before a new track is reported (the first
             frame's tracks are reported at once).
+        dormant_frames: source frames a lost track is kept after that, to be woken by a
+            new person who could be it (0: dropped after `max_lost`).
     """
 
     def __init__(
@@ -134,6 +153,7 @@ class Tracker:
         low_match_iou: float = 0.4,
         max_lost: int = 30,
         min_hits: int = 2,
+        dormant_frames: int = 0,
     ) -> None:
         if not 0.0 <= low_score <= high_score <= 1.0:
             raise ValueError(
@@ -145,6 +165,7 @@ class Tracker:
         self.low_match_iou = low_match_iou
         self.max_lost = max_lost
         self.min_hits = min_hits
+        self.dormant_frames = max(0, int(dormant_frames))
         self.frame_count = 0
         self._next_id = 1
         self._tracks: list[Track] = []
@@ -196,10 +217,38 @@ class Tracker:
         matched = {c for _, c in pairs}
         return pairs, [j for j in range(len(dets)) if j not in matched]
 
+    def _wake(self, tracks: list[Track], dets: list[Detected]) -> tuple[list[tuple[int, int]], list[int]]:
+        """Hungarian assignment of new detections to lost and dormant tracks, from where each
+        was last seen: within how far a running person gets in the frames unseen, at a
+        plausible size, and not dressed differently. Returns (pairs, unmatched detections)."""
+        last = np.stack([box_to_z(t.last_seen) for t in tracks])
+        d_z = np.stack([box_to_z(np.asarray(d.box)) for d in dets])
+        height = np.array([max(t.height, 1.0) for t in tracks])[:, None]
+        dist = np.linalg.norm(last[:, None, :2] - d_z[None, :, :2], axis=2) / height
+        reach = np.array([min(REID_DORMANT_MAX_HEIGHTS, 0.5 + REID_RUN_SPEED * t.frames_unseen) for t in tracks])
+        ratio = d_z[None, :, 3] / height
+        look = np.array([[appearance_distance(t.appearance, getattr(d, "appearance", None)) for d in dets]
+                         for t in tracks])
+        unlike = np.nan_to_num(look, nan=0.0) > REID_MAX_APPEARANCE
+        allowed = (dist <= reach[:, None]) & (ratio >= REID_SIZE_RANGE[0]) & (ratio <= REID_SIZE_RANGE[1]) & ~unlike
+        cost = np.where(allowed, dist / REID_DORMANT_MAX_HEIGHTS + np.nan_to_num(look, nan=REID_MAX_APPEARANCE), 1e6)
+        rows, cols = linear_sum_assignment(cost)
+        pairs = [(r, c) for r, c in zip(rows, cols) if allowed[r, c]]
+        matched = {c for _, c in pairs}
+        return pairs, [j for j in range(len(dets)) if j not in matched]
+
     def _apply(self, track: Track, det: Detected) -> None:
         box = np.asarray(det.box, dtype=np.float64)
-        track.kf.update(box_to_z(box))
+        if track.time_since_update > self.max_lost:
+            # Woken from dormancy: the filter starts again where the person is now.
+            track.kf = _make_filter(box_to_z(box))
+        else:
+            track.kf.update(box_to_z(box))
         track.box = box.copy()
+        track.last_seen = box.copy()
+        # The standing size, slowly forgotten: a crouch or a flip does not shrink it.
+        track.height = max(0.98 * track.height, float(box[3] - box[1]))
+        track.appearance = blend_appearance(track.appearance, getattr(det, "appearance", None))
         track.score = float(det.score)
         track.detection = det
         # time_since_update is 1 here for a track matched in the previous frame.
@@ -232,9 +281,10 @@ class Tracker:
                 raise ValueError(f"Tracker.update: detection box must be finite (x1, y1, x2, y2) with x2>x1, y2>y1; got {b}")
         ahead = min(max(1, int(steps)), self.max_lost)
         for t in self._tracks:
-            _set_process_noise(t.kf)
-            for _ in range(ahead):
-                t.kf.predict()
+            if t.time_since_update < self.max_lost:
+                _set_process_noise(t.kf)
+                for _ in range(ahead):
+                    t.kf.predict()
             t.age += 1
             t.time_since_update += 1
             t.frames_unseen += max(1, int(steps))
@@ -242,12 +292,13 @@ class Tracker:
         high = [d for d in detections if d.score >= self.high_score]
         low = [d for d in detections if self.low_score <= d.score < self.high_score]
 
-        # Pass 1: confident detections against all tracks (live and lost).
-        pairs, un_t, un_d = self._match(self._tracks, high, self.match_iou)
+        # Pass 1: confident detections against the predicted tracks (live and lost, not dormant).
+        predicted = [t for t in self._tracks if t.time_since_update <= self.max_lost]
+        pairs, un_t, un_d = self._match(predicted, high, self.match_iou)
         for ti, di in pairs:
-            self._apply(self._tracks[ti], high[di])
+            self._apply(predicted[ti], high[di])
         # Pass 2: weak detections only extend tracks that were live last frame.
-        remaining = [self._tracks[i] for i in un_t if self._tracks[i].state != TrackState.LOST]
+        remaining = [predicted[i] for i in un_t if predicted[i].state != TrackState.LOST]
         pairs2, _, _ = self._match(remaining, low, self.low_match_iou)
         for ti, di in pairs2:
             self._apply(remaining[ti], low[di])
@@ -255,24 +306,36 @@ class Tracker:
         # occlusion) may have moved off the constant-velocity prediction: match confident
         # detections left over to lost tracks by distance, within how far a walking person
         # gets in the frames unseen (REID_SPEED body heights per frame), similar size only.
-        lost = [self._tracks[i] for i in un_t if self._tracks[i].state != TrackState.TENTATIVE
-                and self._tracks[i].time_since_update > 0 and self._tracks[i].frames_unseen >= REID_MIN_FRAMES]
+        lost = [predicted[i] for i in un_t if predicted[i].state != TrackState.TENTATIVE
+                and predicted[i].time_since_update > 0 and predicted[i].frames_unseen >= REID_MIN_FRAMES]
         if lost and un_d:
             pairs3, still = self._match_by_distance(lost, [high[j] for j in un_d])
             for ti, dj in pairs3:
                 self._apply(lost[ti], high[un_d[dj]])
             un_d = [un_d[j] for j in still]
 
+        # Pass 4: a new person who could be a dormant (or lost) one takes its id.
+        if un_d:
+            waking = [t for t in self._tracks if t.state == TrackState.LOST and t.last_seen is not None
+                      and t.time_since_update > 0 and t.frames_unseen >= REID_MIN_FRAMES]
+            if waking:
+                pairs4, still = self._wake(waking, [high[j] for j in un_d])
+                for ti, dj in pairs4:
+                    self._apply(waking[ti], high[un_d[dj]])
+                un_d = [un_d[j] for j in still]
+
         for t in self._tracks:
             if t.time_since_update > 0:
                 # Unconfirmed tracks that miss are noise; confirmed ones go lost.
-                t.state = TrackState.LOST if t.state != TrackState.TENTATIVE else t.state
+                if t.state != TrackState.TENTATIVE and t.state != TrackState.LOST:
+                    t.state = TrackState.LOST
+                    t.kf.x[6:8] = 0.0  # a lost person keeps their size while predicted
                 t.box = t.predicted_box
         self._tracks = [
             t
             for t in self._tracks
             if not (t.state == TrackState.TENTATIVE and t.time_since_update > 0)
-            and t.time_since_update <= self.max_lost
+            and (t.time_since_update <= self.max_lost or t.frames_unseen <= self.max_lost + self.dormant_frames)
         ]
 
         for di in un_d:
@@ -285,6 +348,9 @@ class Tracker:
                 detection=det,
                 state=TrackState.CONFIRMED if self.frame_count == 1 or self.min_hits <= 1 else TrackState.TENTATIVE,
                 kf=_make_filter(box_to_z(box)),
+                last_seen=box.copy(),
+                height=float(box[3] - box[1]),
+                appearance=blend_appearance(None, getattr(det, "appearance", None)),
             )
             self._next_id += 1
             self._tracks.append(t)
