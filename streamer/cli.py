@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run a video file, image folder, camera or network stream "
                                      "through the pipeline; publish and record the result.")
     run.add_argument("--source", required=True,
-                     help="video file, image folder, camera index or /dev/videoN, or rtsp://, "
-                          "http(s)://, srt://, tcp://, udp:// URL")
+                     help="video file, image folder, camera index or /dev/videoN, or rtsp://, rtsps://, "
+                          "rtmp://, http(s)://, srt://, tcp://, udp:// URL (credentials in it are never shown)")
     run.add_argument("--mode", choices=("live", "offline"),
                      help="live: newest frame wins, drops counted (default for cameras and streams); "
                           "offline: every frame processed (default for files and folders)")
@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     run.add_argument("--stats-json", metavar="FILE", help="write latency statistics as JSON")
     run.add_argument("--preview", metavar="OUT.mp4",
-                     help="write a video with each person's box, id and skeleton drawn over the frames")
+                     help="write a video with each person's body (its mesh, or with --preview-skeleton its "
+                          "skeleton), box and id drawn over the frames")
     run.add_argument("--preview-skeleton", action="store_true",
                      help="preview: draw each body's 3D skeleton, projected, instead of its mesh")
     run.add_argument("--viewer", nargs="?", const="spawn", metavar="URL",
@@ -175,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     subscribe = sub.add_parser("subscribe", help="print the frames a publisher sends",
                                description="Connect to a publisher and print one line per frame.")
-    subscribe.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT)
+    subscribe.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT,
+                           help=f"the publisher's ZeroMQ endpoint (default {DEFAULT_ENDPOINT})")
     subscribe.add_argument("--count", type=int, metavar="N", help="exit after N frames")
     subscribe.add_argument("--curve-keys", metavar="DIR", help="client key pair and the publisher's public key")
     subscribe.add_argument("--json", action="store_true", help="one JSON object per line")

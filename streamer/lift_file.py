@@ -211,7 +211,8 @@ def _measured_lift(cat: dict, keep: np.ndarray, pixels: np.ndarray, cam, body) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="smplstream lift", description=__doc__,
+    # The module docstring without its reStructuredText markup.
+    parser = argparse.ArgumentParser(prog="smplstream lift", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("keypoints", help="keypoint .npz file")
     parser.add_argument("--out", required=True, help="motion file to write (.npz)")

@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     """``smplstream keys DIR``."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="smplstream keys", description=__doc__,
+    # The keys part of the module's docstring, without its markup.
+    keys_doc = __doc__[__doc__.index("``smplstream keys DIR``"):].replace("``", "")
+    p = argparse.ArgumentParser(prog="smplstream keys", description=keys_doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory")
     args = p.parse_args(argv)

@@ -14,14 +14,17 @@ the source file's hash and the ONNX Runtime and onnx versions; nothing new is co
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 from .cache import cache_path, file_sha256, write_fields
 
 log = logging.getLogger("engines.runtime")
+_building = threading.Lock()  # one int8 file made at a time; the others wait and reuse it
 
 
 def check_int8(precision: str | None, backend: str) -> bool:
@@ -69,19 +72,44 @@ def int8_onnx(path: str | Path, directory: Path | None = None) -> Path:
     fields = {"model_sha256": file_sha256(path), "precision": "int8-dynamic-per-channel",
               "versions": {"onnxruntime": ort.__version__, "onnx": onnx.__version__}}
     out = cache_path(path.stem + "-int8", fields, ".onnx", directory)
-    if out.is_file():
-        return out
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _quantise(path, out)
-    except OSError as exc:
-        out = Path(tempfile.mkdtemp(prefix="smplstream-int8-")) / out.name
-        log.warning("cannot write the engine cache (%s); int8 weights made in %s for this run only "
-                    "(set SMPLSTREAM_CACHE to a writable folder to keep them)", exc, out.parent)
-        _quantise(path, out)
-    write_fields(out, fields)
-    log.info("int8 weights for %s cached at %s", path.name, out)
+    with _building:
+        if out.is_file():
+            return out
+        log.info("building int8 weights for %s (first run only)", path.name)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _quantise(path, out)
+        except OSError as exc:
+            out = Path(tempfile.mkdtemp(prefix="smplstream-int8-")) / out.name
+            log.warning("cannot write the engine cache (%s); int8 weights made in %s for this run only "
+                        "(set SMPLSTREAM_CACHE to a writable folder to keep them)", exc, out.parent)
+            _quantise(path, out)
+        write_fields(out, fields)
+        log.debug("int8 weights for %s cached at %s", path.name, out)
     return out
+
+
+class _QuantiserLogs(logging.Filter):
+    """ONNX Runtime's quantiser logs every tensor it handles on the root logger; those
+    records go to our debug level instead (shown with -v only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "onnxruntime" in record.pathname and "quantization" in record.pathname:
+            return record.levelno >= logging.WARNING or log.isEnabledFor(logging.DEBUG)
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_quantiser():
+    quiet = _QuantiserLogs()
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
 def _quantise(path: Path, out: Path) -> None:
@@ -94,7 +122,8 @@ def _quantise(path: Path, out: Path) -> None:
         src = Path(tmp) / "fp32.onnx"
         onnx.save(model, str(src))
         partial = Path(tmp) / "int8.onnx"
-        quantize_dynamic(str(src), str(partial), weight_type=QuantType.QInt8, per_channel=True)
+        with _quiet_quantiser():
+            quantize_dynamic(str(src), str(partial), weight_type=QuantType.QInt8, per_channel=True)
         # Atomic: a concurrent process never reads a half-written file.
         fd, staging = tempfile.mkstemp(dir=out.parent, suffix=".part")
         os.close(fd)
