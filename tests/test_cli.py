@@ -107,7 +107,7 @@ def test_signal_mid_run_leaves_complete_loadable_motion_files(clip, endpoint, tm
     # Wait until the first periodic flush has happened (a chunk on disk; the final files are
     # assembled at the end), then interrupt mid-run.
     deadline = time.monotonic() + 30
-    while not list(record.glob(".smplstream-run-*/track_0003/*.npz")) and time.monotonic() < deadline:
+    while not list(record.glob(".smplstream-run-*/*.npz")) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)
     proc.send_signal(signum)
@@ -138,3 +138,18 @@ def test_failing_stage_leaves_complete_motion_files_and_the_stats_table(clip, en
     for f in sorted(record.glob("*.npz")):
         with np.load(f, allow_pickle=False) as data:
             np.testing.assert_array_equal(data["frame_index"], np.arange(40))
+
+
+def test_first_live_run_says_three_lines_before_it_runs(clip, tmp_path):
+    """A fresh engine cache (the int8 denoiser is built on this run): the camera note, the
+    one line about building int8 weights, and the run's start; no library chatter."""
+    env = {**os.environ, "SMPLSTREAM_CACHE": str(tmp_path / "fresh-cache")}
+    run = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "run_stream.py"), "run",
+                          "--source", str(clip), "--mode", "live", "--publish", "none", "--max-frames", "3"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if "running" in line and "in live mode" in line)
+    assert start + 1 <= 3, lines[: start + 1]
+    assert any("building int8 weights" in line for line in lines[:start])
+    assert not [line for line in lines if " root: " in line]

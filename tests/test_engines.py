@@ -60,7 +60,7 @@ def machine(monkeypatch):
 ])
 def test_auto_picks_tensorrt_then_compile_on_cuda_then_onnxruntime(machine, caplog, cuda, trt, device, expected):
     machine(cuda=cuda, trt=trt)
-    with caplog.at_level(logging.INFO, logger="engines.runtime"):
+    with caplog.at_level(logging.DEBUG, logger="engines.runtime"):
         choice = resolve_backend("auto", device)
     assert (choice.backend, choice.device) == expected
     assert f"backend auto -> {expected[0]} on {expected[1]}" in caplog.text

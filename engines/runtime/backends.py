@@ -115,7 +115,8 @@ def resolve_backend(backend: str = "auto", device: str | None = None) -> Backend
             choice = BackendChoice("torch-compile", "cuda", "CUDA device, torch_tensorrt not installed")
         else:
             choice = BackendChoice("onnxruntime", "cpu", "no CUDA device" if device is None else "device cpu")
-        log.info("backend auto -> %s on %s (%s)", choice.backend, choice.device, choice.reason)
+        # Once per stage: debug (the run plan, printed with -v, says it once for all stages).
+        log.debug("backend auto -> %s on %s (%s)", choice.backend, choice.device, choice.reason)
         return choice
     if device is None:
         if backend == "tensorrt":

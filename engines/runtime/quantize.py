@@ -90,12 +90,12 @@ def int8_onnx(path: str | Path, directory: Path | None = None) -> Path:
 
 
 class _QuantiserLogs(logging.Filter):
-    """ONNX Runtime's quantiser logs every tensor it handles on the root logger; those
-    records go to our debug level instead (shown with -v only)."""
+    """ONNX Runtime's quantiser logs every tensor it handles, and advice meant for model
+    authors, on the root logger; short of an error, those records are shown with -v only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "onnxruntime" in record.pathname and "quantization" in record.pathname:
-            return record.levelno >= logging.WARNING or log.isEnabledFor(logging.DEBUG)
+            return record.levelno >= logging.ERROR or log.isEnabledFor(logging.DEBUG)
         return True
 
 
