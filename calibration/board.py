@@ -142,8 +142,8 @@ class BoardSpec:
         tries miss small or low-contrast boards that the full-size ones find
         (``docs/calibration.md``). ``tries``: ``"fast"`` (the reduced-size ones), ``"full"``
         (the full-size ones) or ``"all"``. A ChArUco board is tried with white markers on
-        black too (an inverted print) and in a mirrored image (webcams that mirror their
-        picture), all of that being fast. ``Detection.how`` says which try found it.
+        black too (an inverted print) and in the mirrored image (a board seen from behind,
+        printed on a transparent sheet), all of that being fast. ``Detection.how`` says which try found it.
         """
         if gray.ndim != 2:
             raise ValueError("detect: expects a single-channel image")
@@ -156,7 +156,7 @@ class BoardSpec:
     def detection_tries(self, size: tuple[int, int], max_side: int = 1280) -> str:
         """What :meth:`detect` tries on an image of ``size`` (width, height), as words."""
         if self.charuco:
-            return "ChArUco markers as printed, inverted, and in the mirrored image"
+            return "ChArUco markers as printed, inverted, and mirrored (seen from behind)"
         side = max(size)
         tries = [f"SB at {min(side, max_side)} px", f"classic at {min(side, 800)} px"]
         if side > 800:
@@ -215,15 +215,15 @@ class BoardSpec:
                 break
         else:
             return None
-        how = "ChArUco" + (", inverted (white markers)" if inverted else "") + (", mirrored image" if mirrored else "")
+        how = "ChArUco" + (", inverted (white markers)" if inverted else "") + (", from behind" if mirrored else "")
         ids = ids.reshape(-1).astype(np.int64)
         obj = self.object_points()[ids]
         if mirrored:
-            # Back into the image as given; the board seen in a mirror is the mirrored board,
-            # which, being planar, a real camera sees as it is: x -> -x keeps the geometry.
+            # A board seen from behind (printed on a transparent sheet: cameras on both sides)
+            # shows its markers mirrored; found in the flipped image, each corner is put back
+            # where it is in the image as given, and it is the same physical corner.
             corners = corners.reshape(-1, 2).copy()
             corners[:, 0] = width - 1 - corners[:, 0]
-            obj = obj * np.array([-1.0, 1.0, 1.0], np.float32)
         corners = corners.reshape(-1, 1, 2).astype(np.float32)
         # ChArUco corners come from marker homographies; a small cornerSubPix window (clear of
         # the markers) refines them on the saddle points: synthetic RMS 0.19 -> 0.15 px, while a

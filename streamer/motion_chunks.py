@@ -4,15 +4,18 @@ motion files are assembled from (``docs/motion-files.md``, "Long recordings").
 One hidden folder per run inside the record directory::
 
     DIR/.smplstream-run-<date>-<time>-<random>/
-        run.json              what the assembly needs (fps, body model, image size, formats)
-        lock                  locked (flock) by the recording process while it runs
-        track_0001/000000.npz one chunk per flush: the track's frames since the previous chunk
-        track_0001/000001.npz ...
+        run.json      what the assembly needs (fps, body model, image size, formats)
+        lock          locked (flock) by the recording process while it runs
+        000000.npz    one chunk per flush: per track (member ``track_NNNN``), its frames
+        000001.npz    since the previous flush, as one structured array (a row per frame)
+        ...
 
-Each chunk is a plain ``.npz`` written under a temporary name, fsync'd, then renamed (and
-the rename fsync'd): a chunk is whole or absent, and a crash while one is written can only
-leave a hidden temporary file, never a damaged earlier chunk. A chunk that is unreadable all
-the same (a disk error, a file truncated by hand) is skipped with a warning.
+One file per flush, not per track: a flush costs one write and one fsync however many
+people are in view, and a long run leaves fewer files to remove. Each chunk is written
+under a temporary name, fsync'd, then renamed (and the rename fsync'd): a chunk is whole or
+absent, and a crash while one is written can only leave a hidden temporary file, never a
+damaged earlier chunk. Zip's CRC-32 of each member catches damage done later (a disk
+error): a chunk that cannot be read is skipped with a warning, never fatal.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ log = logging.getLogger("smplstream.record")
 RUN_PREFIX = ".smplstream-run-"
 MANIFEST = "run.json"
 LOCK = "lock"
-PRESENT = "present_"  # chunk key prefix of an array's per-frame mask
+PRESENT = "present_"  # field prefix of an array's per-frame mask in a chunk
 ROW_KEYS = ("frame_index", "timestamp", "score")
 
 
@@ -78,25 +81,17 @@ class ChunkJournal:
         self.directory = Path(directory)
         self.settings = settings
         self.folder: Path | None = None
+        self.chunks = 0  # chunks written; the next one's number
         self._lock_fd: int | None = None
-        self._track_folders: set[Path] = set()
 
-    def write(self, track_id: int, seq: int, arrays: dict[str, np.ndarray]) -> Path:
-        """Write chunk number ``seq`` of a track durably; returns its path."""
-        folder = track_file(self._run_folder(), track_id, "")
-        if folder not in self._track_folders:
-            try:
-                folder.mkdir(exist_ok=True)
-            except OSError as exc:
-                raise RecordError(f"cannot write {folder}: {exc.strerror or exc}") from None
-            fsync_directory(folder.parent)
-            self._track_folders.add(folder)
-        path = folder / chunk_name(seq)
-        write_file_atomic(path, lambda f: np.savez(f, **arrays))
-        return path
-
-    def track_folder(self, track_id: int) -> Path:
-        return track_file(self._run_folder(), track_id, "")
+    def write(self, tracks: dict[int, np.ndarray]) -> int:
+        """Write one chunk holding each track's rows (structured arrays, see
+        :func:`chunk_rows`) durably; returns its number."""
+        seq = self.chunks
+        members = {track_file(Path(), track_id, "").name: rows for track_id, rows in tracks.items()}
+        write_file_atomic(self._run_folder() / chunk_name(seq), lambda f: np.savez(f, **members))
+        self.chunks += 1
+        return seq
 
     def remove(self) -> None:
         """Delete the run folder (the final files are written) and let go of its lock."""
@@ -130,18 +125,43 @@ class ChunkJournal:
         return folder
 
 
+def chunk_rows(n: int, row_keys: dict[str, np.ndarray], columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """A track's ``n`` rows as one structured array: ``frame_index``, ``timestamp``,
+    ``score``, and per array its values (float32) and ``present_<name>`` mask."""
+    fields = [("frame_index", np.int64), ("timestamp", np.float64), ("score", np.float32)]
+    for name, (data, _) in columns.items():
+        fields += [(name, np.float32, data.shape[1:]), (PRESENT + name, np.bool_)]
+    rows = np.zeros(n, fields)
+    for name, values in row_keys.items():
+        rows[name] = values[:n]
+    for name, (data, present) in columns.items():
+        rows[name] = data[:n]
+        rows[PRESENT + name] = present[:n]
+    return rows
+
+
 def chunk_name(seq: int) -> str:
     return f"{seq:06d}.npz"
 
 
 def chunk_seq(path: Path) -> int | None:
-    """The sequence number of a chunk file, or None for anything else (temporary files)."""
+    """The number of a chunk file, or None for anything else (temporary files)."""
     if path.name.startswith(".") or path.suffix != ".npz":
         return None
     try:
         return int(path.stem)
     except ValueError:
         return None
+
+
+def chunk_paths(run: Path, first: int = 0, upto: int | None = None) -> list[Path]:
+    """A run's chunks in order, those numbered from ``first`` to below ``upto`` if given."""
+    chunks = []
+    for p in run.iterdir():
+        seq = chunk_seq(p)
+        if seq is not None and seq >= first and (upto is None or seq < upto):
+            chunks.append((seq, p))
+    return [p for _, p in sorted(chunks)]
 
 
 def find_runs(directory: Path) -> list[Path]:
@@ -179,83 +199,87 @@ def read_settings(run: Path) -> RunSettings:
         raise RecordError(f"{run / MANIFEST} is missing or unreadable ({exc}); cannot assemble {run}") from None
 
 
-def track_folders(run: Path) -> list[tuple[int, Path]]:
-    """``(track_id, folder)`` of every track with chunks in ``run``, by id."""
-    found = []
-    for p in run.iterdir():
-        track_id = track_id_of(p.name)
-        if track_id is not None and p.is_dir():
-            found.append((track_id, p))
-    return sorted(found)
-
-
-def chunk_paths(folder: Path, upto: int | None = None) -> list[Path]:
-    """A track folder's chunks in order (those numbered below ``upto`` if given)."""
-    chunks = []
-    for p in folder.iterdir():
-        seq = chunk_seq(p)
-        if seq is not None and (upto is None or seq < upto):
-            chunks.append((seq, p))
-    return [p for _, p in sorted(chunks)]
-
-
-def read_chunk(path: Path, shapes: dict[str, tuple]) -> dict[str, np.ndarray] | None:
-    """A chunk's arrays, or None with a warning if it is unreadable or inconsistent (rows of
-    different lengths, an array whose shape differs from the track's other chunks).
-    ``shapes`` maps each array to its per-frame shape; arrays seen first here are added."""
+def chunk_tracks(path: Path) -> list[int] | None:
+    """The ids of the tracks in a chunk, or None with a warning if it cannot be opened."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
+        with _open_chunk(path) as npz:
+            names = list(npz.files)
     except Exception as exc:  # noqa: BLE001 -- whatever is wrong with one chunk, the others still count
         log.warning("skipping unreadable chunk %s: %s", path, exc)
         return None
-    problem = _chunk_problem(data, shapes)
+    return [t for t in map(track_id_of, names) if t is not None]
+
+
+def _open_chunk(path: Path):
+    # np.load would take other bytes for a pickle (and suggest unpickling them): check first.
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ValueError("not a zip archive")
+    return np.load(path, allow_pickle=False)
+
+
+class Unreadable(Exception):
+    """A chunk (or a track's rows in it) that cannot be used."""
+
+
+def read_chunk(path: Path, track_id: int, shapes: dict[str, tuple]) -> dict[str, np.ndarray] | None:
+    """A track's rows in a chunk as ``{field: array}``, None if the track is not in it.
+    Raises :class:`Unreadable` (the reason logged as a warning) if the chunk cannot be
+    read or does not fit the track's other chunks (an array of another shape). ``shapes``
+    maps each array to its per-frame shape; arrays seen first here are added."""
+    name = track_file(Path(), track_id, "").name
+    try:
+        with _open_chunk(path) as npz:
+            if name not in npz.files:
+                return None
+            rows = npz[name]
+    except Exception as exc:  # noqa: BLE001 -- whatever is wrong with one chunk, the others still count
+        log.warning("skipping unreadable chunk %s: %s", path, exc)
+        raise Unreadable(str(exc)) from None
+    problem = _chunk_problem(rows, shapes)
     if problem:
-        log.warning("skipping chunk %s: %s", path, problem)
-        return None
-    for name, value in data.items():
-        if not name.startswith(PRESENT) and name not in ROW_KEYS:
-            shapes.setdefault(name, value.shape[1:])
+        log.warning("skipping chunk %s for %s: %s", path, name, problem)
+        raise Unreadable(problem)
+    data = {k: rows[k] for k in rows.dtype.names}
+    for key, value in data.items():
+        if not key.startswith(PRESENT) and key not in ROW_KEYS:
+            shapes.setdefault(key, value.shape[1:])
     return data
 
 
-def _chunk_problem(data: dict[str, np.ndarray], shapes: dict[str, tuple]) -> str | None:
-    if any(k not in data for k in ROW_KEYS):
-        return "it has no frame_index, timestamp or score"
-    n = len(data["frame_index"])
-    for name, value in data.items():
-        if value.ndim == 0 or len(value) != n:
-            return f"'{name}' holds {value.shape[:1]} rows, not {n}"
-        if value.dtype.kind not in "biuf":
-            return f"'{name}' is not numeric ({value.dtype})"
-        if name.startswith(PRESENT):
-            if name[len(PRESENT):] not in data or value.dtype != bool:
-                return f"'{name}' is not the mask of an array in the chunk"
-        elif name not in ROW_KEYS:
-            if PRESENT + name not in data:
-                return f"'{name}' has no mask"
-            if name in shapes and value.shape[1:] != shapes[name]:
-                return f"'{name}' has frames of shape {value.shape[1:]}, other chunks {shapes[name]}"
+def _chunk_problem(rows: np.ndarray, shapes: dict[str, tuple]) -> str | None:
+    names = rows.dtype.names or ()
+    if rows.ndim != 1 or any(k not in names for k in ROW_KEYS):
+        return "it is not a track's rows (frame_index, timestamp, score, arrays)"
+    for key in names:
+        field = rows.dtype[key]
+        kind = (field.subdtype[0] if field.subdtype else field).kind
+        if kind not in "biuf":
+            return f"'{key}' is not numeric ({field})"
+        if key.startswith(PRESENT):
+            if key[len(PRESENT):] not in names or kind != "b":
+                return f"'{key}' is not the mask of an array in the chunk"
+        elif key not in ROW_KEYS:
+            if PRESENT + key not in names:
+                return f"'{key}' has no mask"
+            shape = field.shape
+            if key in shapes and shape != shapes[key]:
+                return f"'{key}' has frames of shape {shape}, other chunks {shapes[key]}"
     return None
 
 
-def remove_used(run: Path, used: list[Path]) -> list[Path]:
-    """Delete the chunks that were assembled and the run's temporary leftovers; the run
-    folder goes too when nothing else (a chunk that could not be read) is left in it.
-    Returns what was left."""
+def remove_chunks(run: Path, used: list[Path]) -> list[Path]:
+    """Delete the chunks in ``used`` and the run's temporary leftovers; the run folder goes
+    too when no other chunk is left in it. Returns the chunks left."""
     for path in used:
         path.unlink(missing_ok=True)
     left = []
-    for folder in [p for p in run.iterdir() if p.is_dir()]:
-        for p in folder.iterdir():
-            if p.name.startswith(".") and p.name.endswith(".tmp"):
-                p.unlink(missing_ok=True)  # a chunk a crash interrupted: never complete
-            else:
-                left.append(p)
-        if not any(folder.iterdir()):
-            folder.rmdir()
-    if left:
-        return left
-    shutil.rmtree(run, ignore_errors=True)
-    fsync_directory(run.parent)
-    return []
+    for p in run.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            p.unlink(missing_ok=True)  # a chunk a crash interrupted: it was never complete
+        elif chunk_seq(p) is not None:
+            left.append(p)
+    if not left:
+        shutil.rmtree(run, ignore_errors=True)
+        fsync_directory(run.parent)
+    return sorted(left)

@@ -24,7 +24,7 @@ from .atomic_write import FILE_MODE, write_bytes_atomic, write_file_atomic, writ
 from .errors import RecordError
 from .frames import Frame
 from .motion_assembly import Assembled, assemble_track
-from .motion_chunks import PRESENT, ChunkJournal, RunSettings, find_runs, is_live, read_settings
+from .motion_chunks import ChunkJournal, RunSettings, chunk_rows, find_runs, is_live, read_settings
 from .motion_layout import KEYPOINT_ARRAYS, RECORDED_ARRAYS, SMPL_ARRAYS, track_file
 
 # The file helpers and names live in smaller modules now; importers of this one still find them.
@@ -59,8 +59,9 @@ class _Track:
         self.track_id = track_id
         self.shapes: dict[str, tuple] = {}  # each array's per-frame shape: its first frame's, in every chunk
         self.shape_warned: set[str] = set()
-        self.chunks = 0  # chunks written
-        self.assembled = 0  # chunks the final files were last assembled from
+        self.first: int | None = None  # number of the first chunk with the track's rows
+        self.last = -1  # number of the last one
+        self.assembled = 0  # the final files hold the chunks numbered below this
         self.last_seen = 0.0
         self.ended = False
         self._empty(16)
@@ -94,18 +95,18 @@ class _Track:
             column = self.columns[name] = _Column(shape, self.capacity)
         return column
 
-    def take_chunk(self) -> dict[str, np.ndarray]:
-        """The rows held, as a chunk's arrays; the buffers are emptied for the next chunk
-        (same capacity: a steady run allocates nothing new)."""
-        n = self.n
-        arrays = {"frame_index": self.frame_index[:n].copy(), "timestamp": self.timestamp[:n].copy(),
-                  "score": self.score[:n].copy()}
-        for name, column in self.columns.items():
-            arrays[name] = column.data[:n].copy()
-            arrays[PRESENT + name] = column.present[:n].copy()
-            column.present[:n] = False
+    def rows(self) -> np.ndarray:
+        """The rows held, as a chunk's structured array."""
+        return chunk_rows(self.n, {"frame_index": self.frame_index, "timestamp": self.timestamp,
+                                   "score": self.score},
+                          {name: (c.data, c.present) for name, c in self.columns.items()})
+
+    def clear(self) -> None:
+        """Empty the buffers once their rows are on disk (same capacity: a steady run
+        allocates nothing new)."""
+        for column in self.columns.values():
+            column.present[: self.n] = False
         self.n = 0
-        return arrays
 
     def free(self) -> None:
         """Drop the buffers of a track that has ended (kept: ids, shapes, counts)."""
@@ -117,8 +118,8 @@ class MotionRecorder:
 
     ``fps`` is the source's frame rate (``mocap_framerate``), ``body_model`` names the body
     model the parameters belong to, ``image_size`` is (width, height) for keypoint files.
-    Every ``flush_interval`` seconds each track's new frames go to disk as a chunk (and at
-    ``chunk_frames`` frames at the latest); a track unseen for ``track_end_after`` seconds
+    Every ``flush_interval`` seconds the tracks' new frames go to disk as one chunk (a
+    track's at ``chunk_frames`` frames at the latest); a track unseen for ``track_end_after`` seconds
     of the stream gets its final files then (assembled in a background thread), every other
     track at :meth:`close`.
     """
@@ -183,7 +184,7 @@ class MotionRecorder:
                 column.present[row] = True
             track.last_seen = float(stamp)
             if track.n >= self.chunk_frames:  # memory stays bounded whatever the interval
-                self._write_chunk(track)
+                self._write_chunk([track])
         self._end_unseen(float(stamp))
         now = time.monotonic()
         # A slow disk should not take more than about 10% of the time.
@@ -191,11 +192,9 @@ class MotionRecorder:
             self.flush()
 
     def flush(self) -> None:
-        """Write the new frames of every track as one chunk each (cost: those frames only)."""
+        """Write every track's new frames as one chunk file (cost: those frames only)."""
         started = time.monotonic()
-        for track in self._open.values():
-            if track.n:
-                self._write_chunk(track)
+        self._write_chunk([t for t in self._open.values() if t.n])
         self._last_flush = time.monotonic()
         self._last_flush_cost = self._last_flush - started
 
@@ -212,8 +211,8 @@ class MotionRecorder:
             finally:
                 self._collect_background()
             for track in self._tracks.values():
-                if track.chunks > track.assembled:
-                    self._finished(track, track.chunks, self._assemble(track.track_id, track.chunks))
+                if track.last >= track.assembled:
+                    self._finished(track, track.last + 1, self._assemble(track, track.last + 1))
             if self._journal is not None:
                 self._journal.remove()
         finally:
@@ -232,18 +231,25 @@ class MotionRecorder:
         return RunSettings(fps=self.fps, body_model=self.body_model, image_size=self.image_size,
                            formats=tuple(self.formats), pid=os.getpid(), started=time.time())
 
-    def _write_chunk(self, track: _Track) -> None:
+    def _write_chunk(self, tracks: list[_Track]) -> None:
+        """One chunk file with the rows of ``tracks`` (one fsync however many there are)."""
+        if not tracks:
+            return
         if self._journal is None:
             self._journal = ChunkJournal(self.directory, self._settings())
-        self._journal.write(track.track_id, track.chunks, track.take_chunk())
-        track.chunks += 1
+        # The rows leave memory only once they are on disk: a failed write loses nothing.
+        seq = self._journal.write({t.track_id: t.rows() for t in tracks})
+        for track in tracks:
+            track.clear()
+            track.first = seq if track.first is None else track.first
+            track.last = seq
 
     def _end_unseen(self, stamp: float) -> None:
         if self.track_end_after is None:
             return
         for track in [t for t in self._open.values() if stamp - t.last_seen >= self.track_end_after]:
             if track.n:
-                self._write_chunk(track)
+                self._write_chunk([track])
             track.ended = True
             track.free()
             del self._open[track.track_id]
@@ -252,12 +258,12 @@ class MotionRecorder:
     def _assemble_later(self, track: _Track) -> None:
         """Assemble an ended track's files in a background thread: for a long track that
         takes seconds, which live mode would otherwise spend dropping frames."""
-        if track.chunks == track.assembled:
+        if track.last < track.assembled:
             return
         if self._background is None:
             self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="record-assemble")
-        self._pending.append((track, track.chunks, self._background.submit(self._assemble, track.track_id,
-                                                                           track.chunks)))
+        upto = track.last + 1  # the chunks written from now on are not read
+        self._pending.append((track, upto, self._background.submit(self._assemble, track, upto)))
         self._collect_background(wait=False)
 
     def _collect_background(self, wait: bool = True) -> None:
@@ -278,10 +284,9 @@ class MotionRecorder:
             self._background.shutdown(wait=True)
             self._background = None
 
-    def _assemble(self, track_id: int, upto: int) -> Assembled:
-        folder = self._journal.track_folder(track_id)
-        return assemble_track(folder, self.directory, track_id, self._journal.settings,
-                              world_writer=self._world_writer(), upto=upto)
+    def _assemble(self, track: _Track, upto: int) -> Assembled:
+        return assemble_track(self._journal.folder, self.directory, track.track_id, self._journal.settings,
+                              world_writer=self._world_writer(), first=track.first, upto=upto)
 
     def _finished(self, track: _Track, upto: int, done: Assembled) -> None:
         track.assembled = max(track.assembled, upto)

@@ -1,5 +1,5 @@
 """Names in a record directory: which per-person arrays the motion files keep, and the
-``track_NNNN`` name of each track's files (and of its chunk folder while recording)."""
+``track_NNNN`` name of each track's files (and of its rows in a chunk while recording)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import RecordError, SmplstreamError
 from .motion_assembly import Assembled, assemble_track
-from .motion_chunks import find_runs, is_live, read_settings, remove_used, track_folders
+from .motion_chunks import chunk_paths, chunk_seq, chunk_tracks, find_runs, is_live, read_settings, remove_chunks
 
 DESCRIPTION = ("Assemble the motion files (npz, BVH, .smpl, keypoints) of a recording into DIR whose "
                "process was killed (kill -9, crash, power cut) from the chunks it left there, then remove "
@@ -32,6 +32,7 @@ class RunRecovery:
     live: bool = False
     tracks: list[Assembled] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    unreadable: list[Path] = field(default_factory=list)
     left: list[Path] = field(default_factory=list)
 
 
@@ -61,18 +62,25 @@ def recover(directory: str | Path, *, body_loader=None) -> list[RunRecovery]:
             from .motion_formats import world_formats_writer
 
             writer = world_formats_writer(settings.formats, settings.body_model, body_loader)
-        used = []
-        for track_id, folder in track_folders(run):
-            try:
-                done = assemble_track(folder, directory, track_id, settings, world_writer=writer)
+        chunks = {path: chunk_tracks(path) for path in chunk_paths(run)}  # None: unreadable
+        track_ids = sorted({t for ids in chunks.values() if ids for t in ids})
+        unusable = {path for path, ids in chunks.items() if ids is None}
+        for track_id in track_ids:
+            seqs = [chunk_seq(p) for p, ids in chunks.items() if ids and track_id in ids]
+            try:  # only the chunks from the track's first to its last are read
+                done = assemble_track(run, directory, track_id, settings, world_writer=writer,
+                                      first=min(seqs), upto=max(seqs) + 1)
             except SmplstreamError as exc:  # this track keeps its chunks; the others go on
-                result.errors.append(f"{folder.name}: {exc}")
+                result.errors.append(f"track {track_id}: {exc}")
+                unusable.update(p for p, ids in chunks.items() if ids and track_id in ids)
                 continue
             result.tracks.append(done)
-            used += done.chunks
-        # The run folder goes only when nothing is left in it: a failed track's chunks and
-        # unreadable ones stay where a later `recover` (or a person) finds them.
-        result.left = remove_used(run, used)
+            unusable.update(done.skipped)
+        result.unreadable = sorted({p for p, ids in chunks.items() if ids is None}.union(
+            *(t.skipped for t in result.tracks)))
+        # The run folder goes only when nothing is left in it: unreadable chunks and those
+        # of a track that failed stay where a later `recover` (or a person) finds them.
+        result.left = remove_chunks(run, [p for p in chunks if p not in unusable])
     return results
 
 
@@ -96,7 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smplstream recover", description=DESCRIPTION)
     parser.add_argument("directory", metavar="DIR", help="the directory given to run --record")
     args = parser.parse_args(argv)
-    results = recover(args.directory)
+    load_body = _default_body()
+
+    def body_loader():
+        import torch
+
+        # BVH and .smpl assembly is many small tensor operations: one thread is fastest,
+        # several on a busy machine much slower.
+        torch.set_num_threads(1)
+        return load_body()
+
+    results = recover(args.directory, body_loader=body_loader)
     if not results:
         print(f"nothing to recover in {args.directory}")
         return 0
@@ -111,12 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             names = ", ".join(p.name for p in track.files) or "no files (no frames)"
             line = (f"track {track.track_id}: {max(track.smpl_frames, track.keypoint_frames)} frames from "
                     f"{len(track.chunks)} chunk(s): {names}")
-            if track.skipped:
-                line += f"; {len(track.skipped)} unreadable chunk(s) skipped"
             print(line)
+        if result.unreadable:
+            print(f"{len(result.unreadable)} unreadable chunk(s) skipped (kept in {result.run})")
         for error in result.errors:
             status = 1
             print(f"smplstream: error: {error} (its chunks are kept)", file=sys.stderr)
-        if result.left:
-            print(f"kept in {result.run}: {len(result.left)} chunk(s) that could not be used", file=sys.stderr)
     return status

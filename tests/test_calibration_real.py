@@ -1,6 +1,6 @@
 """Calibration on real footage (caliscope's recordings, BSD-2-Clause: tests/data/README.md):
-webcam frames of a hand-held chessboard and a ChArUco video from a mirroring webcam with an
-inverted print. The detector must find every board plain OpenCV finds, at any image size;
+webcam frames of a hand-held chessboard and a ChArUco video of a board printed inverted on a
+transparent sheet, seen from behind. The detector must find every board plain OpenCV finds, at any image size;
 four good views calibrate with a stated error; the ChArUco camera's intrinsics come out near
 caliscope's own calibration of it."""
 
@@ -86,10 +86,10 @@ def test_fisheye_from_four_views_is_refused_with_the_count():
         calibrate_images(iter_frames(CHESSBOARD), CHECKER, "fisheye")
 
 
-def test_charuco_video_of_a_mirroring_webcam_with_an_inverted_board_matches_caliscope():
+def test_charuco_video_of_an_inverted_board_seen_from_behind_matches_caliscope():
     result = calibrate_source(DATA / "charuco_cam_1.mp4", CHARUCO)
     assert len(result.views) >= 15
-    assert {v.detection.how for v in result.views} == {"ChArUco, inverted (white markers), mirrored image"}
+    assert {v.detection.how for v in result.views} == {"ChArUco, inverted (white markers), from behind"}
     cam, sigma = result.camera, result.focal_sigma
     # Within 3 sigma of the fit's own error and 3 % of caliscope's focal length.
     for ours, theirs, s in ((cam.fx, CALISCOPE_CAM_1["fx"], sigma[0]), (cam.fy, CALISCOPE_CAM_1["fy"], sigma[1])):

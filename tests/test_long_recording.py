@@ -204,7 +204,7 @@ def test_recover_skips_a_damaged_chunk_with_a_warning(tmp_path, capsys, caplog):
             rec.flush()
     killed = _killed_copy(rec, tmp_path)
     rec.close()
-    chunks = sorted(killed.glob(".smplstream-run-*/track_0001/*.npz"))
+    chunks = sorted(killed.glob(".smplstream-run-*/*.npz"))
     assert len(chunks) == 5
     chunks[1].write_bytes(b"not a zip at all")  # damaged in the middle
     chunks[4].write_bytes(chunks[4].read_bytes()[:300])  # truncated at the end
@@ -216,7 +216,7 @@ def test_recover_skips_a_damaged_chunk_with_a_warning(tmp_path, capsys, caplog):
     with np.load(killed / "track_0001.npz", allow_pickle=False) as smpl:
         np.testing.assert_array_equal(smpl["frame_index"], [*range(10), *range(20, 40)])
     # The damaged chunks stay (nothing is thrown away that was not used); the rest is gone.
-    left = sorted(p.name for p in killed.glob(".smplstream-run-*/track_0001/*"))
+    left = sorted(p.name for p in killed.glob(".smplstream-run-*/*.npz*"))
     assert left == ["000001.npz", "000004.npz"]
 
 
@@ -228,7 +228,7 @@ def test_recover_leaves_a_run_that_is_still_recording_alone(tmp_path, capsys):
     rec.flush()
     assert main(["recover", str(record)]) == 1
     assert "still being recorded" in capsys.readouterr().err
-    assert len(list(record.glob(".smplstream-run-*/track_0001/*.npz"))) == 1
+    assert len(list(record.glob(".smplstream-run-*/*.npz"))) == 1
     with pytest.raises(RecordError, match="another run is recording there"):
         MotionRecorder(record, fps=30.0)
     rec.close()
