@@ -212,6 +212,8 @@ DELEGATED = (
     ("keys", "streamer.security:main", "generate CurveZMQ key pairs for an encrypted, authenticated stream"),
     ("calibrate", "calibration.cli:main",
      "calibrate a camera from checkerboard or ChArUco images or video"),
+    ("calibrate-rig", "calibration.rig_cli:main",
+     "calibrate several synchronised cameras (intrinsics and relative poses) from one board"),
 )
 
 
