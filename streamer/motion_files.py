@@ -15,7 +15,9 @@ import logging
 import os
 import tempfile
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +115,35 @@ class _Track:
         self._empty(16)
 
 
+class _Worker:
+    """One daemon thread running jobs in order. Not a ThreadPoolExecutor: the interpreter
+    waits for those at exit, and a second Ctrl-C must exit at once (the chunks stay on
+    disk for ``smplstream recover``)."""
+
+    def __init__(self, name: str):
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def stop(self) -> None:
+        """Finish the jobs submitted, then end the thread."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 -- handed to whoever collects the result
+                future.set_exception(exc)
+
+
 class MotionRecorder:
     """Collects persons frame by frame and writes one set of files per track into ``directory``.
 
@@ -140,7 +171,7 @@ class MotionRecorder:
         self._tracks: dict[int, _Track] = {}
         self._open: dict[int, _Track] = {}  # tracks seen lately (the others have ended)
         self._journal: ChunkJournal | None = None
-        self._background: ThreadPoolExecutor | None = None
+        self._background: _Worker | None = None
         self._pending: list[tuple[_Track, int, Future]] = []
         self._closed = False
         self._t0: float | None = None
@@ -261,7 +292,7 @@ class MotionRecorder:
         if track.last < track.assembled:
             return
         if self._background is None:
-            self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="record-assemble")
+            self._background = _Worker("record-assemble")
         upto = track.last + 1  # the chunks written from now on are not read
         self._pending.append((track, upto, self._background.submit(self._assemble, track, upto)))
         self._collect_background(wait=False)
@@ -281,7 +312,7 @@ class MotionRecorder:
                             track.track_id, exc)
         self._pending = still
         if wait and self._background is not None:
-            self._background.shutdown(wait=True)
+            self._background.stop()
             self._background = None
 
     def _assemble(self, track: _Track, upto: int) -> Assembled:

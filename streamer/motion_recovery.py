@@ -38,8 +38,8 @@ class RunRecovery:
 
 def recover(directory: str | Path, *, body_loader=None) -> list[RunRecovery]:
     """Assemble the final files of every finished run's chunks in ``directory``, oldest run
-    first (a later run's files win, as they would have), and remove the chunks used. A track
-    that fails keeps its chunks. ``body_loader()`` gives the body model for BVH and
+    first (a later run's files win, as they would have), and remove the chunks used and
+    the temporary files a kill left. A track that fails keeps its chunks. ``body_loader()`` gives the body model for BVH and
     ``.smpl``. Raises :class:`RecordError` if ``directory`` is not a directory."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -81,6 +81,11 @@ def recover(directory: str | Path, *, body_loader=None) -> list[RunRecovery]:
         # The run folder goes only when nothing is left in it: unreadable chunks and those
         # of a track that failed stay where a later `recover` (or a person) finds them.
         result.left = remove_chunks(run, [p for p in chunks if p not in unusable])
+    if not any(r.live for r in results):
+        # Final files a kill interrupted while they were written: never complete. (Not while
+        # a run is live: the temporary file may be one it is writing now.)
+        for leftover in directory.glob(".track_*.tmp"):
+            leftover.unlink(missing_ok=True)
     return results
 
 

@@ -209,6 +209,7 @@ def test_recover_skips_a_damaged_chunk_with_a_warning(tmp_path, capsys, caplog):
     chunks[1].write_bytes(b"not a zip at all")  # damaged in the middle
     chunks[4].write_bytes(chunks[4].read_bytes()[:300])  # truncated at the end
     (chunks[0].parent / ".000005.npz.abc123.tmp").write_bytes(b"half a chunk")  # a write a kill interrupted
+    (killed / ".track_0001.bvh.def456.tmp").write_bytes(b"half a final file")
     assert main(["recover", str(killed)]) == 0
     out = capsys.readouterr()
     assert "track 1: 30 frames from 3 chunk(s)" in out.out and "2 unreadable chunk(s) skipped" in out.out
@@ -217,7 +218,7 @@ def test_recover_skips_a_damaged_chunk_with_a_warning(tmp_path, capsys, caplog):
         np.testing.assert_array_equal(smpl["frame_index"], [*range(10), *range(20, 40)])
     # The damaged chunks stay (nothing is thrown away that was not used); the rest is gone.
     left = sorted(p.name for p in killed.glob(".smplstream-run-*/*.npz*"))
-    assert left == ["000001.npz", "000004.npz"]
+    assert left == ["000001.npz", "000004.npz"] and not list(killed.glob(".*.tmp"))
 
 
 def test_recover_leaves_a_run_that_is_still_recording_alone(tmp_path, capsys):
