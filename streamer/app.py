@@ -171,7 +171,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
 
             try:
                 preview = PreviewWriter(config.preview, fps=fps, size=source.size, camera=camera,
-                                        skeleton=config.preview_skeleton)
+                                        skeleton=config.preview_skeleton, live=mode == "live")
             except (ValueError, OSError) as exc:
                 raise ConfigError(str(exc)) from None
         elif config.preview_skeleton:

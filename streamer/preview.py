@@ -3,7 +3,11 @@ lifter gave one, the box, track id and 2D skeleton."""
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 import time
+from collections import deque
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +20,8 @@ import torch
 from engines.body.joint_sets import BLAZEPOSE33_EDGES, SMPL24_PARENTS
 
 from .frames import Frame, Person
+
+log = logging.getLogger("smplstream.preview")
 
 # Distinct BGR colours, picked by track id.
 _PALETTE = (
@@ -33,11 +39,13 @@ def draw_persons(
     frame_bgr: np.ndarray,
     persons: Sequence[Person],
     min_confidence: float = 0.3,
+    pixel_scale: float = 1.0,
 ) -> np.ndarray:
     """Draw the persons of a frame (box, id, score, BlazePose skeleton) on a copy of a BGR image.
 
     Persons are :class:`streamer.frames.Person` s; what is drawn comes from their arrays
-    ``box_xyxy`` and ``keypoints_blazepose33`` (either may be absent).
+    ``box_xyxy`` and ``keypoints_blazepose33`` (either may be absent), in source pixels times
+    ``pixel_scale`` (the image's size over the source's).
     """
     out = frame_bgr.copy()
     scale = max(out.shape[:2]) / 1000.0
@@ -46,14 +54,14 @@ def draw_persons(
         colour = track_colour(int(p.track_id))
         box = p.arrays.get("box_xyxy")
         if box is not None:
-            x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+            x1, y1, x2, y2 = (int(round(float(v) * pixel_scale)) for v in box)
             cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
             cv2.putText(out, f"id {p.track_id} {p.score:.2f}", (x1, max(0, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.6 * scale, colour, thick, cv2.LINE_AA)
         kp = p.arrays.get("keypoints_blazepose33")
         if kp is None:
             continue
-        kp = np.asarray(kp)
+        kp = np.asarray(kp) * [pixel_scale, pixel_scale, 1.0]
         ok = kp[:, 2] >= min_confidence
         for a, b in BLAZEPOSE33_EDGES:
             if ok[a] and ok[b]:
@@ -181,26 +189,49 @@ class SkeletonDrawer:
 
 
 def draw_status(frame_bgr: np.ndarray, text: str) -> None:
-    """Write a status line (frame number, fps) in the top-left corner, in place."""
+    """Write a status line (frame number, fps) in the top-left corner, in place, white on a
+    dark box so it reads over a bright sky too."""
     scale = max(frame_bgr.shape[:2]) / 1000.0
-    org = (int(10 * scale), int(30 * scale))
-    for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 1)):
-        cv2.putText(frame_bgr, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, colour,
-                    max(1, int(round(width * scale))), cv2.LINE_AA)
+    font, size, width = cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, max(1, int(round(1.5 * scale)))
+    (tw, th), base = cv2.getTextSize(text, font, size, width)
+    pad = max(2, int(6 * scale))
+    org = (pad + int(4 * scale), pad + th + int(4 * scale))
+    box = frame_bgr[max(0, org[1] - th - pad):org[1] + base + pad, max(0, org[0] - pad):org[0] + tw + pad]
+    box[:] = (box * 0.35).astype(frame_bgr.dtype)
+    cv2.putText(frame_bgr, text, org, font, size, (255, 255, 255), width, cv2.LINE_AA)
 
 
 MIN_PREVIEW_SIDE = 64  # pixels: a smaller source is enlarged in the preview
+#: The preview is drawn and encoded at most this wide (or tall): at the bundled clip's
+#: 1768x994, H.264 costs 13.5 ms a frame against 5.4 at 1280x720 (docs/viewer.md).
+PREVIEW_MAX_SIDE = 1280
+PREVIEW_QUEUE = 4  # frames waiting for the preview's thread
+
+
+def preview_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The preview's (even) size for a source of ``size``: at most PREVIEW_MAX_SIDE on its
+    long side, tiny sources enlarged by a whole factor to at least MIN_PREVIEW_SIDE."""
+    w, h = size
+    zoom = max(1, -(-MIN_PREVIEW_SIDE // max(1, min(size))))
+    factor = min(float(zoom), PREVIEW_MAX_SIDE / max(w, h)) if zoom == 1 else float(zoom)
+    width, height = max(2, round(w * factor)), max(2, round(h * factor))
+    return width - width % 2, height - height % 2
 
 
 class PreviewWriter:
-    """Writes the pipeline's frames with their persons drawn over them to an H.264 video.
+    """Writes the pipeline's frames with their persons drawn over them to an H.264 video, on
+    a thread of its own (so drawing and encoding overlap the pipeline's stages), at most
+    PREVIEW_MAX_SIDE pixels on the long side.
 
-    Frames are written at the source's rate; in live mode, frames the pipeline dropped are
-    missing from the preview, so it plays faster than real time.
+    Frames are written at the source's rate. ``live``: when the preview falls behind, it
+    skips frames (counted in ``dropped``) rather than hold up the pipeline; offline every
+    frame is drawn, the pipeline waiting when PREVIEW_QUEUE frames are queued. In live mode
+    frames the pipeline dropped are missing too, so the preview plays faster than real time.
+    The status line's fps is the pipeline's output rate over the last second.
     """
 
     def __init__(self, path: str | Path, *, fps: float, size: tuple[int, int], camera=None,
-                 skeleton: bool = False):
+                 skeleton: bool = False, live: bool = False):
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".mkv", ".mov"):
             raise ValueError(f"--preview {path}: use a .mp4, .mkv or .mov file name")
@@ -208,20 +239,54 @@ class PreviewWriter:
         self._container = av.open(str(self.path), "w")
         rate = Fraction(fps).limit_denominator(1001) if fps else Fraction(30)
         self._stream = self._container.add_stream("libx264", rate=rate)
-        # Even sizes for 4:2:0 chroma; tiny frames (a 1x1 or 8x8 source) are enlarged by a whole
-        # factor to a size the encoder takes and a person can see.
-        zoom = max(1, -(-MIN_PREVIEW_SIDE // max(1, min(size))))
-        width, height = size[0] * zoom, size[1] * zoom
-        self._stream.width, self._stream.height = width - width % 2, height - height % 2
+        self._stream.width, self._stream.height = preview_size(size)
+        self.pixel_scale = self._stream.width / max(1, size[0])
         self._stream.pix_fmt = "yuv420p"
         # superfast on one thread: about 60% of veryfast's CPU for twice the bytes; a preview
         # must not starve the pipeline's stages of cores.
         self._stream.options = {"crf": "23", "preset": "superfast", "threads": "1"}
-        self._started = time.monotonic()
         self.frames = 0
-        self.camera = camera
+        self.dropped = 0
+        self.live = live
+        self.camera = None if camera is None else camera.scaled(self._stream.width, self._stream.height)
         self._mesh: BodyMeshDrawer | SkeletonDrawer | None = None
         self.skeleton = skeleton  # draw the projected 3D skeleton instead of the mesh
+        self._arrivals: deque[float] = deque(maxlen=31)
+        self._queue: queue.Queue = queue.Queue(maxsize=PREVIEW_QUEUE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="preview", daemon=True)
+        self._thread.start()
+
+    def write(self, frame: Frame) -> None:
+        """Queue the frame for the preview (its image and persons, as they are now)."""
+        if self._error is not None:
+            raise RuntimeError(f"preview {self.path}: {self._error}") from self._error
+        now = time.monotonic()
+        self._arrivals.append(now)
+        if frame.image is None:
+            return
+        span = self._arrivals[-1] - self._arrivals[0]
+        fps = (len(self._arrivals) - 1) / span if span > 0 else 0.0
+        item = (frame.index, frame.image, list(frame.persons), fps)
+        if self.live:
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self.dropped += 1
+        else:
+            self._queue.put(item)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # drain: the error is raised to the pipeline
+            try:
+                self._draw_and_encode(*item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the pipeline's thread
+                self._error = exc
 
     def _bodies(self, bgr: np.ndarray, persons: Sequence[Person]) -> None:
         if self.camera is None or not any("poses" in p.arrays for p in persons):
@@ -230,21 +295,17 @@ class PreviewWriter:
             self._mesh = SkeletonDrawer(self.camera) if self.skeleton else BodyMeshDrawer(self.camera)
         self._mesh.draw(bgr, persons)
 
-    def write(self, frame: Frame) -> None:
-        if frame.image is None:
-            return
-        bgr = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
-        self._bodies(bgr, frame.persons)
-        bgr = draw_persons(bgr, frame.persons)
+    def _draw_and_encode(self, index: int, image: np.ndarray, persons: Sequence[Person], fps: float) -> None:
+        w, h = self._stream.width, self._stream.height
+        if image.shape[1] != w or image.shape[0] != h:
+            # Tiny frames: whole pixels, not a blur; large ones: drawn at the preview's size.
+            interpolation = cv2.INTER_NEAREST if image.shape[1] < w // 2 else cv2.INTER_LINEAR
+            image = cv2.resize(image, (w, h), interpolation=interpolation)
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        self._bodies(bgr, persons)
+        bgr = draw_persons(bgr, persons, pixel_scale=self.pixel_scale)
         self.frames += 1
-        fps = self.frames / max(time.monotonic() - self._started, 1e-6)
-        draw_status(bgr, f"frame {frame.index}  {len(frame.persons)} person(s)  {fps:.1f} fps")
-        h, w = self._stream.height, self._stream.width
-        if bgr.shape[0] != h or bgr.shape[1] != w:
-            if bgr.shape[1] < w // 2:  # tiny frames: whole pixels, not a blur
-                bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_NEAREST)
-            else:
-                bgr = cv2.resize(bgr, (w, h)) if abs(bgr.shape[1] - w) > 1 else bgr[:h, :w]
+        draw_status(bgr, f"frame {index}  {len(persons)} person(s)  {fps:.1f} fps")
         # OpenCV's BGR -> I420 (BT.601, as libswscale's default) is SIMD and about 10 ms a
         # frame cheaper at 1768x994 than letting PyAV convert bgr24.
         yuv = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420)
@@ -252,6 +313,17 @@ class PreviewWriter:
             self._container.mux(packet)
 
     def close(self) -> None:
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        """Draw what is queued, finish the video. Raises what the preview's thread hit."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self.dropped:
+            log.info("preview: %d of %d frames skipped to keep up with the live pipeline", self.dropped,
+                     self.dropped + self.frames)
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+        finally:
+            self._container.close()
+        if self._error is not None:
+            raise RuntimeError(f"preview {self.path}: {self._error}") from self._error

@@ -113,7 +113,7 @@ def test_offline_pipeline_delivers_every_frame_in_order_with_held_back_frames():
     summary = stats.summary(result)
     assert set(summary["stages"]) == {"grab", "slow", "lag", "collect"}
     assert summary["stages"]["slow"]["busy_ms"]["p50"] >= 1.0
-    assert "glass-to-output" in format_table(summary)
+    assert "capture -> output" in format_table(summary)
 
 
 def test_a_failing_stage_stops_everything_names_itself_and_downstream_still_closes():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import av
 import numpy as np
+import pytest
 
 from streamer.app import RunConfig, run
 from streamer.frames import Person
@@ -33,7 +34,7 @@ def test_run_with_perception_writes_preview_and_keypoint_files(clip, tmp_path):
     assert outcome.result.frames_out == frames and "keypoints" in outcome.summary["stages"]
     with av.open(str(tmp_path / "preview.mp4")) as c:
         decoded = list(c.decode(video=0))
-    assert len(decoded) == frames and decoded[0].width == 1768
+    assert len(decoded) == frames and (decoded[0].width, decoded[0].height) == (1280, 720)  # PREVIEW_MAX_SIDE
     files = sorted((tmp_path / "rec").glob("track_*_blazepose33.npz"))
     assert files, "the man on the box is in view from the first frames"
     with np.load(files[0]) as data:
@@ -76,3 +77,46 @@ def test_body_mesh_is_drawn_where_the_body_projects():
     assert not frame[:, :100].any() and not frame[:, -100:].any()  # the T-pose spans ~2 m, not the frame
     ys = np.nonzero(frame.any(axis=(1, 2)))[0]
     assert 150 < ys.max() - ys.min() < 350  # 1.7 m at 4 m with f = 522 px is about 220 px tall
+
+
+def test_preview_runs_on_its_own_thread_skipping_frames_live_and_none_offline(tmp_path, monkeypatch):
+    import time
+
+    from streamer.frames import Frame
+    from streamer.preview import PreviewWriter
+
+    original = PreviewWriter._draw_and_encode
+
+    def slow(self, *args):
+        time.sleep(0.05)  # a preview slower than the pipeline
+        original(self, *args)
+
+    monkeypatch.setattr(PreviewWriter, "_draw_and_encode", slow)
+    image = np.zeros((180, 320, 3), np.uint8)
+    for live in (True, False):
+        writer = PreviewWriter(tmp_path / f"p{live}.mp4", fps=30, size=(320, 180), live=live)
+        start = time.monotonic()
+        for i in range(30):
+            writer.write(Frame(index=i, image=image, capture_time=0.0, source_size=(320, 180)))
+        handed_over = time.monotonic() - start
+        writer.close()
+        if live:  # the pipeline never waited for the preview
+            assert handed_over < 0.5 and writer.dropped > 0 and writer.frames + writer.dropped == 30
+        else:  # every frame, the pipeline waiting when the queue was full
+            assert writer.dropped == 0 and writer.frames == 30
+        with av.open(str(tmp_path / f"p{live}.mp4")) as c:
+            assert len(list(c.decode(video=0))) == writer.frames
+
+
+def test_a_preview_that_fails_says_so_when_closed(tmp_path, monkeypatch):
+    from streamer.frames import Frame
+    from streamer.preview import PreviewWriter
+
+    def broken(self, *args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(PreviewWriter, "_draw_and_encode", broken)
+    writer = PreviewWriter(tmp_path / "p.mp4", fps=30, size=(320, 180))
+    writer.write(Frame(index=0, image=np.zeros((180, 320, 3), np.uint8), capture_time=0.0, source_size=(320, 180)))
+    with pytest.raises(RuntimeError, match="disk full"):
+        writer.close()

@@ -63,7 +63,7 @@ def test_exception_in_a_stage_leaves_complete_motion_files_and_the_table(
     assert rc == 1
     errors = [line for line in err.splitlines() if line.startswith("smplstream: error:")]
     assert errors == [f"smplstream: error: stage '{stage}' failed: RuntimeError: injected failure at frame {FAIL_AT}"]
-    assert "glass-to-publish" in err or "glass-to-output" in err  # the final stats table
+    assert "frames out" in err  # the final stats table
     frames_out = int(err.split(" frames out")[0].split()[-1])
     # Frames before the failure that reached the outputs: all of them, except those the
     # refine stage was still holding when it failed itself.

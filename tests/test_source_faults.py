@@ -154,7 +154,7 @@ def test_camera_that_disappears_ends_the_run_with_a_clear_message_and_valid_file
     assert "unplugged" in message and "\n" not in message
     assert capture.released
     err = capsys.readouterr().err
-    assert "glass-to-output" in err  # the final stats table
+    assert "capture -> output" in err  # the final stats table
     out = int(err.split(" frames out")[0].split()[-1])
     assert out >= 30  # live mode may drop a frame or two on a loaded machine
     for track in (1, 2):
