@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-import time
 import queue
+import tempfile
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -65,7 +65,6 @@ class _Track:
         self.last = -1  # number of the last one
         self.assembled = 0  # the final files hold the chunks numbered below this
         self.last_seen = 0.0
-        self.ended = False
         self._empty(16)
 
     def _empty(self, capacity: int) -> None:
@@ -150,9 +149,9 @@ class MotionRecorder:
     ``fps`` is the source's frame rate (``mocap_framerate``), ``body_model`` names the body
     model the parameters belong to, ``image_size`` is (width, height) for keypoint files.
     Every ``flush_interval`` seconds the tracks' new frames go to disk as one chunk (a
-    track's at ``chunk_frames`` frames at the latest); a track unseen for ``track_end_after`` seconds
-    of the stream gets its final files then (assembled in a background thread), every other
-    track at :meth:`close`.
+    track's at ``chunk_frames`` frames at the latest); a track unseen for
+    ``track_end_after`` seconds of the stream gets its final files then (assembled in a
+    background thread), every other track at :meth:`close`.
     """
 
     formats: tuple[str, ...] = ("npz",)
@@ -191,9 +190,7 @@ class MotionRecorder:
             if track is None:
                 track_file(self.directory, person.track_id, ".npz")  # a usable id, before any data
                 track = self._tracks[person.track_id] = _Track(person.track_id)
-            if person.track_id not in self._open:
-                self._open[person.track_id] = track
-                track.ended = False
+            self._open.setdefault(person.track_id, track)  # back in view, if it had ended
             row = track.add_row(frame.index, float(stamp), float(person.score))
             for name, value in person.arrays.items():
                 if name not in RECORDED_ARRAYS:
@@ -281,7 +278,6 @@ class MotionRecorder:
         for track in [t for t in self._open.values() if stamp - t.last_seen >= self.track_end_after]:
             if track.n:
                 self._write_chunk([track])
-            track.ended = True
             track.free()
             del self._open[track.track_id]
             self._assemble_later(track)
