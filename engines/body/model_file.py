@@ -1,10 +1,13 @@
-"""Loading SMPL-format body model files: the bundled ``.npz`` and official SMPL ``.pkl``.
+"""Loading SMPL-format body model files: the bundled ``.npz`` and official SMPL, SMPL+H and
+SMPL-X files (``.pkl`` or ``.npz``).
 
 One entry point, :func:`load_body_model`, returns a :class:`BodyModelData` of plain numpy
-arrays whatever the file was:
+arrays whatever the file was. The family (SMPL 24 joints, SMPL+H 52, SMPL-X 55) is known
+from the joint count and checked against that family's tree (:mod:`engines.body.families`).
 
-- ``.npz`` (the bundled anny-based model, or any SMPL-format npz): read with
-  ``allow_pickle=False``.
+- ``.npz`` (the bundled anny-based model, official SMPL-X files, any SMPL-format npz):
+  read with ``allow_pickle=False``; keys holding Python objects (SMPL-X's ``joint2num`` and
+  ``part2num``) are skipped unless the model needs them.
 - ``.pkl`` (e.g. ``SMPL_NEUTRAL.pkl`` from the SMPL site): a Python 2 pickle holding
   chumpy arrays and a scipy sparse joint regressor. It is read by
   :class:`RestrictedSmplUnpickler`, which only rebuilds numpy arrays and dtypes, maps
@@ -12,8 +15,8 @@ arrays whatever the file was:
   afterwards, and refuses every other class or function (so a tampered file cannot run
   code). Plain ``pickle.load`` is never used on user files.
 
-SMPL ``.pkl`` files carry no keypoint regressors: a model loaded from one has only the
-24 joints, unless regressors for its mesh are attached with ``keypoint_regressors=``
+Official files carry no keypoint regressors: a model loaded from one has only its
+joints, unless regressors for its mesh are attached with ``keypoint_regressors=``
 (an ``.npz`` holding ``coco17_regressor`` and/or ``blazepose33_regressor``, each
 ``(K, V)``).
 """
@@ -29,7 +32,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from engines.body.joint_sets import JOINT_SETS, SMPL24_PARENTS
+from engines.body.families import Family, expected_joint_counts, family_of, gender_in_name, shape_columns
+from engines.body.joint_sets import JOINT_SETS
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "assets" / "anny_smpl.npz"
 
@@ -37,6 +41,8 @@ DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "assets" / "anny_smpl.npz
 REQUIRED_KEYS = ("v_template", "shapedirs", "J_regressor", "weights", "kintree_table", "f")
 #: Keypoint sets a model file may carry a vertex regressor for, as ``<set>_regressor``.
 KEYPOINT_SETS = ("coco17", "blazepose33")
+#: The genders official model files come in.
+GENDERS = ("neutral", "female", "male")
 
 
 class BodyModelFileError(ValueError):
@@ -47,18 +53,23 @@ class BodyModelFileError(ValueError):
 class BodyModelData:
     """An SMPL-format body model as numpy arrays (float64 geometry, SMPL axes, metres).
 
+    J is the family's joint count: 24 (SMPL and the bundled model), 52 (SMPL+H), 55 (SMPL-X).
+
     Attributes:
-        name: short model name (``anny-smpl``, ``smpl`` ...), recorded in outputs.
+        name: short model name (``anny-smpl``, ``smpl``, ``smplh``, ``smplx``), recorded in outputs.
         v_template: (V, 3) rest (T-pose) mesh of the mean shape.
-        shapedirs: (V, 3, S) shape blend shapes.
-        posedirs: (V, 3, 207) pose corrective blend shapes, or None when absent or zero.
-        J_regressor: (24, V) joint regressor (dense).
-        weights: (V, 24) skinning weights.
-        parents: (24,) parent joint of each joint, -1 for the root.
+        shapedirs: (V, 3, S) shape blend shapes (SMPL-X's expression shapes left out).
+        posedirs: (V, 3, 9 (J - 1)) pose corrective blend shapes, or None when absent or zero.
+        J_regressor: (J, V) joint regressor (dense).
+        weights: (V, J) skinning weights.
+        parents: (J,) parent joint of each joint, -1 for the root.
         faces: (F, 3) triangle vertex indices.
         keypoint_regressors: ``{"coco17": (17, V), "blazepose33": (33, V)}`` where known.
         meta: free-form metadata (licence, source versions, build figures).
         path: the file it came from.
+        family: ``smpl``, ``smplh`` or ``smplx`` (:mod:`engines.body.families`).
+        gender: ``neutral``, ``female`` or ``male``: as the file or its name says, else as
+            the caller says, else ``neutral``.
     """
 
     name: str
@@ -72,6 +83,12 @@ class BodyModelData:
     keypoint_regressors: dict[str, np.ndarray]
     meta: dict[str, Any]
     path: str
+    family: str = "smpl"
+    gender: str = "neutral"
+
+    @property
+    def num_joints(self) -> int:
+        return int(self.parents.shape[0])
 
     @property
     def num_vertices(self) -> int:
@@ -228,6 +245,11 @@ def _read_pkl(path: Path) -> dict[str, Any]:
     return {str(k): _to_numpy(v) for k, v in raw.items()}
 
 
+class _PythonObjects:
+    """Stands for an ``.npz`` key holding pickled Python objects: never loaded, an error only
+    if the model needs that key (official SMPL-X files carry ``joint2num``/``part2num`` so)."""
+
+
 def _read_npz(path: Path) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -236,10 +258,7 @@ def _read_npz(path: Path) -> dict[str, Any]:
                 try:
                     out[k] = z[k]
                 except ValueError:
-                    raise BodyModelFileError(
-                        f"{path}: key {k!r} holds Python objects, which are not loaded; "
-                        "store plain numeric arrays"
-                    ) from None
+                    out[k] = _PythonObjects()
             return out
     except BodyModelFileError:
         raise
@@ -248,6 +267,10 @@ def _read_npz(path: Path) -> dict[str, Any]:
 
 
 def _as_array(path: Path, key: str, value: Any, ndim: int) -> np.ndarray:
+    if isinstance(value, _PythonObjects):
+        raise BodyModelFileError(
+            f"{path}: key {key!r} holds Python objects, which are not loaded; store plain numeric arrays"
+        )
     if scipy.sparse.issparse(value):
         value = value.toarray()
     arr = np.asarray(value)
@@ -270,19 +293,25 @@ def _normalise_rows(path: Path, key: str, arr: np.ndarray) -> np.ndarray:
 
 
 def load_body_model(
-    path: str | Path | None = None, keypoint_regressors: str | Path | None = None
+    path: str | Path | None = None,
+    keypoint_regressors: str | Path | None = None,
+    gender: str | None = None,
 ) -> BodyModelData:
-    """Load an SMPL-format body model file.
+    """Load an SMPL-format body model file: SMPL, SMPL+H or SMPL-X, ``.npz`` or ``.pkl``.
 
     Args:
         path: ``.npz`` or ``.pkl`` file; None loads the bundled anny-based model.
         keypoint_regressors: optional ``.npz`` with ``coco17_regressor`` and/or
             ``blazepose33_regressor`` arrays ``(K, V)`` for this model's mesh (e.g. for an
             official SMPL file, which has none); they replace any the model file holds.
+        gender: the gender the caller expects (``neutral``, ``female``, ``male``); a file
+            whose name says another one is refused. Used as the model's gender when the
+            file name does not say.
 
     Raises:
-        BodyModelFileError: the file is missing, unreadable, unsafe, or lacks or has
-            malformed SMPL keys (the message names the file and the keys).
+        BodyModelFileError: the file is missing, unreadable, unsafe, of another gender than
+            asked, or lacks or has malformed SMPL keys (the message names the file and the
+            keys).
     """
     p = Path(path) if path is not None else DEFAULT_MODEL_PATH
     if not p.is_file():
@@ -301,36 +330,52 @@ def load_body_model(
             f"{p}: not an SMPL-format model, missing key(s) {', '.join(missing)} "
             f"(needs {', '.join(REQUIRED_KEYS)})"
         )
+    if gender not in (None, *GENDERS):
+        raise BodyModelFileError(f"unknown gender {gender!r} for {p}; expected one of {', '.join(GENDERS)}")
+    named = gender_in_name(p.name)
+    if gender is not None and named is not None and named != gender:
+        raise BodyModelFileError(f"{p}: the file is the {named} model, but the {gender} one was asked for")
+    kintree = _as_array(p, "kintree_table", raw["kintree_table"], 2).astype(np.int64)
+    J = kintree.shape[1]
+    fam: Family | None = family_of(J)
+    if kintree.shape[0] != 2 or fam is None:
+        raise BodyModelFileError(
+            f"{p}: kintree_table has shape {kintree.shape}: a model with {J} joints; expected "
+            f"{expected_joint_counts()} joints (kintree_table (2, J))"
+        )
     v_template = _as_array(p, "v_template", raw["v_template"], 2).astype(np.float64)
     V = v_template.shape[0]
-    shapedirs = _as_array(p, "shapedirs", raw["shapedirs"], 3).astype(np.float64)
+    shapedirs = _as_array(p, "shapedirs", raw["shapedirs"], 3)
+    # SMPL-X files keep expression blend shapes after the shape ones: the model takes shape only.
+    shapedirs = shapedirs[:, :, : shape_columns(fam, shapedirs.shape[2])].astype(np.float64)
     J_regressor = _as_array(p, "J_regressor", raw["J_regressor"], 2).astype(np.float64)
     weights = _as_array(p, "weights", raw["weights"], 2).astype(np.float64)
-    kintree = _as_array(p, "kintree_table", raw["kintree_table"], 2).astype(np.int64)
     faces = _as_array(p, "f", raw["f"], 2).astype(np.int64)
     posedirs = None
     if "posedirs" in raw:
         pd = _as_array(p, "posedirs", raw["posedirs"], 3)
-        if pd.shape != (V, 3, 207):
-            raise BodyModelFileError(f"{p}: posedirs should be ({V}, 3, 207), got {pd.shape}")
+        P = 9 * (J - 1)  # SMPL's pose feature: R_j - I for every joint but the root
+        if pd.shape != (V, 3, P):
+            raise BodyModelFileError(f"{p}: posedirs should be ({V}, 3, {P}) for {fam.label}, got {pd.shape}")
         posedirs = pd.astype(np.float64) if pd.any() else None  # all zeros: no correctives
 
     checks = [
         ("v_template", v_template.shape, (V, 3)),
         ("shapedirs", shapedirs.shape[:2], (V, 3)),
-        ("J_regressor", J_regressor.shape, (24, V)),
-        ("weights", weights.shape, (V, 24)),
-        ("kintree_table", kintree.shape, (2, 24)),
+        ("J_regressor", J_regressor.shape, (J, V)),
+        ("weights", weights.shape, (V, J)),
     ]
     for key, got, want in checks:
         if tuple(got) != want:
-            raise BodyModelFileError(f"{p}: {key} has shape {tuple(got)}, expected {want} (SMPL's 24 joints)")
+            raise BodyModelFileError(
+                f"{p}: {key} has shape {tuple(got)}, expected {want} ({fam.label}'s {J} joints)"
+            )
     if faces.shape[1] != 3 or faces.min() < 0 or faces.max() >= V:
         raise BodyModelFileError(f"{p}: f should be (F, 3) vertex indices below {V}")
     parents = kintree[0].copy()
     parents[0] = -1
-    if tuple(parents.tolist()) != SMPL24_PARENTS:
-        raise BodyModelFileError(f"{p}: kintree_table is not SMPL's 24-joint tree: {parents.tolist()}")
+    if tuple(parents.tolist()) != fam.parents:
+        raise BodyModelFileError(f"{p}: kintree_table is not {fam.label}'s {J}-joint tree: {parents.tolist()}")
 
     # Skinning weights and regressors are partitions of unity; files store them in float32,
     # so rows sum to 1 only within ~1e-7. Renormalise in float64 so that translating the
@@ -361,7 +406,7 @@ def load_body_model(
             meta = json.loads(str(raw["meta"]))
         except json.JSONDecodeError:
             raise BodyModelFileError(f"{p}: 'meta' is not valid JSON") from None
-    name = meta.get("name") or ("smpl" if suffix == ".pkl" else p.stem)
+    name = meta.get("name") or fam.name
     return BodyModelData(
         name=str(name),
         v_template=v_template,
@@ -374,4 +419,6 @@ def load_body_model(
         keypoint_regressors=regs,
         meta=meta,
         path=str(p),
+        family=fam.name,
+        gender=named or gender or "neutral",
     )
