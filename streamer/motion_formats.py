@@ -36,7 +36,7 @@ from .motion_files import MotionRecorder
 CAMERA_TO_WORLD = np.diag([1.0, -1.0, -1.0])
 #: Euler order of the BVH rotation channels (intrinsic: R = Rz @ Rx @ Ry).
 BVH_ORDER = "ZXY"
-FORMATS = ("npz", "bvh", "smpl")
+FORMATS = ("npz", "bvh", "smpl", "mcap")  # mcap: one file per run, not per track (streamer.mcap_output)
 _FOOT_JOINTS = (7, 8, 10, 11)  # ankles and feet
 _LEAF_END = {"head": (0.0, 0.10, 0.0)}  # End Site offsets (m) where the bone's direction is no guide
 
