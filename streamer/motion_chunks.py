@@ -125,7 +125,8 @@ class ChunkJournal:
         return folder
 
 
-def chunk_rows(n: int, row_keys: dict[str, np.ndarray], columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def chunk_rows(n: int, row_keys: dict[str, np.ndarray],
+               columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """A track's ``n`` rows as one structured array: ``frame_index``, ``timestamp``,
     ``score``, and per array its values (float32) and ``present_<name>`` mask."""
     fields = [("frame_index", np.int64), ("timestamp", np.float64), ("score", np.float32)]

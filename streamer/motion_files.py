@@ -26,7 +26,7 @@ from .atomic_write import FILE_MODE, write_bytes_atomic, write_file_atomic, writ
 from .errors import RecordError
 from .frames import Frame
 from .motion_assembly import Assembled, assemble_track
-from .motion_chunks import ChunkJournal, RunSettings, chunk_rows, find_runs, is_live, read_settings
+from .motion_chunks import ChunkJournal, RunSettings, chunk_paths, chunk_rows, find_runs, is_live, read_settings
 from .motion_layout import KEYPOINT_ARRAYS, RECORDED_ARRAYS, SMPL_ARRAYS, track_file
 
 # The file helpers and names live in smaller modules now; importers of this one still find them.
@@ -370,6 +370,8 @@ def check_no_unfinished_run(directory: Path) -> None:
     (the two would overwrite each other's files), or killed before it could assemble them
     (recording now would first overwrite, then lose to ``recover``, the same track names)."""
     for run in find_runs(directory):
+        if not chunk_paths(run) and not is_live(run):
+            continue  # killed before its first chunk: nothing to lose (`recover` removes it)
         if is_live(run):
             try:
                 pid = f" (process {read_settings(run).pid})"

@@ -39,8 +39,9 @@ class RunRecovery:
 def recover(directory: str | Path, *, body_loader=None) -> list[RunRecovery]:
     """Assemble the final files of every finished run's chunks in ``directory``, oldest run
     first (a later run's files win, as they would have), and remove the chunks used and
-    the temporary files a kill left. A track that fails keeps its chunks. ``body_loader()`` gives the body model for BVH and
-    ``.smpl``. Raises :class:`RecordError` if ``directory`` is not a directory."""
+    the temporary files a kill left. A track that fails keeps its chunks.
+    ``body_loader()`` gives the body model for BVH and ``.smpl``. Raises
+    :class:`RecordError` if ``directory`` is not a directory."""
     directory = Path(directory)
     if not directory.is_dir():
         raise RecordError(f"{directory} is not a directory")
@@ -51,6 +52,9 @@ def recover(directory: str | Path, *, body_loader=None) -> list[RunRecovery]:
         results.append(result)
         if is_live(run):
             result.live = True
+            continue
+        if not chunk_paths(run):  # killed before its first chunk: nothing to assemble
+            remove_chunks(run, [])
             continue
         try:
             settings = read_settings(run)
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return load_body()
 
     results = recover(args.directory, body_loader=body_loader)
-    if not results:
+    if not any(r.live or r.tracks or r.errors for r in results):
         print(f"nothing to recover in {args.directory}")
         return 0
     status = 0

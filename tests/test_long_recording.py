@@ -249,6 +249,14 @@ def test_a_directory_with_an_unfinished_run_is_refused_until_recovered(tmp_path)
     MotionRecorder(killed, fps=30.0).close()
 
 
+def test_a_run_killed_before_its_first_chunk_blocks_nothing(tmp_path, capsys):
+    record = tmp_path / "rec"
+    (record / ".smplstream-run-20250101-000000-abcdef").mkdir(parents=True)  # no lock, no run.json
+    MotionRecorder(record, fps=30.0).close()  # not refused: there is nothing to recover
+    assert main(["recover", str(record)]) == 0
+    assert "nothing to recover" in capsys.readouterr().out and list(record.iterdir()) == []
+
+
 def test_recover_command_errors_and_help(tmp_path, capsys):
     assert main(["recover", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.strip() == f"smplstream: error: {tmp_path / 'missing'} is not a directory"
