@@ -65,6 +65,8 @@ class RunConfig:
     detector_tile_size: int | None = None  # also detect on tiles of this many pixels (small people)
     denoiser_precision: str | None = None  # "fp32" or "int8" (ONNX Runtime); None: streamer.plan decides
     weights: str | None = None  # the denoiser's weights (lift and fit); None: the bundled ones
+    body_model: str | None = None  # outputs posed on this SMPL/SMPL+H/SMPL-X file or smplx models folder
+    gender: str | None = None  # which of the folder's models (default neutral)
 
 
 @dataclass
@@ -79,10 +81,11 @@ def default_mode(source: Source) -> Mode:
     return "live" if source.is_live else "offline"
 
 
-def processing_stages(plan: RunPlan, camera, fps: float = 30.0) -> list[Stage]:
+def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None) -> list[Stage]:
     """The stages between the grabber and the outputs, in data-flow order, as ``plan`` says,
     with their engines built (:mod:`streamer.stage_engines`) for a source of ``fps`` frames a
-    second. Raises ConfigError."""
+    second. ``body``: the bundled body model when the caller has it loaded already. Raises
+    ConfigError."""
     from . import stage_engines
 
     stages: list[Stage] = []
@@ -96,7 +99,7 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0) -> list[Stage]:
 
     from .lift_stage import LiftStage
 
-    body = BodyModel.load()  # one body model for the lift and the fit
+    body = body or BodyModel.load()  # one body model for the lift and the fit
     stages.append(LiftStage(camera, stage_engines.build_lifter(plan, body), threads=plan.lift.threads,
                             measure=plan.refine is None, use_world=plan.world_landmarks))
     if plan.refine is not None:
@@ -151,20 +154,40 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         mode: Mode = config.mode or default_mode(source)
         plan = plan_run(config, mode)
         log.debug("run plan:\n%s", plan.describe())
-        built = processing_stages(plan, camera, fps)
+        from .stage_engines import build_output_body
+
+        # Before the networks load: a bad model file fails at once.
+        output_body = build_output_body(plan)  # None: outputs on the bundled model
+        body_model = {"body_model": BODY_MODEL_NAME, "gender": "neutral"} if output_body is None else \
+            {"body_model": output_body.name, "gender": output_body.gender}
+        if config.record and output_body is not None:
+            from .motion_formats import parse_formats
+
+            output_body.check_formats(parse_formats(config.formats))
+        built = processing_stages(plan, camera, fps, body=None if output_body is None else output_body.fit_body)
         stages = built + list(extra_stages or [])
         if config.record:
             from .motion_formats import MultiFormatRecorder, parse_formats
 
-            recorder = MultiFormatRecorder(config.record, formats=parse_formats(config.formats),
-                                           fps=fps, image_size=source.size, body_model=BODY_MODEL_NAME)
+            if output_body is None:
+                recorder = MultiFormatRecorder(config.record, formats=parse_formats(config.formats),
+                                               fps=fps, image_size=source.size, body_model=BODY_MODEL_NAME)
+            else:
+                from .output_body import BodyModelRecorder
+
+                recorder = BodyModelRecorder(config.record, output_body=output_body, formats=parse_formats(config.formats),
+                                             fps=fps, image_size=source.size)
         elif config.formats:
             raise ConfigError("--formats needs --record DIR")
         if config.publish:
-            publisher = ZmqPublisher(config.publish, extra_header={"source": source.name,
-                                                                   "camera": camera_header(camera),
-                                                                   "body_model": BODY_MODEL_NAME},
-                                     curve_keys=config.curve_keys)
+            publisher_class, more = ZmqPublisher, {}
+            if output_body is not None:
+                from .output_body import BodyModelPublisher
+
+                publisher_class, more = BodyModelPublisher, {"output_body": output_body}
+            publisher = publisher_class(config.publish, extra_header={"source": source.name,
+                                                                      "camera": camera_header(camera), **body_model},
+                                        curve_keys=config.curve_keys, **more)
             log.info("publishing on %s", publisher.bound_endpoint)
         if config.preview:
             from .preview import PreviewWriter

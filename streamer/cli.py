@@ -15,7 +15,7 @@ import sys
 from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
 
 from .errors import PipelineError, SmplstreamError
-from .plan import mode_defaults
+from .plan import BODY_MODEL_HELP, GENDER_HELP, mode_defaults
 from .publisher import DEFAULT_ENDPOINT
 
 log = logging.getLogger("smplstream")
@@ -56,6 +56,8 @@ def _run(args: argparse.Namespace) -> int:
         preview_skeleton=args.preview_skeleton,
         viewer=args.viewer,
         viewer_save=args.viewer_save,
+        body_model=args.body_model,
+        gender=args.gender,
     )
     outcome = run(config)
     stopped = outcome.result.stopped_by
@@ -169,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "frame height, one detector run per tile")
     run.add_argument("--camera", metavar="CAM.yaml",
                      help="camera file (see `calibrate`); without it a 63 deg pinhole is assumed")
+    run.add_argument("--body-model", metavar="PATH", help=BODY_MODEL_HELP)
+    run.add_argument("--gender", choices=("neutral", "female", "male"), help=GENDER_HELP)
     run.add_argument("--width", type=int, help="camera: requested frame width")
     run.add_argument("--height", type=int, help="camera: requested frame height")
     run.add_argument("--fps", type=float, help="camera: requested rate; image folder: its frame rate")

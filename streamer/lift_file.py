@@ -21,6 +21,7 @@ from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
 
 from .errors import ConfigError, SmplstreamError
 from .motion_files import motion_arrays, write_npz_atomic
+from .plan import BODY_MODEL_HELP, GENDER_HELP
 
 log = logging.getLogger("smplstream.lift")
 
@@ -129,11 +130,14 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
 def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None = None,
                        num_steps: int | None = None, num_samples: int | None = None, batch: int = 64,
                        weights: str | None = None, refine: bool = True, refine_lag: int | None = None,
-                       refine_steps: int | None = None, world_landmarks: bool = True) -> dict:
+                       refine_steps: int | None = None, world_landmarks: bool = True,
+                       body_model: str | None = None, gender: str | None = None) -> dict:
     """Lift every frame of a keypoint file, fit the result to the keypoints over time (unless
     ``refine`` is False), and write the motion file; returns a summary with the fit quality.
     The lifter and the fit are those of an offline ``run`` (its run plan: ``None`` takes the
-    mode's default)."""
+    mode's default). ``body_model`` (a model file or smplx models folder, with ``gender``)
+    poses the written motion on the user's SMPL, SMPL+H or SMPL-X model
+    (:mod:`streamer.output_body`)."""
     from calibration.camera_file import camera_note, camera_or_assumed
     from calibration.fileio import FileFormatError
     from engines.body.body_model import BodyModel
@@ -151,8 +155,9 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     log.info(camera_note(cam, assumed, camera))
     plan = plan_run(RunConfig(source=str(path), lift_steps=num_steps, lift_samples=num_samples, refine=refine,
                               refine_lag=refine_lag, refine_steps=refine_steps, world_landmarks=world_landmarks,
-                              weights=weights), "offline")
+                              weights=weights, body_model=body_model, gender=gender), "offline")
     body = BodyModel.load()
+    output_body = stage_engines.build_output_body(plan, body)  # None: the bundled model
     lifter = stage_engines.build_lifter(plan, body)
     normalised = cam.normalize_keypoints(kf.keypoints).astype(np.float32)
     world = kf.world if world_landmarks else None
@@ -173,11 +178,19 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
                                        stage_engines.build_refiner(plan, body))
     else:
         fitted, quality = _measured_lift(cat, keep, pixels, cam, lifter.body)
+    name = lifter.body_model_name
+    if output_body is not None:  # the fit's bodies re-posed on the user's model
+        fitted.update(output_body.convert(fitted["poses"], fitted["betas"], fitted["trans"]))
+        name = output_body.name
     data = motion_arrays(poses=fitted["poses"], trans=fitted["trans"], betas=fitted["betas"],
-                         joints=fitted["joints"], fps=kf.fps, body_model=lifter.body_model_name,
+                         joints=fitted["joints"], fps=kf.fps, body_model=name,
                          frame_index=kf.frame_index[keep], timestamp=kf.timestamp[keep],
                          poses_std=cat["poses_std"][keep], joints_std=cat["joints_std"][keep],
                          reprojection_px=fitted["reprojection_px"])
+    if output_body is not None:
+        from .motion_load import file_layout
+
+        data.update(file_layout(data["poses"], data["trans"], output_body.gender))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_npz_atomic(out, data)
@@ -229,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-refine", action="store_true", help="write the per-frame lifts unfitted")
     parser.add_argument("--no-world-landmarks", action="store_true",
                         help="ignore the file's world_landmarks (fit and lift from the 2D keypoints only)")
+    parser.add_argument("--body-model", metavar="PATH", help=BODY_MODEL_HELP)
+    parser.add_argument("--gender", choices=("neutral", "female", "male"), help=GENDER_HELP)
     args = parser.parse_args(argv)
     if (args.steps is not None and args.steps < 1) or (args.samples is not None and args.samples < 1):
         raise ConfigError("--steps and --samples must be at least 1")
@@ -241,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = lift_keypoint_file(args.keypoints, args.out, camera=args.camera, num_steps=args.steps,
                                  num_samples=args.samples, weights=args.weights, refine=not args.no_refine,
                                  refine_lag=args.refine_lag, refine_steps=args.refine_steps,
-                                 world_landmarks=not args.no_world_landmarks)
+                                 world_landmarks=not args.no_world_landmarks, body_model=args.body_model,
+                                 gender=args.gender)
     print(f"lifted {summary['lifted']} of {summary['frames']} frames"
           f"{', fitted to the keypoints' if summary['refined'] else ''} -> {summary['out']}")
     if summary["fit_table"]:

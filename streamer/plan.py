@@ -49,6 +49,13 @@ def stage_backends(spec: str) -> dict[str, str]:
     return out
 
 
+#: Help of ``--body-model`` and ``--gender`` (``run`` and ``lift``).
+BODY_MODEL_HELP = ("pose the outputs on this SMPL, SMPL+H or SMPL-X model: a .pkl/.npz file or a models folder "
+                   "in smplx's layout (smpl/SMPL_NEUTRAL.pkl, smplx/SMPLX_FEMALE.npz ...); the lift and fit keep "
+                   "the bundled model (default: outputs on the bundled anny-smpl)")
+GENDER_HELP = "with --body-model: neutral, female or male (default: the file's, or neutral in a folder)"
+
+
 def mode_defaults(defaults: dict[str, int]) -> str:
     """A per-mode default as help text: ``2 live, 4 offline``."""
     return f"{defaults['live']} live, {defaults['offline']} offline"
@@ -84,6 +91,8 @@ class RunPlan:
     refine_prior_times: tuple[int, ...]  # noise levels of the fit's denoiser calls
     world_landmarks: bool
     weights: str | None = None  # the denoiser's weights; None: the bundled ones
+    body_model: str | None = None  # the user's model file outputs are posed on; None: the bundled one
+    gender: str | None = None  # the gender asked for with it
 
     def fit_settings(self):
         """The keypoint fit of this run (:meth:`FitSettings.for_run`)."""
@@ -110,6 +119,8 @@ class RunPlan:
         if self.refine is not None:
             lines.append(f"refine: {engine(self.refine)}; lag {self.refine_lag} frames, denoiser calls at "
                          f"t = {', '.join(map(str, self.refine_prior_times))}, {self.refine_iters} iteration(s) after each")
+        if self.body_model is not None:
+            lines.append(f"outputs posed on {self.body_model} ({self.gender or 'gender from the file'})")
         return "\n".join(lines)
 
 
@@ -165,9 +176,26 @@ def plan_run(config, mode: Mode) -> RunPlan:
 
         fit = FitSettings.for_run(lag, live, iters=config.refine_steps)
         iters, prior_times = fit.iters, tuple(fit.prior_times)
+    body_model = _body_model_file(config.body_model, config.gender)
     return RunPlan(mode=mode, keypoints=keypoints, max_persons=config.max_persons, reid_seconds=config.reid_seconds,
                    detector_tile_size=config.detector_tile_size, background_detection=live and perception,
                    lift=lift, lift_steps=config.lift_steps or LIFT_STEPS[mode],
                    lift_samples=config.lift_samples or LIFT_SAMPLES, refine=refine, refine_lag=lag,
                    refine_iters=iters, refine_prior_times=prior_times, world_landmarks=config.world_landmarks,
-                   weights=config.weights)
+                   weights=config.weights, body_model=body_model, gender=config.gender)
+
+
+def _body_model_file(path: str | None, gender: str | None) -> str | None:
+    """The model file ``--body-model`` (a file or an smplx-layout folder) and ``--gender``
+    name, or None for the bundled model. Raises ConfigError with the loader's one line."""
+    if path is None:
+        if gender is not None:
+            raise ConfigError("--gender needs --body-model (the bundled model has no gender)")
+        return None
+    from engines.body.model_file import BodyModelFileError
+    from engines.body.model_folder import find_body_model_file
+
+    try:
+        return str(find_body_model_file(path, gender))
+    except BodyModelFileError as exc:
+        raise ConfigError(f"--body-model: {exc}") from None

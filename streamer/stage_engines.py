@@ -40,6 +40,23 @@ def build_lifter(plan: RunPlan, body: BodyModel) -> Lifter:
         raise ConfigError(str(exc)) from None
 
 
+def build_output_body(plan: RunPlan, fit_body: BodyModel | None = None):
+    """The user's body model the outputs are posed on (``plan.body_model``, a
+    :class:`streamer.output_body.OutputBody` fed by ``fit_body``), or None for the bundled
+    one. A model that cannot be loaded is a ConfigError naming the file."""
+    if plan.body_model is None:
+        return None
+    from engines.body.model_file import BodyModelFileError
+    from engines.body.model_folder import load_user_body_model
+
+    from .output_body import OutputBody
+
+    try:
+        return OutputBody(load_user_body_model(plan.body_model, plan.gender), fit_body)
+    except BodyModelFileError as exc:
+        raise ConfigError(f"--body-model: {exc}") from None
+
+
 def build_refiner(plan: RunPlan, body: BodyModel) -> OnlineRefiner:
     """The fixed-lag keypoint fit as ``plan.refine`` says: its prior's backend and precision,
     the lag and the fit's settings."""
