@@ -59,6 +59,8 @@ class RunConfig:
     preview_skeleton: bool = False  # preview draws the 3D skeleton instead of the mesh
     viewer: str | None = None  # "spawn" or a Rerun gRPC URL: stream to a live Rerun viewer
     viewer_save: str | None = None  # write the Rerun stream to this .rrd file
+    mcap_video: bool = False  # --formats mcap: also the frames as JPEG (docs/robots.md)
+    foxglove: str | None = None  # HOST:PORT of a live Foxglove WebSocket server (docs/robots.md)
     backend: str = "auto"  # engine backend: one for every stage, or "lift=torch,refine=onnxruntime"
     max_persons: int = 6  # follow at most this many people
     reid_seconds: float = 4.0  # a lost person's id waits this long for them to come back (0: off)
@@ -148,6 +150,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
                              fps=config.fps)
     publisher = recorder = preview = viewer = None
     built: list[Stage] = []  # closed again if a later option fails
+    robots: list = []  # the MCAP file and the Foxglove server (streamer.robot_outputs)
     fps = getattr(source, "fps", None) or 30.0
     try:
         camera = run_camera(config.camera, source)
@@ -205,17 +208,20 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
             viewer = RerunViewer(spawn=config.viewer == "spawn",
                                  connect=None if config.viewer in (None, "spawn") else config.viewer,
                                  save=config.viewer_save, camera=camera)
+        from .robot_outputs import open_robot_outputs
+
+        robots = open_robot_outputs(config, camera, source_name=source.name, body_model=BODY_MODEL_NAME)
         progress = None
         if config.progress and mode == "offline" and sys.stderr.isatty():
             progress = tqdm(total=_expected_frames(source, config.max_frames), unit="frame",
                             desc="frames", dynamic_ncols=True, leave=False)
         stages.append(OutputStage(publisher, recorder, preview=preview,
                                   wait_subscribers=config.wait_subscribers, progress=progress,
-                                  viewer=viewer))
+                                  viewer=viewer, outputs=robots))
     except BaseException:
         # Nothing half-opened is left behind when a later option turns out to be bad.
         source.close()
-        for opened in (publisher, preview, viewer, *built):
+        for opened in (publisher, preview, viewer, *robots, *built):
             if opened is not None:
                 opened.close()
         raise

@@ -53,6 +53,8 @@ def _run(args: argparse.Namespace) -> int:
         denoiser_precision=args.denoiser_precision,
         progress=not args.quiet,
         formats=args.formats,
+        mcap_video=args.mcap_video,
+        foxglove=args.foxglove,
         preview_skeleton=args.preview_skeleton,
         viewer=args.viewer,
         viewer_save=args.viewer_save,
@@ -125,8 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hold the first frame until N subscribers have joined")
     run.add_argument("--record", metavar="DIR", help="write motion files per track into DIR")
     run.add_argument("--formats", metavar="LIST",
-                     help="motion file formats for --record, comma-separated: npz, bvh, smpl "
-                          "(default npz; keypoint .npz files are always written)")
+                     help="motion file formats for --record, comma-separated: npz, bvh, smpl per track, "
+                          "mcap: one file per run with ROS 2 messages (default npz; keypoint .npz files are "
+                          "always written)")
+    run.add_argument("--mcap-video", action="store_true",
+                     help="--formats mcap: also write the frames (JPEG, at most 1280 px wide)")
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     run.add_argument("--stats-json", metavar="FILE", help="write latency statistics as JSON")
     run.add_argument("--preview", metavar="OUT.mp4",
@@ -139,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "to URL (rerun+http://HOST:9876/proxy); needs the viewer extra")
     run.add_argument("--viewer-save", metavar="FILE.rrd",
                      help="write the Rerun stream to FILE.rrd (headless; open it with `rerun FILE.rrd`)")
+    run.add_argument("--foxglove", nargs="?", const="127.0.0.1:8765", metavar="HOST:PORT",
+                     help="serve the people (ROS 2 TF and markers) and the image live to Foxglove on "
+                          "HOST:PORT (default 127.0.0.1:8765); needs the robots extra")
     run.add_argument("--no-perception", action="store_true",
                      help="skip detection and keypoints (capture, timestamp and publish frames only)")
     run.add_argument("--no-lift", action="store_true", help="stop at 2D keypoints (no SMPL)")

@@ -5,6 +5,7 @@ video, advance the progress bar. One stage, so a frame that was published is als
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 from .frames import Frame
 from .graph import Stage
@@ -23,9 +24,11 @@ class OutputStage(Stage):
 
     def __init__(self, publisher: ZmqPublisher | None = None, recorder: MotionRecorder | None = None,
                  *, preview: PreviewWriter | None = None, wait_subscribers: int = 0, progress=None,
-                 viewer=None):
+                 viewer=None, outputs: Sequence = ()):
         self.publisher = publisher
         self.viewer = viewer  # a streamer.viewer.RerunViewer, or None
+        # More outputs, each with write(frame) and close(): the MCAP file, the Foxglove server.
+        self.outputs = tuple(outputs)
         self.recorder = recorder
         self.preview = preview
         self.wait_subscribers = wait_subscribers
@@ -44,6 +47,8 @@ class OutputStage(Stage):
             self.preview.write(frame)
         if self.viewer is not None:
             self.viewer.write(frame)
+        for output in self.outputs:
+            output.write(frame)
         if self.progress is not None:
             self.progress.update(1)
         frame.image = None  # the pixels are no longer needed; free them early
@@ -58,6 +63,11 @@ class OutputStage(Stage):
                 self.preview.close()
             if self.viewer is not None:
                 self.viewer.close()
+            for output in self.outputs:
+                try:
+                    output.close()
+                except Exception as exc:  # one output failing to close must not keep the others open
+                    log.error("closing %s: %s", type(output).__name__, exc)
             if self.publisher is not None:
                 self.publisher.close()
             if self.progress is not None:
