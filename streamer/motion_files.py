@@ -382,3 +382,4 @@ def check_no_unfinished_run(directory: Path) -> None:
         raise RecordError(f"cannot record to {directory}: it holds the chunks of a recording that did not "
                           f"finish ({run.name}); run `smplstream recover {directory}` first, or record to "
                           "another directory")
+from .motion_load import load_motion  # noqa: F401

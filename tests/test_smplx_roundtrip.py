@@ -13,7 +13,7 @@ from engines.body import DEFAULT_MODEL_PATH
 from smpl_family import SMPL, SMPLX, smplx_struct, synthetic_model, write_official_npz, write_official_pkl
 from streamer.app import RunConfig, run
 from streamer.cli import main
-from streamer.motion_load import load_motion  # TEMP
+from streamer.motion_files import load_motion
 from synthetic import SyntheticPersons
 
 smplx = pytest.importorskip("smplx")  # dev dependency
