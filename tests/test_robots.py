@@ -418,3 +418,46 @@ def test_foxglove_serves_the_clip_to_a_websocket_client(tmp_path):
     assert _check_tf_against_npz(transforms, rec) >= 15
     assert [t for _, t, _ in people] == sorted(t for _, t, _ in people)
     assert any(topic == "/camera/camera_info" for topic, _, _ in client.received)
+
+
+# -- the rclpy bridge's side (examples/ros2), without ROS ----------------------------------
+
+BRIDGE = Path(__file__).parents[1] / "examples" / "ros2" / "smplstream_bridge.py"
+
+
+def test_bridge_messages_from_the_wire():
+    from mcap_ros2._dynamic import generate_dynamic
+
+    from calibration.camera import assumed_camera
+    from streamer.app import camera_header
+    from streamer.wire import decode_message, encode_frame
+
+    frame = next(_frames(1))
+    frame.persons.append(Person(4, 0.8, {"joints": frame.persons[0].arrays["joints"] + 1.0}))
+    parts = encode_frame(frame, 0, publish_time=frame.capture_time + 0.05, wall_time=1_700_000_000.25,
+                         extra={"camera": camera_header(assumed_camera(64, 48))})
+    received = decode_message(parts)
+    messages = dict(rm.wire_messages(received, rm.TrackSet(), camera_info_due=True))
+    assert set(messages) == {"/tf", "/smplstream/skeleton", "/camera/camera_info"}
+    encoder = rm.CdrEncoder()
+    decoded = {topic: generate_dynamic(rm.TOPICS[topic], rm.definition(rm.TOPICS[topic]))[rm.TOPICS[topic]](
+        encoder.encode(rm.TOPICS[topic], m)) for topic, m in messages.items()}
+    stamp = decoded["/tf"].transforms[0].header.stamp
+    assert stamp.sec * 10**9 + stamp.nanosec == 1_700_000_000_200_000_000  # capture = publish - 50 ms
+    positions = _compose(decoded["/tf"].transforms)
+    for person in frame.persons:
+        for j, name in enumerate(SMPL24_NAMES):
+            np.testing.assert_allclose(positions[f"person_{person.track_id}/{name}"], person.arrays["joints"][j],
+                                       atol=1e-6)
+    assert (decoded["/camera/camera_info"].width, decoded["/camera/camera_info"].height) == (64, 48)
+    assert [m.ns for m in decoded["/smplstream/skeleton"].markers][::3] == ["person_1", "person_4"]
+
+
+def test_bridge_uses_only_what_ros2_messages_has():
+    import ast
+
+    tree = ast.parse(BRIDGE.read_text())
+    compile(tree, str(BRIDGE), "exec")
+    used = {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "rm"}
+    assert used and all(hasattr(rm, name) for name in used), sorted(n for n in used if not hasattr(rm, n))
