@@ -266,11 +266,15 @@ def _read_npz(path: Path) -> dict[str, Any]:
         raise BodyModelFileError(f"{path}: not a readable .npz file ({e})") from None
 
 
+def _objects_error(path: Path, key: str) -> BodyModelFileError:
+    return BodyModelFileError(
+        f"{path}: key {key!r} holds Python objects, which are not loaded; store plain numeric arrays"
+    )
+
+
 def _as_array(path: Path, key: str, value: Any, ndim: int) -> np.ndarray:
     if isinstance(value, _PythonObjects):
-        raise BodyModelFileError(
-            f"{path}: key {key!r} holds Python objects, which are not loaded; store plain numeric arrays"
-        )
+        raise _objects_error(path, key)
     if scipy.sparse.issparse(value):
         value = value.toarray()
     arr = np.asarray(value)
@@ -324,6 +328,9 @@ def load_body_model(
     else:
         raise BodyModelFileError(f"{p}: unknown body model format {suffix!r}; expected .npz or .pkl")
 
+    for key in (*REQUIRED_KEYS, "posedirs"):  # keys the model needs must be plain arrays, whatever else is wrong
+        if isinstance(raw.get(key), _PythonObjects):
+            raise _objects_error(p, key)
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
         raise BodyModelFileError(
