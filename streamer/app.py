@@ -143,6 +143,9 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     if config.denoiser_precision not in (None, "fp32", "int8"):
         raise ConfigError(f"--denoiser-precision {config.denoiser_precision}: choose fp32 or int8")
     stage_backends(config.backend)  # a bad --backend fails before anything is opened
+    from .robot_outputs import check_robot_options
+
+    check_robot_options(config)  # --foxglove, --formats mcap: bad options and missing packages
     cv2.setNumThreads(1)  # global; stages run in parallel threads on few cores
     live_hint = None if config.mode is None else config.mode == "live"
     if source is None:

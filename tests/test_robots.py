@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from engines.body.joint_sets import SMPL24_NAMES, SMPL24_PARENTS
+from engines.body.joint_sets import SMPL24_NAMES
 from streamer import ros2_messages as rm
 from streamer.cli import main
 from streamer.frames import Frame, Person
@@ -321,7 +321,7 @@ def test_missing_packages_say_which_extra(tmp_path, capsys, monkeypatch):
                      *extra]) == 2
         err = capsys.readouterr().err
         assert "pip install 'smplstream[robots]'" in err and extra[-1].lstrip("-") in err
-    assert not list((tmp_path / "rec").glob("*.mcap")) if (tmp_path / "rec").exists() else True
+    assert not list(tmp_path.rglob("*.mcap"))
 
 
 def test_foxglove_port_in_use_is_one_line(capsys):
@@ -461,3 +461,40 @@ def test_bridge_uses_only_what_ros2_messages_has():
     used = {node.attr for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "rm"}
     assert used and all(hasattr(rm, name) for name in used), sorted(n for n in used if not hasattr(rm, n))
+
+
+def test_ctrl_c_leaves_a_complete_mcap(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    record = tmp_path / "rec"
+    proc = subprocess.Popen([sys.executable, "run_stream.py", "-q", "run", "--source", CLIP, "--mode", "live",
+                             "--no-perception", "--publish", "none", "--record", str(record), "--formats", "mcap",
+                             "--mcap-video"], cwd=Path(__file__).parents[1], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        files = list(record.glob("*.mcap"))
+        if files and files[0].stat().st_size > 1 << 20:  # the first chunks are on disk
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err  # a live run stopped by Ctrl-C ends normally
+    [path] = record.glob("*.mcap")
+    _, summary, messages = _read_mcap(path)  # the summary is there: the file was finished
+    images = [m for t, _, m, _ in messages if t == "/camera/image/compressed"]
+    assert 5 < len(images) < 230 and summary.statistics.message_count == len(messages)
+    assert summary.statistics.channel_message_counts
+
+
+def test_missing_packages_fail_before_the_models_load(capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "foxglove" else real(name, *a))
+    monkeypatch.setattr("streamer.app.processing_stages", lambda *a, **k: pytest.fail("models loaded"))
+    assert main(["-q", "run", "--source", CLIP, "--publish", "none", "--foxglove"]) == 2
+    assert "--foxglove needs foxglove-sdk: pip install 'smplstream[robots]'" in capsys.readouterr().err
