@@ -14,6 +14,32 @@ from calibration.camera_file import save_camera
 from calibration.fileio import FileFormatError
 
 
+def add_board_arguments(p: argparse.ArgumentParser) -> None:
+    """The board and lens options shared by ``calibrate`` and ``calibrate-rig``."""
+    p.add_argument("--board", required=True, metavar="COLSxROWS",
+                   help="inner corners as OpenCV counts them, e.g. 9x6 for a board of 10x7 squares")
+    p.add_argument("--square", required=True, type=float, metavar="MM", help="side of one square, millimetres")
+    p.add_argument("--model", choices=("pinhole", "fisheye"), default="pinhole",
+                   help="pinhole with radial-tangential distortion (default; lenses up to ~100 deg), "
+                   "or fisheye (Kannala-Brandt; action cameras, head-mounted wide lenses)")
+    p.add_argument("--charuco", action="store_true",
+                   help="the board is a ChArUco board (may be partly visible, or seen from behind)")
+    p.add_argument("--marker", type=float, metavar="MM", help="ChArUco marker side, millimetres")
+    p.add_argument("--dict", default=DEFAULT_ARUCO_DICT, metavar="NAME",
+                   help=f"ChArUco ArUco dictionary (default {DEFAULT_ARUCO_DICT})")
+
+
+def board_from_args(args: argparse.Namespace) -> BoardSpec:
+    """The board of :func:`add_board_arguments`' options; BoardError says what is wrong."""
+    if args.charuco and args.marker is None:
+        raise BoardError("--charuco needs --marker MM (the side of one ArUco marker)")
+    if not args.charuco and args.marker is not None:
+        raise BoardError("--marker is only for ChArUco boards; add --charuco")
+    if args.dict not in ARUCO_DICTIONARIES:
+        raise BoardError(f"--dict: unknown ArUco dictionary {args.dict!r}; e.g. DICT_4X4_50, DICT_5X5_100, DICT_6X6_250")
+    return BoardSpec.parse(args.board, args.square, args.charuco, args.marker, args.dict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_stream.py calibrate",
@@ -21,16 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and write a camera file (YAML readable by cv2.FileStorage, or JSON).",
     )
     p.add_argument("source", help="folder of images, or a video file")
-    p.add_argument("--board", required=True, metavar="COLSxROWS",
-                   help="inner corners as OpenCV counts them, e.g. 9x6 for a board of 10x7 squares")
-    p.add_argument("--square", required=True, type=float, metavar="MM", help="side of one square, millimetres")
-    p.add_argument("--model", choices=("pinhole", "fisheye"), default="pinhole",
-                   help="pinhole with radial-tangential distortion (default; lenses up to ~100 deg), "
-                   "or fisheye (Kannala-Brandt; action cameras, head-mounted wide lenses)")
-    p.add_argument("--charuco", action="store_true", help="the board is a ChArUco board (may be partly visible)")
-    p.add_argument("--marker", type=float, metavar="MM", help="ChArUco marker side, millimetres")
-    p.add_argument("--dict", default=DEFAULT_ARUCO_DICT, metavar="NAME",
-                   help=f"ChArUco ArUco dictionary (default {DEFAULT_ARUCO_DICT})")
+    add_board_arguments(p)
     p.add_argument("--out", required=True, metavar="CAM.yaml", help="camera file to write (.yaml, .yml or .json)")
     p.add_argument("--coverage", metavar="PNG", help="write a picture of the corners of all used views")
     p.add_argument("--max-views", type=int, default=40, help="views used for calibration, chosen for coverage (default 40)")
@@ -47,12 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cv2.setNumThreads(2)
     try:
-        if args.charuco and args.marker is None:
-            raise BoardError("--charuco needs --marker MM (the side of one ArUco marker)")
-        if not args.charuco and args.marker is not None:
-            raise BoardError("--marker is only for ChArUco boards; add --charuco")
-        if args.dict not in ARUCO_DICTIONARIES:
-            raise BoardError(f"--dict: unknown ArUco dictionary {args.dict!r}; e.g. DICT_4X4_50, DICT_5X5_100, DICT_6X6_250")
+        board = board_from_args(args)
         if args.max_views < 5:
             raise BoardError("--max-views: must be at least 5")
         if Path(args.out).suffix.lower() not in (".yaml", ".yml", ".json"):
@@ -61,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
             raise FileFormatError(f"--coverage {args.coverage}: the picture must end in .png or .jpg")
         if args.max_frames < 5:
             raise BoardError("--max-frames: must be at least 5")
-        board = BoardSpec.parse(args.board, args.square, args.charuco, args.marker, args.dict)
         result = calibrate_source(args.source, board, args.model, args.max_views, args.max_frames)
     except (BoardError, CalibrationError, FileFormatError) as e:
         print(f"calibrate: error: {e}", file=sys.stderr)

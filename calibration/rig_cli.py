@@ -8,8 +8,9 @@ import sys
 
 import cv2
 
-from calibration.board import ARUCO_DICTIONARIES, DEFAULT_ARUCO_DICT, BoardError, BoardSpec
+from calibration.board import BoardError
 from calibration.calibrate import CalibrationError
+from calibration.cli import add_board_arguments, board_from_args
 from calibration.fileio import FileFormatError
 from calibration.rig_calibration import calibrate_rig, save_multi_camera_rig
 
@@ -21,12 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         "videos or image folders of one checkerboard or ChArUco board, and write a rig file: each camera's "
         "intrinsics and its pose in the first camera's frame (metres).")
     p.add_argument("sources", nargs="+", metavar="VIDEO_OR_FOLDER", help="one per camera, in the rig's order")
-    p.add_argument("--board", required=True, metavar="COLSxROWS", help="inner corners, e.g. 9x6")
-    p.add_argument("--square", required=True, type=float, metavar="MM", help="side of one square, millimetres")
-    p.add_argument("--charuco", action="store_true", help="a ChArUco board (may be partly visible, from either side)")
-    p.add_argument("--marker", type=float, metavar="MM", help="ChArUco marker side, millimetres")
-    p.add_argument("--dict", default=DEFAULT_ARUCO_DICT, metavar="NAME", help=f"ArUco dictionary (default {DEFAULT_ARUCO_DICT})")
-    p.add_argument("--model", choices=("pinhole", "fisheye"), default="pinhole")
+    add_board_arguments(p)
     p.add_argument("--max-frames", type=int, default=300, help="frames looked at per source, sampled evenly (default 300)")
     p.add_argument("--out", required=True, metavar="RIG.yaml", help="rig file to write (.yaml, .yml or .json)")
     return p
@@ -37,11 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cv2.setNumThreads(2)
     try:
-        if args.charuco and args.marker is None:
-            raise BoardError("--charuco needs --marker MM (the side of one ArUco marker)")
-        if args.dict not in ARUCO_DICTIONARIES:
-            raise BoardError(f"--dict: unknown ArUco dictionary {args.dict!r}")
-        board = BoardSpec.parse(args.board, args.square, args.charuco, args.marker, args.dict)
+        board = board_from_args(args)
         result = calibrate_rig(args.sources, board, model=args.model, max_frames=args.max_frames)
         save_multi_camera_rig(result, args.out)
     except (BoardError, CalibrationError, FileFormatError) as e:
