@@ -12,6 +12,7 @@ briefly lost people for re-identification.
 
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,12 +52,19 @@ class TrackedPerson:
 
 @dataclass
 class _Candidate:
-    """Tracker input built from one landmark result."""
+    """Tracker input built from one landmark result. Its ``appearance`` (for re-identification)
+    is computed from ``frame`` only when the tracker asks, during the update that sees it."""
 
     box: np.ndarray
     score: float
     landmarks: PoseLandmarks
-    appearance: np.ndarray | None = None  # engines.perception.appearance, for re-identification
+    frame: np.ndarray | None = None  # the frame, until the tracker's update is done
+
+    @functools.cached_property
+    def appearance(self) -> np.ndarray | None:
+        if self.frame is None:
+            return None
+        return appearance_descriptor(self.frame, self.landmarks.keypoints33)
 
 
 class _BackgroundDetector:
@@ -277,9 +285,11 @@ class PersonKeypoints:
         steps = frame_index - self._last_index if self._last_index is not None else 1
         self._last_index = frame_index
         # Colours of each person's torso and thighs, for the tracker to tell people apart
-        # when one comes back after being lost (about 0.1 ms a person).
-        tracks = self.tracker.update([_Candidate(b, r.presence, r, appearance_descriptor(frame_rgb, r.keypoints33))
-                                      for r, b in zip(kept, boxes)], steps=max(1, steps))
+        # when one comes back after being lost: computed only where the tracker looks.
+        candidates = [_Candidate(b, r.presence, r, frame_rgb) for r, b in zip(kept, boxes)]
+        tracks = self.tracker.update(candidates, steps=max(1, steps))
+        for c in candidates:
+            c.frame = None  # tracks keep their last candidate: not the whole frame
         self._rois = [r.next_roi() for r in kept]
         self._rois = [r for r in self._rois if r.size >= self.min_roi_size]
 
