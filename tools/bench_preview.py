@@ -3,8 +3,9 @@
 Usage: python tools/bench_preview.py CLIP RECORD_DIR [--frames N]
 
 RECORD_DIR is a ``run --record`` directory of the same clip (its ``track_NNNN.npz`` give each
-frame's bodies). Prints milliseconds per frame for colour conversion, the body mesh, the
-projected skeleton, boxes and keypoints, and H.264 encoding.
+frame's bodies). Prints milliseconds per frame, at the preview's size (at most 1280 px wide),
+for the resize, colour conversion, the body mesh, the projected skeleton, boxes and
+keypoints, H.264 encoding, and the whole of a frame on the preview's thread.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamer.frames import Frame, Person  # noqa: E402
-from streamer.preview import BodyMeshDrawer, PreviewWriter, SkeletonDrawer, draw_persons  # noqa: E402
+from streamer.preview import BodyMeshDrawer, PreviewWriter, SkeletonDrawer, draw_persons, preview_size  # noqa: E402
 
 
 def persons_by_frame(record_dir: Path) -> dict[int, list[Person]]:
@@ -61,31 +62,41 @@ def main(argv: list[str] | None = None) -> int:
                                 source_size=(vf.width, vf.height), persons=persons.get(i, [])))
     w, h = frames[0].source_size
     camera, _ = camera_or_assumed(None, w, h)
-    mesh, skel = BodyMeshDrawer(camera), SkeletonDrawer(camera)
+    pw, ph = preview_size((w, h))  # the preview draws and encodes at this size
+    small_camera, scale = camera.scaled(pw, ph), pw / w
+    mesh, skel = BodyMeshDrawer(small_camera), SkeletonDrawer(small_camera)
     times: dict[str, list[float]] = {}
 
-    def timed(name, fn, *a):
+    def timed(name, fn, *a, **k):
         t = time.perf_counter()
-        out = fn(*a)
+        out = fn(*a, **k)
         times.setdefault(name, []).append(1000 * (time.perf_counter() - t))
         return out
 
     with tempfile.TemporaryDirectory() as tmp:
         writer = PreviewWriter(Path(tmp) / "bench.mp4", fps=30, size=(w, h), camera=camera)
         for frame in frames:
-            bgr = timed("rgb->bgr", cv2.cvtColor, frame.image, cv2.COLOR_RGB2BGR)
+            small = timed("resize", cv2.resize, frame.image, (pw, ph), interpolation=cv2.INTER_LINEAR)
+            bgr = timed("rgb->bgr", cv2.cvtColor, small, cv2.COLOR_RGB2BGR)
             timed("mesh", mesh.draw, bgr.copy(), frame.persons)
             timed("skeleton", skel.draw, bgr.copy(), frame.persons)
-            timed("boxes+keypoints", draw_persons, bgr, frame.persons)
-            timed("whole write (mesh)", writer.write, frame)
-        encode = writer._stream  # time the encoder alone on the same frames
-        for frame in frames:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.image[:h - h % 2, :w - w % 2]), format="rgb24")
-            t = time.perf_counter()
-            for packet in encode.encode(vf):
-                writer._container.mux(packet)
-            times.setdefault("h264 encode", []).append(1000 * (time.perf_counter() - t))
+            timed("boxes+keypoints", draw_persons, bgr, frame.persons, pixel_scale=scale)
+            # What the preview's own thread does per frame (called here directly, not queued).
+            timed("whole frame (mesh)", writer._draw_and_encode, frame.index, frame.image, frame.persons, 30.0)
         writer.close()
+        with av.open(str(Path(tmp) / "encode.mp4"), "w") as out:  # the encoder alone, same settings
+            stream = out.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
+            stream.options = {"crf": "23", "preset": "ultrafast", "threads": "1"}
+            for frame in frames:
+                yuv = cv2.cvtColor(cv2.resize(frame.image, (pw, ph)), cv2.COLOR_RGB2YUV_I420)
+                vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                t = time.perf_counter()
+                for packet in stream.encode(vf):
+                    out.mux(packet)
+                times.setdefault("h264 encode", []).append(1000 * (time.perf_counter() - t))
+            for packet in stream.encode():
+                out.mux(packet)
     n_persons = np.mean([len(f.persons) for f in frames])
     print(f"{len(frames)} frames of {w}x{h}, {n_persons:.2f} persons per frame; ms per frame (mean, p95):")
     for name, values in times.items():
