@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -180,3 +181,35 @@ def test_offline_run_keeps_two_people_as_two_tracks_through_the_backflip():
     assert len(spans) == 2, spans
     man = min(spans, key=lambda t: spans[t][0])  # on the box from the first frames
     assert spans[man][0] < 150 and spans[man][1] > 205, spans
+
+
+def test_two_people_crossing_in_real_pixels_never_swap_ids():
+    """The clip's walker pasted twice over its empty background (the same clothes, one copy
+    mirrored and nearer), walking towards each other: the nearer hides the other at the
+    crossing. Whenever they stand apart, each keeps the id it started with."""
+    from streamer.synthetic_source import (BACKGROUND_FRAME, CLEAR_FROM_X, PERSON_BOX, PERSON_FRAME,
+                                           _clip_frames)
+
+    frames = _clip_frames(CLIP, frozenset({BACKGROUND_FRAME, PERSON_FRAME}))
+    background = frames[BACKGROUND_FRAME].copy()
+    background[:, CLEAR_FROM_X:] = frames[PERSON_FRAME][:, CLEAR_FROM_X:]
+    x1, y1, x2, y2 = PERSON_BOX
+    person = cv2.resize(frames[PERSON_FRAME][y1:y2, x1:x2], None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
+    ph, pw = person.shape[:2]
+    H, W = background.shape[:2]
+    pk = PersonKeypoints(detect_every=5, detector_tile_size=round(1.25 * ph), dormant_frames=120)
+    n, y = 70, H - ph - 30
+    seen: dict[str, set[int]] = {"far": set(), "near": set()}
+    for f in range(n):
+        image = background.copy()
+        far_x = int(150 + (W - 300 - pw) * f / (n - 1))
+        near_x = int(W - 150 - pw - (W - 300 - pw) * f / (n - 1))
+        image[y - 20:y - 20 + ph, far_x:far_x + pw] = person
+        image[y:y + ph, near_x:near_x + pw] = person[:, ::-1]
+        people = pk.process(image, f)
+        if abs(far_x - near_x) < 1.5 * pw:
+            continue  # overlapping: who is where is not defined
+        for name, x in (("far", far_x), ("near", near_x)):
+            at = [p.track_id for p in people if abs((p.box[0] + p.box[2]) / 2 - (x + pw / 2)) < 0.4 * pw]
+            seen[name].update(at)
+    assert len(seen["far"]) == 1 and len(seen["near"]) == 1 and seen["far"] != seen["near"], seen
