@@ -18,6 +18,7 @@ would start a new track can wake a dormant one.
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -27,6 +28,8 @@ from scipy.optimize import linear_sum_assignment
 
 from engines.perception.appearance import appearance_distance, blend_appearance
 from engines.perception.boxes import iou_matrix
+
+log = logging.getLogger("engines.perception.tracking")
 
 
 class Detected(Protocol):
@@ -42,13 +45,14 @@ REID_MIN_FRAMES = 5
 REID_SPEED = 0.03
 REID_MAX_HEIGHTS = 2.0
 # Waking a dormant track (pass 4): a running or jumping person covers up to ~2.4 body
-# heights a second (0.08 a frame at 30 fps); a crouch or a landing may leave a box a third
-# of the standing height. Clothing colours further apart than REID_MAX_APPEARANCE (above the
+# heights a second (0.08 a frame at 30 fps); a crouch or a landing may leave a box whose
+# longer side is a quarter of the standing height (the clip's backflip: 0.34 offline, 0.2 of
+# the height alone in live runs). Clothing colours further apart than REID_MAX_APPEARANCE (above the
 # 95th percentile of one person's own distances in the bundled clip's backlight, 0.35-0.54:
 # engines.perception.appearance) are someone else's.
 REID_RUN_SPEED = 0.08
 REID_DORMANT_MAX_HEIGHTS = 3.0
-REID_SIZE_RANGE = (0.3, 2.0)
+REID_SIZE_RANGE = (0.25, 2.0)
 REID_MAX_APPEARANCE = 0.55
 # A followed person's appearance model takes in every few frames' colours, not every frame's
 # (clothing does not change; the descriptor costs about 0.4 ms a person at 1768x994).
@@ -94,7 +98,7 @@ class Track:
     frames_unseen: int = 0  # source frames since the last match (counts skipped frames too)
     kf: KalmanFilter = field(repr=False, default=None)  # type: ignore[assignment]
     last_seen: np.ndarray | None = None  # the box of the last match
-    height: float = 0.0  # the person's standing size: the tallest recent box (px)
+    height: float = 0.0  # the person's standing size: the longest side of their recent boxes (px)
     appearance: np.ndarray | None = field(repr=False, default=None)  # blend_appearance of its matches
 
     @property
@@ -229,7 +233,7 @@ class Tracker:
         height = np.array([max(t.height, 1.0) for t in tracks])[:, None]
         dist = np.linalg.norm(last[:, None, :2] - d_z[None, :, :2], axis=2) / height
         reach = np.array([min(REID_DORMANT_MAX_HEIGHTS, 0.5 + REID_RUN_SPEED * t.frames_unseen) for t in tracks])
-        ratio = d_z[None, :, 3] / height
+        ratio = np.maximum(d_z[None, :, 2], d_z[None, :, 3]) / height  # longer sides: a crouch keeps its width
         look = np.array([[appearance_distance(t.appearance, getattr(d, "appearance", None)) for d in dets]
                          for t in tracks])
         unlike = np.nan_to_num(look, nan=0.0) > REID_MAX_APPEARANCE
@@ -237,6 +241,11 @@ class Tracker:
         cost = np.where(allowed, dist / REID_DORMANT_MAX_HEIGHTS + np.nan_to_num(look, nan=REID_MAX_APPEARANCE), 1e6)
         rows, cols = linear_sum_assignment(cost)
         pairs = [(r, c) for r, c in zip(rows, cols) if allowed[r, c]]
+        if log.isEnabledFor(logging.DEBUG):
+            for i, t in enumerate(tracks):
+                for j in range(len(dets)):
+                    log.debug("wake track %d? %s: %.2f heights (reach %.2f), size %.2f, colours %.2f", t.id,
+                              "yes" if (i, j) in pairs else "no", dist[i, j], reach[i], ratio[i, j], look[i, j])
         matched = {c for _, c in pairs}
         return pairs, [j for j in range(len(dets)) if j not in matched]
 
@@ -250,7 +259,7 @@ class Tracker:
         track.box = box.copy()
         track.last_seen = box.copy()
         # The standing size, slowly forgotten: a crouch or a flip does not shrink it.
-        track.height = max(0.98 * track.height, float(box[3] - box[1]))
+        track.height = max(0.98 * track.height, float(max(box[2] - box[0], box[3] - box[1])))
         if track.appearance is None or track.age % APPEARANCE_EVERY == 0:
             track.appearance = blend_appearance(track.appearance, getattr(det, "appearance", None))
         track.score = float(det.score)
@@ -353,7 +362,7 @@ class Tracker:
                 state=TrackState.CONFIRMED if self.frame_count == 1 or self.min_hits <= 1 else TrackState.TENTATIVE,
                 kf=_make_filter(box_to_z(box)),
                 last_seen=box.copy(),
-                height=float(box[3] - box[1]),
+                height=float(max(box[2] - box[0], box[3] - box[1])),
                 appearance=blend_appearance(None, getattr(det, "appearance", None)),
             )
             self._next_id += 1
