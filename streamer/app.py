@@ -61,6 +61,8 @@ class RunConfig:
     viewer_save: str | None = None  # write the Rerun stream to this .rrd file
     mcap_video: bool = False  # --formats mcap: also the frames as JPEG (docs/robots.md)
     foxglove: str | None = None  # HOST:PORT of a live Foxglove WebSocket server (docs/robots.md)
+    vmc: str | None = None  # HOST:PORT of a VMC receiver (avatar apps, docs/animation.md)
+    vmc_track: str = "largest"  # whom --vmc sends: largest, first or a track id
     backend: str = "auto"  # engine backend: one for every stage, or "lift=torch,refine=onnxruntime"
     max_persons: int = 6  # follow at most this many people
     reid_seconds: float = 4.0  # a lost person's id waits this long for them to come back (0: off)
@@ -146,6 +148,9 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     from .robot_outputs import check_robot_options
 
     check_robot_options(config)  # --foxglove, --formats mcap: bad options and missing packages
+    from .vmc_output import check_vmc_options
+
+    check_vmc_options(config.vmc, config.vmc_track)  # --vmc, --vmc-track, python-osc
     cv2.setNumThreads(1)  # global; stages run in parallel threads on few cores
     live_hint = None if config.mode is None else config.mode == "live"
     if source is None:
@@ -153,7 +158,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
                              fps=config.fps)
     publisher = recorder = preview = viewer = None
     built: list[Stage] = []  # closed again if a later option fails
-    robots: list = []  # the MCAP file and the Foxglove server (streamer.robot_outputs)
+    robots: list = []  # the MCAP file and the Foxglove server (streamer.robot_outputs), the VMC sender
     fps = getattr(source, "fps", None) or 30.0
     try:
         camera = run_camera(config.camera, source)
@@ -214,6 +219,10 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         from .robot_outputs import open_robot_outputs
 
         robots = open_robot_outputs(config, camera, source_name=source.name, body_model=BODY_MODEL_NAME)
+        if config.vmc:
+            from .vmc_output import VmcSender
+
+            robots.append(VmcSender(config.vmc, track=config.vmc_track))
         progress = None
         if config.progress and mode == "offline" and sys.stderr.isatty():
             progress = tqdm(total=_expected_frames(source, config.max_frames), unit="frame",

@@ -55,6 +55,8 @@ def _run(args: argparse.Namespace) -> int:
         formats=args.formats,
         mcap_video=args.mcap_video,
         foxglove=args.foxglove,
+        vmc=args.vmc,
+        vmc_track=args.vmc_track,
         preview_skeleton=args.preview_skeleton,
         viewer=args.viewer,
         viewer_save=args.viewer_save,
@@ -147,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--foxglove", nargs="?", const="127.0.0.1:8765", metavar="HOST:PORT",
                      help="serve the people (ROS 2 TF and markers) and the image live to Foxglove on "
                           "HOST:PORT (default 127.0.0.1:8765); needs the robots extra")
+    run.add_argument("--vmc", nargs="?", const="127.0.0.1:39539", metavar="HOST:PORT",
+                     help="stream one person's bones live over the VMC protocol (OSC/UDP) to an avatar app "
+                          "(VSeeFace, Warudo, EVMC4U) at HOST:PORT (:PORT or PORT: loopback; default "
+                          "127.0.0.1:39539); needs the avatar extra")
+    run.add_argument("--vmc-track", default="largest", metavar="largest|first|ID",
+                     help="whom --vmc sends: the tallest box (largest, default), the first person seen "
+                          "(first), or a track id")
     run.add_argument("--no-perception", action="store_true",
                      help="skip detection and keypoints (capture, timestamp and publish frames only)")
     run.add_argument("--no-lift", action="store_true", help="stop at 2D keypoints (no SMPL)")

@@ -27,7 +27,7 @@ class OutputStage(Stage):
                  viewer=None, outputs: Sequence = ()):
         self.publisher = publisher
         self.viewer = viewer  # a streamer.viewer.RerunViewer, or None
-        # More outputs, each with write(frame) and close(): the MCAP file, the Foxglove server.
+        # More outputs, each with write(frame) and close(): the MCAP file, the Foxglove server, the VMC sender.
         self.outputs = tuple(outputs)
         self.recorder = recorder
         self.preview = preview
