@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engines.run_defaults import LIFT_STEPS  # noqa: E402
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS  # noqa: E402
 from engines.runtime.catalog import MODELS, make_inputs, make_runner  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=LIFT_STEPS["offline"])
-    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--samples", type=int, default=LIFT_SAMPLES)
     p.add_argument("--repeat", type=int, default=20, help="timed calls per backend and batch (fewer for slow calls)")
     p.add_argument("--budget", type=float, default=3.0, help="seconds per backend and batch at most")
     p.add_argument("--json", action="store_true")

@@ -21,13 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engines.body.body_model import BodyModel  # noqa: E402
 from engines.lifting.lifter import Lifter  # noqa: E402
 from engines.training.synthetic_views import ViewConfig, make_views  # noqa: E402
-from engines.run_defaults import LIFT_STEPS  # noqa: E402
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=LIFT_STEPS["offline"])
-    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--samples", type=int, default=LIFT_SAMPLES)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--weights", help="denoiser weights with their .json and .onnx (default: the bundled ones)")

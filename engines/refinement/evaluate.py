@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,12 +28,12 @@ import torch
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix
 from engines.diffusion.denoiser import BETAS, X_DIM, pose_vector, rotations_of
-from engines.diffusion.weights import load_denoiser
+from engines.runtime.models import load_prior_denoiser
 from engines.lifting.lifter import Lifter
 from engines.training.evaluate import lift_in_batches
 from engines.training.metrics import joint_errors
 from engines.training.synthetic_views import ViewConfig, make_sequence_views, simulate_world_landmarks
-from engines.run_defaults import LIFT_STEPS, REFINE_LAG
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
 
 from .baselines import kalman_rts, one_euro
 from .fitting import FitSettings, KeypointFitter
@@ -116,13 +115,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     lifter = Lifter.load(args.weights, body, num_steps=args.lift_steps, num_samples=args.lift_samples, seed=args.seed,
                          threads=args.threads, **({"backend": "onnxruntime", "precision": "int8"} if int8 else {}))
     overrides = json.loads(args.settings) if args.settings else {}
-    model = load_denoiser(args.weights)
-    if int8:  # as live mode runs it: the guidance's network calls on the int8 ONNX graph
-        from engines.diffusion.onnx_denoiser import ForwardOnly
-        from engines.diffusion.weights import DEFAULT_WEIGHTS
-
-        model = ForwardOnly.from_onnx(Path(args.weights or DEFAULT_WEIGHTS).with_suffix(".onnx"), model.config,
-                                      precision="int8", threads=args.threads)
+    # The fit's prior as runs build it (int8: on the int8 ONNX graph, as live mode runs it).
+    model = load_prior_denoiser("onnxruntime" if int8 else "torch", weights=args.weights,
+                                precision="int8" if int8 else "fp32", threads=args.threads)
     # L = 0 as live runs fit, the others as offline runs do.
     fit_for = {L: KeypointFitter(model, body, FitSettings.for_run(L, live=L == 0, **overrides)) for L in args.lags}
     guided_for = {L: GuidedRefiner(model, body, GuidanceSettings.for_lag(L)) for L in args.guided}
@@ -248,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=int, default=4, help="emitted frames kept as fixed context")
     p.add_argument("--settings", help="FitSettings overrides as JSON, e.g. '{\"prior_sigma\": 0.2}'")
     p.add_argument("--lift-steps", type=int, default=LIFT_STEPS["offline"])
-    p.add_argument("--lift-samples", type=int, default=8)
+    p.add_argument("--lift-samples", type=int, default=LIFT_SAMPLES)
     p.add_argument("--euro-cutoffs", type=float, nargs="*", default=[3.0, 1.5, 0.8])
     p.add_argument("--euro-beta", type=float, default=0.05)
     p.add_argument("--kalman-q", type=float, nargs="*", default=[1e-3, 1e-4, 1e-5])

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     p.add_argument("--threads", type=int, default=1, help="CPU threads for ONNX Runtime and torch")
     p.add_argument("--steps", type=int, default=LIFT_STEPS["offline"], help="K, the sampler's DDIM steps")
-    p.add_argument("--samples", type=int, default=8, help="N, samples per person")
+    p.add_argument("--samples", type=int, default=LIFT_SAMPLES, help="N, samples per person")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.add_argument("--save-onnx", metavar="DIR", type=Path,
                    help="also write the graphs built at run time (the fused K-step sampler, the detector with a "

@@ -35,6 +35,7 @@ from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix
 from engines.lifting.lifter import Lifter, rotation_mean
 from engines.diffusion.weights import load_denoiser
+from engines.run_defaults import LIFT_SAMPLES
 from engines.training.synthetic_views import WORLD_NOISE, ViewConfig, make_views, simulate_world_landmarks
 from engines.training.metrics import joint_errors
 from engines.training.train import MocapPoses
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--weights", help="default: the bundled denoiser")
     p.add_argument("--frames", type=int, default=1000)
-    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--samples", type=int, default=LIFT_SAMPLES)
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 10, 50])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-mirror", action="store_true",
