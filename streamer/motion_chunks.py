@@ -55,6 +55,7 @@ class RunSettings:
 
     fps: float
     body_model: str = "unknown"
+    gender: str | None = None  # a user's body model (--body-model): its gender; None: the bundled one
     image_size: tuple[int, int] | None = None
     formats: tuple[str, ...] = ("npz",)
     pid: int = 0
@@ -68,6 +69,7 @@ class RunSettings:
         d = json.loads(text)
         size = d.get("image_size")
         return cls(fps=float(d["fps"]), body_model=str(d.get("body_model", "unknown")),
+                   gender=None if d.get("gender") is None else str(d["gender"]),
                    image_size=None if size is None else (int(size[0]), int(size[1])),
                    formats=tuple(str(f) for f in d.get("formats", ("npz",))),
                    pid=int(d.get("pid", 0)), started=float(d.get("started", 0.0)))

@@ -157,11 +157,12 @@ class MotionRecorder:
     formats: tuple[str, ...] = ("npz",)
 
     def __init__(self, directory: str | os.PathLike, *, fps: float, body_model: str = "unknown",
-                 image_size: tuple[int, int] | None = None, flush_interval: float = 2.0,
+                 gender: str | None = None, image_size: tuple[int, int] | None = None, flush_interval: float = 2.0,
                  chunk_frames: int = 512, track_end_after: float | None = 10.0):
         self.directory = Path(directory)
         self.fps = float(fps)
         self.body_model = body_model
+        self.gender = gender  # kept in the run's settings, so `recover` writes it too
         self.image_size = image_size
         self.flush_interval = flush_interval
         self.chunk_frames = max(1, int(chunk_frames))
@@ -256,7 +257,7 @@ class MotionRecorder:
         return None
 
     def _settings(self) -> RunSettings:
-        return RunSettings(fps=self.fps, body_model=self.body_model, image_size=self.image_size,
+        return RunSettings(fps=self.fps, body_model=self.body_model, gender=self.gender, image_size=self.image_size,
                            formats=tuple(self.formats), pid=os.getpid(), started=time.time())
 
     def _write_chunk(self, tracks: list[_Track]) -> None:

@@ -78,6 +78,12 @@ def recover(directory: str | Path, *, body_loader=None) -> list[RunRecovery]:
                 result.errors.append(f"track {track_id}: {exc}")
                 unusable.update(p for p, ids in chunks.items() if ids and track_id in ids)
                 continue
+            if settings.gender is not None:  # a user's body model: as the live run completes its files
+                from .output_body import add_body_model_members
+
+                for path in done.files:
+                    if path.suffix == ".npz" and path.stem == f"track_{track_id:04d}":
+                        add_body_model_members(path, settings.gender)
             result.tracks.append(done)
             unusable.update(done.skipped)
         result.unreadable = sorted({p for p, ids in chunks.items() if ids is None}.union(

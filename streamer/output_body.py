@@ -102,7 +102,8 @@ class BodyModelRecorder(MultiFormatRecorder):
     def __init__(self, directory, *, output_body: OutputBody, formats=("npz",), **kwargs):
         output_body.check_formats(tuple(formats))
         body = BodyModel(output_body.data, dtype=torch.float64) if output_body.family.name == "smpl" else None
-        super().__init__(directory, formats=formats, body=body, body_model=output_body.name, **kwargs)
+        super().__init__(directory, formats=formats, body=body, body_model=output_body.name,
+                         gender=output_body.gender, **kwargs)
         self.output_body = output_body
 
     def write(self, frame: Frame) -> None:

@@ -167,3 +167,38 @@ def test_run_publishes_and_records_on_the_users_smplx_model(models, clip, endpoi
     with torch.no_grad():
         joints = body(**{k: torch.from_numpy(v) for k, v in motion.items()}).joints[:, :55].numpy()
     assert np.abs(joints - motion.joints).max() < 1e-5
+
+
+def test_recover_after_a_kill_writes_the_users_gender_and_layout(models, tmp_path):
+    """A recording on a user's SMPL-X model killed before it closed (os._exit after a flush):
+    `recover` assembles files that say the model's gender and carry smplx's layout."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from streamer.motion_recovery import recover
+
+    record = tmp_path / "rec"
+    script = f"""
+import os
+from engines.body.model_folder import load_user_body_model
+from streamer.frames import Frame
+from streamer.output_body import BodyModelRecorder, OutputBody
+from synthetic import SyntheticPersons
+recorder = BodyModelRecorder({str(record)!r}, fps=30.0,
+                             output_body=OutputBody(load_user_body_model({str(models / "smplx")!r}, "female")))
+people = SyntheticPersons(persons=1)
+for i in range(5):
+    recorder.write(people.process(Frame(index=i, image=None, capture_time=float(i), source_size=(640, 480))))
+recorder.flush()
+os._exit(0)  # as a kill: nothing assembled, the chunks left behind
+"""
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)])}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120)
+    assert not (record / "track_0001.npz").exists()
+    recover(record)
+    with np.load(record / "track_0001.npz") as z:
+        assert (str(z["gender"]), str(z["body_model"])) == ("female", "smplx")
+        assert z["body_pose"].shape == (5, 63) and z["transl"].shape == (5, 3)
