@@ -16,6 +16,8 @@ details.
 
 from __future__ import annotations
 
+import importlib.util
+
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,11 +277,8 @@ def parse_formats(text: str | None) -> tuple[str, ...]:
     unknown = [n for n in names if n not in FORMATS]
     if unknown or not names:
         raise ConfigError(f"--formats {text!r}: choose from {', '.join(FORMATS)} (comma-separated)")
-    if "smpl" in names:
-        try:
-            import smplcodec  # noqa: F401
-        except ImportError:
-            raise ConfigError("--formats smpl needs the smplcodec package: pip install 'smplstream[smpl]'") from None
+    if "smpl" in names and importlib.util.find_spec("smplcodec") is None:
+        raise ConfigError("--formats smpl needs the smplcodec package: pip install 'smplstream[smpl]'")
     return names
 
 
