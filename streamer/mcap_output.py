@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import time
 from pathlib import Path
 
@@ -132,6 +133,35 @@ class McapRecorder:
         finally:
             self._file.close()
         log.info("%d frame(s), %d message(s) in %s", self.frames, self.messages, self.path)
+
+
+#: An MCAP file unchanged this long is no longer being written (a live one is flushed every
+#: couple of seconds), so `smplstream recover` may complete it.
+IDLE_SECONDS = 10.0
+
+
+def mcap_is_complete(path) -> bool:
+    """Whether the MCAP file at ``path`` ends with its summary (closed by its writer)."""
+    from mcap.exceptions import McapError
+    from mcap.reader import SeekingReader
+
+    try:
+        with open(path, "rb") as f:
+            return SeekingReader(f).get_summary() is not None
+    except (McapError, OSError, ValueError, EOFError, struct.error):
+        return False
+
+
+def recover_mcap_files(directory, idle_seconds: float = IDLE_SECONDS) -> list[tuple[Path, int]]:
+    """Complete every ``.mcap`` in ``directory`` that a killed run left without its summary
+    (:func:`recover_mcap`), leaving alone files written to within ``idle_seconds`` (a run
+    may still be writing them). Returns (file, messages kept) per file recovered."""
+    done = []
+    for path in sorted(Path(directory).glob("*.mcap")):
+        if time.time() - path.stat().st_mtime < idle_seconds or mcap_is_complete(path):
+            continue
+        done.append((path, recover_mcap(path)))
+    return done
 
 
 def recover_mcap(path) -> int:

@@ -113,6 +113,22 @@ def _default_body():
     return load
 
 
+def _recover_mcaps(directory) -> list:
+    """The run's MCAP files (``--formats mcap``) a kill left without their summary."""
+    if not any(Path(directory).glob("*.mcap")):
+        return []
+    try:
+        from .mcap_output import recover_mcap_files
+    except ImportError:
+        return []
+    try:
+        return recover_mcap_files(directory)
+    except ImportError:
+        print("smplstream: .mcap files need the robots extra to be recovered: pip install 'smplstream[robots]'",
+              file=sys.stderr)
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
     """``smplstream recover DIR``; exit status 0 when everything found was recovered, 1 when
     a run was still recording or a track could not be assembled."""
@@ -130,10 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         return load_body()
 
     results = recover(args.directory, body_loader=body_loader)
-    if not any(r.live or r.tracks or r.errors for r in results):
+    mcaps = [] if any(r.live for r in results) else _recover_mcaps(args.directory)
+    if not any(r.live or r.tracks or r.errors for r in results) and not mcaps:
         print(f"nothing to recover in {args.directory}")
         return 0
     status = 0
+    for path, kept in mcaps:
+        print(f"{path.name}: {kept} messages kept, summary written")
     for result in results:
         if result.live:
             status = 1

@@ -498,3 +498,30 @@ def test_missing_packages_fail_before_the_models_load(capsys, monkeypatch):
     monkeypatch.setattr("streamer.app.processing_stages", lambda *a, **k: pytest.fail("models loaded"))
     assert main(["-q", "run", "--source", CLIP, "--publish", "none", "--foxglove"]) == 2
     assert "--foxglove needs foxglove-sdk: pip install 'smplstream[robots]'" in capsys.readouterr().err
+
+
+def test_recover_command_completes_a_killed_runs_mcap(tmp_path, capsys):
+    """`smplstream recover DIR` also gives a killed run's MCAP its summary (files written to in
+    the last seconds, which a live run may still be writing, are left alone)."""
+    import os
+
+    from calibration.camera import assumed_camera
+    from streamer.mcap_output import McapRecorder, mcap_is_complete
+    from streamer.motion_recovery import main as recover_main
+
+    recorder = McapRecorder(tmp_path / "live", camera=assumed_camera(64, 48), clock_offset=0.0)
+    for frame in _frames(10):
+        recorder.write(frame)
+    recorder.flush()
+    killed = tmp_path / "rec" / "run.mcap"
+    killed.parent.mkdir()
+    shutil.copy(recorder.path, killed)  # as a kill -9 leaves it: no summary
+    recorder.close()
+    assert not mcap_is_complete(killed)
+    assert recover_main([str(killed.parent)]) == 0 and not mcap_is_complete(killed)  # fresh: left alone
+    old = killed.stat().st_mtime - 60
+    os.utime(killed, (old, old))
+    assert recover_main([str(killed.parent)]) == 0
+    assert "run.mcap: 22 messages kept" in capsys.readouterr().out
+    _, summary, messages = _read_mcap(killed)
+    assert summary.statistics.message_count == 22 and [t for t, *_ in messages].count("/tf") == 10
