@@ -27,6 +27,7 @@ from scipy.spatial.transform import Rotation
 from engines.body.joint_sets import SMPL24_NAMES, SMPL24_PARENTS
 
 from .errors import ConfigError
+from .skeleton_frames import parent_frame_offsets
 
 CAMERA_FRAME = "camera"
 CAMERA_LINK_FRAME = "camera_link"
@@ -215,16 +216,9 @@ def joint_transforms(joints: np.ndarray, poses: np.ndarray | None) -> tuple[np.n
         local = np.broadcast_to(np.eye(3), (24, 3, 3))
     else:
         local = Rotation.from_rotvec(np.asarray(poses, np.float64).reshape(24, 3)).as_matrix()
-    parents = SMPL24_PARENTS
-    glob = np.empty((24, 3, 3))
-    glob[0] = local[0]
-    for j in range(1, 24):  # parents come before children in SMPL's order
-        glob[j] = glob[parents[j]] @ local[j]
-    par = np.asarray(parents[1:])
-    offsets = joints[1:] - joints[par]
     trans = np.zeros((25, 3))
     trans[0] = joints[0]
-    trans[2:] = np.einsum("nji,nj->ni", glob[par], offsets)  # R_parent^T (child - parent)
+    trans[2:] = parent_frame_offsets(joints, local, SMPL24_PARENTS)[1:]
     quats = np.zeros((25, 4))
     quats[0] = (0.0, 0.0, 0.0, 1.0)
     quats[1:] = Rotation.from_matrix(local).as_quat() if poses is not None else (0.0, 0.0, 0.0, 1.0)

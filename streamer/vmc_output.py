@@ -32,11 +32,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from engines.body.joint_sets import SMPL24_NAMES, SMPL24_PARENTS
 
 from .errors import ConfigError
 from .frames import Frame, Person
+from .skeleton_frames import parent_frame_offsets
 
 log = logging.getLogger("smplstream.vmc")
 
@@ -74,8 +76,8 @@ BONE_NAMES: tuple[str, ...] = tuple(BONE_OF_JOINT[name] for name in SMPL24_NAMES
 _PARENTS = SMPL24_PARENTS[:N_BONES]
 # The camera frame -> Unity for points: Y-up world (x, -y, -z), then x negated.
 _CAM_TO_UNITY = np.array([-1.0, -1.0, -1.0])
-# Half turn about x: the camera frame's body orientation -> the Y-up world's, as (x, y, z, w).
-_HALF_TURN_X = np.array([1.0, 0.0, 0.0, 0.0])
+# Half turn about x: the camera frame's body orientation -> the Y-up world's.
+_HALF_TURN_X = Rotation.from_quat([1.0, 0.0, 0.0, 0.0])
 
 
 @dataclass
@@ -87,33 +89,6 @@ class BonePose:
     rotations: np.ndarray
     positions: np.ndarray
     root_position: np.ndarray
-
-
-def axis_angle_to_quaternion(rotvec: np.ndarray) -> np.ndarray:
-    """Rotation vectors (..., 3) -> unit quaternions (..., 4) as ``(x, y, z, w)``."""
-    rotvec = np.asarray(rotvec, np.float64)
-    angle = np.linalg.norm(rotvec, axis=-1, keepdims=True)
-    # sin(a/2)/a -> 1/2 as a -> 0 (the series keeps tiny angles exact)
-    small = angle < 1e-8
-    scale = np.where(small, 0.5 - angle**2 / 48.0, np.sin(angle / 2.0) / np.where(small, 1.0, angle))
-    return np.concatenate([rotvec * scale, np.cos(angle / 2.0)], axis=-1)
-
-
-def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product ``a * b`` of ``(x, y, z, w)`` quaternions (rotation b, then a)."""
-    av, aw = a[..., :3], a[..., 3:]
-    bv, bw = b[..., :3], b[..., 3:]
-    return np.concatenate([aw * bv + bw * av + np.cross(av, bv), aw * bw - np.sum(av * bv, -1, keepdims=True)], -1)
-
-
-def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
-    """``(x, y, z, w)`` quaternions (..., 4) -> rotation matrices (..., 3, 3)."""
-    x, y, z, w = np.moveaxis(np.asarray(q, np.float64), -1, 0)
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
 
 
 def reflect_quaternion(q: np.ndarray) -> np.ndarray:
@@ -128,23 +103,17 @@ def retarget(poses: np.ndarray, joints: np.ndarray | None = None) -> BonePose:
     and SMPL-X share the first 22); ``joints`` (>= 22, 3): posed joint positions in the
     camera frame, metres (None: zero positions). Pure: no state, no I/O."""
     poses = np.asarray(poses, np.float64).reshape(-1, 3)[:N_BONES]
-    local = axis_angle_to_quaternion(poses)
-    local[0] = quaternion_multiply(_HALF_TURN_X, local[0])  # the global orientation, Y-up world
-    rotations = reflect_quaternion(local)
+    local = Rotation.from_rotvec(poses)
+    turned = (_HALF_TURN_X * local[0]).as_quat()  # the global orientation, Y-up world
+    rotations = reflect_quaternion(np.concatenate([turned[None], local[1:].as_quat()]))
     rotations *= np.where(rotations[:, 3:] < 0, -1.0, 1.0)  # q and -q are one rotation: w >= 0
     positions = np.zeros((N_BONES, 3))
     root = np.zeros(3)
     if joints is not None:
         joints = np.asarray(joints, np.float64).reshape(-1, 3)[:N_BONES]
         root = joints[0] * _CAM_TO_UNITY
-        # Posed joints: J_j - J_parent = G_parent (rest_j - rest_parent), so the rest offset
-        # in the parent's frame is G_parent^T (J_j - J_parent); G from the camera-frame chain.
-        glob = quaternion_to_matrix(axis_angle_to_quaternion(poses))
-        for j in range(1, N_BONES):
-            glob[j] = glob[_PARENTS[j]] @ glob[j]
-        for j in range(1, N_BONES):
-            p = _PARENTS[j]
-            positions[j] = glob[p].T @ (joints[j] - joints[p])
+        # The rest bones in their parents' frames, from the camera-frame chain.
+        positions = parent_frame_offsets(joints, local.as_matrix(), _PARENTS)
         positions[:, 0] *= -1.0  # the body frame is Y-up already; only the reflection is left
     return BonePose(rotations=rotations, positions=positions, root_position=root)
 

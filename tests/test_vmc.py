@@ -14,8 +14,13 @@ import pytest
 from engines.body.joint_sets import SMPL24_NAMES, SMPL24_PARENTS, mirror_smpl_axis_angle
 from streamer.cli import main
 from streamer.errors import ConfigError
-from streamer.vmc_output import (BONE_NAMES, N_BONES, axis_angle_to_quaternion, check_vmc_options, parse_address,
-                                 parse_track, quaternion_to_matrix, reflect_quaternion, retarget)
+from scipy.spatial.transform import Rotation
+
+from streamer.vmc_output import BONE_NAMES, N_BONES, check_vmc_options, parse_address, parse_track, reflect_quaternion, retarget
+
+
+def quaternion_to_matrix(q) -> np.ndarray:
+    return Rotation.from_quat(q).as_matrix()
 
 CLIP = str(Path(__file__).parent / "data" / "sports2d_demo.mp4")
 UPRIGHT = np.array([np.pi, 0.0, 0.0])  # SMPL's global orientation of a person standing before an OpenCV camera
@@ -82,7 +87,7 @@ def test_mirrored_pose_gives_mirrored_bones_on_the_other_side():
 
 def _forward_kinematics(pose: np.ndarray, rest: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """SMPL's joint positions (camera frame) of ``pose`` on rest joints ``rest``."""
-    local = quaternion_to_matrix(axis_angle_to_quaternion(pose))
+    local = Rotation.from_rotvec(pose).as_matrix()
     glob, joints = local.copy(), np.zeros_like(rest)
     joints[0] = rest[0] + trans
     for j in range(1, 24):
