@@ -112,6 +112,15 @@ class Track:
         return self.kf.x[4:, 0].copy()
 
 
+def _gated_assignment(cost: np.ndarray, allowed: np.ndarray) -> tuple[list[tuple[int, int]], list[int]]:
+    """Hungarian assignment of rows (tracks) to columns (detections) on ``cost``, only where
+    ``allowed``; returns (pairs, unmatched columns)."""
+    rows, cols = linear_sum_assignment(np.where(allowed, cost, 1e6))
+    pairs = [(r, c) for r, c in zip(rows, cols) if allowed[r, c]]
+    matched = {c for _, c in pairs}
+    return pairs, [j for j in range(cost.shape[1]) if j not in matched]
+
+
 def _make_filter(z: np.ndarray) -> KalmanFilter:
     # State: cx, cy, w, h and their per-frame velocities; measurement: cx, cy, w, h.
     kf = KalmanFilter(dim_x=8, dim_z=4)
@@ -218,11 +227,7 @@ class Tracker:
         reach = np.array([min(REID_MAX_HEIGHTS, 0.3 + REID_SPEED * t.frames_unseen) for t in tracks])
         ratio = d_z[None, :, 3] / height
         allowed = (dist <= reach[:, None]) & (ratio > 0.67) & (ratio < 1.5)
-        cost = np.where(allowed, dist, 1e6)
-        rows, cols = linear_sum_assignment(cost)
-        pairs = [(r, c) for r, c in zip(rows, cols) if allowed[r, c]]
-        matched = {c for _, c in pairs}
-        return pairs, [j for j in range(len(dets)) if j not in matched]
+        return _gated_assignment(dist, allowed)
 
     def _wake(self, tracks: list[Track], dets: list[Detected]) -> tuple[list[tuple[int, int]], list[int]]:
         """Hungarian assignment of new detections to lost and dormant tracks, from where each
@@ -238,16 +243,14 @@ class Tracker:
                          for t in tracks])
         unlike = np.nan_to_num(look, nan=0.0) > REID_MAX_APPEARANCE
         allowed = (dist <= reach[:, None]) & (ratio >= REID_SIZE_RANGE[0]) & (ratio <= REID_SIZE_RANGE[1]) & ~unlike
-        cost = np.where(allowed, dist / REID_DORMANT_MAX_HEIGHTS + np.nan_to_num(look, nan=REID_MAX_APPEARANCE), 1e6)
-        rows, cols = linear_sum_assignment(cost)
-        pairs = [(r, c) for r, c in zip(rows, cols) if allowed[r, c]]
+        pairs, unmatched = _gated_assignment(dist / REID_DORMANT_MAX_HEIGHTS + np.nan_to_num(look, nan=REID_MAX_APPEARANCE),
+                                             allowed)
         if log.isEnabledFor(logging.DEBUG):
             for i, t in enumerate(tracks):
                 for j in range(len(dets)):
                     log.debug("wake track %d? %s: %.2f heights (reach %.2f), size %.2f, colours %.2f", t.id,
                               "yes" if (i, j) in pairs else "no", dist[i, j], reach[i], ratio[i, j], look[i, j])
-        matched = {c for _, c in pairs}
-        return pairs, [j for j in range(len(dets)) if j not in matched]
+        return pairs, unmatched
 
     def _apply(self, track: Track, det: Detected) -> None:
         box = np.asarray(det.box, dtype=np.float64)
