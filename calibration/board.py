@@ -204,13 +204,14 @@ class BoardSpec:
         return Detection(corners.reshape(-1, 2), self.object_points(), ids, how)
 
     def _detect_charuco(self, gray: np.ndarray) -> Detection | None:
-        detector = cv2.aruco.CharucoDetector(self.charuco_board())
+        board = self.charuco_board()
+        detector = cv2.aruco.CharucoDetector(board)
         width = gray.shape[1]
         for inverted, mirrored in ((False, False), (True, False), (False, True), (True, True)):
             image = 255 - gray if inverted else gray
             image = cv2.flip(image, 1) if mirrored else image
             corners, ids, _marker_corners, _marker_ids = detector.detectBoard(image)
-            if ids is not None and len(ids) >= 6 and not self.charuco_board().checkCharucoCornersCollinear(
+            if ids is not None and len(ids) >= 6 and not board.checkCharucoCornersCollinear(
                     ids.reshape(-1, 1).astype(np.int32)):
                 break
         else:

@@ -61,6 +61,8 @@ def recover(directory: str | Path, *, body_loader=None) -> list[RunRecovery]:
         except RecordError as exc:
             result.errors.append(str(exc))
             continue
+        if settings.gender is not None:
+            from .output_body import add_body_model_members
         writer = None
         if {"bvh", "smpl"} & set(settings.formats):
             from .motion_formats import world_formats_writer
@@ -79,8 +81,6 @@ def recover(directory: str | Path, *, body_loader=None) -> list[RunRecovery]:
                 unusable.update(p for p, ids in chunks.items() if ids and track_id in ids)
                 continue
             if settings.gender is not None:  # a user's body model: as the live run completes its files
-                from .output_body import add_body_model_members
-
                 for path in done.files:
                     if path.suffix == ".npz" and path.stem == f"track_{track_id:04d}":
                         add_body_model_members(path, settings.gender)
