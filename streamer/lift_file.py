@@ -92,12 +92,14 @@ def read_keypoint_file(path: str | Path) -> KeypointFile:
 
 
 def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.ndarray, normalised: np.ndarray,
-                 world: np.ndarray | None, cam, body, online) -> tuple[dict, object]:
+                 world: np.ndarray | None, cam, body, online, frame_index: np.ndarray | None = None) -> tuple[dict, object]:
     """Fit one person's lifted frames to their keypoints over time with ``online`` (an
     :class:`engines.refinement.online.OnlineRefiner`, as the refine stage of an offline run
     has it): returns the fitted ``poses``, ``trans``, ``betas``, ``joints`` of the kept
-    frames and the :class:`FitQuality` of the result. Frames not kept (too few keypoints to
-    lift) are gaps: the window starts again after one."""
+    frames and the :class:`FitQuality` of the result. ``frame_index`` (T,) gives each row's
+    source frame (default: the rows are consecutive frames). A gap of more than one frame
+    (rows not kept: too few keypoints to lift; or frames the file does not hold: a track
+    that was lost and found again) starts the window again."""
     from engines.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
     from engines.diffusion.denoiser import BETAS, pose_vector, rotations_of
     from engines.diffusion.features import condition_features
@@ -113,8 +115,10 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     w = None if world is None else torch.from_numpy(world[idx])
     cond = condition_features(torch.from_numpy(normalised[idx]), w, world=online.refiner.model.config.world_landmarks)
     px = torch.from_numpy(pixels[idx].astype(np.float32))
-    # Steps are source frames, so a gap of lost frames is seen as one.
-    out = refine_sequence(online, [int(f) for f in idx],
+    # Steps are source frames, so a gap is seen as one: a track found again after a while
+    # must not be pulled along the trajectory it had before it was lost.
+    steps = idx if frame_index is None else np.asarray(frame_index)[idx]
+    out = refine_sequence(online, [int(f) for f in steps],
                           lambda i: {0: Observation(x[i], trans[i], cond[i], px[i], None if w is None else w[i])}, params)
     fx, ft = torch.stack([e[0] for e in out]), torch.stack([e[1] for e in out])
     R = rotations_of(fx)
@@ -175,7 +179,7 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     if refine:
         normalised33 = normalised if kf.joint_set == "blazepose33" else cam.normalize_keypoints(pixels).astype(np.float32)
         fitted, quality = fit_sequence(cat, keep, pixels, normalised33, world, cam, body,
-                                       stage_engines.build_refiner(plan, body))
+                                       stage_engines.build_refiner(plan, body), kf.frame_index)
     else:
         fitted, quality = _measured_lift(cat, keep, pixels, cam, lifter.body)
     name = lifter.body_model_name

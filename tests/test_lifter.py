@@ -132,6 +132,28 @@ def test_lift_fits_the_keypoints_by_default(tmp_path):
         assert jerk(f["joints"]) < 0.5 * jerk(r["joints"])
 
 
+def test_lift_starts_a_new_fit_window_where_the_track_was_lost(tmp_path):
+    """A recorded track found again after a while (re-identification) has a gap in its
+    frame_index; the fit must start again there, not pull the body along the trajectory it
+    had before the gap (it did: 0.8 % of the size before the gap, 180 % after)."""
+    track = ROOT / "tests" / "data" / "keypoints" / "sports2d_track2_blazepose33.npz"
+    with np.load(track) as src:
+        data = {k: src[k].copy() for k in src.files}
+    keep = np.r_[0:50, 90:len(data["frame_index"])]  # 40 frames lost: she walks on meanwhile
+    for k in ("keypoints", "world_landmarks", "frame_index", "timestamp", "score"):
+        data[k] = data[k][keep]
+    gap = tmp_path / "gap.npz"
+    np.savez(gap, **data)
+    out = tmp_path / "fit.npz"
+    proc = smplstream("lift", str(gap), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as m:
+        err = m["reprojection_px"]
+        assert list(m["frame_index"]) == list(data["frame_index"])
+    before, after = np.median(err[:50]), np.median(err[50:])
+    assert after < 2.0 * before and err[50:].max() < 10 * before, (before, after, err[50:].max())
+
+
 def test_world_landmarks_of_the_wrong_shape_are_a_one_line_error(tmp_path):
     track = ROOT / "tests" / "data" / "keypoints" / "sports2d_track2_blazepose33.npz"
     with np.load(track) as src:

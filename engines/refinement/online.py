@@ -50,11 +50,17 @@ class LagBuffer(Generic[T]):
 def refine_sequence(online: "OnlineRefiner", steps, observations, camera: CameraParams) -> list:
     """Run ``online`` over a whole sequence offline: at the i-th of ``steps`` it gets
     ``observations(i)`` (track id -> :class:`Observation`); returns track 0's final
-    ``(x, trans)`` for every step, in order, each taken once the lag has passed it."""
+    ``(x, trans)`` for every step, in order, each taken once the lag has passed it. Steps
+    may skip frames: a gap of more than ``online.max_gap`` starts a new window."""
     steps = list(steps)
     held: LagBuffer[int] = LagBuffer(online.lag)
     out: list = [None] * len(steps)
     for i, step in enumerate(steps):
+        if i and step - steps[i - 1] > online.max_gap:
+            # A gap closes the track's window: the frames held back are final now, and
+            # the refiner forgets them once the new step is far enough past them.
+            for j in held.flush():
+                out[j] = online.estimate(0, steps[j])
         online.update(step, observations(i), camera)
         if (j := held.push(i)) is not None:
             out[j] = online.estimate(0, steps[j])
