@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hold the first frame until N subscribers have joined")
     run.add_argument("--record", metavar="DIR", help="write motion files per track into DIR")
     run.add_argument("--formats", metavar="LIST",
-                     help="motion file formats for --record, comma-separated: npz, bvh, smpl per track, "
+                     help="motion file formats for --record, comma-separated: npz, bvh, smpl, glb per track, "
                           "mcap: one file per run with ROS 2 messages (default npz; keypoint .npz files are "
                           "always written)")
     run.add_argument("--mcap-video", action="store_true",

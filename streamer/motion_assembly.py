@@ -169,21 +169,26 @@ class SmplRows:
         self.betas = (scan.betas_sum / max(scan.smpl_frames, 1)).astype(np.float32)
         self.fps = fps
 
-    def blocks(self):
-        """(poses (n, 72) float32, trans (n, 3) float32) in order, up to BLOCK_FRAMES at a time."""
-        poses, trans, held = [], [], 0
+    def blocks(self, *extra: str):
+        """(poses (n, 72) float32, trans (n, 3) float32) in order, up to BLOCK_FRAMES at a time,
+        followed by the rows of each chunk array named in ``extra`` (``"betas"``: the
+        frames' own shapes (n, S) float32; ``"frame_index"`` (n,) int64)."""
+        names = ("poses", "trans", *extra)
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        held = 0
         for chunk in _chunks(self._scan):
             rows = _mask(chunk, SMPL_ARRAYS)
             k = int(rows.sum())
             if k:
-                poses.append(chunk["poses"][rows].astype(np.float32).reshape(k, -1))
-                trans.append(chunk["trans"][rows].astype(np.float32).reshape(k, 3))
+                for n in names:
+                    a = chunk[n][rows]
+                    parts[n].append(a if n in ROW_DTYPES else a.astype(np.float32).reshape(k, -1))
                 held += k
             if held >= self.BLOCK_FRAMES:
-                yield np.concatenate(poses), np.concatenate(trans)
-                poses, trans, held = [], [], 0
+                yield tuple(np.concatenate(parts[n]) for n in names)
+                parts, held = {n: [] for n in names}, 0
         if held:
-            yield np.concatenate(poses), np.concatenate(trans)
+            yield tuple(np.concatenate(parts[n]) for n in names)
 
 
 def _chunks(scan: _Scan):

@@ -6,8 +6,10 @@
   one frame per recorded frame at the source's rate.
 - **.smpl** (``track_NNNN.smpl``): Meshcapade's format, written through the ``smplcodec``
   package (optional extra ``smpl``).
+- **GLB** (``track_NNNN.glb``): glTF 2.0 with the body's skinned mesh and the animation
+  (:mod:`streamer.motion_glb`).
 
-Both are in a **Y-up world**, not the camera frame: the camera frame (OpenCV: x right,
+All are in a **Y-up world**, not the camera frame: the camera frame (OpenCV: x right,
 y down, z forward) is turned 180 degrees about its x axis (x right, y up, z towards the
 camera, as OpenGL and Blender's BVH importer expect), then shifted vertically so that the
 track's feet stand at y = 0 (see :func:`world_motion`). ``docs/motion-files.md`` has the
@@ -38,7 +40,9 @@ from .motion_files import MotionRecorder
 CAMERA_TO_WORLD = np.diag([1.0, -1.0, -1.0])
 #: Euler order of the BVH rotation channels (intrinsic: R = Rz @ Rx @ Ry).
 BVH_ORDER = "ZXY"
-FORMATS = ("npz", "bvh", "smpl", "mcap")  # mcap: one file per run, not per track (streamer.mcap_output)
+FORMATS = ("npz", "bvh", "smpl", "glb", "mcap")  # mcap: one file per run, not per track (streamer.mcap_output)
+#: The per-track formats written in the Y-up world (by :func:`write_world_formats`).
+WORLD_FORMATS = ("bvh", "smpl", "glb")
 _FOOT_JOINTS = (7, 8, 10, 11)  # ankles and feet
 _LEAF_END = {"head": (0.0, 0.10, 0.0)}  # End Site offsets (m) where the bone's direction is no guide
 
@@ -283,7 +287,7 @@ def parse_formats(text: str | None) -> tuple[str, ...]:
 
 
 def write_world_formats(rows, stem: Path, formats, body, *, include_betas: bool) -> list[Path]:
-    """Write ``stem.bvh`` and/or ``stem.smpl`` (as ``formats`` asks) of a track's SMPL frames,
+    """Write ``stem.bvh``, ``stem.smpl`` and ``stem.glb`` (as ``formats`` asks) of a track's SMPL frames,
     reading them piece by piece: ``rows.blocks()`` yields (poses (n, 72), trans (n, 3)) in
     order, ``rows.frames`` counts them, ``rows.betas`` is the track's mean shape and
     ``rows.fps`` its rate. Memory holds one piece at a time, plus the ``.smpl`` arrays (its
@@ -320,14 +324,18 @@ def write_world_formats(rows, stem: Path, formats, body, *, include_betas: bool)
         data = smpl_file_bytes(pose, trans, np.asarray(rows.betas, np.float64), rows.fps, include_betas=include_betas)
         write_bytes_atomic(stem.with_suffix(".smpl"), data)
         written.append(stem.with_suffix(".smpl"))
+    if "glb" in formats:  # its own pass: it also reads the frames' own shapes and indices
+        from .motion_glb import write_glb
+
+        written.append(write_glb(rows, stem.with_suffix(".glb"), body, shift=shift))
     return written
 
 
 def world_formats_writer(formats, body_model: str, body_loader):
-    """What the recorder and ``recover`` call per track to write its BVH and ``.smpl`` files
-    (``writer(rows, stem) -> paths``), or None when ``formats`` asks for neither.
+    """What the recorder and ``recover`` call per track to write its BVH, ``.smpl`` and GLB
+    files (``writer(rows, stem) -> paths``), or None when ``formats`` asks for none.
     ``body_loader()`` gives the body model, loaded only when a track needs it."""
-    wanted = tuple(f for f in formats if f in ("bvh", "smpl"))
+    wanted = tuple(f for f in formats if f in WORLD_FORMATS)
     if not wanted:
         return None
 
@@ -340,7 +348,7 @@ def world_formats_writer(formats, body_model: str, body_loader):
 
 class MultiFormatRecorder(MotionRecorder):
     """A :class:`~streamer.motion_files.MotionRecorder` that writes each track's SMPL motion
-    in ``formats`` (``npz``, ``bvh``, ``smpl``); the keypoint ``.npz`` is always written.
+    in ``formats`` (``npz``, ``bvh``, ``smpl``, ``glb``); the keypoint ``.npz`` is always written.
     Like the ``.npz``, every file is assembled from the recording's chunks when its track
     ends and when the run stops, and written atomically."""
 

@@ -63,10 +63,10 @@ def recover(directory: str | Path, *, body_loader=None) -> list[RunRecovery]:
             continue
         if settings.gender is not None:
             from .output_body import add_body_model_members
-        writer = None
-        if {"bvh", "smpl"} & set(settings.formats):
-            from .motion_formats import world_formats_writer
+        from .motion_formats import WORLD_FORMATS, world_formats_writer
 
+        writer = None
+        if set(WORLD_FORMATS) & set(settings.formats):
             writer = world_formats_writer(settings.formats, settings.body_model, body_loader)
         chunks = {path: chunk_tracks(path) for path in chunk_paths(run)}  # None: unreadable
         track_ids = sorted({t for ids in chunks.values() if ids for t in ids})

@@ -85,9 +85,9 @@ class OutputBody:
     def check_formats(self, formats: tuple[str, ...]) -> None:
         """Refuse motion formats that cannot hold this model: BVH and .smpl carry SMPL's
         24-joint skeleton, and .smpl files are written with the neutral body."""
-        world = [f for f in formats if f in ("bvh", "smpl")]
+        world = [f for f in formats if f in ("bvh", "smpl", "glb")]
         if world and self.family.name != "smpl":
-            raise ConfigError(f"--formats {','.join(formats)}: BVH and .smpl files hold SMPL's 24-joint skeleton; "
+            raise ConfigError(f"--formats {','.join(formats)}: BVH, .smpl and GLB files hold SMPL's 24-joint skeleton; "
                               f"the {self.family.label} model {self.data.path} is recorded as npz only")
         if "smpl" in formats and self.gender != "neutral":
             raise ConfigError(f"--formats smpl: .smpl files are written for the neutral body; the {self.gender} "

@@ -95,7 +95,7 @@ def test_cli_errors_before_anything_loads(models, tmp_path, capsys, clip):
     assert "--gender needs --body-model" in capsys.readouterr().err
     assert main([*base, "--body-model", str(models / "smplx"), "--gender", "female", "--record",
                  str(tmp_path / "r"), "--formats", "npz,bvh"]) == 2
-    assert "BVH and .smpl files hold SMPL's 24-joint skeleton" in capsys.readouterr().err
+    assert "BVH, .smpl and GLB files hold SMPL's 24-joint skeleton" in capsys.readouterr().err
 
 
 def test_load_motion_errors(tmp_path):
