@@ -141,7 +141,7 @@ def test_smpl_file_reads_back_with_smplcodec(body, tmp_path):
 def test_recorder_writes_all_formats_and_keypoints(body, tmp_path):
     pytest.importorskip("smplcodec")
     poses, trans, betas = walking_motion(T=6, seed=2)
-    rec = MultiFormatRecorder(tmp_path, fps=30.0, formats=parse_formats("npz,bvh,smpl"), body=body,
+    rec = MultiFormatRecorder(tmp_path, fps=30.0, formats=parse_formats("npz,bvh,smpl,glb"), body=body,
                               image_size=(640, 480))
     for i in range(6):
         rec.write(Frame(index=i, image=None, capture_time=float(i), source_size=(640, 480),
@@ -153,9 +153,11 @@ def test_recorder_writes_all_formats_and_keypoints(body, tmp_path):
         shutil.copytree(tmp_path, snapshot)
         recover(snapshot, body_loader=lambda: body)
         assert f"Frames: {i + 1}\n" in (snapshot / "track_0001.bvh").read_text()
+        assert (snapshot / "track_0001.glb").read_bytes()[:4] == b"glTF"
     rec.close()
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["track_0001.bvh", "track_0001.npz", "track_0001.smpl", "track_0001_blazepose33.npz"]
+    assert names == ["track_0001.bvh", "track_0001.glb", "track_0001.npz", "track_0001.smpl",
+                     "track_0001_blazepose33.npz"]
     assert "Frames: 6" in (tmp_path / "track_0001.bvh").read_text()
 
 
