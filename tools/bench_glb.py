@@ -1,12 +1,13 @@
 """Write the GLB (``--formats glb``) of every recorded track in a folder and print, per
 track, its frames, the file's size and the write time (median of ``--repeat`` writes).
 
-    python tools/bench_glb.py REC_DIR [--out DIR] [--repeat 5]
+    python tools/bench_glb.py REC_DIR [--out DIR] [--repeat 5] [--tile N]
 
 ``REC_DIR`` holds ``track_NNNN.npz`` files from ``smplstream run --record``; the GLBs
 go to ``--out`` (default: a temporary folder). The frames are read from the ``.npz``, so
 this times the GLB writer alone (body model, pygltflib, the atomic write), not the
-chunk reading of a recording's assembly.
+chunk reading of a recording's assembly. ``--tile N`` repeats each track N times end to
+end (a long recording's size and write time).
 """
 
 from __future__ import annotations
@@ -29,12 +30,17 @@ from streamer.motion_formats import write_world_formats  # noqa: E402
 class NpzRows:
     """A recorded track's ``.npz`` as the rows the motion-format writers read."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tile: int = 1):
         with np.load(path, allow_pickle=False) as z:
             self.arrays = {"poses": z["poses"], "trans": z["trans"], "betas": z["betas_per_frame"],
                            "frame_index": z["frame_index"]}
             self.betas = z["betas"]
             self.fps = float(z["mocap_framerate"])
+        if tile > 1:
+            fi = self.arrays["frame_index"]
+            span = int(fi[-1] - fi[0]) + 1
+            self.arrays = {k: np.concatenate([v] * tile) for k, v in self.arrays.items()}
+            self.arrays["frame_index"] = np.concatenate([fi + i * span for i in range(tile)])
         self.frames = len(self.arrays["poses"])
 
     def blocks(self, *extra: str):
@@ -46,6 +52,7 @@ def main() -> None:
     parser.add_argument("rec_dir", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--tile", type=int, default=1, help="repeat each track N times end to end")
     args = parser.parse_args()
     torch.set_num_threads(1)
     body = BodyModel.load().double()
@@ -56,7 +63,7 @@ def main() -> None:
         raise SystemExit(f"no track_NNNN.npz in {args.rec_dir}")
     print(f"{'track':<12} {'frames':>6} {'seconds':>8} {'GLB bytes':>10} {'write ms (median)':>18}")
     for path in tracks:
-        rows = NpzRows(path)
+        rows = NpzRows(path, args.tile)
         times = []
         for _ in range(args.repeat):
             start = time.perf_counter()
