@@ -50,14 +50,15 @@ class GlbAnimation:
     """A track's animation in the Y-up world, gathered block by block (:meth:`add`):
     ``times`` (T,) seconds from the first frame, ``rotations`` (T, 24, 4) local quaternions
     (x, y, z, w), ``translations`` (T, 24, 3) local translations (the pelvis's: its world
-    position; the others': the frame's rest offset from the parent)."""
+    position; the others': the frame's rest offset from the parent); ``first_frame_index``
+    the source frame of time 0."""
 
     fps: float
     shift: float
     times: list[np.ndarray] = field(default_factory=list)
     rotations: list[np.ndarray] = field(default_factory=list)
     translations: list[np.ndarray] = field(default_factory=list)
-    _first: int | None = None
+    first_frame_index: int | None = None
     _last_quat: np.ndarray | None = None
 
     def add(self, poses: np.ndarray, trans: np.ndarray, betas: np.ndarray, frame_index: np.ndarray, body) -> None:
@@ -67,8 +68,8 @@ class GlbAnimation:
         if n == 0:
             return
         frame_index = np.asarray(frame_index, np.int64).reshape(n)
-        if self._first is None:
-            self._first = int(frame_index[0])
+        if self.first_frame_index is None:
+            self.first_frame_index = int(frame_index[0])
         with torch.no_grad():
             b = torch.as_tensor(np.asarray(betas, np.float64).reshape(n, -1), dtype=body.J_template.dtype)
             rest = body.rest_joints(b).double().numpy()  # (n, 24, 3)
@@ -87,7 +88,7 @@ class GlbAnimation:
             if ref is not None:
                 quat[t][np.einsum("jc,jc->j", quat[t], ref) < 0] *= -1
         self._last_quat = quat[-1].copy()
-        self.times.append((frame_index - self._first) / self.fps)
+        self.times.append((frame_index - self.first_frame_index) / self.fps)
         self.rotations.append(quat)
         self.translations.append(local)
 
@@ -232,7 +233,7 @@ def write_glb(rows, path: Path, body, *, shift: float) -> Path:
     for poses, trans, betas, frame_index in rows.blocks("betas", "frame_index"):
         animation.add(poses, trans, betas, frame_index, body)
     extras = {"smplstream": {
-        "fps": float(rows.fps), "first_frame_index": animation._first,
+        "fps": float(rows.fps), "first_frame_index": animation.first_frame_index,
         "body_model": getattr(body, "name", None), "betas": np.asarray(rows.betas, float).round(6).tolist(),
         "floor_m": -float(shift),
         "world": "camera frame (OpenCV) turned 180 degrees about x, then moved up by -floor_m: Y up, metres",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -199,7 +198,6 @@ def test_clip_glb_passes_the_khronos_validator(recording):
 
 
 def _browser_ready() -> bool:
-    sys.path.insert(0, str(ROOT))
     from tools.glb_browser import BROWSERS, THREE
 
     return any(shutil.which(b) for b in BROWSERS) and (THREE / "build" / "three.module.js").is_file()

@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -102,23 +104,33 @@ def load_in_browser(glbs: list[Path], frame: int, *, width: int = 1280, height: 
     cmd = [browser, "--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
            "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--mute-audio",
            f"--user-data-dir={profile}", f"--window-size={width},{height}", url]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its own process group: chromium's helper processes go with it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         if not done.wait(timeout):
             raise TimeoutError(f"the page did not report within {timeout:.0f} s ({url})")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         server.shutdown()
         server.server_close()
         shutil.rmtree(profile, ignore_errors=True)
     if "png" in result:
         result["png"] = base64.b64decode(result["png"].split(",", 1)[1])
     return result
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the chromium started here and its helpers (its process group)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def main() -> None:
