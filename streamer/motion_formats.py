@@ -316,7 +316,7 @@ def write_world_formats(rows, stem: Path, formats, body, *, include_betas: bool)
         header = bvh_header(rest, rows.frames, rows.fps).encode("ascii")
         write_file_atomic(stem.with_suffix(".bvh"), lambda f: (f.write(header), convert(f)))
         written.append(stem.with_suffix(".bvh"))
-    else:
+    elif smpl_parts is not None:
         convert()
     if smpl_parts is not None:
         pose = np.concatenate([p for p, _ in smpl_parts]) if smpl_parts else np.zeros((0, 24, 3), np.float32)
