@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -28,15 +29,15 @@ import torch
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix
 from engines.diffusion.denoiser import BETAS, X_DIM, pose_vector, rotations_of
-from engines.runtime.models import load_prior_denoiser
 from engines.lifting.lifter import Lifter
+from engines.run_defaults import REFINE_LAG
+from engines.run_engines import build_lifter, build_prior, build_refiner
+from engines.run_plan import PlanError, PlanOptions, RunPlan, plan_run
 from engines.training.evaluate import lift_in_batches
 from engines.training.metrics import joint_errors
 from engines.training.synthetic_views import ViewConfig, make_sequence_views, simulate_world_landmarks
-from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
 
 from .baselines import kalman_rts, one_euro
-from .fitting import FitSettings, KeypointFitter
 from .guided import CameraParams, GuidedRefiner
 from .online import Observation, OnlineRefiner, refine_sequence
 from .settings import GuidanceSettings
@@ -108,18 +109,29 @@ def lift_sequence(lifter: Lifter, keypoints: torch.Tensor, world: torch.Tensor |
     return x, trans, lifter.condition(keypoints, world)
 
 
+def evaluation_plans(args: argparse.Namespace) -> tuple[RunPlan, dict[int, RunPlan]]:
+    """The run plans evaluated: the lifts' (an offline run's, unless ``--lift-steps`` /
+    ``--lift-samples``) and the fit's at each lag, L = 0 as live runs fit and the others as
+    offline runs do, with ``--settings`` changing the fit's. fp32: the lift on ONNX Runtime
+    and the fit's prior on eager torch; int8: both on ONNX Runtime, as live mode runs them."""
+    int8 = args.precision == "int8"
+    options = PlanOptions(backend="onnxruntime" if int8 else "lift=auto,refine=torch", denoiser_precision=args.precision,
+                          weights=args.weights, threads=args.threads, lift_steps=args.lift_steps,
+                          lift_samples=args.lift_samples, fit_changes=json.loads(args.settings) if args.settings else None)
+    lifts = plan_run(replace(options, refine=False), "offline")
+    fits = {L: plan_run(replace(options, lift_steps=lifts.lift_steps, refine_lag=L), "live" if L == 0 else "offline")
+            for L in args.lags}
+    return lifts, fits
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     body = BodyModel.load()
     int8 = args.precision == "int8"
-    lifter = Lifter.load(args.weights, body, num_steps=args.lift_steps, num_samples=args.lift_samples, seed=args.seed,
-                         threads=args.threads, **({"backend": "onnxruntime", "precision": "int8"} if int8 else {}))
-    overrides = json.loads(args.settings) if args.settings else {}
-    # The fit's prior as runs build it (int8: on the int8 ONNX graph, as live mode runs it).
-    model = load_prior_denoiser("onnxruntime" if int8 else "torch", weights=args.weights,
-                                precision="int8" if int8 else "fp32", threads=args.threads)
-    # L = 0 as live runs fit, the others as offline runs do.
-    fit_for = {L: KeypointFitter(model, body, FitSettings.for_run(L, live=L == 0, **overrides)) for L in args.lags}
+    lift_plan, fit_plans = evaluation_plans(args)
+    lifter = build_lifter(lift_plan, body, seed=args.seed)
+    # The fit's prior as runs build it; one network for every lag and the guidance.
+    model = build_prior(fit_plans[args.lags[0]])
     guided_for = {L: GuidedRefiner(model, body, GuidanceSettings.for_lag(L)) for L in args.guided}
     g = torch.Generator().manual_seed(args.seed)
     g_world = torch.Generator().manual_seed(args.seed + 1)  # apart, so the views stay as they were
@@ -147,9 +159,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             xw, transw, condw = lift_sequence(lifter, views.keypoints, world, int8)
             add("per-frame lift + world", joints_of(body, xw, transw), true, T)
         runs = []
-        for L in args.lags:
-            runs.append((f"fit L={L}", OnlineRefiner(fit_for[L], lag=L, context=args.context), None))
-            runs.append((f"fit L={L} + world", OnlineRefiner(fit_for[L], lag=L, context=args.context), world))
+        for L, plan in fit_plans.items():
+            runs.append((f"fit L={L}", build_refiner(plan, body, model, context=args.context), None))
+            runs.append((f"fit L={L} + world", build_refiner(plan, body, model, context=args.context), world))
         runs += [(f"guidance L={L}", OnlineRefiner(guided_for[L], lag=L, context=args.context), None) for L in args.guided]
         for label, online, w in runs:
             start = (x, trans, cond) if w is None else (xw, transw, condw)
@@ -165,7 +177,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         print(f"{name}: {T} frames", flush=True)
 
     report = {"clips": [c[0] for c in clips], "frames": sum(c[1].shape[0] for c in clips),
-              "settings": {L: f.settings.to_dict() for L, f in fit_for.items()}, "context": args.context, "methods": {}}
+              "settings": {L: plan.fit_settings().to_dict() for L, plan in fit_plans.items()}, "context": args.context,
+              "methods": {}}
     print(f"\n{'method':<26}{'MPJPE':>8}{'PA-MPJPE':>10}{'accel':>8}{'ms/frame':>10}")
     for label, rows in methods.items():
         n = sum(T for T, _ in rows)
@@ -182,10 +195,10 @@ def evaluate(args: argparse.Namespace) -> dict:
         x, trans, cond = lift_sequence(lifter, views.keypoints, None, int8)
         camera = CameraParams(K=views.K[0])
         report["timing_ms"] = {}
-        for L in args.lags:
+        for L, plan in fit_plans.items():
             for n in args.timing_tracks:
                 t0 = time.process_time()
-                _, _, sec = run_online(OnlineRefiner(fit_for[L], lag=L, context=args.context), x, trans, cond,
+                _, _, sec = run_online(build_refiner(plan, body, model, context=args.context), x, trans, cond,
                                        views.keypoints_px, camera, copies=n)
                 cpu = (time.process_time() - t0) / x.shape[0] * 1000
                 report["timing_ms"][f"L={L} tracks={n}"] = {"wall_ms": sec * 1000, "cpu_ms": cpu}
@@ -242,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="lags at which to run the earlier score guidance too (GuidedRefiner), for comparison")
     p.add_argument("--context", type=int, default=4, help="emitted frames kept as fixed context")
     p.add_argument("--settings", help="FitSettings overrides as JSON, e.g. '{\"prior_sigma\": 0.2}'")
-    p.add_argument("--lift-steps", type=int, default=LIFT_STEPS["offline"])
-    p.add_argument("--lift-samples", type=int, default=LIFT_SAMPLES)
+    p.add_argument("--lift-steps", type=int, help="K of the per-frame lifts (default: an offline run's)")
+    p.add_argument("--lift-samples", type=int, help="N of the per-frame lifts (default: a run's)")
     p.add_argument("--euro-cutoffs", type=float, nargs="*", default=[3.0, 1.5, 0.8])
     p.add_argument("--euro-beta", type=float, default=0.05)
     p.add_argument("--kalman-q", type=float, nargs="*", default=[1e-3, 1e-4, 1e-5])
@@ -257,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plot", help="write a PA-MPJPE vs acceleration error figure (PNG) here")
     args = p.parse_args(argv)
-    report = evaluate(args)
+    try:
+        report = evaluate(args)
+    except PlanError as exc:
+        raise SystemExit(f"evaluate-refinement: error: {exc}") from None
     if args.plot:
         plot_tradeoff(report, args.plot)
     if args.json:

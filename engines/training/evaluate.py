@@ -34,8 +34,8 @@ import torch
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix
 from engines.lifting.lifter import Lifter, rotation_mean
-from engines.diffusion.weights import load_denoiser
-from engines.run_defaults import LIFT_SAMPLES
+from engines.run_engines import build_lifter
+from engines.run_plan import PlanError, PlanOptions, RunPlan, plan_run
 from engines.training.synthetic_views import WORLD_NOISE, ViewConfig, make_views, simulate_world_landmarks
 from engines.training.metrics import joint_errors
 from engines.training.train import MocapPoses
@@ -115,6 +115,15 @@ def write_spread_temperature(weights: str | None, temperature: dict[int, float])
     print(f"wrote spread_temperature {info['spread_temperature']} to {path}")
 
 
+def lift_plan(args: argparse.Namespace, steps: int) -> RunPlan:
+    """The run plan of the lift evaluated at ``steps`` K: fp32 on eager torch (the
+    reference), or ``--precision int8`` on ONNX Runtime as live runs take it."""
+    backend = "onnxruntime" if args.precision == "int8" else "torch"
+    return plan_run(PlanOptions(refine=False, lift_steps=steps, lift_samples=args.samples, backend=backend,
+                                denoiser_precision=args.precision, weights=args.weights, threads=args.threads,
+                                world_landmarks=args.world_landmarks), "offline")
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     body = BodyModel.load()
@@ -126,21 +135,15 @@ def evaluate(args: argparse.Namespace) -> dict:
     world = simulate_world_landmarks(views.keypoints_cam, torch.Generator().manual_seed(args.seed + 100),
                                      WORLD_NOISE[args.world_noise]) \
         if args.world_landmarks else None
-    denoiser = load_denoiser(args.weights)
-    if args.world_landmarks and not denoiser.config.world_landmarks:
-        raise SystemExit("evaluate-lifter: --world-landmarks, but these weights were trained without them")
-    report = {"frames": args.frames, "samples": args.samples, "heldout_pool": len(heldout), "keypoints": args.keypoints,
-              "world_landmarks": args.world_landmarks, "baseline_mean_pose": mean_pose_baseline(body, train, views),
-              "steps": {}}
-    scale = {"spread_scale": 1.0} if args.calibrate else {}
-    for K in args.steps:
-        if args.precision == "int8":
-            lifter = Lifter.load(args.weights, body, backend="onnxruntime", threads=args.threads, precision="int8",
-                                 num_steps=K, num_samples=args.samples, seed=args.seed, mirror_half=not args.no_mirror,
-                                 **scale)
-        else:
-            lifter = Lifter(denoiser, body, num_steps=K, num_samples=args.samples, seed=args.seed,
-                            mirror_half=not args.no_mirror, **scale)
+    plans = {K: lift_plan(args, K) for K in args.steps}
+    report = {"frames": args.frames, "samples": plans[args.steps[0]].lift_samples, "heldout_pool": len(heldout),
+              "keypoints": args.keypoints, "world_landmarks": args.world_landmarks,
+              "baseline_mean_pose": mean_pose_baseline(body, train, views), "steps": {}}
+    for K, plan in plans.items():
+        lifter = build_lifter(plan, body, seed=args.seed, mirror_half=not args.no_mirror,
+                              spread_scale=1.0 if args.calibrate else None)
+        if args.world_landmarks and not lifter.uses_world_landmarks:
+            raise SystemExit("evaluate-lifter: --world-landmarks, but these weights were trained without them")
         t0 = time.perf_counter()
         result = lift_in_batches(lifter, views.keypoints, args.batch, world)
         elapsed = time.perf_counter() - t0
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--weights", help="default: the bundled denoiser")
     p.add_argument("--frames", type=int, default=1000)
-    p.add_argument("--samples", type=int, default=LIFT_SAMPLES)
+    p.add_argument("--samples", type=int, help="samples per person N (default: a run's, engines.run_defaults)")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 10, 50])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-mirror", action="store_true",
@@ -190,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure the raw spread and write the per-K temperature into the weights' JSON")
     p.add_argument("--json", help="write the report here")
     args = p.parse_args(argv)
-    report = evaluate(args)
+    try:
+        report = evaluate(args)
+    except PlanError as exc:
+        raise SystemExit(f"evaluate-lifter: error: {exc}") from None
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
