@@ -44,6 +44,7 @@ from .guided import IDENTITY_6D, CameraParams, WindowBatch
 from calibration.torch_projection import project_points
 
 from .losses import person_size_px, similarity_align
+from .multiview import ViewTerms
 from .smoothing import difference_matrix
 
 
@@ -267,6 +268,14 @@ class KeypointFitter:
             has = (world.abs().sum((-1, -2)) > 0).to(conf.dtype)
             world_w = conf * has[:, None] * (s.world_weight / s.world_sigma ** 2)
             world_axes = torch.tensor([s.world_lateral, s.world_lateral, 1.0])
+        others = None
+        if camera.views and batch.views is not None:
+            # The rig's other cameras: the same robust term per view, its noise measured there.
+            V = batch.views.shape[2]
+            view_noise = torch.stack([keypoint_noise(batch.views[:, :, v], valid, s.min_confidence, s.detector_noise,
+                                                     s.noise_range) for v in range(V)], -1)  # (S, V)
+            others = ViewTerms(camera.views, batch.views[sel], view_noise[:, None].expand(S, T, V)[sel],
+                               robust_scale=s.robust_scale, min_confidence=s.min_confidence)
         cond = batch.cond[sel]
         x_obs = (batch.x if batch.x_obs is None else batch.x_obs)[sel]
 
@@ -315,6 +324,9 @@ class KeypointFitter:
                     Jk = J[:, _PX:_PX + _KP].view(N, 33, 3, THETA)
                     H = H + torch.einsum("njca,nj,c,njcb->nab", Jk, ww, world_axes, Jk)
                     g = g + torch.einsum("njca,nj,c,njc->na", Jk, ww, world_axes, rw)
+            if others is not None:
+                E = others.add(kp.view(N, 33, 3), J[:, _PX:_PX + _KP].view(N, 33, 3, THETA) if want_system else None,
+                               E, H if want_system else None, g if want_system else None)
             # prior: the pose and shape near the denoiser's prediction (and the lift)
             rp = x6 - x_prior[:, :ROT_DIM]
             rb = b - x_prior[:, ROT_DIM:]

@@ -33,6 +33,8 @@ class CameraParams:
     K: torch.Tensor
     dist: torch.Tensor | None = None
     model: str = "pinhole"
+    # The rig's other cameras (multi-view fitting, :mod:`engines.refinement.multiview`).
+    views: tuple = ()
 
     @classmethod
     def from_camera(cls, camera) -> "CameraParams":
@@ -58,6 +60,7 @@ class WindowBatch:
     free: torch.Tensor
     x_obs: torch.Tensor | None = None  # (S, T, 154) the per-frame lifts (default: ``x``)
     world: torch.Tensor | None = None  # (S, T, 33, 3) world landmarks, metres
+    views: torch.Tensor | None = None  # (S, T, V, 33, 3) keypoints in the rig's other cameras
 
 
 class GuidedRefiner:

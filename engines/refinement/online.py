@@ -73,13 +73,15 @@ def refine_sequence(online: "OnlineRefiner", steps, observations, camera: Camera
 class Observation:
     """A track's per-frame estimate and evidence: ``x`` (154,) 6D rotations + betas,
     ``trans`` (3,), ``cond`` (C,) denoiser condition, ``keypoints`` (33, 3) pixels + conf,
-    ``world`` (33, 3) the landmark network's metric landmarks, when there are any."""
+    ``world`` (33, 3) the landmark network's metric landmarks, when there are any; ``views``
+    (V, 33, 3) the keypoints in a rig's other cameras (zeros where one does not see them)."""
 
     x: torch.Tensor
     trans: torch.Tensor
     cond: torch.Tensor
     keypoints: torch.Tensor
     world: torch.Tensor | None = None
+    views: torch.Tensor | None = None  # (V, 33, 3) keypoints in the rig's other cameras
 
 
 @dataclass
@@ -158,6 +160,8 @@ class OnlineRefiner:
         x_obs = torch.zeros_like(x)
         has_world = any(e.obs.world is not None for b in bufs for e in b)
         world = first.x.new_zeros(S, T, *first.keypoints.shape) if has_world else None
+        view_kp = next((e.obs.views for b in bufs for e in b if e.obs.views is not None), None)
+        views = None if view_kp is None else first.x.new_zeros(S, T, *view_kp.shape)
         valid = torch.zeros(S, T, dtype=torch.bool)
         free = torch.zeros(S, T, dtype=torch.bool)
         for i, b in enumerate(bufs):
@@ -167,9 +171,11 @@ class OnlineRefiner:
                 x_obs[i, j] = e.obs.x
                 if world is not None and e.obs.world is not None:
                     world[i, j] = e.obs.world
+                if views is not None and e.obs.views is not None:
+                    views[i, j] = e.obs.views
                 valid[i, j] = True
                 free[i, j] = e.step >= step - self.lag
-        x_new, trans_new = self.refiner.refine(WindowBatch(x, trans, cond, kp, valid, free, x_obs, world), camera)
+        x_new, trans_new = self.refiner.refine(WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views), camera)
         for i, b in enumerate(bufs):
             for j, e in enumerate(b, start=T - len(b)):
                 if free[i, j]:

@@ -159,6 +159,17 @@ def _observe(kp_cam: torch.Tensor, cam: _Camera, cfg: ViewConfig, g: torch.Gener
     return clean, torch.cat([keypoints_px, conf[..., None]], -1), keypoints
 
 
+def observe_points(points_cam: torch.Tensor, K: torch.Tensor, image_size: tuple[float, float], cfg: ViewConfig,
+                   g: torch.Generator) -> torch.Tensor:
+    """Camera-frame points (B, 33, 3) as a detector in a pinhole camera ``K`` (3, 3) of
+    ``image_size`` (width, height) would report them, damaged as for training: pixels +
+    confidence (B, 33, 3), confidence 0 where a point was lost."""
+    B = points_cam.shape[0]
+    W, H = (torch.full((B,), float(v)) for v in image_size)
+    cam = _Camera(R_cw=torch.eye(3).expand(B, 3, 3), K=K.expand(B, 3, 3), f=K[0, 0].expand(B), W=W, H=H)
+    return _observe(points_cam, cam, cfg, g)[1]
+
+
 @torch.no_grad()
 def make_views(body, poses: torch.Tensor, cfg: ViewConfig, g: torch.Generator,
                betas: torch.Tensor | None = None) -> SyntheticViews:

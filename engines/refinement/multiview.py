@@ -1,0 +1,123 @@
+"""Several calibrated cameras, one body: the data terms of the views beyond the first.
+
+The keypoint fit (:class:`engines.refinement.fitting.KeypointFitter`) estimates each body in
+the frame of a *reference* camera (the one its per-frame lift came from). Every other
+camera of a rig sees the same body through its own pose and lens: a point ``X`` of the
+reference frame is at ``R X + t`` in that camera (:class:`RigView`). Its keypoints add one
+robust, confidence-weighted reprojection term per view, exactly like the reference view's,
+with the Jacobian rotated into the view (``d(R X + t) = R dX``) and chained through its lens.
+Depth that one camera cannot see is then a matter of geometry, not of the prior.
+
+>>> camera = CameraParams(K0, views=(RigView(K1, None, "pinhole", R1, t1),))
+>>> Observation(x, trans, cond, keypoints0, world, views=keypoints_per_view)   # (V-1, 33, 3)
+
+A view that does not see the person in a frame has all confidences 0 there and adds nothing:
+with no other view the fit is exactly the single-camera one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from calibration.torch_projection import project_points
+
+from .losses import person_size_px
+
+
+@dataclass(frozen=True)
+class RigView:
+    """A camera of the rig besides the reference: intrinsics ``K`` (3, 3), ``dist`` (D,) or
+    None, lens ``model`` (``pinhole`` or ``fisheye``), and its pose: ``R`` (3, 3), ``t`` (3,)
+    map reference-camera coordinates (metres) into this camera's."""
+
+    K: torch.Tensor
+    dist: torch.Tensor | None
+    model: str
+    R: torch.Tensor
+    t: torch.Tensor
+
+    @classmethod
+    def from_camera(cls, camera, R, t) -> "RigView":
+        """From a :class:`calibration.camera.Camera` and its pose relative to the reference."""
+        K, dist = camera.torch_params(torch.float32)
+        return cls(K=K, dist=dist if dist.numel() else None, model=camera.model,
+                   R=torch.as_tensor(R, dtype=torch.float32), t=torch.as_tensor(t, dtype=torch.float32).reshape(3))
+
+
+def project_with_jacobian(points: torch.Tensor, jac: torch.Tensor | None, K: torch.Tensor, dist: torch.Tensor | None,
+                          model: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pixels (N, P, 2) of camera-frame ``points`` (N, P, 3) and, when ``jac`` (N, P, 3, A)
+    (their derivatives w.r.t. A parameters) is given, the pixels' (N, P, 2, A)."""
+    if model == "pinhole" and (dist is None or not bool(dist.any())):
+        z = points[..., 2:].clamp(min=1e-6)
+        fxy = torch.stack([K[..., 0, 0], K[..., 1, 1]], -1).reshape(-1, 1, 2)
+        px = points[..., :2] / z * fxy + K[..., :2, 2].reshape(-1, 1, 2)
+        if jac is None:
+            return px, None
+        return px, fxy[..., None] / z[..., None] * (jac[:, :, :2] - points[..., :2, None] / z[..., None] * jac[:, :, 2:])
+    if jac is None:
+        return project_points(points, K, dist, model), None
+    N, P = points.shape[:2]
+    basis = torch.eye(3, dtype=points.dtype)[:, None, None, :].expand(3, N, P, 3)
+    project = lambda p: project_points(p, K, dist, model)  # noqa: E731
+    px, dpx = torch.func.vmap(lambda v: torch.func.jvp(project, (points,), (v,)), out_dims=(None, 0))(basis)
+    return px, torch.einsum("xnjc,njxa->njca", dpx, jac)
+
+
+class ViewTerms:
+    """The other views' robust reprojection terms for the free frames of one fit call.
+
+    ``keypoints`` (N, V, 33, 3): each free frame's detections in each extra view (pixels +
+    confidence, zeros where a view does not see the person); ``noise`` (N, V): the
+    detector's noise per view (fraction of the person's size there)."""
+
+    def __init__(self, views: tuple[RigView, ...], keypoints: torch.Tensor, noise: torch.Tensor, *,
+                 robust_scale: float, min_confidence: float):
+        self.views = views
+        self.obs = keypoints
+        conf = keypoints[..., 2]
+        self.conf = torch.where(conf > min_confidence, conf, torch.zeros_like(conf))
+        self.size = person_size_px(keypoints, min_confidence)  # (N, V)
+        self.noise = noise
+        self.sc2 = robust_scale ** 2
+
+    def add(self, points: torch.Tensor, jac: torch.Tensor | None, E: torch.Tensor, H: torch.Tensor | None,
+            g: torch.Tensor | None) -> torch.Tensor:
+        """Add the terms at reference-frame ``points`` (N, 33, 3), with their Jacobian ``jac``
+        (N, 33, 3, A) when the normal equations ``H`` (N, A, A), ``g`` (N, A) are wanted (they
+        are updated in place); returns the new energy (N,)."""
+        for v, view in enumerate(self.views):
+            conf = self.conf[:, v]
+            if not bool(conf.any()):
+                continue
+            pts = points @ view.R.T + view.t
+            jv = None if jac is None else torch.einsum("xy,njya->njxa", view.R, jac)
+            px, jp = project_with_jacobian(pts, jv, view.K, view.dist, view.model)
+            res = px - self.obs[:, v, :, :2]
+            size, noise = self.size[:, v, None], self.noise[:, v, None]
+            rho2 = res.pow(2).sum(-1) / size.pow(2)
+            E = E + (conf * self.sc2 * rho2 / (rho2 + self.sc2) / noise ** 2).sum(-1)
+            if jp is not None:
+                wd = conf * (self.sc2 / (rho2 + self.sc2)) ** 2 / (size * noise) ** 2
+                H += torch.einsum("njca,nj,njcb->nab", jp, wd, jp)
+                g += torch.einsum("njca,nj,njc->na", jp, wd, res)
+        return E
+
+
+def triangulate(points_px: list[torch.Tensor], cameras: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                weights: list[torch.Tensor]) -> torch.Tensor:
+    """Weighted linear (DLT) triangulation of (N,) points seen in pinhole views, in the
+    reference frame: ``points_px`` per view (N, 2) undistorted pixels, ``cameras`` per view
+    ``(K, R, t)`` (reference -> camera), ``weights`` per view (N,) (0: not seen). Needs two
+    views with weight per point; returns (N, 3), NaN where fewer than two saw it."""
+    rows, seen = [], 0
+    for px, (K, R, t), w in zip(points_px, cameras, weights):
+        P = K @ torch.cat([R, t.reshape(3, 1)], 1)  # (3, 4)
+        rows.append(w[:, None, None] * torch.stack([px[:, :1] * P[2] - P[0], px[:, 1:] * P[2] - P[1]], 1))
+        seen = seen + (w > 0).long()
+    A = torch.cat(rows, 1)  # (N, 2V, 4)
+    X = torch.linalg.svd(A.double()).Vh[:, -1]
+    out = (X[:, :3] / X[:, 3:]).float()
+    return torch.where((seen >= 2)[:, None], out, torch.full_like(out, float("nan")))
