@@ -1,0 +1,134 @@
+"""Cross-view association (engines.perception.cross_view): people of a rig's other cameras
+matched to the reference camera's by epipolar geometry, never swapped when they stand apart,
+left unmatched when one camera alone sees them, and kept through a moment of doubt."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engines.body.body_model import BodyModel
+from engines.body.rotations import axis_angle_to_matrix
+from engines.perception.cross_view import CrossViewMatcher, epipolar_cost, essential_matrix
+
+F, C = 1000.0, np.array([640.0, 360.0])
+
+
+def _look_from(position, target=(0.0, 0.0, 4.0)):
+    """(R, t): camera 0's frame into a camera at ``position`` (camera 0's frame) looking at
+    ``target``, its image upright (camera 0's y is down)."""
+    position, target = np.asarray(position, float), np.asarray(target, float)
+    z = (target - position) / np.linalg.norm(target - position)
+    x = np.cross([0.0, 1.0, 0.0], z)
+    x /= np.linalg.norm(x)
+    R = np.stack([x, np.cross(z, x), z])
+    return R, -R @ position
+
+
+@pytest.fixture(scope="module")
+def bodies():
+    """Two people's BlazePose-33 points (T, 33, 3) in camera 0's frame over 60 frames: A walks
+    to the left 1.6 m left of B, who walks towards the camera, arms moving."""
+    body = BodyModel.load()
+    T = 60
+    aa = torch.zeros(T, 24, 3)
+    aa[:, 0] = torch.tensor([math.pi, 0.0, 0.0])  # SMPL's y up into the camera's y down
+    phase = torch.linspace(0, 2 * math.pi, T)
+    aa[:, 16, 2] = -1.0 + 0.5 * torch.sin(phase)
+    aa[:, 17, 2] = 1.0 - 0.5 * torch.sin(phase)
+    R = axis_angle_to_matrix(aa)
+    s = torch.linspace(0, 1, T)[:, None]
+    trans_a = torch.tensor([-0.8, 0.1, 4.5]) + s * torch.tensor([-0.5, 0.0, 0.0])
+    trans_b = torch.tensor([0.8, 0.1, 4.8]) + s * torch.tensor([0.0, 0.0, -0.8])
+    betas = torch.zeros(T, 10)
+    with torch.no_grad():
+        a = body(R, betas, trans_a, keypoints="blazepose33").keypoints["blazepose33"].numpy()
+        b = body(R, betas, trans_b, keypoints="blazepose33").keypoints["blazepose33"].numpy()
+    return a, b
+
+
+def _observe(points, pose, rng, noise_px=3.0):
+    """Normalised keypoints (33, 3) of camera-0-frame ``points`` seen by a camera at ``pose``
+    (None: camera 0), with pixel noise, detector-like confidences and a few points missing."""
+    p = points if pose is None else points @ pose[0].T + pose[1]
+    px = p[:, :2] / p[:, 2:] * F + C + rng.normal(0, noise_px, (len(p), 2))
+    conf = rng.uniform(0.5, 1.0, len(p))
+    conf[rng.random(len(p)) < 0.1] = 0.0
+    return np.concatenate([(px - C) / F, conf[:, None]], 1)
+
+
+def test_epipolar_cost_is_small_for_one_person_and_large_for_two(bodies):
+    a, b = bodies
+    rng = np.random.default_rng(0)
+    pose = _look_from([4.0, 0.0, 4.0])
+    E = essential_matrix(*pose)
+    ref = np.stack([_observe(a[0], None, rng), _observe(b[0], None, rng)])
+    view = np.stack([_observe(a[0], pose, rng), _observe(b[0], pose, rng)])
+    cost = epipolar_cost(ref, view, E)
+    assert cost[0, 0] < 0.03 and cost[1, 1] < 0.03, cost
+    assert cost[0, 1] > 5 * cost[0, 0] and cost[1, 0] > 5 * cost[1, 1], cost
+
+
+@pytest.mark.parametrize("position", [[4.0, 0.0, 4.0], [-2.5, -0.5, 1.0], [0.0, -1.0, 8.5]])
+def test_two_people_standing_apart_are_never_swapped(bodies, position):
+    """60 frames, noisy keypoints, the other view's ids and order unrelated to the reference's:
+    the same two people every frame, never swapped (nor dropped)."""
+    a, b = bodies
+    rng = np.random.default_rng(1)
+    pose = _look_from(position)
+    matcher = CrossViewMatcher([pose])
+    for i in range(len(a)):
+        ref = {3: _observe(a[i], None, rng), 9: _observe(b[i], None, rng)}
+        view_people = [(21, _observe(b[i], pose, rng)), (20, _observe(a[i], pose, rng))]
+        if rng.random() < 0.5:
+            view_people.reverse()
+        (found,) = matcher.match(ref, [dict(view_people)])
+        assert found == {20: 3, 21: 9}, f"frame {i}: {found} (costs {matcher.last_costs[0]})"
+
+
+def test_a_person_seen_by_one_camera_stays_unmatched(bodies):
+    """C is seen by the other camera alone, D by the reference alone: neither is matched to
+    anyone, and A still is."""
+    a, b = bodies
+    rng = np.random.default_rng(2)
+    pose = _look_from([4.0, 0.0, 4.0])
+    matcher = CrossViewMatcher([pose, _look_from([-4.0, 0.0, 4.0])])
+    for i in range(0, len(a), 5):
+        ref = {1: _observe(a[i], None, rng), 4: _observe(b[i] + np.array([0.0, 0.0, 3.0]), None, rng)}  # D
+        view = {5: _observe(a[i], pose, rng), 6: _observe(b[i], pose, rng)}  # C is where B was
+        found, nobody = matcher.match(ref, [view, None])
+        assert found == {5: 1}, f"frame {i}: {found}"
+        assert nobody == {}
+        # With nobody else in view either camera's one person is still no match for the other's.
+        alone, _ = matcher.match({4: ref[4]}, [{6: view[6]}, {}])
+        assert alone == {}, f"frame {i}: {alone} (cost {matcher.last_costs[0]})"
+
+
+def test_a_kept_match_survives_a_moment_of_doubt(bodies):
+    """A frame whose keypoints are off (a poor detection) by more than the gate but less than
+    the keep gate keeps the match made before, but makes no new one."""
+    a, _ = bodies
+    rng = np.random.default_rng(3)
+    pose = _look_from([4.0, 0.0, 4.0])
+
+    def poor(i):
+        kp = _observe(a[i], pose, rng, noise_px=0.5)
+        kp[:, 1] += 0.11 * (np.nanmax(kp[:, 1]) - np.nanmin(kp[:, 1]))  # 11 % of its size down
+        return kp
+
+    matcher = CrossViewMatcher([pose])
+    assert matcher.match({1: _observe(a[0], None, rng)}, [{7: _observe(a[0], pose, rng)}]) == [{7: 1}]
+    doubtful = poor(1)
+    assert matcher.match({1: _observe(a[1], None, rng, noise_px=0.5)}, [{7: doubtful}]) == [{7: 1}]
+    cost = matcher.last_costs[0][(1, 7)]
+    assert matcher.gate < cost < matcher.keep_gate, cost
+    fresh = CrossViewMatcher([pose])
+    assert fresh.match({1: _observe(a[1], None, rng, noise_px=0.5)}, [{7: doubtful}]) == [{}]
+
+
+def test_a_rig_without_baseline_is_refused():
+    with pytest.raises(ValueError, match="zero baseline"):
+        CrossViewMatcher([(np.eye(3), np.zeros(3))])
