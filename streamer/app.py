@@ -71,6 +71,7 @@ class RunConfig:
     weights: str | None = None  # the denoiser's weights (lift and fit); None: the bundled ones
     body_model: str | None = None  # outputs posed on this SMPL/SMPL+H/SMPL-X file or smplx models folder
     gender: str | None = None  # which of the folder's models (default neutral)
+    threads: int = 1  # intra-op threads of each network (batch: --threads-per-worker)
 
 
 @dataclass
@@ -85,41 +86,37 @@ def default_mode(source: Source) -> Mode:
     return "live" if source.is_live else "offline"
 
 
-def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None) -> list[Stage]:
+def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engines=None) -> list[Stage]:
     """The stages between the grabber and the outputs, in data-flow order, as ``plan`` says,
     with their engines built (:mod:`streamer.stage_engines`) for a source of ``fps`` frames a
-    second. ``body``: the bundled body model when the caller has it loaded already. Raises
-    ConfigError."""
-    from . import stage_engines
+    second. ``body``: the bundled body model when the caller has it loaded already.
+    ``engines``: a :class:`~streamer.stage_engines.EngineSet` of this plan whose networks are
+    loaded already (``batch`` workers; default: a new one). Raises ConfigError."""
+    from .stage_engines import EngineSet
 
+    engines = engines or EngineSet(plan, body)  # one body model for the lift and the fit
     stages: list[Stage] = []
     if plan.keypoints is not None:
         from .keypoints_stage import KeypointsStage
 
-        stages.append(KeypointsStage(stage_engines.build_keypoints(plan, fps)))
+        stages.append(KeypointsStage(engines.keypoints(fps)))
     if plan.lift is None:
         return stages
-    from engines.body.body_model import BodyModel
-
     from .lift_stage import LiftStage
 
-    body = body or BodyModel.load()  # one body model for the lift and the fit
-    stages.append(LiftStage(camera, stage_engines.build_lifter(plan, body), threads=plan.lift.threads,
+    stages.append(LiftStage(camera, engines.lifter(), threads=plan.lift.threads,
                             measure=plan.refine is None, use_world=plan.world_landmarks))
     if plan.refine is not None:
         from .refine_stage import RefineStage
 
-        stages.append(RefineStage(camera, stage_engines.build_refiner(plan, body), body, threads=plan.refine.threads,
+        stages.append(RefineStage(camera, engines.refiner(), engines.body, threads=plan.refine.threads,
                                   use_world=plan.world_landmarks))
     return stages
 
 
-def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None, source: Source | None = None):
-    """Open the source (or take ``source``, already open, e.g. a synthetic one) and the
-    outputs and assemble the pipeline. Raises SmplstreamError.
-
-    The pipeline takes the source's first frame only once every stage has started (models
-    loaded), so a live run neither drops frames nor counts seconds of latency while loading."""
+def check_config(config: RunConfig) -> None:
+    """Reject options that cannot work together or are out of range, before anything is
+    opened (``batch`` checks them once for all its videos). Raises ConfigError."""
     if config.max_frames is not None and config.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
     if config.refine_lag is not None and config.refine_lag < 0:
@@ -151,6 +148,18 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     from .vmc_output import check_vmc_options
 
     check_vmc_options(config.vmc, config.vmc_track)  # --vmc, --vmc-track, python-osc
+
+
+def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None, source: Source | None = None,
+                   engines=None):
+    """Open the source (or take ``source``, already open, e.g. a synthetic one) and the
+    outputs and assemble the pipeline. Raises SmplstreamError. ``engines``: a
+    :class:`~streamer.stage_engines.EngineSet` built for the plan this config resolves to,
+    whose loaded networks the stages reuse (``batch``).
+
+    The pipeline takes the source's first frame only once every stage has started (models
+    loaded), so a live run neither drops frames nor counts seconds of latency while loading."""
+    check_config(config)
     cv2.setNumThreads(1)  # global; stages run in parallel threads on few cores
     live_hint = None if config.mode is None else config.mode == "live"
     if source is None:
@@ -165,17 +174,20 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         mode: Mode = config.mode or default_mode(source)
         plan = plan_run(config, mode)
         log.debug("run plan:\n%s", plan.describe())
+        if engines is not None and engines.plan != plan:
+            raise ValueError("build_pipeline: the engines were built for another plan")
         from .stage_engines import build_output_body
 
         # Before the networks load: a bad model file fails at once.
-        output_body = build_output_body(plan)  # None: outputs on the bundled model
+        output_body = build_output_body(plan, None if engines is None else engines.body)  # None: the bundled model
         body_model = {"body_model": BODY_MODEL_NAME, "gender": "neutral"} if output_body is None else \
             {"body_model": output_body.name, "gender": output_body.gender}
         if config.record and output_body is not None:
             from .motion_formats import parse_formats
 
             output_body.check_formats(parse_formats(config.formats))
-        built = processing_stages(plan, camera, fps, body=None if output_body is None else output_body.fit_body)
+        built = processing_stages(plan, camera, fps, body=None if output_body is None else output_body.fit_body,
+                                  engines=engines)
         stages = built + list(extra_stages or [])
         if config.record:
             from .motion_formats import MultiFormatRecorder, parse_formats
@@ -247,13 +259,14 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     return pipeline, stats, plan
 
 
-def run(config: RunConfig, *, extra_stages: list[Stage] | None = None) -> RunOutcome:
+def run(config: RunConfig, *, extra_stages: list[Stage] | None = None, engines=None) -> RunOutcome:
     """Build and run the pipeline, print the latency table, write ``--stats-json``.
+    ``engines``: networks loaded already (:func:`build_pipeline`).
 
     A stage failure still prints the table and writes the stats (outputs are already
     flushed), then raises :class:`~streamer.errors.PipelineError`.
     """
-    pipeline, stats, plan = build_pipeline(config, extra_stages=extra_stages)
+    pipeline, stats, plan = build_pipeline(config, extra_stages=extra_stages, engines=engines)
     mode = plan.mode
     log.info("running %s in %s mode", pipeline.source.name, mode)
     error: SmplstreamError | None = None

@@ -36,21 +36,7 @@ def _run(args: argparse.Namespace) -> int:
         width=args.width,
         height=args.height,
         fps=args.fps,
-        camera=args.camera,
         preview=args.preview,
-        perception=not args.no_perception,
-        lift=not args.no_lift,
-        lift_steps=args.lift_steps,
-        lift_samples=args.lift_samples,
-        refine=not args.no_refine,
-        refine_lag=args.refine_lag,
-        refine_steps=args.refine_steps,
-        world_landmarks=not args.no_world_landmarks,
-        backend=args.backend,
-        max_persons=args.max_persons,
-        reid_seconds=args.reid_seconds,
-        detector_tile_size=args.detector_tiles,
-        denoiser_precision=args.denoiser_precision,
         progress=not args.quiet,
         formats=args.formats,
         mcap_video=args.mcap_video,
@@ -60,14 +46,29 @@ def _run(args: argparse.Namespace) -> int:
         preview_skeleton=args.preview_skeleton,
         viewer=args.viewer,
         viewer_save=args.viewer_save,
-        body_model=args.body_model,
-        gender=args.gender,
+        **processing_config(args),
     )
     outcome = run(config)
     stopped = outcome.result.stopped_by
     if stopped and outcome.mode == "offline":
         return 130 if stopped == "SIGINT" else 143  # the file was not processed to its end
     return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .app import RunConfig
+    from .batch import BatchConfig, run_batch
+
+    config = BatchConfig(
+        inputs=args.inputs, out=args.out, address=args.address, workers=args.workers,
+        threads=args.threads_per_worker, retries=args.retries, progress=not args.quiet,
+        run=RunConfig(source="", formats=args.formats, mcap_video=args.mcap_video, max_frames=args.max_frames,
+                      fps=args.fps, **processing_config(args)))
+    report = run_batch(config)
+    print(report.worker_table(), file=sys.stderr)
+    for failed in report.failed:
+        print(f"smplstream: {failed.video}: failed: {failed.error}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def _subscribe(args: argparse.Namespace) -> int:
@@ -101,6 +102,67 @@ def _subscribe(args: argparse.Namespace) -> int:
         print(f"received {sub.received} frame(s), {sub.gaps} gap(s), {sub.missed} missed, "
               f"{sub.bad_messages} malformed", file=sys.stderr)
     return 0
+
+
+def add_processing_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how frames are processed (models, tracking, camera, body model), shared
+    by ``run`` and ``batch``; :func:`processing_config` reads them back."""
+    parser.add_argument("--no-perception", action="store_true",
+                        help="skip detection and keypoints (capture, timestamp and publish frames only)")
+    parser.add_argument("--no-lift", action="store_true", help="stop at 2D keypoints (no SMPL)")
+    parser.add_argument("--lift-steps", type=int, default=None, metavar="K",
+                        help=f"denoising steps (default {mode_defaults(LIFT_STEPS)})")
+    parser.add_argument("--lift-samples", type=int, default=None, metavar="N",
+                        help=f"samples per person; their spread is the published uncertainty (default {LIFT_SAMPLES})")
+    parser.add_argument("--refine-lag", type=int, default=None, metavar="L",
+                        help="temporal refinement publishes each frame L frames late (0: causal; "
+                             f"default {mode_defaults(REFINE_LAG)})")
+    parser.add_argument("--refine-steps", type=int, default=None, metavar="S",
+                        help="keypoint-fit iterations after each call of the diffusion prior (default 1 live, 2 offline; "
+                             "live runs call it once per frame, offline runs twice per window)")
+    parser.add_argument("--no-refine", action="store_true", help="publish the per-frame lifts unfitted")
+    parser.add_argument("--no-world-landmarks", action="store_true",
+                        help="ignore the landmark network's metric 3D landmarks: fit the 2D keypoints only "
+                             "(and lift without them where the lifter takes them)")
+    parser.add_argument("--backend", default="auto", metavar="SPEC",
+                        help="engine backend: auto, onnxruntime, torch, torch-compile or tensorrt for every "
+                             "stage, or per stage: keypoints=torch,lift=onnxruntime (default auto: TensorRT, "
+                             "then torch.compile on CUDA, else ONNX Runtime on CPU)")
+    parser.add_argument("--denoiser-precision", choices=("fp32", "int8"), default=None,
+                        help="the lift and refinement network's weights: int8 (ONNX Runtime, about 4x faster, "
+                             "slightly less accurate) or fp32 (default: int8 in live mode on CPU, else fp32)")
+    parser.add_argument("--max-persons", type=int, default=6, metavar="N", help="follow at most N people (default 6)")
+    parser.add_argument("--reid-seconds", type=float, default=4.0, metavar="S",
+                        help="keep a lost person's id this long, to give it back when they reappear (default 4; 0: off)")
+    parser.add_argument("--detector-tiles", type=int, default=None, metavar="PIXELS",
+                        help="also detect on square tiles of this size: finds people under a third of the "
+                             "frame height, one detector run per tile")
+    parser.add_argument("--camera", metavar="CAM.yaml",
+                        help="camera file (see `calibrate`); without it a 63 deg pinhole is assumed")
+    parser.add_argument("--body-model", metavar="PATH", help=BODY_MODEL_HELP)
+    parser.add_argument("--gender", choices=("neutral", "female", "male"), help=GENDER_HELP)
+
+
+def processing_config(args: argparse.Namespace) -> dict:
+    """The RunConfig fields of :func:`add_processing_options`' options."""
+    return dict(
+        camera=args.camera,
+        perception=not args.no_perception,
+        lift=not args.no_lift,
+        lift_steps=args.lift_steps,
+        lift_samples=args.lift_samples,
+        refine=not args.no_refine,
+        refine_lag=args.refine_lag,
+        refine_steps=args.refine_steps,
+        world_landmarks=not args.no_world_landmarks,
+        backend=args.backend,
+        max_persons=args.max_persons,
+        reid_seconds=args.reid_seconds,
+        detector_tile_size=args.detector_tiles,
+        denoiser_precision=args.denoiser_precision,
+        body_model=args.body_model,
+        gender=args.gender,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,44 +218,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--vmc-track", default="largest", metavar="largest|first|ID",
                      help="whom --vmc sends: the tallest box (largest, default), the first person seen "
                           "(first), or a track id")
-    run.add_argument("--no-perception", action="store_true",
-                     help="skip detection and keypoints (capture, timestamp and publish frames only)")
-    run.add_argument("--no-lift", action="store_true", help="stop at 2D keypoints (no SMPL)")
-    run.add_argument("--lift-steps", type=int, default=None, metavar="K",
-                     help=f"denoising steps (default {mode_defaults(LIFT_STEPS)})")
-    run.add_argument("--lift-samples", type=int, default=None, metavar="N",
-                     help=f"samples per person; their spread is the published uncertainty (default {LIFT_SAMPLES})")
-    run.add_argument("--refine-lag", type=int, default=None, metavar="L",
-                     help="temporal refinement publishes each frame L frames late (0: causal; "
-                          f"default {mode_defaults(REFINE_LAG)})")
-    run.add_argument("--refine-steps", type=int, default=None, metavar="S",
-                     help="keypoint-fit iterations after each call of the diffusion prior (default 1 live, 2 offline; "
-                          "live runs call it once per frame, offline runs twice per window)")
-    run.add_argument("--no-refine", action="store_true", help="publish the per-frame lifts unfitted")
-    run.add_argument("--no-world-landmarks", action="store_true",
-                     help="ignore the landmark network's metric 3D landmarks: fit the 2D keypoints only "
-                          "(and lift without them where the lifter takes them)")
-    run.add_argument("--backend", default="auto", metavar="SPEC",
-                     help="engine backend: auto, onnxruntime, torch, torch-compile or tensorrt for every "
-                          "stage, or per stage: keypoints=torch,lift=onnxruntime (default auto: TensorRT, "
-                          "then torch.compile on CUDA, else ONNX Runtime on CPU)")
-    run.add_argument("--denoiser-precision", choices=("fp32", "int8"), default=None,
-                     help="the lift and refinement network's weights: int8 (ONNX Runtime, about 4x faster, "
-                          "slightly less accurate) or fp32 (default: int8 in live mode on CPU, else fp32)")
-    run.add_argument("--max-persons", type=int, default=6, metavar="N", help="follow at most N people (default 6)")
-    run.add_argument("--reid-seconds", type=float, default=4.0, metavar="S",
-                     help="keep a lost person's id this long, to give it back when they reappear (default 4; 0: off)")
-    run.add_argument("--detector-tiles", type=int, default=None, metavar="PIXELS",
-                     help="also detect on square tiles of this size: finds people under a third of the "
-                          "frame height, one detector run per tile")
-    run.add_argument("--camera", metavar="CAM.yaml",
-                     help="camera file (see `calibrate`); without it a 63 deg pinhole is assumed")
-    run.add_argument("--body-model", metavar="PATH", help=BODY_MODEL_HELP)
-    run.add_argument("--gender", choices=("neutral", "female", "male"), help=GENDER_HELP)
+    add_processing_options(run)
     run.add_argument("--width", type=int, help="camera: requested frame width")
     run.add_argument("--height", type=int, help="camera: requested frame height")
     run.add_argument("--fps", type=float, help="camera: requested rate; image folder: its frame rate")
     run.set_defaults(func=_run)
+
+    batch = sub.add_parser("batch", help="run many videos offline on Ray, one task per video (docs/batch.md)",
+                           description="Run every video of INPUT... offline, as `run --record` would, on a local "
+                                       "Ray or a Ray cluster; resumable, one folder per video under --out and "
+                                       "a manifest.jsonl. Needs the batch extra (Ray).")
+    batch.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="video files, folders (searched for videos), globs, URLs, or .txt files of "
+                            "those (one a line)")
+    batch.add_argument("--out", required=True, metavar="DIR", help="write each video's motion files to DIR/NAME/")
+    batch.add_argument("--address", metavar="auto|HOST:PORT|ray://HOST:10001",
+                       help="join this Ray cluster (default: start a local Ray for this command and stop it after)")
+    batch.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="worker processes, each with the models loaded once (default 1)")
+    batch.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
+                       help="CPUs each worker reserves and threads each of its networks uses (default 1)")
+    batch.add_argument("--retries", type=int, default=2, metavar="R",
+                       help="restart a worker whose process died and retry its video up to R times (default 2)")
+    batch.add_argument("--formats", metavar="LIST", help="motion file formats, as for run --formats (default npz)")
+    batch.add_argument("--mcap-video", action="store_true", help="--formats mcap: also write the frames")
+    batch.add_argument("--max-frames", type=int, metavar="N", help="stop each video after N frames")
+    batch.add_argument("--fps", type=float, help="image folders' frame rate")
+    add_processing_options(batch)
+    batch.set_defaults(func=_batch)
 
     subscribe = sub.add_parser("subscribe", help="print the frames a publisher sends",
                                description="Connect to a publisher and print one line per frame.")

@@ -150,12 +150,15 @@ def plan_run(config, mode: Mode) -> RunPlan:
     lift_on = perception and config.lift
     refine_on = lift_on and config.refine
     keypoints = lift = refine = None
+    threads = config.threads
+    if threads < 1:
+        raise ConfigError(f"{threads} threads per network: give at least 1")
     if perception:
         choice = _resolve(requested["keypoints"])
-        keypoints = EnginePlan(choice.backend, choice.device)
+        keypoints = EnginePlan(choice.backend, choice.device, threads=threads)
     if lift_on:
         choice = _resolve(requested["lift"])
-        lift = EnginePlan(choice.backend, choice.device, _precision(config.denoiser_precision, choice.backend, live))
+        lift = EnginePlan(choice.backend, choice.device, _precision(config.denoiser_precision, choice.backend, live), threads)
     if refine_on:
         asked = requested["refine"]
         # The fit's prior is one forward call per window: auto takes ONNX Runtime; torch.compile
@@ -168,7 +171,7 @@ def plan_run(config, mode: Mode) -> RunPlan:
             raise ConfigError("--denoiser-precision int8 runs on onnxruntime; the refine stage was given torch "
                               "(use --backend refine=onnxruntime)")
         # The refine stage runs its network on the CPU whichever engine (as before the plan).
-        refine = EnginePlan(backend, "cpu", precision)
+        refine = EnginePlan(backend, "cpu", precision, threads)
     lag = REFINE_LAG[mode] if config.refine_lag is None else config.refine_lag
     iters, prior_times = 0, ()
     if refine_on:

@@ -5,6 +5,9 @@ only move arrays between Frames and engines.
 
 A setting that cannot run (missing weights, a backend this machine lacks) fails here, as a
 ConfigError, before anything has started.
+
+:class:`EngineSet` keeps the networks of one plan loaded for source after source (``batch``
+workers); ``run`` makes a fresh one, so both go through the same builders.
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ from .errors import ConfigError
 from .plan import RunPlan
 
 
-def build_keypoints(plan: RunPlan, fps: float = 30.0) -> PersonKeypoints:
+def build_keypoints(plan: RunPlan, fps: float = 30.0, networks: PersonKeypoints | None = None) -> PersonKeypoints:
     """Detect, track and landmarks as ``plan.keypoints`` says, for a source of ``fps``
-    frames a second (the tracker keeps lost ids ``plan.reid_seconds``)."""
+    frames a second (the tracker keeps lost ids ``plan.reid_seconds``). ``networks``: an
+    earlier one of the same plan whose detector and landmark networks are taken over (its
+    tracking state is not)."""
     return PersonKeypoints(backend=plan.keypoints.backend, intra_op_threads=plan.keypoints.threads,
                            max_persons=plan.max_persons, detector_tile_size=plan.detector_tile_size,
                            background_detection=plan.background_detection,
-                           dormant_frames=round(plan.reid_seconds * fps))
+                           dormant_frames=round(plan.reid_seconds * fps),
+                           detector=None if networks is None else networks.detector,
+                           landmarker=None if networks is None else networks.landmarker)
 
 
 def build_lifter(plan: RunPlan, body: BodyModel) -> Lifter:
@@ -57,11 +64,57 @@ def build_output_body(plan: RunPlan, fit_body: BodyModel | None = None):
         raise ConfigError(f"--body-model: {exc}") from None
 
 
-def build_refiner(plan: RunPlan, body: BodyModel) -> OnlineRefiner:
+def build_refiner(plan: RunPlan, body: BodyModel, prior=None) -> OnlineRefiner:
     """The fixed-lag keypoint fit as ``plan.refine`` says: its prior's backend and precision,
-    the lag and the fit's settings."""
+    the lag and the fit's settings. ``prior``: the fit's prior network, already loaded for
+    this plan (default: loaded here)."""
+    if prior is None:
+        prior = build_prior(plan)
+    return OnlineRefiner(KeypointFitter(prior, body, plan.fit_settings()), lag=plan.refine_lag)
+
+
+def build_prior(plan: RunPlan):
+    """The fit's prior network as ``plan.refine`` says (backend, precision, threads)."""
     try:
-        prior = load_prior_denoiser(plan.refine.backend, weights=plan.weights, precision=plan.refine.precision, threads=plan.refine.threads)
+        return load_prior_denoiser(plan.refine.backend, weights=plan.weights, precision=plan.refine.precision,
+                                   threads=plan.refine.threads)
     except LifterWeightsError as exc:
         raise ConfigError(str(exc)) from None
-    return OnlineRefiner(KeypointFitter(prior, body, plan.fit_settings()), lag=plan.refine_lag)
+
+
+class EngineSet:
+    """The networks of one plan, loaded on first use and kept: each call hands out engines
+    for one more source with nothing carried over from the last (fresh track ids and
+    refinement windows, the lifter's random draws from its seed again), so a source gives
+    what a run of it alone gives. ``body``: the bundled body model, when the caller has it."""
+
+    def __init__(self, plan: RunPlan, body: BodyModel | None = None) -> None:
+        self.plan = plan
+        self._body = body
+        self._keypoints: PersonKeypoints | None = None
+        self._lifter: Lifter | None = None
+        self._prior = None
+
+    @property
+    def body(self) -> BodyModel:
+        """The body model the lift and the fit share (loaded once)."""
+        if self._body is None:
+            self._body = BodyModel.load()
+        return self._body
+
+    def keypoints(self, fps: float = 30.0) -> PersonKeypoints:
+        """Detect, track and landmarks for a new source of ``fps`` frames a second."""
+        self._keypoints = build_keypoints(self.plan, fps, networks=self._keypoints)
+        return self._keypoints
+
+    def lifter(self) -> Lifter:
+        """The lifter for a new source."""
+        if self._lifter is None:
+            self._lifter = build_lifter(self.plan, self.body)
+        return self._lifter.fresh()
+
+    def refiner(self) -> OnlineRefiner:
+        """The fixed-lag fit for a new source."""
+        if self._prior is None:
+            self._prior = build_prior(self.plan)
+        return build_refiner(self.plan, self.body, self._prior)

@@ -13,6 +13,7 @@ The camera translation is solved in closed form from the keypoints and the posed
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,7 @@ class Lifter:
         self.scheduler = scheduler or DDIMScheduler()
         self.num_steps = num_steps
         self.num_samples = num_samples
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         if spread_scale is None:
             spread_scale = getattr(denoiser, "spread_temperature", {}).get(num_steps, 1.0)
@@ -162,6 +164,13 @@ class Lifter:
             spread_scale = model.spread_temperature.get(num_steps, 1.0)
         return cls(denoiser, body or BodyModel.load(), num_steps=num_steps, num_samples=num_samples, seed=seed,
                    scheduler=scheduler, sampler=sampler, mirror_half=mirror_half, spread_scale=spread_scale)
+
+    def fresh(self) -> "Lifter":
+        """This lifter with its random draws started again from its seed (the networks are
+        shared): lifting a new video with it gives what a newly loaded lifter gives."""
+        clone = copy.copy(self)
+        clone.generator = torch.Generator().manual_seed(self.seed)
+        return clone
 
     def describe(self) -> str:
         """What runs the sampling (backend, device, fused or step by step)."""
