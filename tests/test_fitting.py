@@ -112,6 +112,21 @@ def test_keypoint_noise_is_measured_from_the_jitter():
         assert est.item() == pytest.approx(sigma * size / real_size.item(), rel=0.3)
 
 
+def test_keypoint_noise_of_a_batch_is_each_windows_own():
+    """Windows measured together give what each gives alone: the quartile of its own counted
+    points, the default where too few are counted (here: a window with one valid frame)."""
+    g = torch.Generator().manual_seed(2)
+    kp = torch.cat([torch.rand(3, 6, 33, 2, generator=g) * 300, torch.rand(3, 6, 33, 1, generator=g)], -1)
+    valid = torch.ones(3, 6, dtype=torch.bool)
+    valid[1, 3] = False
+    valid[2, 1:] = False
+    together = keypoint_noise(kp, valid, 0.3, 0.015, (0.0, 1.0))
+    alone = torch.cat([keypoint_noise(kp[i:i + 1], valid[i:i + 1], 0.3, 0.015, (0.0, 1.0)) for i in range(3)])
+    assert together[2] == pytest.approx(0.015)  # one valid frame: nothing to measure
+    assert together[0] != pytest.approx(0.015) and together[1] != pytest.approx(together[0].item())
+    torch.testing.assert_close(together, alone, rtol=0, atol=0)
+
+
 def test_fit_lowers_the_reprojection_of_real_keypoints(body, tmp_path):
     """A track of the real clip (its BlazePose keypoints and world landmarks, recorded by
     `run --record`): the fitted bodies land much closer to the keypoints than the lifts."""

@@ -294,6 +294,12 @@ class PoseJacobian:
 
 
 @functools.lru_cache(maxsize=8)
+def _parent_index(parents: tuple[int, ...]) -> torch.Tensor:
+    """(J,) each joint's parent, the root its own."""
+    return torch.tensor([max(p, 0) for p in parents])
+
+
+@functools.lru_cache(maxsize=8)
 def _subtree_matrix(parents: tuple[int, ...]) -> torch.Tensor:
     """(J, J): [i, j] = 1 where joint j is i or below it."""
     J = len(parents)
@@ -333,14 +339,20 @@ def _pose_jacobian(body: BodyModel, R: torch.Tensor, betas: torch.Tensor, transl
     dkp = -torch.einsum("bkicx,bixy->bkciy", _skew(arm_kp), G)
     dj = -torch.einsum("bdicx,bixy->bdciy", _skew(arm_j), G)
     # Shape: for a fixed pose, keypoints and joints are linear in the betas (pose correctives
-    # do not depend on them), so a unit step of each coefficient is its exact derivative.
+    # do not depend on them), so their derivatives are fixed blends of the shape directions,
+    # in closed form (a few products instead of posing the body once more per coefficient).
     S = betas.shape[1]
-    steps = torch.cat([torch.zeros(1, S, dtype=R.dtype, device=R.device), torch.eye(S, dtype=R.dtype, device=R.device)])
-    shaped = body(R.repeat_interleave(S + 1, 0), steps.repeat(B, 1), None, keypoints=keypoints, pose_correctives=False)
-    pts = torch.cat([shaped.keypoints[keypoints], shaped.joints], 1).view(B, S + 1, K + J, 3)
-    dshape = (pts[:, 1:] - pts[:, :1]).permute(0, 2, 3, 1)  # (B, K+J, 3, S)
+    Jsd = body.J_shapedirs.view(J, 3, -1)[..., :S]  # d rest joint / d beta (J, 3, S)
+    par = _parent_index(body.parents)
+    # t_j = t_parent + G_parent (J_j - J_parent) down the tree: each joint's bone offset,
+    # turned by its parent, summed over the joint's ancestors (and itself), plus the root's.
+    bones = G[:, par] @ (Jsd - Jsd[par])  # (B, J, 3, S); the root's row is zero
+    dt = torch.einsum("aj,bacs->bjcs", sub, bones) + Jsd[0]
+    dT = dt - G @ Jsd  # the skinning translations T_j = t_j - G_j J_j
+    Us = getattr(body, f"kp_{keypoints}_Us").view(K, J, 3, -1)[..., :S]
+    dkp_shape = torch.einsum("bjcd,kjds->bkcs", G, Us) + torch.einsum("kj,bjcs->bkcs", M, dT)
     tr = transl[:, None, :]
     return PoseJacobian(keypoints=kp + tr, joints=t + tr, dkeypoints_dturn=dkp, djoints_dturn=dj,
-                        dkeypoints_dbetas=dshape[:, :K], djoints_dbetas=dshape[:, K:])
+                        dkeypoints_dbetas=dkp_shape, djoints_dbetas=dt)
 
 

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""CPU per person of the live lift and refine stages, for 1, 2, 4 and 8 people.
+
+Feeds the bundled keypoint track of the clip (``tests/data/keypoints/``, the landmark
+network's points and world landmarks as the keypoints stage makes them) through the real
+:class:`streamer.lift_stage.LiftStage` and :class:`streamer.refine_stage.RefineStage` built
+with the live defaults, P copies of the person per frame (each shifted sideways, one track
+each), and prints the median thread CPU time per frame of each stage's ``process`` and its
+share per person. No pipeline, no threads, no video: what the two stages cost per frame.
+
+    python tools/profile_live_person.py [--persons 1 2 4 8] [--frames 100]
+    python tools/profile_live_person.py --persons 2 --profile        # where the time goes
+    python tools/profile_live_person.py --persons 3 --save out.npz   # every published body
+    python tools/profile_live_person.py --persons 3 --compare out.npz  # same as a saved run?
+
+``--save`` / ``--compare`` check that a change to the code leaves the results as they were:
+save with the old code, compare with the new (max absolute difference of ``poses``,
+``betas``, ``trans`` and ``joints`` of every person of every frame; exit status 1 above
+``--tolerance``). Figures: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TRACK = ROOT / "tests" / "data" / "keypoints" / "sports2d_track2_blazepose33.npz"
+FIELDS = ("poses", "betas", "trans", "joints")
+
+
+def build_stages(precision: str | None = None):
+    """The live lift and refine stages, as ``run --mode live`` builds them (``precision``:
+    the denoiser's, default the live one)."""
+    import torch
+
+    from calibration.camera_file import camera_or_assumed
+    from engines.body.body_model import BodyModel
+    from engines.run_engines import build_lifter, build_refiner
+    from engines.run_plan import plan_run
+    from streamer.app import RunConfig
+    from streamer.lift_file import read_keypoint_file
+    from streamer.lift_stage import LiftStage
+    from streamer.refine_stage import RefineStage
+
+    torch.set_num_threads(1)
+    track = read_keypoint_file(TRACK)
+    camera, _ = camera_or_assumed(None, *track.image_size)
+    plan = plan_run(RunConfig(source="profile", denoiser_precision=precision), "live")
+    body = BodyModel.load()
+    lift = LiftStage(camera, build_lifter(plan, body))
+    refine = RefineStage(camera, build_refiner(plan, body), body)
+    return track, lift, refine
+
+
+def frame_of(track, index: int, persons: int):
+    """Frame ``index`` of the track with ``persons`` copies of its person, each 60 pixels
+    further right, track ids 0..P-1."""
+    from streamer.frames import Frame, Person
+
+    people = []
+    for p in range(persons):
+        kp = track.keypoints[index].astype(np.float32).copy()
+        kp[:, 0] += 60.0 * p
+        people.append(Person(track_id=p, score=1.0, arrays={
+            "keypoints_blazepose33": kp, "world_blazepose33": track.world[index].astype(np.float32)}))
+    return Frame(index=index, image=None, capture_time=0.0, source_size=tuple(track.image_size), persons=people)
+
+
+def run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None = None):
+    """CPU ms per frame of lift and refine (medians over the measured frames), the published
+    arrays of every frame, and the profile (or None)."""
+    track, lift, refine = build_stages(precision)
+    lift.start()
+    refine.start()
+    lift_cpu, refine_cpu = [], []
+    published: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
+    prof = cProfile.Profile(time.thread_time) if profile else None
+    frames = min(frames, len(track.keypoints))
+
+    def collect(out):
+        for person in out.persons:
+            for k in FIELDS:
+                published[k].append(person.arrays[k])
+
+    for i in range(frames):
+        frame = frame_of(track, i, persons)
+        on = prof is not None and i >= warmup
+        if on:
+            prof.enable()
+        c0 = time.thread_time()
+        frame = lift.process(frame)
+        c1 = time.thread_time()
+        out = refine.process(frame)
+        c2 = time.thread_time()
+        if on:
+            prof.disable()
+        if i >= warmup:
+            lift_cpu.append(c1 - c0)
+            refine_cpu.append(c2 - c1)
+        if out is not None:
+            collect(out)
+    for out in refine.finish():
+        collect(out)
+    arrays = {k: np.stack(v) for k, v in published.items()}
+    return 1000 * statistics.median(lift_cpu), 1000 * statistics.median(refine_cpu), arrays, prof
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--persons", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--frames", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--profile", action="store_true", help="print a thread-time profile of both stages")
+    p.add_argument("--save", help="write the published arrays (one --persons value) to this .npz")
+    p.add_argument("--compare", help="compare the published arrays with this .npz (from --save)")
+    p.add_argument("--precision", choices=("fp32", "int8"),
+                   help="the denoiser's weights (default: live mode's, int8). int8 quantises each call's "
+                        "activations, so a rounding-level change of its input can move its output by a "
+                        "quantisation step: compare code changes with fp32")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest difference --compare accepts")
+    args = p.parse_args()
+    if (args.save or args.compare) and len(args.persons) != 1:
+        p.error("--save and --compare take one --persons value")
+    print(f"{'persons':>7s} {'lift ms':>8s} {'refine ms':>9s} {'lift/person':>11s} {'refine/person':>13s} "
+          f"{'both/person':>11s}   (median thread CPU per frame)")
+    status = 0
+    for n in args.persons:
+        lift_ms, refine_ms, arrays, prof = run(n, args.frames, args.warmup, args.profile, args.precision)
+        print(f"{n:7d} {lift_ms:8.2f} {refine_ms:9.2f} {lift_ms / n:11.2f} {refine_ms / n:13.2f} "
+              f"{(lift_ms + refine_ms) / n:11.2f}", flush=True)
+        if prof is not None:
+            s = io.StringIO()
+            pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(30)
+            print(s.getvalue())
+        if args.save:
+            np.savez(args.save, **arrays)
+        if args.compare:
+            with np.load(args.compare) as ref:
+                for k in FIELDS:
+                    if ref[k].shape != arrays[k].shape:
+                        print(f"{k}: shape {arrays[k].shape}, saved {ref[k].shape}")
+                        status = 1
+                        continue
+                    per_row = np.abs(ref[k] - arrays[k]).reshape(len(ref[k]), -1).max(1)
+                    diff = float(per_row.max())
+                    over = np.nonzero(per_row > args.tolerance)[0]
+                    first = f", first above {args.tolerance:g} at person-frame {over[0]} of {len(per_row)}" if len(over) else ""
+                    print(f"{k}: max |difference| {diff:.2e}{first}")
+                    status |= diff > args.tolerance
+    return int(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
