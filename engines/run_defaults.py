@@ -1,5 +1,5 @@
 """The defaults of a run that depend on its mode, written once: the run plan
-(``streamer.plan``), ``lift`` and the ``evaluate-*`` commands all take them from here.
+(``engines.run_plan``), ``lift`` and the ``evaluate-*`` commands all take them from here.
 
 Live mode trades a little of what offline runs keep for speed (docs/performance.md has the
 measured costs): 2 denoising steps in the lift instead of 4 (the same joint error, a spread

@@ -54,6 +54,7 @@ class PlanOptions:
     body_model: str | None = None  # outputs posed on this SMPL/SMPL+H/SMPL-X file or smplx models folder
     gender: str | None = None  # which of the folder's models (default neutral)
     threads: int = 1  # intra-op threads of each network (batch: --threads-per-worker)
+    output_frame: str = "camera"  # camera, head (needs rig) or world (streamer.output_frame, docs/head-mounted.md)
 
 
 def stage_backends(spec: str) -> dict[str, str]:
@@ -115,6 +116,7 @@ class RunPlan:
     body_model: str | None = None  # the user's model file outputs are posed on; None: the bundled one
     gender: str | None = None  # the gender asked for with it
     fit_changes: tuple[tuple[str, Any], ...] = ()  # FitSettings fields changed from the mode's
+    output_frame: str = "camera"  # camera, head or world (streamer.output_frame)
 
     def fit_settings(self):
         """The keypoint fit of this run (:meth:`FitSettings.for_run`)."""
@@ -143,6 +145,8 @@ class RunPlan:
             lines.append(f"refine: {engine(self.refine)}; lag {self.refine_lag} frames, denoiser calls at "
                          f"t = {', '.join(map(str, self.refine_prior_times))}, {self.refine_iters} iteration(s) after each"
                          + (f"; changed: {', '.join(f'{k} = {v}' for k, v in self.fit_changes)}" if self.fit_changes else ""))
+        if self.output_frame != "camera":
+            lines.append(f"outputs in the {self.output_frame} frame")
         if self.body_model is not None:
             lines.append(f"outputs posed on {self.body_model} ({self.gender or 'gender from the file'})")
         return "\n".join(lines)
@@ -216,7 +220,7 @@ def plan_run(config: PlanOptions, mode: Mode) -> RunPlan:
                    lift_samples=config.lift_samples or LIFT_SAMPLES, refine=refine, refine_lag=lag,
                    refine_iters=iters, refine_prior_times=prior_times, world_landmarks=config.world_landmarks,
                    weights=config.weights, body_model=body_model, gender=config.gender,
-                   fit_changes=changes if refine_on else ())
+                   fit_changes=changes if refine_on else (), output_frame=config.output_frame)
 
 
 def _body_model_file(path: str | None, gender: str | None) -> str | None:

@@ -13,11 +13,12 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from engines.run_plan import Mode, PlanOptions, RunPlan, plan_run, stage_backends
+
 from .errors import ConfigError, SmplstreamError
 from .graph import Pipeline, RunResult, Stage
 from .latency import LatencyStats, format_table
 from .outputs import OutputStage
-from .plan import Mode, RunPlan, plan_run, stage_backends
 from .publisher import DEFAULT_ENDPOINT, ZmqPublisher
 from .sources import Source, open_source
 
@@ -28,9 +29,10 @@ LIVE_QUEUE = 1  # live: nothing waits behind the frame being worked on
 OFFLINE_QUEUE = 4  # offline: enough to keep every stage busy
 
 
-@dataclass
-class RunConfig:
-    """Options of one run (the ``run`` subcommand's flags)."""
+@dataclass(kw_only=True)
+class RunConfig(PlanOptions):
+    """Options of one run (the ``run`` subcommand's flags): the run plan's
+    (:class:`engines.run_plan.PlanOptions`: stages, K, N, the lag, backends ...) and these."""
 
     source: str
     mode: Mode | None = None
@@ -45,14 +47,6 @@ class RunConfig:
     fps: float | None = None
     camera: str | None = None
     preview: str | None = None
-    perception: bool = True
-    lift: bool = True
-    lift_steps: int | None = None  # None: the mode's (engines.run_defaults.LIFT_STEPS)
-    lift_samples: int | None = None  # None: engines.run_defaults.LIFT_SAMPLES
-    refine: bool = True
-    refine_lag: int | None = None  # None: the mode's (engines.run_defaults.REFINE_LAG)
-    refine_steps: int | None = None  # fit iterations per denoiser call; None: FitSettings.for_run (1 live, 2 offline)
-    world_landmarks: bool = True  # the landmark network's world landmarks: observed by the fit, a lifter condition
     queue_size: int | None = None
     progress: bool = True
     formats: str | None = None  # motion file formats for --record: "npz,bvh,smpl" (default npz)
@@ -63,15 +57,6 @@ class RunConfig:
     foxglove: str | None = None  # HOST:PORT of a live Foxglove WebSocket server (docs/robots.md)
     vmc: str | None = None  # HOST:PORT of a VMC receiver (avatar apps, docs/animation.md)
     vmc_track: str = "largest"  # whom --vmc sends: largest, first or a track id
-    backend: str = "auto"  # engine backend: one for every stage, or "lift=torch,refine=onnxruntime"
-    max_persons: int = 6  # follow at most this many people
-    reid_seconds: float = 4.0  # a lost person's id waits this long for them to come back (0: off)
-    detector_tile_size: int | None = None  # also detect on tiles of this many pixels (small people)
-    denoiser_precision: str | None = None  # "fp32" or "int8" (ONNX Runtime); None: streamer.plan decides
-    weights: str | None = None  # the denoiser's weights (lift and fit); None: the bundled ones
-    body_model: str | None = None  # outputs posed on this SMPL/SMPL+H/SMPL-X file or smplx models folder
-    gender: str | None = None  # which of the folder's models (default neutral)
-    threads: int = 1  # intra-op threads of each network (batch: --threads-per-worker)
 
 
 @dataclass
@@ -88,10 +73,10 @@ def default_mode(source: Source) -> Mode:
 
 def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engines=None) -> list[Stage]:
     """The stages between the grabber and the outputs, in data-flow order, as ``plan`` says,
-    with their engines built (:mod:`streamer.stage_engines`) for a source of ``fps`` frames a
+    with their engines built (:mod:`engines.run_engines`) for a source of ``fps`` frames a
     second. ``body``: the bundled body model when the caller has it loaded already.
     ``engines``: a :class:`~streamer.stage_engines.EngineSet` of this plan whose networks are
-    loaded already (``batch`` workers; default: a new one). Raises ConfigError."""
+    loaded already (``batch`` workers; default: a new one). Raises PlanError."""
     from .stage_engines import EngineSet
 
     engines = engines or EngineSet(plan, body)  # one body model for the lift and the fit

@@ -161,7 +161,7 @@ class BatchWorker:
         import cv2
         import ray
 
-        from .plan import plan_run
+        from engines.run_plan import plan_run
         from .stage_engines import EngineSet
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname).1s %(name)s: %(message)s")
@@ -267,7 +267,7 @@ def _check(config: BatchConfig) -> None:
 def run_batch(config: BatchConfig) -> BatchReport:
     """Process every video of ``config``; return what happened to each. Raises
     ConfigError for options or inputs that cannot work (before any video starts)."""
-    from .plan import plan_run
+    from engines.run_plan import plan_run
 
     started = time.monotonic()
     template = replace(config.run, mode="offline", publish=None, progress=False, threads=config.threads,

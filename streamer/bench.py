@@ -27,9 +27,9 @@ import time
 from dataclasses import replace
 
 from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
+from engines.run_plan import PlanError, mode_defaults, stage_backends
 
 from .app import RunConfig, build_pipeline
-from .plan import mode_defaults, stage_backends
 from .errors import SmplstreamError
 from .frames import Frame
 from .latency import LatencyStats
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("bench: backend %s", name)
             runs.append(bench_once(replace(config, backend=name), synthetic=args.synthetic, rate=args.rate,
                                    frames=args.frames, warmup=args.warmup))
-    except SmplstreamError as exc:
+    except (SmplstreamError, PlanError) as exc:
         print(f"smplstream bench: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

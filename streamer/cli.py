@@ -13,9 +13,10 @@ import logging
 import sys
 
 from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
+from engines.run_plan import PlanError, mode_defaults
 
 from .errors import PipelineError, SmplstreamError
-from .plan import BODY_MODEL_HELP, GENDER_HELP, mode_defaults
+from .option_help import BODY_MODEL_HELP, GENDER_HELP
 from .publisher import DEFAULT_ENDPOINT
 
 log = logging.getLogger("smplstream")
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"smplstream: error: {redact(str(exc))}", file=sys.stderr)
         return 1
-    except SmplstreamError as exc:
+    except (SmplstreamError, PlanError) as exc:  # PlanError: the run plan's (engines.run_plan), a ConfigError
         print(f"smplstream: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

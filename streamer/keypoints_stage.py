@@ -18,7 +18,7 @@ class KeypointsStage(Stage):
     the landmark model looks at in the next frame, and the detector runs only when people
     must be found. Adds a :class:`~streamer.frames.Person` per tracked person with the arrays
     ``box_xyxy``, ``keypoints_blazepose33``, ``keypoints_coco17`` and ``world_blazepose33``.
-    ``keypoints``: the engine, built (:func:`streamer.stage_engines.build_keypoints`).
+    ``keypoints``: the engine, built (:func:`engines.run_engines.build_keypoints`).
     """
 
     name = "keypoints"

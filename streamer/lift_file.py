@@ -21,7 +21,7 @@ from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
 
 from .errors import ConfigError, SmplstreamError
 from .motion_files import motion_arrays, write_npz_atomic
-from .plan import BODY_MODEL_HELP, GENDER_HELP
+from .option_help import BODY_MODEL_HELP, GENDER_HELP
 
 log = logging.getLogger("smplstream.lift")
 
@@ -146,10 +146,10 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     from calibration.fileio import FileFormatError
     from engines.body.body_model import BodyModel
     from engines.lifting.lifter import LiftResult
+    from engines.run_engines import build_lifter, build_refiner
+    from engines.run_plan import PlanOptions, plan_run
 
-    from . import stage_engines
-    from .app import RunConfig
-    from .plan import plan_run
+    from .stage_engines import build_output_body
 
     kf = read_keypoint_file(path)
     try:
@@ -157,12 +157,12 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     except (FileFormatError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     log.info(camera_note(cam, assumed, camera))
-    plan = plan_run(RunConfig(source=str(path), lift_steps=num_steps, lift_samples=num_samples, refine=refine,
-                              refine_lag=refine_lag, refine_steps=refine_steps, world_landmarks=world_landmarks,
-                              weights=weights, body_model=body_model, gender=gender), "offline")
+    plan = plan_run(PlanOptions(lift_steps=num_steps, lift_samples=num_samples, refine=refine, refine_lag=refine_lag,
+                                refine_steps=refine_steps, world_landmarks=world_landmarks, weights=weights,
+                                body_model=body_model, gender=gender), "offline")
     body = BodyModel.load()
-    output_body = stage_engines.build_output_body(plan, body)  # None: the bundled model
-    lifter = stage_engines.build_lifter(plan, body)
+    output_body = build_output_body(plan, body)  # None: the bundled model
+    lifter = build_lifter(plan, body)
     normalised = cam.normalize_keypoints(kf.keypoints).astype(np.float32)
     world = kf.world if world_landmarks else None
     parts = []
@@ -179,7 +179,7 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     if refine:
         normalised33 = normalised if kf.joint_set == "blazepose33" else cam.normalize_keypoints(pixels).astype(np.float32)
         fitted, quality = fit_sequence(cat, keep, pixels, normalised33, world, cam, body,
-                                       stage_engines.build_refiner(plan, body), kf.frame_index)
+                                       build_refiner(plan, body), kf.frame_index)
     else:
         fitted, quality = _measured_lift(cat, keep, pixels, cam, lifter.body)
     name = lifter.body_model_name

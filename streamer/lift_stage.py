@@ -16,7 +16,7 @@ class LiftStage(Stage):
     :class:`calibration.camera.Camera`; its distortion is removed first) to SMPL arrays
     ``poses`` (72,), ``betas`` (10,), ``trans`` (3,), ``joints`` (24, 3),
     ``poses_std`` (24,) and ``joints_std`` (24,) with ``lifter`` (an
-    :class:`engines.lifting.lifter.Lifter`, built: :func:`streamer.stage_engines.build_lifter`).
+    :class:`engines.lifting.lifter.Lifter`, built: :func:`engines.run_engines.build_lifter`).
     Persons with too few keypoints are passed on without them."""
 
     name = "lift"

@@ -53,7 +53,7 @@ def measure_persons(body, camera_params, persons, quality, points: torch.Tensor 
 class RefineStage(Stage):
     """Refines what :class:`~streamer.lift_stage.LiftStage` produced with ``refiner`` (an
     :class:`engines.refinement.online.OnlineRefiner`, built:
-    :func:`streamer.stage_engines.build_refiner`; its lag is the stage's), through ``camera``
+    :func:`engines.run_engines.build_refiner`; its lag is the stage's), through ``camera``
     (a :class:`calibration.camera.Camera`; the reprojection goes through its distortion).
     ``body``: the body model the released bodies are posed with."""
 

@@ -1,10 +1,7 @@
-"""The engines a run plan asks for, built once, before the first frame: the keypoint
-tracker, the lifter and the online refiner. The stages (:mod:`streamer.keypoints_stage`,
-:mod:`streamer.lift_stage`, :mod:`streamer.refine_stage`) are handed them ready-built and
-only move arrays between Frames and engines.
-
-A setting that cannot run (missing weights, a backend this machine lacks) fails here, as a
-ConfigError, before anything has started.
+"""The output body model of a run plan (``--body-model``), built once before the first
+frame; the stages' engines themselves (keypoint tracker, lifter, refiner) come from
+:mod:`engines.run_engines`, which the ``evaluate-*`` commands share. A model that cannot be
+loaded is a ConfigError.
 
 :class:`EngineSet` keeps the networks of one plan loaded for source after source (``batch``
 workers); ``run`` makes a fresh one, so both go through the same builders.
@@ -13,38 +10,13 @@ workers); ``run`` makes a fresh one, so both go through the same builders.
 from __future__ import annotations
 
 from engines.body.body_model import BodyModel
-from engines.diffusion.weights import LifterWeightsError
 from engines.lifting.lifter import Lifter
 from engines.perception.person_keypoints import PersonKeypoints
-from engines.refinement.fitting import KeypointFitter
 from engines.refinement.online import OnlineRefiner
-from engines.runtime.models import load_prior_denoiser
+from engines.run_engines import build_keypoints, build_lifter, build_prior, build_refiner
+from engines.run_plan import RunPlan
 
 from .errors import ConfigError
-from .plan import RunPlan
-
-
-def build_keypoints(plan: RunPlan, fps: float = 30.0, networks: PersonKeypoints | None = None) -> PersonKeypoints:
-    """Detect, track and landmarks as ``plan.keypoints`` says, for a source of ``fps``
-    frames a second (the tracker keeps lost ids ``plan.reid_seconds``). ``networks``: an
-    earlier one of the same plan whose detector and landmark networks are taken over (its
-    tracking state is not)."""
-    return PersonKeypoints(backend=plan.keypoints.backend, intra_op_threads=plan.keypoints.threads,
-                           max_persons=plan.max_persons, detector_tile_size=plan.detector_tile_size,
-                           background_detection=plan.background_detection,
-                           dormant_frames=round(plan.reid_seconds * fps),
-                           detector=None if networks is None else networks.detector,
-                           landmarker=None if networks is None else networks.landmarker)
-
-
-def build_lifter(plan: RunPlan, body: BodyModel) -> Lifter:
-    """The lifter as ``plan.lift`` says: its backend, precision, K and N."""
-    try:
-        return Lifter.load(plan.weights, body=body, backend=plan.lift.backend, device=plan.lift.device, threads=plan.lift.threads,
-                           precision=None if plan.lift.precision == "fp32" else plan.lift.precision,
-                           num_steps=plan.lift_steps, num_samples=plan.lift_samples)
-    except LifterWeightsError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def build_output_body(plan: RunPlan, fit_body: BodyModel | None = None):
@@ -62,24 +34,6 @@ def build_output_body(plan: RunPlan, fit_body: BodyModel | None = None):
         return OutputBody(load_user_body_model(plan.body_model, plan.gender), fit_body)
     except BodyModelFileError as exc:
         raise ConfigError(f"--body-model: {exc}") from None
-
-
-def build_refiner(plan: RunPlan, body: BodyModel, prior=None) -> OnlineRefiner:
-    """The fixed-lag keypoint fit as ``plan.refine`` says: its prior's backend and precision,
-    the lag and the fit's settings. ``prior``: the fit's prior network, already loaded for
-    this plan (default: loaded here)."""
-    if prior is None:
-        prior = build_prior(plan)
-    return OnlineRefiner(KeypointFitter(prior, body, plan.fit_settings()), lag=plan.refine_lag)
-
-
-def build_prior(plan: RunPlan):
-    """The fit's prior network as ``plan.refine`` says (backend, precision, threads)."""
-    try:
-        return load_prior_denoiser(plan.refine.backend, weights=plan.weights, precision=plan.refine.precision,
-                                   threads=plan.refine.threads)
-    except LifterWeightsError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 class EngineSet:

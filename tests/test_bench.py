@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from streamer.app import RunConfig, build_pipeline, stage_backends
+from engines.run_plan import PlanError, stage_backends
+from streamer.app import RunConfig, build_pipeline
 from streamer.bench import format_compare
 from streamer.bench import main as bench_main
 from streamer.errors import ConfigError
@@ -84,9 +85,9 @@ def test_bench_compare_prints_ratio(capsys):
 def test_backend_spec():
     assert stage_backends("torch") == {"keypoints": "torch", "lift": "torch", "refine": "torch"}
     assert stage_backends("lift=torch") == {"keypoints": "auto", "lift": "torch", "refine": "auto"}
-    with pytest.raises(ConfigError, match="unknown backend"):
+    with pytest.raises(PlanError, match="unknown backend"):
         stage_backends("cuda")
-    with pytest.raises(ConfigError, match="unknown stage"):
+    with pytest.raises(PlanError, match="unknown stage"):
         stage_backends("publish=torch")
     pytest.importorskip("onnx")  # the torch backends of the perception models read the ONNX graphs
     keypoints = PersonKeypoints(backend="torch")  # the backend reaches both perception engines
@@ -136,8 +137,8 @@ def test_refine_on_onnxruntime_matches_torch():
     from calibration.camera_file import camera_or_assumed
     from engines.diffusion.onnx_denoiser import ForwardOnly
     from streamer.frames import Frame
+    from engines.run_plan import plan_run
     from streamer.app import processing_stages
-    from streamer.plan import plan_run
 
     source = SyntheticPeopleSource(1, frames=1, realtime=False)
     camera, _ = camera_or_assumed(None, *source.size)

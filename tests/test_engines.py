@@ -418,8 +418,8 @@ def test_int8_lifter_runs_on_onnxruntime_only(monkeypatch, tmp_path):
 
 
 def test_live_runs_take_the_int8_denoiser_on_cpu_only(machine):
+    from engines.run_plan import plan_run
     from streamer.app import RunConfig
-    from streamer.plan import plan_run
 
     def precisions(mode, **options):
         plan = plan_run(RunConfig(source="x", **options), mode)

@@ -168,9 +168,9 @@ def test_offline_run_keeps_two_people_as_two_tracks_through_the_backflip():
     """The man on the box backflips off it (frames ~170-200) and is lost in the air; he
     lands out of reach of the box's prediction. With the run's defaults (offline plan,
     lost ids kept 4 s) he gets his id back: the clip's two people are two tracks."""
+    from engines.run_engines import build_keypoints
+    from engines.run_plan import plan_run
     from streamer.app import RunConfig
-    from streamer.plan import plan_run
-    from streamer.stage_engines import build_keypoints
 
     pk = build_keypoints(plan_run(RunConfig(source=str(CLIP)), "offline"), fps=30.0)
     spans: dict[int, list[int]] = {}

@@ -13,7 +13,7 @@ import pytest
 from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
 from streamer.app import RunConfig, processing_stages
 from streamer.errors import ConfigError
-from streamer.plan import plan_run
+from engines.run_plan import PlanError, plan_run
 
 CLIP = str(Path(__file__).parent / "data" / "sports2d_demo.mp4")
 
@@ -47,9 +47,9 @@ def test_refine_backends_and_their_checks():
     # The fit's prior is one forward call: compiled engines fall back to torch there.
     plan = plan_run(RunConfig(source="x", backend="refine=torch-compile", denoiser_precision="fp32"), "live")
     assert plan.refine.backend == "torch"
-    with pytest.raises(ConfigError, match="int8 runs on onnxruntime"):
+    with pytest.raises(PlanError, match="int8 runs on onnxruntime"):
         plan_run(RunConfig(source="x", backend="refine=torch", denoiser_precision="int8"), "live")
-    with pytest.raises(ConfigError, match="unknown backend"):
+    with pytest.raises(PlanError, match="unknown backend"):
         plan_run(RunConfig(source="x", backend="lift=cuda"), "live")
 
 
@@ -96,3 +96,86 @@ def test_a_run_prints_its_plan_with_v_and_writes_it_to_stats_json(tmp_path, capl
     assert plan["lift"]["backend"] in ("onnxruntime", "torch", "torch-compile", "tensorrt")
     assert plan["refine"]["precision"] == "fp32" and plan["refine_prior_times"] == [100, 50]
     assert any("run plan" in r.getMessage() and "K = 4 steps" in r.getMessage() for r in caplog.records)
+
+
+def test_run_config_restates_none_of_the_plans_options():
+    from dataclasses import fields
+
+    from engines.run_plan import PlanOptions
+
+    assert issubclass(RunConfig, PlanOptions)
+    # Each option the plan reads has its default in PlanOptions only, not again in RunConfig.
+    assert not {f.name for f in fields(PlanOptions)} & set(RunConfig.__annotations__)
+    assert plan_run(RunConfig(source="x"), "offline") == plan_run(PlanOptions(), "offline")
+
+
+def test_the_evaluations_plan_one_setting_at_a_time():
+    from argparse import Namespace
+
+    from engines.refinement.evaluate import evaluation_plans
+    from engines.refinement.fitting import FitSettings
+    from engines.training.evaluate import lift_plan
+
+    args = Namespace(precision="fp32", weights=None, threads=1, lift_steps=None, lift_samples=None,
+                     settings='{"prior_sigma": 0.2, "iters": 3}', lags=[0, 5])
+    lifts, fits = evaluation_plans(args)
+    assert lifts.refine is None and (lifts.lift_steps, lifts.lift_samples) == (LIFT_STEPS["offline"], LIFT_SAMPLES)
+    assert (lifts.lift.backend, lifts.lift.precision) == ("onnxruntime", "fp32")
+    for lag, plan in fits.items():  # L = 0 fitted as live runs fit, the others as offline runs
+        assert plan.refine_lag == lag and plan.mode == ("live" if lag == 0 else "offline")
+        assert plan.lift_steps == lifts.lift_steps and (plan.refine.backend, plan.refine.precision) == ("torch", "fp32")
+        assert plan.fit_settings() == FitSettings.for_run(lag, lag == 0, prior_sigma=0.2, iters=3)
+    assert fits[0].fit_settings().prior_times == (100,) and fits[5].refine_iters == 3
+    _, int8 = evaluation_plans(Namespace(**{**vars(args), "precision": "int8", "settings": None}))
+    assert all((p.refine.backend, p.refine.precision, p.lift.precision) == ("onnxruntime", "int8", "int8")
+               for p in int8.values())
+    with pytest.raises(PlanError, match="fit's settings"):
+        evaluation_plans(Namespace(**{**vars(args), "settings": '{"prior_sigma": -1}'}))
+    plan = lift_plan(Namespace(precision="fp32", samples=None, weights=None, threads=2, world_landmarks=False), 10)
+    assert (plan.lift.backend, plan.lift.precision, plan.lift_steps, plan.lift_samples) == ("torch", "fp32", 10, 8)
+    assert plan.lift.threads == 2 and plan.refine is None
+
+
+def test_evaluate_lifter_lifts_as_the_eager_reference_through_the_plan():
+    """evaluate-lifter's figures are the eager float32 network's: the lifter built from its
+    plan lifts the clip's keypoints exactly as one built by hand on the loaded network."""
+    from argparse import Namespace
+
+    import numpy as np
+    import torch
+
+    from engines.body.body_model import BodyModel
+    from engines.diffusion.weights import load_denoiser
+    from engines.lifting.lifter import Lifter
+    from engines.run_engines import build_lifter
+    from engines.training.evaluate import lift_plan
+
+    from calibration.camera_file import camera_or_assumed
+
+    with np.load(Path(__file__).parent / "data" / "keypoints" / "sports2d_walker_blazepose33.npz") as f:
+        pixels, size = f["keypoints"][:6], f["image_size"]
+    camera, _ = camera_or_assumed(None, *size)  # the pinhole a run assumes
+    keypoints = camera.normalize_keypoints(pixels).astype(np.float32)
+    body = BodyModel.load()
+    plan = lift_plan(Namespace(precision="fp32", samples=None, weights=None, threads=1, world_landmarks=False), 4)
+    planned = build_lifter(plan, body, seed=3).lift(torch.from_numpy(keypoints))
+    by_hand = Lifter(load_denoiser(), body, num_steps=4, num_samples=8, seed=3).lift(torch.from_numpy(keypoints))
+    assert planned.valid.any()
+    torch.testing.assert_close(planned.poses, by_hand.poses, rtol=0, atol=0)
+    torch.testing.assert_close(planned.joints_std, by_hand.joints_std, rtol=0, atol=0)
+
+
+def test_a_setting_that_cannot_run_is_one_line(tmp_path, capsys):
+    """The plan's PlanError (an unknown backend) and its builders' (weights that are not
+    there) reach the user as one line, exit status 2."""
+    from streamer.cli import main
+
+    assert main(["run", "--source", CLIP, "--publish", "none", "--backend", "lift=cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "smplstream: error: --backend lift=cuda: unknown backend 'cuda' (choose from auto, onnxruntime, " \
+                  "torch, torch-compile, tensorrt)"
+    keypoints = Path(__file__).parent / "data" / "keypoints" / "sports2d_walker_blazepose33.npz"
+    assert main(["lift", str(keypoints), "--out", str(tmp_path / "out.npz"), "--weights", str(tmp_path / "no.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("smplstream: error:") and "no.pt" in err[0], err
+    assert not (tmp_path / "out.npz").exists()

@@ -73,11 +73,11 @@ def run_condition(name: str, args, churners: int, stalled: bool) -> dict:
     import torch
 
     from crowd import CrowdStage
+    from engines.run_plan import plan_run
     from streamer.app import RunConfig, processing_stages, run_camera
     from streamer.graph import Pipeline
     from streamer.latency import LatencyStats
     from streamer.outputs import OutputStage
-    from streamer.plan import plan_run
     from streamer.publisher import ZmqPublisher
     from streamer.sources import LoopingVideoSource
     from streamer.subscriber import Subscriber

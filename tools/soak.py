@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from engines.run_plan import plan_run
     from streamer.app import RunConfig, processing_stages, run_camera
-    from streamer.plan import plan_run
     from streamer.graph import Pipeline
     from streamer.latency import LatencyStats
     from streamer.outputs import OutputStage
