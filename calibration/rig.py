@@ -17,7 +17,10 @@ Rig file fields (YAML via ``cv2.FileStorage``, or JSON):
 - ``rotation``: 3x3 rotation matrix, or instead ``rotation_vector``: 3 values (axis-angle,
   radians, OpenCV ``Rodrigues``);
 - ``translation``: 3 values, metres;
-- ``camera_file`` (optional): the camera file of this camera, relative to the rig file.
+- ``camera_file`` (optional): the camera file of this camera, relative to the rig file;
+- ``imu_rotation`` (optional): 3x3, how an IMU sits on the camera: camera-from-IMU
+  (``v_cam = imu_rotation @ v_imu``; its columns are the IMU's axes in the camera frame).
+  Without it ``run --imu`` finds it from the motion (``engines.camera_motion.imu``).
 """
 
 from __future__ import annotations
@@ -47,8 +50,16 @@ class Rig:
     rotation: np.ndarray
     translation: np.ndarray
     camera_file: str | None = None
+    imu_rotation: np.ndarray | None = None  # camera-from-IMU, when the rig has an IMU
 
     def __post_init__(self) -> None:
+        if self.imu_rotation is not None:
+            M = np.array(self.imu_rotation, dtype=np.float64)
+            if M.shape != (3, 3) or not np.isfinite(M).all() or np.abs(M.T @ M - np.eye(3)).max() > 1e-3 \
+                    or np.linalg.det(M) < 0:
+                raise RigError("imu_rotation: must be a 3x3 rotation matrix (camera-from-IMU)")
+            u, _, vt = np.linalg.svd(M)
+            object.__setattr__(self, "imu_rotation", u @ vt)
         R = np.array(self.rotation, dtype=np.float64)
         t = np.array(self.translation, dtype=np.float64).reshape(-1)
         validate_rig(R, t)
@@ -143,8 +154,9 @@ def load_rig(path: str | Path) -> Rig:
         R, _ = cv2.Rodrigues(rvec)
     t = get_array(fields, "translation", where, shape=(3,), flatten=True)
     camera_file = get_str(fields, "camera_file", where) if "camera_file" in fields else None
+    imu = get_array(fields, "imu_rotation", where, shape=(3, 3)) if "imu_rotation" in fields else None
     try:
-        return Rig(R, t, camera_file)
+        return Rig(R, t, camera_file, imu)
     except RigError as e:
         raise FileFormatError(f"{where}: {e}") from None
 
@@ -154,6 +166,8 @@ def save_rig(rig: Rig, path: str | Path) -> None:
     fields = {"rig": "head_mounted", "rotation": rig.rotation, "translation": rig.translation.copy()}
     if rig.camera_file is not None:
         fields["camera_file"] = rig.camera_file
+    if rig.imu_rotation is not None:
+        fields["imu_rotation"] = rig.imu_rotation
     write_fields(
         path, fields,
         comment="smplstream head-mounted rig: p_head = rotation @ p_cam + translation (metres); "

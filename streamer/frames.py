@@ -50,6 +50,8 @@ class Frame:
     persons: list[Person] = field(default_factory=list)
     stamps: list[StageStamp] = field(default_factory=list)
     publish_time: float | None = None
+    # --output-frame head/world: the camera's pose in that frame (streamer.output_frame), for the wire header
+    camera_pose: dict | None = None
 
     @property
     def width(self) -> int:

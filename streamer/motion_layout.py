@@ -12,7 +12,7 @@ from .errors import RecordError
 #: Every frame of a track's SMPL motion file has all of these.
 SMPL_ARRAYS = ("poses", "trans", "betas", "joints")
 #: Kept in the SMPL motion file when every one of its frames has them.
-SMPL_EXTRAS = ("poses_std", "joints_std", "reprojection_px")
+SMPL_EXTRAS = ("poses_std", "joints_std", "reprojection_px", "camera_rotation", "camera_position")
 #: Keypoint arrays and their joint set, richest first: a track's keypoint file takes the first present.
 KEYPOINT_ARRAYS = {"keypoints_blazepose33": "blazepose33", "keypoints_coco17": "coco17"}
 #: The landmark network's metric 3D landmarks, kept beside BlazePose-33 keypoints.

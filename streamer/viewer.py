@@ -5,7 +5,8 @@ skeleton, and each track's 3D body (a coarse mesh and the SMPL skeleton) in the 
 frame, under a pinhole camera so the 3D view shows the video where the camera sees it.
 
 Entities (Rerun entity paths), all in the camera frame (OpenCV axes: x right, y down,
-z forward; the viewer is told so):
+z forward; the viewer is told so), or in the ``run --output-frame`` (head, world: the same
+axes), where ``world/camera`` then carries the camera's pose per frame (``Transform3D``):
 
 - ``world/camera``: the camera intrinsics (``Pinhole``); ``world/camera/image``: the frame;
 - ``world/camera/image/track_N``: BlazePose keypoints of track N (``Points2D`` with the
@@ -142,6 +143,10 @@ class RerunViewer:
             s = size[0] / float(w)
         elif self._pinhole_size is None:
             self._log_pinhole(max(1, int(round(frame.width * s))), max(1, int(round(frame.height * s))))
+        if frame.camera_pose is not None:  # --output-frame head/world: the camera moves in the 3D view
+            pose = frame.camera_pose
+            rec.log("world/camera", rr.Transform3D(mat3x3=np.asarray(pose["rotation"], np.float32),
+                                                   translation=pose.get("position") or [0.0, 0.0, 0.0]))
         present = set()
         for person in frame.persons:
             tid = int(person.track_id)

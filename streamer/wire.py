@@ -126,6 +126,8 @@ def encode_frame(frame: Frame, seq: int, publish_time: float, *, wall_time: floa
     }
     if extra:
         header.update(extra)
+    if frame.camera_pose is not None:
+        header["camera_pose"] = frame.camera_pose
     return [TOPIC, json.dumps(header, separators=(",", ":")).encode("utf-8"), b"".join(chunks)]
 
 
