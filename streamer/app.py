@@ -57,6 +57,9 @@ class RunConfig(PlanOptions):
     foxglove: str | None = None  # HOST:PORT of a live Foxglove WebSocket server (docs/robots.md)
     vmc: str | None = None  # HOST:PORT of a VMC receiver (avatar apps, docs/animation.md)
     vmc_track: str = "largest"  # whom --vmc sends: largest, first or a track id
+    rig: str | None = None  # head-mounted rig file (calibration.rig)
+    imu: str | None = None  # IMU orientation file or tcp:// endpoint (world frame)
+    camera_pitch: float | None = None  # world frame: the first frame's pitch, degrees down (gravity hint)
 
 
 @dataclass
@@ -173,6 +176,9 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
             output_body.check_formats(parse_formats(config.formats))
         built = processing_stages(plan, camera, fps, body=None if output_body is None else output_body.fit_body,
                                   engines=engines)
+        from .output_frame import frame_stages
+
+        built = frame_stages(config, camera, built)  # --output-frame head/world
         stages = built + list(extra_stages or [])
         if config.record:
             from .motion_formats import MultiFormatRecorder, parse_formats

@@ -47,6 +47,10 @@ def _run(args: argparse.Namespace) -> int:
         preview_skeleton=args.preview_skeleton,
         viewer=args.viewer,
         viewer_save=args.viewer_save,
+        output_frame=args.output_frame,
+        rig=args.rig,
+        imu=args.imu,
+        camera_pitch=args.camera_pitch,
         **processing_config(args),
     )
     outcome = run(config)
@@ -220,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="whom --vmc sends: the tallest box (largest, default), the first person seen "
                           "(first), or a track id")
     add_processing_options(run)
+    run.add_argument("--output-frame", choices=("camera", "head", "world"), default="camera",
+                     help="frame of every output: camera (default), head (needs --rig) or world: gravity-aligned, "
+                          "the camera's own turning taken out (docs/head-mounted.md)")
+    run.add_argument("--rig", metavar="RIG.yaml", help="head-mounted rig file: the camera's pose on the head "
+                                                       "(and the IMU's on the camera)")
+    run.add_argument("--imu", metavar="FILE|tcp://HOST:PORT",
+                     help="--output-frame world: the device's orientation stream (CSV or JSON lines file, or "
+                          "a ZeroMQ endpoint), fused with the video's estimate and giving gravity")
+    run.add_argument("--camera-pitch", type=float, metavar="DEG",
+                     help="--output-frame world without an IMU: the first frame's pitch, degrees below level "
+                          "(default: gravity from the people in view)")
     run.add_argument("--width", type=int, help="camera: requested frame width")
     run.add_argument("--height", type=int, help="camera: requested frame height")
     run.add_argument("--fps", type=float, help="camera: requested rate; image folder: its frame rate")
