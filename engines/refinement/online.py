@@ -152,31 +152,33 @@ class OnlineRefiner:
         bufs = [self.tracks[t] for t in ids]
         T = max(len(b) for b in bufs)
         S = len(bufs)
+        # Right-aligned: the newest frame of every window is in the last column; padding
+        # (None) in front of a shorter window. Each field is stacked in one call: per-element
+        # copies were hundreds of small tensor operations per frame with several people.
+        slots = [[None] * (T - len(b)) + list(b) for b in bufs]
+        entries = [e for row in slots for e in row]
+
+        def stacked(get, like: torch.Tensor | None = None) -> torch.Tensor | None:
+            values = [None if e is None else get(e) for e in entries]
+            like = like if like is not None else next((v for v in values if v is not None), None)
+            if like is None:
+                return None
+            zero = torch.zeros_like(like)
+            return torch.stack([zero if v is None else v for v in values]).view(S, T, *like.shape)
+
         first = bufs[0][0].obs
-        x = first.x.new_zeros(S, T, first.x.shape[-1])
-        trans = first.x.new_zeros(S, T, 3)
-        cond = first.x.new_zeros(S, T, first.cond.shape[-1])
-        kp = first.x.new_zeros(S, T, *first.keypoints.shape)
-        x_obs = torch.zeros_like(x)
-        has_world = any(e.obs.world is not None for b in bufs for e in b)
-        world = first.x.new_zeros(S, T, *first.keypoints.shape) if has_world else None
-        view_kp = next((e.obs.views for b in bufs for e in b if e.obs.views is not None), None)
-        views = None if view_kp is None else first.x.new_zeros(S, T, *view_kp.shape)
-        valid = torch.zeros(S, T, dtype=torch.bool)
-        free = torch.zeros(S, T, dtype=torch.bool)
-        for i, b in enumerate(bufs):
-            # Right-aligned: the newest frame of every window is in the last column.
-            for j, e in enumerate(b, start=T - len(b)):
-                x[i, j], trans[i, j], cond[i, j], kp[i, j] = e.x, e.trans, e.obs.cond, e.obs.keypoints
-                x_obs[i, j] = e.obs.x
-                if world is not None and e.obs.world is not None:
-                    world[i, j] = e.obs.world
-                if views is not None and e.obs.views is not None:
-                    views[i, j] = e.obs.views
-                valid[i, j] = True
-                free[i, j] = e.step >= step - self.lag
+        x = stacked(lambda e: e.x, first.x)
+        trans = stacked(lambda e: e.trans, first.trans)
+        cond = stacked(lambda e: e.obs.cond, first.cond)
+        kp = stacked(lambda e: e.obs.keypoints, first.keypoints)
+        x_obs = stacked(lambda e: e.obs.x, first.x)
+        world = stacked(lambda e: e.obs.world)
+        views = stacked(lambda e: e.obs.views)
+        valid = torch.tensor([[e is not None for e in row] for row in slots], dtype=torch.bool).view(S, T)
+        free_rows = [[e is not None and e.step >= step - self.lag for e in row] for row in slots]
+        free = torch.tensor(free_rows, dtype=torch.bool).view(S, T)
         x_new, trans_new = self.refiner.refine(WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views), camera)
-        for i, b in enumerate(bufs):
-            for j, e in enumerate(b, start=T - len(b)):
-                if free[i, j]:
+        for i, row in enumerate(slots):
+            for j, e in enumerate(row):
+                if free_rows[i][j]:
                     e.x, e.trans = x_new[i, j], trans_new[i, j]
