@@ -68,3 +68,84 @@ def test_options_that_do_not_fit_are_refused():
         check_output_frame("world", None, None, 120.0)
     with pytest.raises(ConfigError, match="choose one of"):
         check_output_frame("map", None, None, None)
+
+
+def _write_turning_clip(path, frames: int = 45):
+    """The bundled clip seen by a camera turning by the known head motion, as a video file."""
+    import cv2
+
+    from engines.camera_motion.synthetic import (HeadMotion, RotationWarp, read_frames, source_camera,
+                                                 virtual_pinhole)
+    from test_camera_motion import CLIP
+
+    images, fps = read_frames(str(CLIP), frames)
+    target = virtual_pinhole()
+    truth = HeadMotion(yaw_period=1.5, pitch_period=1.0).rotations(np.arange(frames) / fps)  # fast: +-30 deg in 0.4 s
+    warp = RotationWarp(source_camera(images[0].shape[1], images[0].shape[0]), target)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, target.size)
+    for image, R in zip(images, truth):
+        writer.write(cv2.cvtColor(warp(image, R), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return target, truth
+
+
+def test_world_run_publishes_the_camera_pose(tmp_path, endpoint):
+    """A real run (detector on, no lift) of a turning camera's video: every frame's header
+    carries the camera's rotation, within a degree of the truth (the world frame is the
+    first frame's, level by --camera-pitch 0, and the fixture's source camera is level)."""
+    from calibration.camera_file import save_camera
+    from streamer.app import RunConfig, run
+    from streamer.subscriber import Subscriber
+
+    target, truth = _write_turning_clip(tmp_path / "turning.mp4")
+    save_camera(target, tmp_path / "cam.yaml")
+    received = []
+
+    def subscribe():
+        with Subscriber(endpoint) as sub:
+            while len(received) < len(truth):
+                msg = sub.receive(timeout=60)
+                if msg is None:
+                    return
+                received.append(msg.frame.header)
+
+    t = threading.Thread(target=subscribe)
+    t.start()
+    run(RunConfig(source=str(tmp_path / "turning.mp4"), camera=str(tmp_path / "cam.yaml"), publish=endpoint,
+                  wait_subscribers=1, progress=False, lift=False, output_frame="world", camera_pitch=0.0))
+    t.join(60)
+    assert len(received) == len(truth)
+    poses = [h["camera_pose"] for h in received]
+    assert all(p["frame"] == "world" and p["gravity"] == "--camera-pitch" and p["position"] is None for p in poses)
+    R = np.array([p["rotation"] for p in poses])
+    err = angle_between_deg(R, truth)
+    assert angle_between_deg(truth, np.eye(3)).max() > 25  # it did turn
+    assert err.max() < 1.0, err.max()
+
+
+def test_camera_frame_run_has_no_camera_pose(clip, endpoint):
+    from streamer.app import RunConfig, run
+    from streamer.subscriber import Subscriber
+
+    received = []
+
+    def subscribe():
+        with Subscriber(endpoint) as sub:
+            msg = sub.receive(timeout=30)
+            if msg is not None:
+                received.append(msg.frame.header)
+
+    t = threading.Thread(target=subscribe)
+    t.start()
+    run(RunConfig(source=str(clip), publish=endpoint, wait_subscribers=1, progress=False, perception=False,
+                  max_frames=3))
+    t.join(30)
+    assert received and "camera_pose" not in received[0]
+
+
+def test_world_frame_needs_the_people_boxes(clip):
+    from streamer.app import RunConfig, build_pipeline
+
+    with pytest.raises(ConfigError, match="drop --no-perception"):
+        build_pipeline(RunConfig(source=str(clip), publish=None, perception=False, output_frame="world",
+                                 camera_pitch=0.0))
