@@ -97,7 +97,10 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engin
     if plan.refine is not None:
         from .refine_stage import RefineStage
 
+        from .refine_stage import LIVE_FIT_DEADLINE_S
+
         stages.append(RefineStage(camera, engines.refiner(), engines.body, threads=plan.refine.threads,
+                                  fit_deadline_s=LIVE_FIT_DEADLINE_S if plan.mode == "live" else None,
                                   use_world=plan.world_landmarks))
     return stages
 

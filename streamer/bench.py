@@ -32,7 +32,7 @@ from engines.run_plan import PlanError, mode_defaults, stage_backends
 from .app import RunConfig, build_pipeline
 from .errors import SmplstreamError
 from .frames import Frame
-from .latency import LatencyStats
+from .latency import LatencyStats, format_overload
 
 log = logging.getLogger("smplstream.bench")
 SYNTHETIC_FRAMES = 300
@@ -124,10 +124,12 @@ def machine() -> dict:
 
 
 def bench_once(config: RunConfig, *, synthetic: int | None = None, rate: float = 30.0, frames: int | None = None,
-               warmup: int = 10) -> dict:
+               warmup: int = 10, max_persons: int | None = None) -> dict:
     """One run of the pipeline; the latency summary (as ``--stats-json`` writes it) plus
     ``cpu_ms_per_frame`` per stage, ``process_cpu_cores`` (CPU seconds per wall second of the
-    whole process) and ``throughput_fps`` per stage (1 / its mean CPU time per frame)."""
+    whole process) and ``throughput_fps`` per stage (1 / its mean CPU time per frame).
+    ``max_persons``: with ``synthetic``, follow at most this many (default: every pasted
+    person, or ``config.max_persons`` if that is more)."""
     source = None
     if synthetic is not None:
         from .synthetic_source import SyntheticPeopleSource
@@ -136,7 +138,8 @@ def bench_once(config: RunConfig, *, synthetic: int | None = None, rate: float =
                                        realtime=config.mode != "offline")
         if config.detector_tile_size is None and source.detector_tile_size:
             config = replace(config, detector_tile_size=source.detector_tile_size)
-        config = replace(config, max_persons=max(config.max_persons, synthetic), source=source.name)
+        follow = max(config.max_persons, synthetic) if max_persons is None else max_persons
+        config = replace(config, max_persons=follow, source=source.name)
     pipeline, stats, plan = build_pipeline(config, source=source)
     meter = _CpuMeter(warmup)
     for stage in pipeline.stages:
@@ -196,6 +199,8 @@ def format_run(summary: dict) -> str:
     if len(by_people) > 1:
         lines.append(f"{label} by people in the frame: " + "; ".join(
             f"{n}: p50 {_ms(v['p50'])} p99 {_ms(v['p99'])} ms ({v['frames']} frames)" for n, v in by_people.items()))
+    if overload := format_overload(summary):
+        lines.append(overload)
     lines.append(f"{summary['frames']} frames measured (after {summary['warmup_frames']} warm-up), "
                  f"{_ms(fps)} fps, {summary.get('frames_captured')} captured, {summary.get('drops_total')} dropped, "
                  f"process CPU {summary.get('process_cpu_cores')} cores")
@@ -281,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-lift", action="store_true")
     p.add_argument("--denoiser-precision", choices=("fp32", "int8"),
                    help="lift and refinement network weights (default: int8 live on CPU, else fp32)")
-    p.add_argument("--max-persons", type=int, default=6, metavar="N",
-                   help="follow at most N people (synthetic: at least PEOPLE)")
+    p.add_argument("--max-persons", type=int, metavar="N",
+                   help="follow at most N people, the largest (default 6; synthetic: every pasted person)")
     p.add_argument("--detector-tiles", type=int, metavar="PIXELS",
                    help="also detect on tiles of this size (synthetic: chosen to fit the pasted people)")
     p.add_argument("--camera", metavar="CAM.yaml")
@@ -302,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         publish=None if args.publish.lower() == "none" else args.publish,
         max_frames=None if args.synthetic is not None else args.frames,
         camera=args.camera, lift=not args.no_lift, lift_steps=args.lift_steps, lift_samples=args.lift_samples,
-        refine=not args.no_refine, refine_lag=args.refine_lag, refine_steps=args.refine_steps, progress=False, max_persons=args.max_persons,
+        refine=not args.no_refine, refine_lag=args.refine_lag, refine_steps=args.refine_steps, progress=False, max_persons=args.max_persons or 6,
         detector_tile_size=args.detector_tiles, denoiser_precision=args.denoiser_precision,
     )
     backends = args.compare or [args.backend]
@@ -313,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             stage_backends(name)
             log.info("bench: backend %s", name)
             runs.append(bench_once(replace(config, backend=name), synthetic=args.synthetic, rate=args.rate,
-                                   frames=args.frames, warmup=args.warmup))
+                                   frames=args.frames, warmup=args.warmup, max_persons=args.max_persons))
     except (SmplstreamError, PlanError) as exc:
         print(f"smplstream bench: error: {exc}", file=sys.stderr)
         return 2

@@ -74,6 +74,8 @@ class RunResult:
     # What the source survived: reconnects, seconds without frames, frames missed in gaps,
     # undecodable data (only the counters the source keeps, see SOURCE_FAULTS).
     source_faults: dict[str, float] = field(default_factory=dict)
+    # What stages gave up to keep up (live): stage name -> its ``overload_report()``.
+    overload: dict[str, dict] = field(default_factory=dict)
 
 
 SOURCE_FAULTS = ("reconnects", "gap_seconds", "frames_missed", "decode_errors", "resized_frames")
@@ -252,6 +254,7 @@ class Pipeline:
             queue_drops={q.name: q.drops for q in self.queues},
             queue_max_depth={q.name: q.max_depth for q in self.queues},
             source_faults=source_faults(self.source),
+            overload={s.name: s.overload_report() for s in self.stages if hasattr(s, "overload_report")},
         )
         if any(result.source_faults.values()):
             log.warning("source %s: %s", self.source.name,

@@ -29,6 +29,12 @@ class KeypointsStage(Stage):
     def close(self) -> None:
         self.keypoints.close()
 
+    def overload_report(self) -> dict:
+        """What ``--max-persons`` left out (live mode's overload report, ``--stats-json``)."""
+        return {"max_persons": self.keypoints.max_persons, "choice": "largest",
+                "persons_left_out": self.keypoints.persons_left_out,
+                "frames_over_cap": self.keypoints.frames_over_cap}
+
     @property
     def background_cpu_seconds(self) -> float:
         """CPU time of the stage's helper thread (background detection), for benchmarks."""

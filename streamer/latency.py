@@ -115,6 +115,7 @@ class LatencyStats:
             out["queue_max_depth"] = dict(result.queue_max_depth)
             out["stopped_by"] = result.stopped_by
             out["source_faults"] = dict(getattr(result, "source_faults", {}))
+            out["overload"] = dict(getattr(result, "overload", {}))
         return out
 
 
@@ -123,6 +124,25 @@ def _percentiles(samples: Samples) -> dict[str, float | None]:
         return {f"p{p}": None for p in PERCENTILES}
     arr = samples.values() * 1000.0
     return {f"p{p}": round(float(np.percentile(arr, p)), 3) for p in PERCENTILES}
+
+
+def format_overload(summary: dict) -> str:
+    """One line on what live mode gave up to keep up: frames dropped, people left out by
+    ``--max-persons``, fits skipped for late frames ('' when none of it happened)."""
+    over = summary.get("overload") or {}
+    parts = []
+    if summary.get("drops_total"):
+        parts.append(f"{summary['drops_total']} frames dropped")
+    kp = over.get("keypoints") or {}
+    if kp.get("persons_left_out"):
+        parts.append(f"{kp['persons_left_out']} people left out in {kp['frames_over_cap']} frames "
+                     f"(--max-persons {kp['max_persons']}: the {kp['choice']} followed)")
+    fit = over.get("refine") or {}
+    if fit.get("frames_fit_skipped"):
+        parts.append(f"fit skipped on {fit['frames_fit_skipped']} of "
+                     f"{fit['frames_fit_skipped'] + fit['frames_fitted']} frames "
+                     f"(later than {fit['fit_deadline_ms']:g} ms: the lift's bodies published)")
+    return "overload: " + "; ".join(parts) if parts else ""
 
 
 def format_table(summary: dict) -> str:
@@ -170,6 +190,8 @@ def format_table(summary: dict) -> str:
         lines.append(f"{summary['frames']} frames out, {'%.1f' % fps if fps else '-'} fps; processing "
                      f"{work:.1f} ms a frame (the stages' p50 summed; offline, frames queue, so capture-to-"
                      "publish times measure the queue, not the pipeline)")
+    if live and (line := format_overload(summary)):
+        lines.append(line)
     lines.append("p50-p99: time a stage spent on a frame; wait: the frame's time in the queue before it "
                  "(docs/performance.md, 'What each time spans')")
     return "\n".join(lines)

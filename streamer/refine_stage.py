@@ -6,12 +6,17 @@ Every frame that comes in leaves exactly once, in order, ``lag`` frames later (`
 at once); at the end of the stream the held frames are flushed. Persons whose track has a
 fitted estimate for the released frame get their ``poses``, ``betas``, ``trans`` and
 ``joints`` replaced; ``poses_std`` and ``joints_std`` stay the lifter's per-frame sample
-spread. Every released person with a body gets ``reprojection_px`` (the median distance of
+spread. Live, a frame that reaches the stage later than ``fit_deadline_s`` after its capture
+is not fitted: its persons keep the lift's bodies (counted: ``overload_report``), so an
+overloaded machine does not add the fit's time to frames that are late already. Every
+released person with a body gets ``reprojection_px`` (the median distance of
 its confident keypoints from the body's re-projected points), collected in ``quality``
 for the end-of-run report. Persons without a lift pass through untouched.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -22,6 +27,9 @@ from .frames import Frame
 from .graph import Stage
 
 KEYPOINTS = "keypoints_blazepose33"
+#: Live: a frame older than this when the fit would start (from its capture) is not fitted.
+#: About three frames at 30 fps: a frame that late has missed the latency target anyway.
+LIVE_FIT_DEADLINE_S = 0.1
 WORLD = "world_blazepose33"
 
 
@@ -55,11 +63,13 @@ class RefineStage(Stage):
     :class:`engines.refinement.online.OnlineRefiner`, built:
     :func:`engines.run_engines.build_refiner`; its lag is the stage's), through ``camera``
     (a :class:`calibration.camera.Camera`; the reprojection goes through its distortion).
-    ``body``: the body model the released bodies are posed with."""
+    ``body``: the body model the released bodies are posed with. ``fit_deadline_s``: live
+    mode's deadline (None: every frame is fitted, as offline)."""
 
     name = "refine"
 
-    def __init__(self, camera, refiner, body, *, threads: int = 1, use_world: bool = True):
+    def __init__(self, camera, refiner, body, *, threads: int = 1, use_world: bool = True,
+                 fit_deadline_s: float | None = None):
         from engines.refinement.guided import CameraParams
         from engines.refinement.quality import FitQuality
 
@@ -72,6 +82,9 @@ class RefineStage(Stage):
         # A network trained with world landmarks takes them in its condition too.
         self.denoiser_uses_world = bool(getattr(refiner.refiner.model.config, "world_landmarks", False))
         self.quality = FitQuality()
+        self.fit_deadline_s = fit_deadline_s
+        self.frames_fitted = 0
+        self.frames_fit_skipped = 0
         self._held: LagBuffer[tuple[int, Frame]] = LagBuffer(refiner.lag)
         self._step = -1
 
@@ -86,9 +99,17 @@ class RefineStage(Stage):
         self._step += 1
         observations = self._observations(frame)
         if observations:
-            self.online.update(self._step, observations, self.camera_params)
+            late = self.fit_deadline_s is not None and time.monotonic() - frame.capture_time > self.fit_deadline_s
+            self.frames_fit_skipped += late
+            self.frames_fitted += not late
+            self.online.update(self._step, observations, fit=not late, camera=self.camera_params)
         released = self._held.push((self._step, frame))
         return None if released is None else self._release(*released)
+
+    def overload_report(self) -> dict:
+        """Frames fitted and frames whose fit was skipped for being late (live)."""
+        return {"fit_deadline_ms": None if self.fit_deadline_s is None else round(1000 * self.fit_deadline_s, 1),
+                "frames_fitted": self.frames_fitted, "frames_fit_skipped": self.frames_fit_skipped}
 
     def finish(self) -> list[Frame]:
         return [self._release(step, frame) for step, frame in self._held.flush()]

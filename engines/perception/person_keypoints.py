@@ -109,6 +109,10 @@ class _BackgroundDetector:
         self._pending = None
 
 
+def _area(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
+
+
 def _roi_box(roi: Roi) -> np.ndarray:
     h = roi.size / 2
     return np.array([roi.center[0] - h, roi.center[1] - h, roi.center[0] + h, roi.center[1] + h])
@@ -123,7 +127,10 @@ class PersonKeypoints:
             followed or a recently lost person is being searched for.
         min_detection_score: detector score to start following a person.
         min_presence: landmark pose-presence probability to keep a person.
-        max_persons: follow at most this many people (best presence first).
+        max_persons: follow at most this many people. People already followed keep their
+            place; when more new people are found than there is room for, the largest in
+            the image (by the area of their landmarks' box: usually the nearest) are taken
+            and the others left out (counted in ``persons_left_out``).
         min_roi_size: drop ROIs smaller than this many pixels (too far away to
             give useful landmarks).
         search_frames: after losing a person, run the detector on every frame
@@ -185,6 +192,10 @@ class PersonKeypoints:
         self._last_index: int | None = None
         self._calls = 0
         self.detector_runs = 0
+        # People found but not followed because max_persons were already taken (summed over
+        # frames), and the frames where that happened: live mode's overload report.
+        self.persons_left_out = 0
+        self.frames_over_cap = 0
         self._background = _BackgroundDetector() if background_detection else None
 
     @property
@@ -259,7 +270,12 @@ class PersonKeypoints:
             if due:
                 self._last_detect = self._calls
             new = self._new_rois(detections, carried)
+        # New people by size, largest first: with more than there is room for, the nearest
+        # are the ones the landmark network looks at and the ones followed.
+        new.sort(key=lambda r: -r.size)
         rois = carried + new
+        # Beyond twice the room the landmark network does not look (found, not followed).
+        unseen = max(0, len(rois) - 2 * self.max_persons)
         results = self.landmarker(frame_rgb, rois[: 2 * self.max_persons])
         from_carried = [r for r in results[: len(carried)] if r.presence >= self.min_presence]
         from_new = [r for r in results[len(carried) :] if r.presence >= self.min_presence]
@@ -278,7 +294,15 @@ class PersonKeypoints:
                         continue
                 kept.append(r)
                 boxes.append(b)
-        kept, boxes = kept[: self.max_persons], boxes[: self.max_persons]
+        if unseen or len(kept) > self.max_persons:
+            # Followed people first (a newcomer does not push someone out); the remaining room
+            # goes to the largest new people.
+            followed = sum(1 for r in kept if any(r is c for c in from_carried))
+            order = list(range(followed)) + sorted(range(followed, len(kept)), key=lambda i: -_area(boxes[i]))
+            order = order[: self.max_persons]
+            self.persons_left_out += unseen + max(0, len(kept) - self.max_persons)
+            self.frames_over_cap += 1
+            kept, boxes = [kept[i] for i in order], [boxes[i] for i in order]
 
         # Frames skipped since the last call (live drops, a stream's reconnect gap): the
         # tracker predicts people that far ahead so they keep their ids.

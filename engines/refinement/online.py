@@ -116,9 +116,12 @@ class OnlineRefiner:
         self._held: dict[tuple[int, int], _Entry] = {}
         self.last_step: int | None = None
 
-    def update(self, step: int, observations: dict[int, Observation], camera: CameraParams) -> None:
+    def update(self, step: int, observations: dict[int, Observation], camera: CameraParams, *,
+               fit: bool = True) -> None:
         """Add frame ``step``'s observations (track id -> :class:`Observation`) and refine the
-        open windows of those tracks in one batch."""
+        open windows of those tracks in one batch. ``fit=False`` adds them as they are (the
+        frame's estimates are its observations) without refining: live mode's way to catch up
+        on a late frame while the windows stay unbroken."""
         if self.last_step is not None and step <= self.last_step:
             raise ValueError(f"OnlineRefiner.update: steps must increase (got {step} after {self.last_step})")
         self.last_step = step
@@ -126,7 +129,7 @@ class OnlineRefiner:
             buf = self.tracks.get(tid)
             if buf is None or step - buf[-1].step > self.max_gap:
                 buf = self.tracks[tid] = deque(maxlen=self.window)
-            if self.warm_start and buf:
+            if self.warm_start and buf and fit:
                 prev = buf[-1]
                 entry = _Entry(step, obs, prev.x.clone(), prev.trans + (obs.trans - prev.obs.trans))
             else:
@@ -139,7 +142,7 @@ class OnlineRefiner:
         for key in [k for k in self._held if step - k[1] > forget]:
             del self._held[key]
         ids = [tid for tid in observations]
-        if ids:
+        if ids and fit:
             self._refine(ids, step, camera)
 
     def estimate(self, track_id: int, step: int) -> tuple[torch.Tensor, torch.Tensor] | None:
