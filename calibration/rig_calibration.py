@@ -277,9 +277,17 @@ def save_multi_camera_rig(result: RigCalibration, path: str | Path) -> None:
     ``camN_image_width``/``height``, ``camN_camera_matrix``, ``camN_dist_coeffs``,
     ``camN_rotation`` (3x3) and ``camN_translation`` (3, metres; ``p_rig = R p_cam + t``),
     ``camN_rms`` (px)."""
-    fields: dict = {"rig": "multi_camera", "cameras": len(result.cameras), "board": result.board.describe(),
-                    "rms_reprojection_error": float(result.rms)}
-    for i, c in enumerate(result.cameras):
+    write_multi_camera_rig(result.cameras, path, board=result.board.describe(), rms=result.rms)
+
+
+def write_multi_camera_rig(cameras: Sequence[RigCamera], path: str | Path, *, board: str = "none",
+                           rms: float = math.nan) -> None:
+    """Write ``cameras`` as a rig file (the fields of :func:`save_multi_camera_rig`), e.g. a
+    rig known by construction (a virtual one for tests and benchmarks); ``board``: what it
+    was calibrated with."""
+    fields: dict = {"rig": "multi_camera", "cameras": len(cameras), "board": board,
+                    "rms_reprojection_error": float(rms)}
+    for i, c in enumerate(cameras):
         fields.update({f"cam{i}_name": c.name, f"cam{i}_model": c.camera.model,
                        f"cam{i}_image_width": c.camera.width, f"cam{i}_image_height": c.camera.height,
                        f"cam{i}_camera_matrix": c.camera.K, f"cam{i}_dist_coeffs": c.camera.dist,
@@ -306,4 +314,16 @@ def load_multi_camera_rig(path: str | Path) -> list[RigCamera]:
                      int(fields[p + "image_height"]), K, dist)
         out.append(RigCamera(get_str(fields, p + "name", where), cam, get_array(fields, p + "rotation", where, shape=(3, 3)),
                              np.ravel(get_array(fields, p + "translation", where)), float(fields.get(p + "rms", math.nan))))
+    return out
+
+
+def poses_from_first(cameras: Sequence[RigCamera]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Where each camera after the first sees a point of the first camera's frame: per
+    camera ``(R, t)`` with ``p_cam = R @ p_first + t`` (metres), from the rig poses
+    (``p_rig = rotation @ p_cam + translation``)."""
+    R0, t0 = np.asarray(cameras[0].rotation, np.float64), np.asarray(cameras[0].translation, np.float64)
+    out = []
+    for c in cameras[1:]:
+        Ri, ti = np.asarray(c.rotation, np.float64), np.asarray(c.translation, np.float64)
+        out.append((Ri.T @ R0, Ri.T @ (t0 - ti)))
     return out

@@ -57,7 +57,9 @@ class RunConfig(PlanOptions):
     foxglove: str | None = None  # HOST:PORT of a live Foxglove WebSocket server (docs/robots.md)
     vmc: str | None = None  # HOST:PORT of a VMC receiver (avatar apps, docs/animation.md)
     vmc_track: str = "largest"  # whom --vmc sends: largest, first or a track id
-    rig: str | None = None  # head-mounted rig file (calibration.rig)
+    rig: str | None = None  # head-mounted rig file (calibration.rig), or a multi-camera rig with more_sources
+    more_sources: list[str] | None = None  # the rig's other cameras (--source again; streamer.multi_view)
+    source_offsets: list[float] | None = None  # seconds per source on the common clock (streamer.multi_source)
     imu: str | None = None  # IMU orientation file or tcp:// endpoint (world frame)
     camera_pitch: float | None = None  # world frame: the first frame's pitch, degrees down (gravity hint)
 
@@ -74,12 +76,13 @@ def default_mode(source: Source) -> Mode:
     return "live" if source.is_live else "offline"
 
 
-def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engines=None) -> list[Stage]:
+def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engines=None, rig=None) -> list[Stage]:
     """The stages between the grabber and the outputs, in data-flow order, as ``plan`` says,
     with their engines built (:mod:`engines.run_engines`) for a source of ``fps`` frames a
     second. ``body``: the bundled body model when the caller has it loaded already.
     ``engines``: a :class:`~streamer.stage_engines.EngineSet` of this plan whose networks are
-    loaded already (``batch`` workers; default: a new one). Raises PlanError."""
+    loaded already (``batch`` workers; default: a new one). ``rig``: a
+    :class:`~streamer.multi_view.MultiViewRig` (several cameras, one fit). Raises PlanError."""
     from .stage_engines import EngineSet
 
     engines = engines or EngineSet(plan, body)  # one body model for the lift and the fit
@@ -87,7 +90,12 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engin
     if plan.keypoints is not None:
         from .keypoints_stage import KeypointsStage
 
-        stages.append(KeypointsStage(engines.keypoints(fps)))
+        if rig is None:
+            stages.append(KeypointsStage(engines.keypoints(fps)))
+        else:
+            from .multi_view import MultiViewKeypointsStage
+
+            stages.append(MultiViewKeypointsStage([engines.keypoints(fps) for _ in rig.cameras], rig))
     if plan.lift is None:
         return stages
     from .lift_stage import LiftStage
@@ -101,7 +109,7 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engin
 
         stages.append(RefineStage(camera, engines.refiner(), engines.body, threads=plan.refine.threads,
                                   fit_deadline_s=LIVE_FIT_DEADLINE_S if plan.mode == "live" else None,
-                                  use_world=plan.world_landmarks))
+                                  use_world=plan.world_landmarks, rig=rig))
     return stages
 
 
@@ -139,6 +147,9 @@ def check_config(config: RunConfig) -> None:
     from .vmc_output import check_vmc_options
 
     check_vmc_options(config.vmc, config.vmc_track)  # --vmc, --vmc-track, python-osc
+    from .multi_view import check_multi_view_options
+
+    check_multi_view_options(config)  # several --source, --rig, --source-offset
 
 
 def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None, source: Source | None = None,
@@ -153,7 +164,12 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     check_config(config)
     cv2.setNumThreads(1)  # global; stages run in parallel threads on few cores
     live_hint = None if config.mode is None else config.mode == "live"
-    if source is None:
+    rig = None  # several cameras: streamer.multi_view
+    if config.more_sources:
+        from .multi_view import open_rig_sources
+
+        source, rig = open_rig_sources(config, live_hint, source)
+    elif source is None:
         source = open_source(config.source, live=live_hint, width=config.width, height=config.height,
                              fps=config.fps)
     publisher = recorder = preview = viewer = None
@@ -161,7 +177,7 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
     robots: list = []  # the MCAP file and the Foxglove server (streamer.robot_outputs), the VMC sender
     fps = getattr(source, "fps", None) or 30.0
     try:
-        camera = run_camera(config.camera, source)
+        camera = run_camera(config.camera, source) if rig is None else rig.cameras[0]
         mode: Mode = config.mode or default_mode(source)
         plan = plan_run(config, mode)
         log.debug("run plan:\n%s", plan.describe())
@@ -178,10 +194,15 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
 
             output_body.check_formats(parse_formats(config.formats))
         built = processing_stages(plan, camera, fps, body=None if output_body is None else output_body.fit_body,
-                                  engines=engines)
+                                  engines=engines, rig=rig)
         from .output_frame import frame_stages
 
-        built = frame_stages(config, camera, built)  # --output-frame head/world
+        if rig is None:
+            built = frame_stages(config, camera, built)  # --output-frame head/world
+        elif not rig.reference_at_origin:
+            from .multi_view import RigFrameStage
+
+            built.append(RigFrameStage(rig))
         stages = built + list(extra_stages or [])
         if config.record:
             from .motion_formats import MultiFormatRecorder, parse_formats
@@ -272,6 +293,8 @@ def run(config: RunConfig, *, extra_stages: list[Stage] | None = None, engines=N
     summary = stats.summary(result)
     summary["mode"] = mode
     summary["source"] = pipeline.source.name
+    if hasattr(pipeline.source, "report"):  # several cameras: each view's missing steps
+        summary["views"] = pipeline.source.report()
     summary["plan"] = plan.to_dict()
     quality = next((s.quality for s in pipeline.stages if getattr(s, "quality", None) is not None), None)
     fit = quality.summary() if quality is not None else {}

@@ -26,7 +26,9 @@ def _run(args: argparse.Namespace) -> int:
     from .app import RunConfig, run
 
     config = RunConfig(
-        source=args.source,
+        source=args.source[0],
+        more_sources=args.source[1:],
+        source_offsets=args.source_offset,
         mode=args.mode,
         publish=None if args.publish.lower() == "none" else args.publish,
         curve_keys=args.curve_keys,
@@ -182,9 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a source through the pipeline",
                          description="Run a video file, image folder, camera or network stream "
                                      "through the pipeline; publish and record the result.")
-    run.add_argument("--source", required=True,
+    run.add_argument("--source", required=True, action="append",
                      help="video file, image folder, camera index or /dev/videoN, or rtsp://, rtsps://, "
-                          "rtmp://, http(s)://, srt://, tcp://, udp:// URL (credentials in it are never shown)")
+                          "rtmp://, http(s)://, srt://, tcp://, udp:// URL (credentials in it are never shown); "
+                          "again for each further camera of a --rig (docs/multi-camera.md)")
+    run.add_argument("--source-offset", type=float, action="append", metavar="SECONDS",
+                     help="several --source: one per source, in order: seconds after the common start at which "
+                          "that recording started (files), or added to its capture times (cameras); default 0")
     run.add_argument("--mode", choices=("live", "offline"),
                      help="live: newest frame wins, drops counted (default for cameras and streams); "
                           "offline: every frame processed (default for files and folders)")
@@ -228,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="frame of every output: camera (default), head (needs --rig) or world: gravity-aligned, "
                           "the camera's own turning taken out (docs/head-mounted.md)")
     run.add_argument("--rig", metavar="RIG.yaml", help="head-mounted rig file: the camera's pose on the head "
-                                                       "(and the IMU's on the camera)")
+                                                       "(and the IMU's on the camera); with several --source: the "
+                                                       "multi-camera rig of `calibrate-rig`")
     run.add_argument("--imu", metavar="FILE|tcp://HOST:PORT",
                      help="--output-frame world: the device's orientation stream (CSV or JSON lines file, or "
                           "a ZeroMQ endpoint), fused with the video's estimate and giving gravity")
@@ -326,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # A source URL's credentials never reach the logs or an error line (the sources show it
     # redacted already; this also catches what libraries print).
-    redact = Redactor(getattr(args, "source", None))
+    sources = getattr(args, "source", None)
+    redact = Redactor(*(sources if isinstance(sources, list) else [sources]))
     redact.install()
     try:
         return args.func(args)

@@ -161,6 +161,13 @@ class SynchronisedSources:
         """Frames each source's live buffer dropped (the newest frame wins)."""
         return [r.dropped for r in self._readers]
 
+    def report(self) -> dict:
+        """Per source: the steps its view was missing from, its frames that came too late for
+        their step, and (live) the frames its buffer dropped; for ``--stats-json``."""
+        return {"steps": self.steps, "sources": [
+            {"name": s.name, "offset_s": o, "missing_steps": m, "late_frames": late, "dropped_frames": d}
+            for s, o, m, late, d in zip(self.sources, self.offsets, self.views_missing, self.late, self.dropped)]}
+
     def frames(self) -> Iterator[ViewSet]:
         """One :class:`ViewSet` per step until every source has ended (or :meth:`close`)."""
         if not self._started:

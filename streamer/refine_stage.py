@@ -16,6 +16,8 @@ for the end-of-run report. Persons without a lift pass through untouched.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import time
 
 import numpy as np
@@ -69,12 +71,15 @@ class RefineStage(Stage):
     name = "refine"
 
     def __init__(self, camera, refiner, body, *, threads: int = 1, use_world: bool = True,
-                 fit_deadline_s: float | None = None):
+                 fit_deadline_s: float | None = None, rig=None):
         from engines.refinement.guided import CameraParams
         from engines.refinement.quality import FitQuality
 
         self.camera = camera
         self.camera_params = CameraParams.from_camera(camera)
+        # Several cameras (streamer.multi_view.MultiViewRig): the fit sees every view.
+        self.rig = rig
+        self.fit_camera = self.camera_params if rig is None else replace(self.camera_params, views=rig.rig_views)
         self.online = refiner
         self.body = body
         self.threads = threads
@@ -102,7 +107,7 @@ class RefineStage(Stage):
             late = self.fit_deadline_s is not None and time.monotonic() - frame.capture_time > self.fit_deadline_s
             self.frames_fit_skipped += late
             self.frames_fitted += not late
-            self.online.update(self._step, observations, fit=not late, camera=self.camera_params)
+            self.online.update(self._step, observations, fit=not late, camera=self.fit_camera)
         released = self._held.push((self._step, frame))
         return None if released is None else self._release(*released)
 
@@ -133,9 +138,15 @@ class RefineStage(Stage):
         poses = torch.from_numpy(np.stack([p.arrays["poses"] for p in persons]).astype(np.float32))
         betas = torch.from_numpy(np.stack([p.arrays["betas"] for p in persons]).astype(np.float32))
         x = pose_vector(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas)
-        return {p.track_id: Observation(x=x[i], trans=torch.from_numpy(np.asarray(p.arrays["trans"], np.float32)),
-                                        cond=cond[i], keypoints=torch.from_numpy(pixels[i].astype(np.float32)),
-                                        world=None if worlds is None else worlds[i])
+        trans = torch.from_numpy(np.stack([p.arrays["trans"] for p in persons]).astype(np.float32))
+        keypoints = torch.from_numpy(pixels.astype(np.float32))
+        views = None
+        if self.rig is not None:
+            views = self.rig.view_keypoints(persons)
+            trans = self.rig.place(self.body, x, trans, keypoints, views)  # onto the triangulated hips
+        return {p.track_id: Observation(x=x[i], trans=trans[i], cond=cond[i], keypoints=keypoints[i],
+                                        world=None if worlds is None else worlds[i],
+                                        views=None if views is None else views[i])
                 for i, p in enumerate(persons)}
 
     def _release(self, step: int, frame: Frame) -> Frame:

@@ -1,0 +1,272 @@
+"""``run --source A --source B ... --rig rig.yaml``: one body per person from every calibrated
+camera of a multi-camera rig (``docs/multi-camera.md``).
+
+- :class:`MultiViewRig`: the rig file (``smplstream calibrate-rig``) read for the run: each
+  camera scaled to its source's frame size, and where every other camera sits relative to
+  the first (the *reference*: the lift and the fit work in its frame).
+- :class:`MultiViewKeypointsStage`: the keypoints stage run on every view of a
+  :class:`~streamer.multi_source.ViewSet` (one tracker per camera, the networks shared), then
+  the people of the other views matched to the reference view's
+  (:class:`engines.perception.cross_view.CrossViewMatcher`). Each reference person carries
+  ``keypoints_views_blazepose33`` (V-1, 33, 3): their keypoints in the other views, zeros where
+  a camera does not see them (or has no frame this step).
+- the refine stage (:class:`streamer.refine_stage.RefineStage` with ``rig``) moves each lift
+  onto the hips triangulated from all views (the lift cannot know its depth) and fits it to
+  every view's keypoints (:mod:`engines.refinement.multiview`).
+- :class:`RigFrameStage`: the outputs moved from the reference camera's frame into the rig's
+  when the rig file puts the first camera anywhere but at its origin.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calibration.camera import Camera
+
+from .errors import ConfigError
+from .frames import Frame, Person
+from .graph import Stage
+
+log = logging.getLogger("smplstream.multi_view")
+
+VIEWS_KEY = "keypoints_views_blazepose33"
+KEYPOINTS = "keypoints_blazepose33"
+#: A triangulated hip point further than this (metres) is a near-parallel pair of rays, not
+#: a place: the lift keeps its own depth then.
+MAX_TRIANGULATED_DEPTH = 50.0
+
+
+@dataclass
+class MultiViewRig:
+    """The cameras of a rig for one run: ``cameras`` (the reference first) at the sources'
+    frame sizes, ``names``, ``poses``: per other camera ``(R, t)`` with ``p_cam = R p_ref + t``,
+    and the reference camera's own pose in the rig frame (``rotation``, ``translation``)."""
+
+    cameras: list[Camera]
+    names: list[str]
+    poses: list[tuple[np.ndarray, np.ndarray]]
+    rotation: np.ndarray
+    translation: np.ndarray
+
+    @classmethod
+    def load(cls, path: str, sizes: list[tuple[int, int]]) -> "MultiViewRig":
+        """The rig file at ``path`` for sources of frame ``sizes`` (one per camera, in the
+        file's order). Raises ConfigError naming what is wrong."""
+        from calibration.fileio import FileFormatError
+        from calibration.rig_calibration import load_multi_camera_rig, poses_from_first
+
+        if not Path(path).is_file():
+            raise ConfigError(f"--rig {path}: no such file (make one with `smplstream calibrate-rig`)")
+        try:
+            rig = load_multi_camera_rig(path)
+        except (FileFormatError, OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"--rig {path}: not a multi-camera rig file ({exc}); several --source need the "
+                              "rig `smplstream calibrate-rig` writes") from None
+        if len(rig) != len(sizes):
+            raise ConfigError(f"--rig {path}: the rig has {len(rig)} cameras but {len(sizes)} --source were given "
+                              "(one --source per camera, in the rig file's order)")
+        cameras = []
+        for c, (w, h) in zip(rig, sizes):
+            cam = c.camera
+            if (cam.width, cam.height) != (w, h):
+                if abs(cam.width / cam.height - w / h) > 0.01:
+                    raise ConfigError(f"--rig {path}: camera {c.name} was calibrated at {cam.width}x{cam.height} but "
+                                      f"its source delivers {w}x{h} (another aspect ratio: is the order of --source "
+                                      "the rig's?)")
+                cam = cam.scaled(w, h)
+            cameras.append(cam)
+        poses = poses_from_first(rig)
+        for (_, t), c in zip(poses, rig[1:]):
+            if np.linalg.norm(t) < 1e-3:
+                raise ConfigError(f"--rig {path}: camera {c.name} sits where {rig[0].name} does (no baseline): "
+                                  "two views from one place cannot give depth")
+        return cls(cameras, [c.name for c in rig], poses, np.asarray(rig[0].rotation, np.float64),
+                   np.asarray(rig[0].translation, np.float64))
+
+    @property
+    def rig_views(self) -> tuple:
+        """The other cameras as :class:`engines.refinement.multiview.RigView` (for the fit)."""
+        from engines.refinement.multiview import RigView
+
+        return tuple(RigView.from_camera(cam, R, t) for cam, (R, t) in zip(self.cameras[1:], self.poses))
+
+    @property
+    def reference_at_origin(self) -> bool:
+        return bool(np.allclose(self.rotation, np.eye(3), atol=1e-9) and np.allclose(self.translation, 0.0, atol=1e-9))
+
+    def view_keypoints(self, persons: list[Person]) -> torch.Tensor | None:
+        """(P, V-1, 33, 3) the persons' keypoints in the other views (pixels + confidence),
+        or None when nobody carries any."""
+        rows = [p.arrays.get(VIEWS_KEY) for p in persons]
+        if all(r is None for r in rows):
+            return None
+        empty = np.zeros((len(self.cameras) - 1, 33, 3), np.float32)
+        return torch.from_numpy(np.stack([empty if r is None else np.asarray(r, np.float32) for r in rows]))
+
+    def place(self, body, x: torch.Tensor, trans: torch.Tensor, reference: torch.Tensor,
+              views: torch.Tensor | None) -> torch.Tensor:
+        """The lifts' translations (P, 3) moved so that each body's hips land on the point
+        triangulated from every view that sees them; ``reference`` (P, 33, 3) pixels in the
+        reference view, ``views`` (P, V-1, 33, 3) in the others. A person seen by one view
+        alone (or by rays too close to parallel) keeps the lift's own place."""
+        if views is None:
+            return trans
+        from engines.diffusion.denoiser import BETAS, rotations_of
+        from engines.refinement.multiview import triangulate
+
+        hips_px, weights, cams = [], [], []
+        for v, cam in enumerate(self.cameras):
+            kp = (reference if v == 0 else views[:, v - 1]).numpy().astype(np.float64)
+            n = torch.from_numpy(cam.normalize_keypoints(kp).astype(np.float32))  # undistorted, focal 1
+            hips_px.append(n[:, [23, 24], :2].mean(1))
+            weights.append(n[:, [23, 24], 2].amin(1).clamp(min=0))
+            R, t = (np.eye(3), np.zeros(3)) if v == 0 else self.poses[v - 1]
+            cams.append((torch.eye(3), torch.as_tensor(R, dtype=torch.float32), torch.as_tensor(t, dtype=torch.float32)))
+        target = triangulate(hips_px, cams, weights)
+        with torch.no_grad():
+            own = body(rotations_of(x), x[:, BETAS], trans, keypoints="blazepose33").keypoints["blazepose33"][:, [23, 24]].mean(1)
+        ok = torch.isfinite(target).all(-1) & (target[:, 2] > 0.1) & (target[:, 2] < MAX_TRIANGULATED_DEPTH)
+        return torch.where(ok[:, None], trans + (target - own), trans)
+
+
+class MultiViewKeypointsStage(Stage):
+    """The keypoints stage of a rig (module doc): ``trackers`` one
+    :class:`engines.perception.person_keypoints.PersonKeypoints` per camera, ``rig`` the
+    :class:`MultiViewRig`. The reference view's people are the frame's persons; each carries
+    its keypoints in the other views. Counts per other view the reference people matched
+    there (``matched``) and the people it saw whom the reference view did not (``unmatched``)."""
+
+    name = "keypoints"
+
+    def __init__(self, trackers: list, rig: MultiViewRig, matcher=None):
+        from engines.perception.cross_view import CrossViewMatcher
+
+        if len(trackers) != len(rig.cameras):
+            raise ValueError("MultiViewKeypointsStage: one tracker per camera")
+        self.trackers = trackers
+        self.rig = rig
+        self.matcher = matcher or CrossViewMatcher(rig.poses)
+        self.matched = [0] * (len(rig.cameras) - 1)
+        self.unmatched = [0] * (len(rig.cameras) - 1)
+
+    @property
+    def background_cpu_seconds(self) -> float:
+        return sum(t.background_cpu_seconds for t in self.trackers)
+
+    def close(self) -> None:
+        for t in self.trackers:
+            t.close()
+        if any(self.matched) or any(self.unmatched):
+            log.info("people matched across views: %s", ", ".join(
+                f"{n}: {m} matched, {u} seen there alone" for n, m, u in zip(self.rig.names[1:], self.matched,
+                                                                             self.unmatched)))
+
+    def process(self, frame: Frame) -> Frame:
+        views = getattr(frame, "views", None) or [frame]
+        seen = []
+        for tracker, view in zip(self.trackers, views):
+            seen.append([] if view is None else tracker.process(view.image, view.index))
+        normalised = [{p.track_id: cam.normalize_keypoints(np.asarray(p.keypoints33, np.float64)) for p in people}
+                      for cam, people in zip(self.rig.cameras, seen)]
+        matches = self.matcher.match(normalised[0], normalised[1:]) if len(views) > 1 else []
+        frame.persons = []
+        for p in seen[0]:
+            arrays = {"box_xyxy": np.asarray(p.box, np.float32),
+                      KEYPOINTS: np.asarray(p.keypoints33, np.float32),
+                      "keypoints_coco17": np.asarray(p.coco17, np.float32),
+                      "world_blazepose33": np.asarray(p.world33, np.float32)}
+            if matches:
+                arrays[VIEWS_KEY] = np.zeros((len(self.rig.cameras) - 1, 33, 3), np.float32)
+            frame.persons.append(Person(track_id=p.track_id, score=float(p.score), arrays=arrays))
+        by_id = {person.track_id: person for person in frame.persons}
+        for v, found in enumerate(matches):
+            others = {p.track_id: p for p in seen[v + 1]}
+            for view_id, ref_id in found.items():
+                by_id[ref_id].arrays[VIEWS_KEY][v] = np.asarray(others[view_id].keypoints33, np.float32)
+            self.matched[v] += len(found)
+            self.unmatched[v] += len(others) - len(found)
+        if hasattr(frame, "views"):
+            frame.views = []  # the other views' images are not needed downstream
+        return frame
+
+
+class RigFrameStage(Stage):
+    """Moves every person from the reference camera's frame into the rig's
+    (``p_rig = rotation p_ref + translation``), for a rig whose first camera is not at its
+    origin."""
+
+    name = "rig_frame"
+
+    def __init__(self, rig: MultiViewRig):
+        self.rig = rig
+
+    def process(self, frame: Frame) -> Frame:
+        from .output_frame import apply_pose
+
+        apply_pose(frame, self.rig.rotation, self.rig.translation,
+                   {"frame": "rig", "rotation": np.round(self.rig.rotation, 6).tolist(),
+                    "position": np.round(self.rig.translation, 6).tolist()})
+        return frame
+
+
+def check_multi_view_options(config) -> None:
+    """Options of a multi-camera run that cannot work (ConfigError), before anything opens:
+    ``config.more_sources`` (the second and later ``--source``) need a multi-camera ``--rig``
+    and the camera output frame; ``--source-offset`` needs several sources, one each."""
+    more = list(getattr(config, "more_sources", None) or [])
+    offsets = list(getattr(config, "source_offsets", None) or [])
+    if not more:
+        if offsets:
+            raise ConfigError("--source-offset aligns several sources: give --source more than once")
+        if config.rig and _is_multi_camera_rig(config.rig):
+            raise ConfigError(f"--rig {config.rig} is a multi-camera rig: give one --source per camera, in its order")
+        return
+    if not config.rig:
+        raise ConfigError("several --source need --rig RIG.yaml: where each camera is (make it with "
+                          "`smplstream calibrate-rig`)")
+    if config.camera:
+        raise ConfigError("--camera with several --source: the rig file holds every camera's intrinsics; drop --camera")
+    if getattr(config, "output_frame", "camera") != "camera":
+        raise ConfigError(f"--output-frame {config.output_frame} with several --source is not supported: the "
+                          "outputs are in the rig's frame")
+    from .output_frame import check_output_frame
+
+    check_output_frame("camera", None, config.imu, config.camera_pitch)  # --imu, --camera-pitch: world only
+    if offsets and len(offsets) != 1 + len(more):
+        raise ConfigError(f"--source-offset: give one per --source ({1 + len(more)}), or none; got {len(offsets)}")
+
+
+def _is_multi_camera_rig(path: str) -> bool:
+    from calibration.fileio import read_fields
+
+    try:
+        return str(read_fields(path).get("rig", "")) == "multi_camera"
+    except Exception:  # noqa: BLE001 - a bad file is reported by whoever reads it for real
+        return False
+
+
+def open_rig_sources(config, live: bool | None, sources=None):
+    """The synchronised sources of a multi-camera run and its rig, for ``config``'s
+    ``source``, ``more_sources``, ``source_offsets`` and ``rig``: ``(sources, rig)``.
+    ``sources``: a :class:`~streamer.multi_source.SynchronisedSources` opened already."""
+    from .multi_source import SynchronisedSources, open_sources
+
+    if sources is None:
+        sources = open_sources([config.source, *config.more_sources], live=live, offsets=config.source_offsets,
+                               width=config.width, height=config.height, fps=config.fps)
+    elif not isinstance(sources, SynchronisedSources):
+        raise ConfigError("several --source: the source given must be synchronised sources")
+    try:
+        rig = MultiViewRig.load(config.rig, [s.size for s in sources.sources])
+    except BaseException:
+        sources.close()
+        raise
+    log.info("rig %s: %s; the outputs are in %s", config.rig, ", ".join(
+        f"{n} ({s.name})" for n, s in zip(rig.names, sources.sources)),
+        f"{rig.names[0]}'s frame" if rig.reference_at_origin else "the rig's frame")
+    return sources, rig

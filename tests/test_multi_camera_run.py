@@ -1,0 +1,131 @@
+"""``run --source A --source B --rig rig.yaml`` end to end on the real clip: two views of it
+through a virtual rig (camera 1 beside camera 0, looking the same way), each reference person
+matched to themself in the other view, one body per person, and a second camera that freezes
+leaves the run going on the first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from calibration.camera import assumed_camera
+from calibration.rig_calibration import RigCamera, write_multi_camera_rig
+from streamer.app import RunConfig, build_pipeline, run
+from streamer.errors import ConfigError
+from streamer.graph import Stage
+from streamer.multi_source import SynchronisedSources
+from streamer.multi_view import VIEWS_KEY, MultiViewRig
+from streamer.sources import VideoFileSource
+from test_multi_source import StallingSource
+
+CLIP = Path(__file__).parent / "data" / "sports2d_demo.mp4"
+KEYPOINTS = "keypoints_blazepose33"
+
+
+@pytest.fixture(scope="module")
+def rig_file(tmp_path_factory):
+    """The clip's camera twice, the second 0.3 m to the right of the first (same images: every
+    point lies on its own epipolar line, so each person can only be matched to themself)."""
+    source = VideoFileSource(CLIP)
+    camera = assumed_camera(*source.size)
+    source.close()
+    path = tmp_path_factory.mktemp("rig") / "rig.yaml"
+    write_multi_camera_rig([RigCamera("left", camera, np.eye(3), np.zeros(3)),
+                            RigCamera("right", camera, np.eye(3), np.array([0.3, 0.0, 0.0]))], path, board="virtual")
+    return str(path)
+
+
+class Capture(Stage):
+    """Keeps what each frame's persons carry on their way to the outputs."""
+
+    name = "capture"
+
+    def __init__(self):
+        self.frames = []
+
+    def process(self, frame):
+        self.frames.append([(p.track_id, {k: np.array(v) for k, v in p.arrays.items()}) for p in frame.persons])
+        return frame
+
+
+def _config(rig, tmp_path, **more):
+    return RunConfig(source=str(CLIP), more_sources=[str(CLIP)], rig=rig, publish=None, progress=False,
+                     record=str(tmp_path / "rec"), stats_json=str(tmp_path / "stats.json"), **more)
+
+
+def test_two_views_give_one_body_per_person(rig_file, tmp_path):
+    capture = Capture()
+    outcome = run(_config(rig_file, tmp_path, max_frames=10), extra_stages=[capture])
+    assert outcome.result.frames_out == 10
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert [s["missing_steps"] for s in stats["views"]["sources"]] == [0, 0]
+    people = [(tid, a) for frame in capture.frames for tid, a in frame if KEYPOINTS in a]
+    assert people, "nobody found"
+    for tid, arrays in people:
+        assert arrays[VIEWS_KEY].shape == (1, 33, 3)
+        # Same picture in both cameras: the person matched in camera 1 is this very person.
+        assert np.array_equal(arrays[VIEWS_KEY][0], arrays[KEYPOINTS]), f"track {tid} matched to someone else"
+    fitted = [a for _, a in people if "poses" in a]
+    assert fitted and all(np.isfinite(a["trans"]).all() and a["trans"][2] > 0 for a in fitted)
+    tracks = [t for t in sorted((tmp_path / "rec").glob("track_*.npz")) if "blazepose" not in t.name]
+    assert tracks and all(np.isfinite(np.load(t)["trans"]).all() for t in tracks)
+
+
+def test_a_frozen_camera_leaves_the_run_on_the_other(rig_file, tmp_path):
+    """Camera 1 stops after its 3rd frame for 3 s: every step still comes out, the steps it
+    missed carry no keypoints from it (zeros), and they are counted."""
+    sources = SynchronisedSources([VideoFileSource(CLIP), StallingSource(VideoFileSource(CLIP), after=3, seconds=3.0)],
+                                  max_wait=0.3)
+    capture = Capture()
+    pipeline, _, _ = build_pipeline(_config(rig_file, tmp_path, max_frames=12), source=sources, extra_stages=[capture])
+    result = pipeline.run(handle_signals=False)
+    assert result.frames_out == 12
+    assert sources.views_missing[1] >= 3 and result.source_faults["frames_missed"] >= 3
+    seen = [i for i, frame in enumerate(capture.frames) if any(KEYPOINTS in a for _, a in frame)]
+    missing = [i for i, frame in enumerate(capture.frames)
+               if any(KEYPOINTS in a and not a[VIEWS_KEY].any() for _, a in frame)]
+    assert sources.views_missing[1] == 9, "frozen from its 4th frame to the end"
+    assert missing == [i for i in seen if i >= 3] and missing, (seen, missing)
+    assert any("poses" in a for i in missing for _, a in capture.frames[i]), "bodies go on from the one camera"
+
+
+def test_several_sources_need_a_multi_camera_rig(tmp_path):
+    with pytest.raises(ConfigError, match="need --rig"):
+        run(RunConfig(source=str(CLIP), more_sources=[str(CLIP)], publish=None, progress=False))
+    head = tmp_path / "head.yaml"
+    head.write_text("%YAML:1.0\n---\nrig: head_mounted\nrotation_vector: [0., 0., 0.]\ntranslation: [0., 0., 0.]\n")
+    with pytest.raises(ConfigError, match="not a multi-camera rig"):
+        run(RunConfig(source=str(CLIP), more_sources=[str(CLIP)], rig=str(head), publish=None, progress=False))
+
+
+def test_placement_moves_a_lift_onto_the_triangulated_hips(rig_file):
+    """A lift at the wrong depth is moved so that its hips sit where both cameras see them."""
+    from engines.body.body_model import BodyModel
+    from engines.diffusion.denoiser import BETAS, pose_vector, rotations_of
+    from engines.body.rotations import axis_angle_to_matrix
+
+    source = VideoFileSource(CLIP)
+    rig = MultiViewRig.load(rig_file, [source.size, source.size])
+    source.close()
+    body = BodyModel.load()
+    aa = torch.zeros(1, 24, 3)
+    aa[0, 0] = torch.tensor([np.pi, 0.0, 0.0])
+    x = pose_vector(axis_angle_to_matrix(aa), torch.zeros(1, 10))
+    truth = torch.tensor([[0.2, 0.1, 5.0]])
+    with torch.no_grad():
+        pts = body(rotations_of(x), x[:, BETAS], truth, keypoints="blazepose33").keypoints["blazepose33"][0]
+
+    def seen(cam, R, t):
+        p = pts.numpy() @ R.T + t
+        return torch.from_numpy(np.concatenate([cam.project(p), np.ones((33, 1))], 1).astype(np.float32))
+
+    ref = seen(rig.cameras[0], np.eye(3), np.zeros(3))[None]
+    other = seen(rig.cameras[1], *rig.poses[0])[None, None]
+    wrong = truth * 0.7
+    placed = rig.place(body, x, wrong, ref, other)
+    assert (placed - truth).norm() < 0.02, placed
+    assert torch.equal(rig.place(body, x, wrong, ref, torch.zeros_like(other)), wrong), "one view: the lift's place"
