@@ -76,9 +76,10 @@ def test_two_views_give_one_body_per_person(rig_file, tmp_path):
 
 
 def test_a_frozen_camera_leaves_the_run_on_the_other(rig_file, tmp_path):
-    """Camera 1 stops after its 3rd frame for 3 s: every step still comes out, the steps it
-    missed carry no keypoints from it (zeros), and they are counted."""
-    sources = SynchronisedSources([VideoFileSource(CLIP), StallingSource(VideoFileSource(CLIP), after=3, seconds=3.0)],
+    """Camera 1 freezes after its 3rd frame (for longer than the run): every step still comes
+    out, each waiting at most 0.3 s for it, the steps it missed carry no keypoints from it
+    (zeros), and they are counted."""
+    sources = SynchronisedSources([VideoFileSource(CLIP), StallingSource(VideoFileSource(CLIP), after=3, seconds=20)],
                                   max_wait=0.3)
     capture = Capture()
     pipeline, _, _ = build_pipeline(_config(rig_file, tmp_path, max_frames=12), source=sources, extra_stages=[capture])
@@ -88,7 +89,7 @@ def test_a_frozen_camera_leaves_the_run_on_the_other(rig_file, tmp_path):
     seen = [i for i, frame in enumerate(capture.frames) if any(KEYPOINTS in a for _, a in frame)]
     missing = [i for i, frame in enumerate(capture.frames)
                if any(KEYPOINTS in a and not a[VIEWS_KEY].any() for _, a in frame)]
-    assert sources.views_missing[1] == 9, "frozen from its 4th frame to the end"
+    assert sources.views_missing[1] == 9, "frozen from its 4th frame on"
     assert missing == [i for i in seen if i >= 3] and missing, (seen, missing)
     assert any("poses" in a for i in missing for _, a in capture.frames[i]), "bodies go on from the one camera"
 
@@ -100,6 +101,18 @@ def test_several_sources_need_a_multi_camera_rig(tmp_path):
     head.write_text("%YAML:1.0\n---\nrig: head_mounted\nrotation_vector: [0., 0., 0.]\ntranslation: [0., 0., 0.]\n")
     with pytest.raises(ConfigError, match="not a multi-camera rig"):
         run(RunConfig(source=str(CLIP), more_sources=[str(CLIP)], rig=str(head), publish=None, progress=False))
+
+
+def test_the_command_line_names_what_is_missing(rig_file, capsys):
+    from streamer.cli import main
+
+    assert main(["run", "--source", str(CLIP), "--source-offset", "0.5", "--publish", "none"]) == 2
+    assert "--source-offset aligns several sources" in capsys.readouterr().err
+    assert main(["run", "--source", str(CLIP), "--rig", rig_file, "--publish", "none"]) == 2
+    assert "give one --source per camera" in capsys.readouterr().err
+    assert main(["run", "--source", str(CLIP), "--source", str(CLIP), "--source", str(CLIP), "--rig", rig_file,
+                 "--publish", "none"]) == 2
+    assert "the rig has 2 cameras but 3 --source" in capsys.readouterr().err
 
 
 def test_placement_moves_a_lift_onto_the_triangulated_hips(rig_file):

@@ -93,23 +93,23 @@ def test_a_stalled_source_degrades_to_the_remaining_views():
     sync = SynchronisedSources([VideoFileSource(CLIP), stalled], max_wait=0.25)
     started = time.monotonic()
     try:
-        steps = _take(sync, 30)
+        steps = _take(sync, 40)
     finally:
         sync.close()
     elapsed = time.monotonic() - started
-    assert [s[0] for s in steps] == list(range(30))
+    assert [s[0] for s in steps] == list(range(40))
     assert all(views[0] is not None and views[0][0] == i for i, (_, _, views) in enumerate(steps)), \
         "the first camera is never held back"
     missing = [i for i, (_, _, views) in enumerate(steps) if views[1] is None]
     assert missing and missing[0] == 8, missing
-    assert 4 <= len(missing) <= 16, missing
+    assert 4 <= len(missing) <= 30, missing
     assert sync.views_missing[1] == len(missing) and sync.frames_missed >= len(missing)
     back = [i for i, (_, _, views) in enumerate(steps) if views[1] is not None and i > missing[-1]]
     assert back, "the second camera should be back"
     for i in back:
         views = steps[i][2]
         assert views[1][0] == i and np.array_equal(views[0][1], views[1][1]), "back in step"
-    assert elapsed < 2.0 + 30 * 0.25, elapsed
+    assert elapsed < 2.0 + 40 * 0.25, elapsed
 
 
 def test_a_source_that_ends_leaves_the_others_running():
