@@ -90,6 +90,7 @@ class RefineStage(Stage):
         self.fit_deadline_s = fit_deadline_s
         self.frames_fitted = 0
         self.frames_fit_skipped = 0
+        self._fit_poses_body = getattr(refiner.refiner, "body", None) is body
         self._held: LagBuffer[tuple[int, Frame]] = LagBuffer(refiner.lag)
         self._step = -1
 
@@ -161,9 +162,15 @@ class RefineStage(Stage):
         x = torch.stack([e[0] for _, e in found])
         trans = torch.stack([e[1] for _, e in found])
         R = rotations_of(x)
-        with torch.no_grad():
-            out = self.body(R, x[:, BETAS], trans, keypoints="blazepose33")
-        joints = out.joints
+        # The fit posed these bodies already (same body model): their joints and points are
+        # taken as it left them; else (a frame not fitted) they are posed here.
+        bodies = [self.online.body(p.track_id, step) for p, _ in found] if self._fit_poses_body else [None]
+        if all(b is not None for b in bodies):
+            joints, points = torch.stack([b[0] for b in bodies]), torch.stack([b[1] for b in bodies])
+        else:
+            with torch.no_grad():
+                out = self.body(R, x[:, BETAS], trans, keypoints="blazepose33")
+            joints, points = out.joints, out.keypoints["blazepose33"]
         poses = matrix_to_axis_angle(R).reshape(-1, 72)
         for i, (person, _) in enumerate(found):
             person.arrays.update(poses=poses[i].numpy().astype(np.float32), betas=x[i, BETAS].numpy().astype(np.float32),
@@ -172,7 +179,7 @@ class RefineStage(Stage):
         fitted = [i for i, (p, _) in enumerate(found) if KEYPOINTS in p.arrays]
         if fitted:
             measure_persons(self.body, self.camera_params, [found[i][0] for i in fitted], self.quality,
-                            points=out.keypoints["blazepose33"][fitted])
+                            points=points[fitted])
         done = {id(p) for p, _ in found}
         measure_persons(self.body, self.camera_params, [p for p in frame.persons if id(p) not in done], self.quality)
         return frame

@@ -234,17 +234,24 @@ class KeypointFitter:
     # -- the fit ----------------------------------------------------------------------------
     def refine(self, batch: WindowBatch, camera: CameraParams) -> tuple[torch.Tensor, torch.Tensor]:
         """Fitted ``(x, trans)`` (S, T, 154), (S, T, 3): free rows changed, others as given."""
+        return self.refine_bodies(batch, camera)[:2]
+
+    def refine_bodies(self, batch: WindowBatch, camera: CameraParams):
+        """:meth:`refine`'s ``(x, trans)`` and the fitted bodies' joints (S, T, 24, 3) and
+        BlazePose-33 points (S, T, 33, 3), camera frame, metres, at the free frames (zeros
+        at the others; None for both when no frame was free): the fit has posed them
+        already, so a caller need not pose them again."""
         with torch.no_grad():
             return self._refine(batch, camera)
 
-    def _refine(self, batch: WindowBatch, camera: CameraParams) -> tuple[torch.Tensor, torch.Tensor]:
+    def _refine(self, batch: WindowBatch, camera: CameraParams):
         s = self.settings
         valid = batch.valid
         free = batch.free & valid
         base_x = torch.where(valid[..., None], batch.x,
                              torch.cat([IDENTITY_6D, batch.x.new_zeros(batch.x.shape[-1] - ROT_DIM)]))
         if not bool(free.any()):
-            return base_x, batch.trans
+            return base_x, batch.trans, None, None
         S, T = free.shape
         # Free frames of each window, padded to F (rows of the linear system per window).
         counts = free.sum(1)
@@ -287,10 +294,14 @@ class KeypointFitter:
         t = batch.trans[sel].clone()
         if world is not None and s.flip_depth > 0 and self.turn_limbs:
             R, x_obs = self._turn_over_limbs(R, b, t, x_obs, world, world_w)
-        # Context frames' joints and shapes: constants of the temporal terms.
-        joints_all = self.body(rotation_6d_to_matrix(base_x[..., :ROT_DIM].reshape(S * T, NUM_JOINTS, 6)),
-                               base_x[..., ROT_DIM:ROT_DIM + NUM_BETAS].reshape(S * T, -1),
-                               batch.trans.reshape(S * T, 3)).joints.view(S, T, _JOINTS)
+        # Context frames' joints and shapes: constants of the temporal terms (the joints as the
+        # caller kept them from an earlier fit, else posed here).
+        if batch.joints is not None:
+            joints_all = batch.joints.reshape(S, T, _JOINTS)
+        else:
+            joints_all = self.body(rotation_6d_to_matrix(base_x[..., :ROT_DIM].reshape(S * T, NUM_JOINTS, 6)),
+                                   base_x[..., ROT_DIM:ROT_DIM + NUM_BETAS].reshape(S * T, -1),
+                                   batch.trans.reshape(S * T, 3)).joints.view(S, T, _JOINTS)
         betas_all = base_x[..., ROT_DIM:ROT_DIM + NUM_BETAS].clone()
         temporal = self._temporal_operators(valid)
 
@@ -364,16 +375,17 @@ class KeypointFitter:
                     else:
                         Hw += weight * torch.einsum("sfg,sfda,sgdb->sfagb", Mf, jac, jac)
                         gw += weight * torch.einsum("sfda,sfd->sfa", jac, grad) * used[..., None]
-            return Ew, Hw, gw
+            return Ew, Hw, gw, out
 
         cols_pos = torch.arange(F)[None].expand(S, F)
         times = s.prior_times if self.model is not None else ()
         lam = 1e-3
+        final = None
         for t_noise in times or (None,):
             x_now = torch.cat([matrix_to_rotation_6d(R).flatten(1), b], -1)
             x_prior = x_obs if t_noise is None else self._prior(x_now, x_obs, cond, t_noise)
             for _ in range(s.iters):
-                E0, H, g = energy_and_system(R, b, t, x_prior, True)
+                E0, H, g, out0 = energy_and_system(R, b, t, x_prior, True)
                 n = F * THETA
                 Hm = H.reshape(S, n, n)
                 diag = torch.diagonal(Hm, dim1=-2, dim2=-1)
@@ -389,7 +401,7 @@ class KeypointFitter:
                     step = -sol.view(S, F, THETA)[used]
                     R1 = R @ axis_angle_to_matrix(step[:, :72].reshape(-1, NUM_JOINTS, 3))
                     b1, t1 = b + step[:, 72:82], t + step[:, 82:]
-                    E1 = energy_and_system(R1, b1, t1, x_prior, False)[0]
+                    E1, _, _, out1 = energy_and_system(R1, b1, t1, x_prior, False)
                     better = E1 <= E0 + 1e-9
                     if bool(better.all()):
                         lam = max(lam / 3, 1e-7)
@@ -400,8 +412,13 @@ class KeypointFitter:
                 R = torch.where(take[:, None, None, None], R1, R)
                 b = torch.where(take[:, None], b1, b)
                 t = torch.where(take[:, None], t1, t)
+                final = torch.where(take[:, None], out1, out0)  # the outputs of the bodies kept
         x_fit = torch.cat([matrix_to_rotation_6d(R).flatten(1), b], -1)
-        return base_x.index_put(sel, x_fit), batch.trans.index_put(sel, t)
+        if final is None:  # no iteration: the bodies as they came
+            final = self._outputs(R, b, t, camera, K, dist)
+        joints = final.new_zeros(S, T, NUM_JOINTS, 3).index_put(sel, final[:, _PX + _KP:_PX + _KP + _JOINTS].view(-1, NUM_JOINTS, 3))
+        points = final.new_zeros(S, T, 33, 3).index_put(sel, final[:, _PX:_PX + _KP].view(-1, 33, 3))
+        return base_x.index_put(sel, x_fit), batch.trans.index_put(sel, t), joints, points
 
     def _turn_over_limbs(self, R, b, t, x_obs, world, world_w):
         """Where the 2D cannot tell whether a forearm or shin points towards the camera or

@@ -90,6 +90,10 @@ class _Entry:
     obs: Observation
     x: torch.Tensor
     trans: torch.Tensor
+    # The fitted body at (x, trans) when the refiner posed it (KeypointFitter): its joints
+    # (24, 3) and BlazePose-33 points (33, 3), camera frame; None until then.
+    joints: torch.Tensor | None = None
+    points: torch.Tensor | None = None
 
 
 class OnlineRefiner:
@@ -151,6 +155,13 @@ class OnlineRefiner:
         e = self._held.get((track_id, step))
         return None if e is None else (e.x, e.trans)
 
+    def body(self, track_id: int, step: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The joints (24, 3) and BlazePose-33 points (33, 3), camera frame, of the body
+        :meth:`estimate` gives, as the fit posed it; None where it did not (a frame added
+        without a fit, or a refiner that does not say)."""
+        e = self._held.get((track_id, step))
+        return None if e is None or e.joints is None else (e.joints, e.points)
+
     def _refine(self, ids: list[int], step: int, camera: CameraParams) -> None:
         bufs = [self.tracks[t] for t in ids]
         T = max(len(b) for b in bufs)
@@ -180,8 +191,20 @@ class OnlineRefiner:
         valid = torch.tensor([[e is not None for e in row] for row in slots], dtype=torch.bool).view(S, T)
         free_rows = [[e is not None and e.step >= step - self.lag for e in row] for row in slots]
         free = torch.tensor(free_rows, dtype=torch.bool).view(S, T)
-        x_new, trans_new = self.refiner.refine(WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views), camera)
+        batch = WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views)
+        if not hasattr(self.refiner, "refine_bodies"):
+            x_new, trans_new = self.refiner.refine(batch, camera)
+            joints_new = points_new = None
+        else:
+            # The context frames' joints as their last fit posed them (free frames are posed
+            # by the fit itself), when every one has them.
+            context = [e for row, flags in zip(slots, free_rows) for e, f in zip(row, flags) if e is not None and not f]
+            if all(e.joints is not None for e in context):
+                batch.joints = stacked(lambda e: e.joints, first.x.new_zeros(24, 3))
+            x_new, trans_new, joints_new, points_new = self.refiner.refine_bodies(batch, camera)
         for i, row in enumerate(slots):
             for j, e in enumerate(row):
                 if free_rows[i][j]:
                     e.x, e.trans = x_new[i, j], trans_new[i, j]
+                    if joints_new is not None:
+                        e.joints, e.points = joints_new[i, j], points_new[i, j]
