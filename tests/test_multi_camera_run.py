@@ -142,3 +142,33 @@ def test_placement_moves_a_lift_onto_the_triangulated_hips(rig_file):
     placed = rig.place(body, x, wrong, ref, other)
     assert (placed - truth).norm() < 0.02, placed
     assert torch.equal(rig.place(body, x, wrong, ref, torch.zeros_like(other)), wrong), "one view: the lift's place"
+
+
+def test_a_rig_with_camera_0_elsewhere_gives_outputs_in_its_frame(tmp_path):
+    """A hand-made rig whose frame is not camera 0's (camera 0 pitched 20 degrees down, 1.5 m
+    up): the other camera's pose is taken relative to camera 0, and the outputs are moved
+    into the rig's frame."""
+    from scipy.spatial.transform import Rotation
+
+    from streamer.frames import Frame, Person
+    from streamer.multi_view import RigFrameStage
+
+    camera = assumed_camera(1280, 720)
+    R0 = Rotation.from_euler("x", -20, degrees=True).as_matrix()
+    t0 = np.array([0.0, -1.5, 0.0])
+    R1 = Rotation.from_euler("y", -30, degrees=True).as_matrix() @ R0
+    t1 = np.array([1.0, -1.5, 0.5])
+    path = tmp_path / "rig.yaml"
+    write_multi_camera_rig([RigCamera("a", camera, R0, t0), RigCamera("b", camera, R1, t1)], path)
+    rig = MultiViewRig.load(str(path), [(1280, 720), (1280, 720)])
+    assert not rig.reference_at_origin
+    p_rig = np.array([0.3, -0.9, 4.0])
+    p0, p1 = R0.T @ (p_rig - t0), R1.T @ (p_rig - t1)
+    R, t = rig.poses[0]
+    assert np.allclose(R @ p0 + t, p1, atol=1e-9)
+    joints = np.random.default_rng(0).normal(size=(24, 3)).astype(np.float32) + p0.astype(np.float32)
+    person = Person(1, 1.0, {"joints": joints, "trans": joints[0] + 0.01, "poses": np.zeros(72, np.float32)})
+    frame = RigFrameStage(rig).process(Frame(0, None, 0.0, (1280, 720), persons=[person]))
+    assert np.allclose(person.arrays["joints"], joints @ R0.T + t0, atol=1e-5)
+    assert np.allclose(person.arrays["joints"][0], p_rig + (joints[0] - p0) @ R0.T, atol=1e-5)
+    assert frame.camera_pose["frame"] == "rig"
