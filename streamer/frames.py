@@ -22,6 +22,9 @@ class Person:
     track_id: int
     score: float
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    # What a stage computed for a later stage of the same run, never published or recorded
+    # (the lift's denoiser condition and rotations, which the fit would compute again).
+    handover: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass

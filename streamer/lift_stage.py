@@ -52,6 +52,8 @@ class LiftStage(Stage):
         for i, person in enumerate(persons):
             if bool(result.valid[i]):
                 person.arrays.update({k: v[i] for k, v in arrays.items()})
+                # For the refine stage: what it would otherwise compute again.
+                person.handover["lift"] = (result.rotations[i], result.condition[i], result.condition_world)
         if self.quality is not None:
             measure_persons(self.lifter.body, self.camera_params, persons, self.quality)
         return frame

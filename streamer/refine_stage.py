@@ -123,7 +123,7 @@ class RefineStage(Stage):
     def _observations(self, frame: Frame) -> dict:
         from engines.body.rotations import axis_angle_to_matrix
         from engines.diffusion.denoiser import pose_vector
-        from engines.diffusion.features import condition_features
+        from engines.diffusion.features import COND_DIM, WORLD_COND_DIM, condition_features
         from engines.refinement.online import Observation
 
         persons = [p for p in frame.persons if "poses" in p.arrays and KEYPOINTS in p.arrays]
@@ -132,13 +132,21 @@ class RefineStage(Stage):
         if not persons:
             return {}
         pixels = np.stack([p.arrays[KEYPOINTS] for p in persons]).astype(np.float64)
-        normalised = torch.from_numpy(self.camera.normalize_keypoints(pixels).astype(np.float32))
         # Stacked once, for the condition and the fit (a zero row: no landmarks for that person).
         worlds = world_rows(persons) if self.use_world else None
-        cond = condition_features(normalised, worlds, world=self.denoiser_uses_world)
-        poses = torch.from_numpy(np.stack([p.arrays["poses"] for p in persons]).astype(np.float32))
         betas = torch.from_numpy(np.stack([p.arrays["betas"] for p in persons]).astype(np.float32))
-        x = pose_vector(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas)
+        # The lift's own rotations and condition when it handed them over for these very
+        # keypoints (the same network with the landmarks given alike); else computed here.
+        lifted = [p.handover.get("lift") for p in persons]
+        dim = WORLD_COND_DIM if self.denoiser_uses_world else COND_DIM
+        if all(h is not None and h[2] == (worlds is not None) and h[1].shape[-1] == dim for h in lifted):
+            cond = torch.stack([h[1] for h in lifted])
+            x = pose_vector(torch.stack([h[0] for h in lifted]), betas)
+        else:
+            normalised = torch.from_numpy(self.camera.normalize_keypoints(pixels).astype(np.float32))
+            cond = condition_features(normalised, worlds, world=self.denoiser_uses_world)
+            poses = torch.from_numpy(np.stack([p.arrays["poses"] for p in persons]).astype(np.float32))
+            x = pose_vector(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas)
         trans = torch.from_numpy(np.stack([p.arrays["trans"] for p in persons]).astype(np.float32))
         keypoints = torch.from_numpy(pixels.astype(np.float32))
         views = None

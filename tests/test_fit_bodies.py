@@ -60,3 +60,34 @@ def lifted_rotations(result):
     from engines.body.rotations import axis_angle_to_matrix
 
     return axis_angle_to_matrix(result.poses.view(-1, 24, 3))
+
+
+def test_the_lifts_handover_gives_the_fit_what_it_would_compute():
+    """The refine stage takes the lift's condition and rotations for the same keypoints
+    instead of computing them again: the observations are the same either way."""
+    from calibration.camera_file import camera_or_assumed
+    from engines.body.body_model import BodyModel
+    from engines.run_engines import build_lifter, build_refiner
+    from engines.run_plan import plan_run
+    from streamer.app import RunConfig
+    from streamer.frames import Frame, Person
+    from streamer.lift_file import read_keypoint_file
+    from streamer.lift_stage import LiftStage
+    from streamer.refine_stage import RefineStage
+
+    track = read_keypoint_file(TRACK)
+    camera, _ = camera_or_assumed(None, *track.image_size)
+    plan = plan_run(RunConfig(source="test"), "live")
+    body = BodyModel.load()
+    lift, refine = LiftStage(camera, build_lifter(plan, body)), RefineStage(camera, build_refiner(plan, body), body)
+    persons = [Person(t, 1.0, {"keypoints_blazepose33": track.keypoints[40 + t].astype(np.float32),
+                               "world_blazepose33": track.world[40 + t].astype(np.float32)}) for t in range(3)]
+    frame = lift.process(Frame(0, None, 0.0, tuple(track.image_size), persons=persons))
+    assert all("lift" in p.handover for p in persons)
+    handed = refine._observations(frame)
+    for p in persons:
+        p.handover.clear()
+    computed = refine._observations(frame)
+    for t in range(3):
+        torch.testing.assert_close(handed[t].cond, computed[t].cond, atol=1e-6, rtol=0)
+        torch.testing.assert_close(handed[t].x, computed[t].x, atol=1e-5, rtol=0)

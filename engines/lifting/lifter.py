@@ -49,6 +49,10 @@ class LiftResult:
     poses_std: torch.Tensor  # (B, 24) angular spread of the samples about the estimate
     joints_std: torch.Tensor  # (B, 24) positional spread of the samples' joints (root-relative)
     valid: torch.Tensor  # (B,) False where too few keypoints were seen to lift
+    rotations: torch.Tensor | None = None  # (B, 24, 3, 3) the local rotations ``poses`` holds
+    condition: torch.Tensor | None = None  # (B, C) the denoiser's condition of each person
+    # whether world landmarks went into ``condition``
+    condition_world: bool = False
 
     #: The per-person SMPL arrays a motion file or a wire message carries.
     SMPL_FIELDS = ("poses", "betas", "trans", "joints", "poses_std", "joints_std")
@@ -222,12 +226,15 @@ class Lifter:
             wl = torch.as_tensor(world_landmarks, dtype=torch.float32).reshape(B, 33, 3)
         if self.mirror_half:
             both_wl = None if wl is None else torch.cat([wl, mirror_keypoints(wl)])
-            x = self._draw(self.condition(torch.cat([safe, mirror_keypoints(safe)]), both_wl), self.samples_per_call)
+            cond = self.condition(torch.cat([safe, mirror_keypoints(safe)]), both_wl)
+            x = self._draw(cond, self.samples_per_call)
+            cond = cond[:B]
             R_samples = rotations_of(x)
             R_samples = torch.cat([R_samples[:B], mirror_rotations(R_samples[B:])], dim=1)
             x = torch.cat([x[:B], x[B:]], dim=1)  # betas are left-right symmetric: used as they are
         else:
-            x = self._draw(self.condition(safe, wl), N)
+            cond = self.condition(safe, wl)
+            x = self._draw(cond, N)
             R_samples = rotations_of(x)
         R = rotation_mean(R_samples.transpose(1, 2)).contiguous()  # (B, 24, 3, 3)
         betas = x[..., BETAS].mean(dim=1)
@@ -246,7 +253,7 @@ class Lifter:
         # by the temperature fitted on held-out frames, it reads as a calibrated RMS error.
         return LiftResult(poses=matrix_to_axis_angle(R).reshape(B, -1), betas=betas, trans=trans, joints=joints,
                           poses_std=poses_std * self.spread_scale, joints_std=joints_std * self.spread_scale,
-                          valid=valid)
+                          valid=valid, rotations=R, condition=cond, condition_world=wl is not None)
 
 
 _MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
