@@ -27,6 +27,8 @@ def build_keypoints(plan: RunPlan, fps: float = 30.0, networks: PersonKeypoints 
                            max_persons=plan.max_persons, detector_tile_size=plan.detector_tile_size,
                            background_detection=plan.background_detection,
                            dormant_frames=round(plan.reid_seconds * fps),
+                           # Live, several people's landmarks on both cores (docs/performance.md).
+                           landmark_sessions=2 if plan.mode == "live" and plan.keypoints.backend == "onnxruntime" else 1,
                            detector=None if networks is None else networks.detector,
                            landmarker=None if networks is None else networks.landmarker)
 

@@ -13,6 +13,14 @@ refine stage (what the keypoint fit costs). All run the current code (the source
 for the models, the detector runs beside the landmarks, the landmark model without its
 segmentation head). ``--max-persons 1`` follows one person in the clip (the target's
 case); frames of the real clip are also split by how many people they show.
+
+``--before-tree DIR`` adds the variant ``tree``: the live defaults run by the code checked
+out in DIR (e.g. ``git worktree add /tmp/before COMMIT``), in a process of its own, in turn
+with the others, so a change can be measured against the code before it in one run:
+
+    python tools/bench_live.py --before-tree /tmp/before --variants tree after \
+        --sources clip clip-1 synthetic-4 synthetic-8
+
 Figures: docs/performance.md.
 """
 
@@ -21,7 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,9 +46,29 @@ VARIANTS = {
     "fp32": dict(denoiser_precision="fp32"),
     "after": dict(),
     "unfitted": dict(refine=False),  # the live defaults without the keypoint fit: what it costs
+    "tree": dict(),  # the live defaults of the code in --before-tree
 }
-SOURCES = {"clip": None, "clip-1": None, "synthetic-1": 1, "synthetic-2": 2}
+SOURCES = {"clip": None, "clip-1": None, "synthetic-1": 1, "synthetic-2": 2, "synthetic-4": 4, "synthetic-8": 8}
 MAX_PERSONS = {"clip-1": 1}  # the others follow up to 6 (the default)
+
+
+def bench_in_tree(tree: str, options: dict, synthetic: int | None, frames: int) -> dict:
+    """:func:`streamer.bench.bench_once` of the code checked out in ``tree``, in a process of
+    its own (its modules, this interpreter and its packages); the summary it prints."""
+    code = ("import json, logging, sys\n"
+            "logging.basicConfig(level=logging.WARNING)\n"
+            "from streamer.app import RunConfig\n"
+            "from streamer.bench import bench_once\n"
+            "options, synthetic, frames = json.loads(sys.argv[1])\n"
+            "summary = bench_once(RunConfig(**options), synthetic=synthetic, frames=frames, warmup=10)\n"
+            "print('SUMMARY ' + json.dumps(summary))\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
+    done = subprocess.run([sys.executable, "-c", code, json.dumps([options, synthetic, frames])], cwd=tree, env=env,
+                          capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("SUMMARY ")]
+    if done.returncode or not lines:
+        raise SystemExit(f"bench in {tree} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("SUMMARY "):])
 
 
 def main() -> int:
@@ -48,16 +78,22 @@ def main() -> int:
     p.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--json", help="write every run's summary here")
+    p.add_argument("--before-tree", metavar="DIR", help="a checkout whose code the 'tree' variant runs")
     args = p.parse_args()
+    if "tree" in args.variants and not args.before_tree:
+        p.error("the 'tree' variant needs --before-tree DIR")
     logging.basicConfig(level=logging.WARNING)
     conditions = machine()
     runs: dict[str, dict[str, list[dict]]] = {}
     for _ in range(args.rounds):
         for src in args.sources:
             for variant in args.variants:
-                config = RunConfig(source=str(CLIP), mode="live", publish=None, progress=False,
-                                   max_persons=MAX_PERSONS.get(src, 6), **VARIANTS[variant])
-                summary = bench_once(config, synthetic=SOURCES[src], frames=args.frames, warmup=10)
+                options = dict(source=str(CLIP), mode="live", publish=None, progress=False,
+                               max_persons=MAX_PERSONS.get(src, 6), **VARIANTS[variant])
+                if variant == "tree":
+                    summary = bench_in_tree(args.before_tree, options, SOURCES[src], args.frames)
+                else:
+                    summary = bench_once(RunConfig(**options), synthetic=SOURCES[src], frames=args.frames, warmup=10)
                 runs.setdefault(src, {}).setdefault(variant, []).append(summary)
                 _, g = end_to_end(summary)
                 print(f"{src:12s} {variant:7s} fps {summary['fps'] or 0:5.1f}  p50 {g['p50']:6.1f}  p99 {g['p99']:6.1f} ms  "

@@ -151,6 +151,8 @@ class PersonKeypoints:
             mode: a detector frame then costs the landmark path nothing, at the price of
             newcomers joining a frame or two later and results that depend on timing).
             When nobody is followed the detector runs in line, as it must find someone.
+        landmark_sessions: split a frame's landmark crops over this many network sessions
+            on as many threads (`PoseLandmarker`'s ``sessions``; live mode: 2).
     """
 
     def __init__(
@@ -170,6 +172,7 @@ class PersonKeypoints:
         backend: str = "auto",
         background_detection: bool = False,
         dormant_frames: int = 0,
+        landmark_sessions: int = 1,
     ) -> None:
         if detect_every < 1:
             raise ValueError(f"PersonKeypoints: detect_every must be >= 1, got {detect_every}")
@@ -184,7 +187,7 @@ class PersonKeypoints:
             providers=providers, intra_op_threads=intra_op_threads, backend=backend,
         )
         self.landmarker = landmarker or PoseLandmarker(providers=providers, intra_op_threads=intra_op_threads,
-                                                       backend=backend)
+                                                       backend=backend, sessions=landmark_sessions)
         self.tracker = tracker or Tracker(high_score=min_presence, low_score=min(0.1, min_presence), min_hits=2,
                                           dormant_frames=dormant_frames)
         self._rois: list[Roi] = []
