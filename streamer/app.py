@@ -107,7 +107,13 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engin
 
         from .refine_stage import LIVE_FIT_DEADLINE_S
 
-        stages.append(RefineStage(camera, engines.refiner(), engines.body, threads=plan.refine.threads,
+        refiner = engines.refiner()
+        if rig is not None:
+            # Each frame starts from its own lift placed on the triangulated hips, not from the
+            # last estimate moved by the lift's change: that carried the first frames' depth
+            # errors on (tools/multiview_depth.py: 0.87 m against 0.21 m at 8 m, docs/multi-camera.md).
+            refiner.warm_start = False
+        stages.append(RefineStage(camera, refiner, engines.body, threads=plan.refine.threads,
                                   fit_deadline_s=LIVE_FIT_DEADLINE_S if plan.mode == "live" else None,
                                   use_world=plan.world_landmarks, rig=rig))
     return stages
