@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import CLIP
+from engines.run_defaults import REFINE_LAG
 from streamer.cli import main
 
 FAIL_AT = 12
-REFINE_LAG = 5  # offline default: the refine stage holds this many frames
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_exception_in_a_stage_leaves_complete_motion_files_and_the_table(
     frames_out = int(err.split(" frames out")[0].split()[-1])
     # Frames before the failure that reached the outputs: all of them, except those the
     # refine stage was still holding when it failed itself.
-    expected = FAIL_AT - (REFINE_LAG + 1 if stage == "refine" else 0)
+    expected = FAIL_AT - (REFINE_LAG["offline"] + 1 if stage == "refine" else 0)  # frames the fit holds
     assert frames_out >= expected - 1
     smpl = sorted(record.glob("track_????.npz"))
     keypoints = sorted(record.glob("track_*_blazepose33.npz"))
