@@ -203,8 +203,10 @@ class PersonKeypoints:
 
     @property
     def background_cpu_seconds(self) -> float:
-        """Thread CPU time spent in background detector calls so far (0 without them)."""
-        return self._background.cpu_seconds if self._background is not None else 0.0
+        """Thread CPU time spent on helper threads so far: background detector calls and
+        the landmark network's extra sessions (0 without them)."""
+        detector = self._background.cpu_seconds if self._background is not None else 0.0
+        return detector + float(getattr(self.landmarker, "pool_cpu_seconds", 0.0))
 
     def reset(self) -> None:
         """Forget followed people and track ids (e.g. on a new video)."""

@@ -18,6 +18,8 @@ RectTransformationCalculator: centre at the alignment centre point, side
 from __future__ import annotations
 
 import math
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,6 +221,8 @@ class PoseLandmarker:
                                         providers=providers, name="landmarks") for _ in range(sessions - 1)]
         self._pool = ThreadPoolExecutor(max_workers=len(self._others), thread_name_prefix="landmarks") \
             if self._others else None
+        self.pool_cpu_seconds = 0.0  # thread CPU time of the shares run on the pool's threads
+        self._pool_lock = threading.Lock()
         self.session = getattr(self.engine, "session", None)  # the ORT session, when on onnxruntime
         self.input_name = self.engine.spec.input_names[0]
         by_shape = {}
@@ -259,11 +263,20 @@ class PoseLandmarker:
         # Contiguous shares, in order: the caller's thread runs the first, the pool the rest.
         bounds = np.linspace(0, len(rois), len(engines) + 1).round().astype(int)
         shares = [list(rois[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-        futures = [self._pool.submit(self._landmarks, e, image_rgb, s) for e, s in zip(engines[1:], shares[1:])]
+        futures = [self._pool.submit(self._timed, e, image_rgb, s) for e, s in zip(engines[1:], shares[1:])]
         out = self._landmarks(engines[0], image_rgb, shares[0])
         for f in futures:
             out += f.result()
         return out
+
+    def _timed(self, engine, image_rgb: np.ndarray, rois: Sequence[Roi]) -> list[PoseLandmarks]:
+        t0 = time.thread_time()
+        try:
+            return self._landmarks(engine, image_rgb, rois)
+        finally:
+            spent = time.thread_time() - t0
+            with self._pool_lock:
+                self.pool_cpu_seconds += spent
 
     def _landmarks(self, engine, image_rgb: np.ndarray, rois: Sequence[Roi]) -> list[PoseLandmarks]:
         x = self.crops(image_rgb, rois)
