@@ -149,3 +149,25 @@ def test_world_frame_needs_the_people_boxes(clip):
     with pytest.raises(ConfigError, match="drop --no-perception"):
         build_pipeline(RunConfig(source=str(clip), publish=None, perception=False, output_frame="world",
                                  camera_pitch=0.0))
+
+
+def test_head_frame_through_the_rig_file(tmp_path):
+    from calibration.camera import assumed_camera
+    from calibration.rig import Rig, load_rig, save_rig
+    from streamer.app import RunConfig
+    from streamer.output_frame import OutputFrameStage, frame_stages
+
+    save_rig(Rig.from_angles(pitch_down_deg=35, translation=(0.0, -0.09, 0.06)), tmp_path / "rig.yaml")
+    rig = load_rig(tmp_path / "rig.yaml")
+    config = RunConfig(source="x", output_frame="head", rig=str(tmp_path / "rig.yaml"))
+    stages = frame_stages(config, assumed_camera(640, 480), [])
+    assert isinstance(stages[-1], OutputFrameStage)
+    joints = np.random.default_rng(0).normal(size=(24, 3)).astype(np.float32) + [0, 0, 3]
+    frame = Frame(0, None, 0.0, (640, 480), persons=[Person(1, 0.9, {"joints": joints,
+                                                                    "trans": joints[0].copy(),
+                                                                    "poses": np.zeros(72, np.float32)})])
+    stages[-1].process(frame)
+    arrays = frame.persons[0].arrays
+    assert np.abs(arrays["joints"] - rig.camera_to_head(joints)).max() < 1e-5
+    assert np.abs(arrays["camera_position"] - rig.translation).max() < 1e-6
+    assert frame.camera_pose["frame"] == "head"

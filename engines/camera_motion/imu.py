@@ -227,11 +227,15 @@ def estimate_time_offset(frame_times: np.ndarray, camera_rotations: np.ndarray, 
     a parabola through its neighbours. Raises ImuError when the head hardly moved (there is
     nothing to correlate) or the streams barely overlap.
     """
-    mid, speed = rotation_speed(frame_times, camera_rotations)
+    times = np.asarray(frame_times, np.float64)
+    # turns over about 0.1 s: per-frame steps of a noisy IMU are mostly noise
+    stride = max(1, int(round(0.1 / float(np.median(np.diff(times))))))
+    t0, t1 = times[:-stride], times[stride:]
+    speed = np.radians(angle_deg(np.swapaxes(camera_rotations[:-stride], -1, -2) @ camera_rotations[stride:])) / (t1 - t0)
     if len(speed) < 10 or np.std(speed) < math.radians(2.0):
         raise ImuError("cannot synchronise the IMU: the camera hardly turned (needs a few degrees a second)")
     a = (speed - speed.mean()) / speed.std()
-    t0, t1 = np.asarray(frame_times[:-1], np.float64), np.asarray(frame_times[1:], np.float64)
+    mid = t0
 
     def score(d: float) -> float:
         inside = (t0 + d >= imu.times[0]) & (t1 + d <= imu.times[-1])
@@ -251,7 +255,7 @@ def estimate_time_offset(frame_times: np.ndarray, camera_rotations: np.ndarray, 
         raise ImuError("cannot synchronise the IMU: its samples and the video do not overlap in time "
                        f"within +-{max_offset:g} s")
     centre = coarse[int(np.argmax(scores))]
-    offsets = np.arange(centre - 10 * step, centre + 10 * step + 1e-9, step)
+    offsets = np.arange(centre - 20 * step, centre + 20 * step + 1e-9, step)  # the coarse peak is flat
     scores = np.array([score(d) for d in offsets])
     best = int(np.argmax(scores))
     offset = offsets[best]
@@ -264,21 +268,20 @@ def estimate_time_offset(frame_times: np.ndarray, camera_rotations: np.ndarray, 
 
 
 def estimate_imu_to_camera(frame_times: np.ndarray, camera_rotations: np.ndarray, imu: ImuTrack,
-                           offset: float) -> np.ndarray:
-    """The camera-from-IMU rotation, from the angular velocities seen by both
-    (``w_cam = R w_imu``), for a rig file that does not give it."""
-    mid, speed = rotation_speed(frame_times, camera_rotations)
-    dt = np.diff(frame_times)
-    w_cam = Rotation.from_matrix(np.swapaxes(camera_rotations[:-1], -1, -2) @ camera_rotations[1:]).as_rotvec()
-    w_cam /= dt[:, None]
-    imu_a, imu_b = imu.at(frame_times[:-1] + offset), imu.at(frame_times[1:] + offset)
-    w_imu = Rotation.from_matrix(np.swapaxes(imu_a, -1, -2) @ imu_b).as_rotvec() / dt[:, None]
-    use = speed > math.radians(5.0)
+                           offset: float, stride: int = 5) -> np.ndarray:
+    """The camera-from-IMU rotation, for a rig file that does not give it: the camera's and
+    the IMU's turns over the same intervals (``stride`` frames: long enough for the turn to
+    stand well above the IMU's noise) have axes related by it (``r_cam = R r_imu``)."""
+    times = np.asarray(frame_times, np.float64)
+    a, b = np.arange(0, len(times) - stride), np.arange(stride, len(times))
+    r_cam = Rotation.from_matrix(np.swapaxes(camera_rotations[a], -1, -2) @ camera_rotations[b]).as_rotvec()
+    imu_a, imu_b = imu.at(times[a] + offset), imu.at(times[b] + offset)
+    r_imu = Rotation.from_matrix(np.swapaxes(imu_a, -1, -2) @ imu_b).as_rotvec()
+    use = np.linalg.norm(r_cam, axis=1) > math.radians(2.0)
     if use.sum() < 5:
         raise ImuError("cannot find how the IMU sits on the camera: the camera hardly turned; give imu_rotation "
                        "in the rig file")
-    # weight by speed: slow steps are mostly noise
-    return fit_rotation(w_cam[use], w_imu[use])
+    return fit_rotation(r_cam[use], r_imu[use])
 
 
 @dataclass
