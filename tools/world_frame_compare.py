@@ -2,7 +2,7 @@
 (``tools/warped_clip.py``), matched track to track: root (pelvis) position and heading,
 median and largest difference over the frames both followed.
 
-    python tools/world_frame_compare.py STATIC_DIR HEAD_DIR [--min-frames 30]
+    python tools/world_frame_compare.py STATIC_DIR HEAD_DIR [CAMERA_STATIC_DIR CAMERA_HEAD_DIR]
 
 STATIC_DIR/HEAD_DIR: ``run --record`` folders of static.mp4 and head.mp4, both in the same
 ``--output-frame``. In ``world`` the two should agree up to the estimate's errors; in
@@ -47,11 +47,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("static")
     ap.add_argument("head")
-    ap.add_argument("--min-frames", type=int, default=30)
+    ap.add_argument("camera_dirs", nargs="*", metavar="CAMERA_STATIC CAMERA_HEAD",
+                    help="the same two videos run in the camera frame: compared on the same tracks and frames")
+    ap.add_argument("--min-frames", type=int, default=10)
+    ap.add_argument("--switch-over", type=float, default=1.0, metavar="M",
+                    help="frames whose roots differ by more than M metres in the world frame are another person "
+                         "under the same track id (a tracker id switch in one run): counted, left out")
     args = ap.parse_args()
     static, head = load_tracks(Path(args.static)), load_tracks(Path(args.head))
-    print(f"{'static':>6s} {'head':>5s} {'frames':>6s} {'path m':>6s} {'root cm median':>14s} {'max':>6s} "
-          f"{'heading deg median':>18s} {'max':>6s}")
+    cam = [load_tracks(Path(d)) for d in args.camera_dirs] if len(args.camera_dirs) == 2 else None
+    print(f"{'frame':6s} {'static':>6s} {'head':>5s} {'frames':>6s} {'switch':>6s} {'path m':>6s} "
+          f"{'root cm median':>14s} {'p90':>6s} {'heading deg median':>18s} {'p90':>6s}")
     for sid, s in static.items():
         best = None
         for hid, h in head.items():
@@ -61,9 +67,21 @@ def main() -> None:
         if best is None:
             continue
         hid, common, root, dh = best
+        same = root <= args.switch_over
+        kept = common[same]
         path = float(np.linalg.norm(np.diff(s["joints"][:, 0, [0, 2]], axis=0), axis=1).sum())
-        print(f"{sid:6d} {hid:5d} {len(common):6d} {path:6.2f} {100 * np.median(root):14.1f} {100 * root.max():6.1f} "
-              f"{np.median(dh):18.1f} {dh.max():6.1f}")
+
+        def row(name, root, dh):
+            print(f"{name:6s} {sid:6d} {hid:5d} {len(kept):6d} {int((~same).sum()):6d} {path:6.2f} "
+                  f"{100 * np.median(root):14.1f} {100 * np.percentile(root, 90):6.1f} "
+                  f"{np.median(dh):18.1f} {np.percentile(dh, 90):6.1f}")
+
+        row("world", root[same], dh[same])
+        if cam is not None and sid in cam[0] and hid in cam[1]:
+            a, b = cam[0][sid], cam[1][hid]
+            keep = lambda t: {k: v[np.isin(t["frame_index"], kept)] for k, v in t.items()}  # noqa: E731
+            _, croot, cdh = compare(keep(a), keep(b))
+            row("camera", croot, cdh)
 
 
 if __name__ == "__main__":
