@@ -57,7 +57,7 @@ def main() -> int:
             _, g = end_to_end(summary)
             extra = ""
             if frame == "world":
-                cpu = _motions[-1].cpu_ms[10:]
+                cpu = list(_motions[-1].cpu_ms)[10:]
                 tracker_cpu += cpu
                 added = sum(summary["stages"][n]["cpu_ms_per_frame"] or 0 for n in ("camera-motion", "output-frame"))
                 extra = (f"  tracker CPU mean {np.mean(cpu):.2f} p99 {np.percentile(cpu, 99):.2f} ms/frame; "
