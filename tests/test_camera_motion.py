@@ -109,3 +109,18 @@ def test_fit_rotation_recovers_a_rotation_from_rays():
 def test_settings_are_frozen():
     with pytest.raises(Exception):
         TrackerSettings().max_width = 3  # type: ignore[misc]
+
+
+def test_translation_direction_only_where_the_scene_shows_parallax():
+    """Rays to points 2-6 m away from two camera centres 10 cm apart give the direction of
+    the move; from one centre (a pure rotation) the translation is unknown (None)."""
+    rng = np.random.default_rng(4)
+    X = rng.uniform([-2, -1, 2], [2, 1, 6], size=(200, 3))
+    a = X / np.linalg.norm(X, axis=1, keepdims=True)
+    tracker = VisualRotationTracker(virtual_pinhole())
+    assert tracker._translation(a, a) is None
+    t = np.array([0.08, 0.0, 0.06])
+    c = (X - t) / np.linalg.norm(X - t, axis=1, keepdims=True)
+    direction = tracker._translation(a, c)
+    assert direction is not None
+    assert np.degrees(np.arccos(np.clip(direction @ (t / np.linalg.norm(t)), -1, 1))) < 1.0
