@@ -5,9 +5,10 @@ Copies the bundled clip N times (8 by default) and processes them with ``batch``
 on the clip once, against ``batch`` on one copy, for the overhead of Ray, hashing and
 publishing. Each is a fresh command (local Ray started and stopped, models loaded), timed
 wall clock from start to exit; ``--rounds`` repeats the set, interleaved, so that other load
-on a shared machine falls on every configuration alike. Prints frames/s and videos/hour.
+on a shared machine falls on every configuration alike (``--reverse``: the configurations
+in the opposite order, for a second invocation). Prints frames/s and videos/hour.
 
-    python tools/bench_batch.py [--copies 8] [--rounds 1]
+    python tools/bench_batch.py [--copies 8] [--rounds 1] [--reverse]
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--reverse", action="store_true", help="run the configurations in the opposite order")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     try:
@@ -56,18 +58,21 @@ def main(argv: list[str] | None = None) -> int:
             "batch 2 workers x 1 thread": (["--workers", "2", "--threads-per-worker", "1"], videos, args.copies),
             "batch 1 worker x 1 thread, 1 video": (["--workers", "1"], single, 1),
         }
-        walls: dict[str, list[float]] = {name: [] for name in [*configs, "run --mode offline, 1 video"]}
+        plain = "run --mode offline, 1 video"
+        walls: dict[str, list[float]] = {name: [] for name in [*configs, plain]}
+        order = list(walls)[::-1] if args.reverse else list(walls)
         for r in range(args.rounds):
-            for name, (options, inputs, _) in configs.items():
-                out = work / f"out-{r}-{len(walls[name])}-{abs(hash(name))}"
-                walls[name].append(timed([SMPLSTREAM, "-q", "batch", str(inputs), "--out", str(out), *options]))
-                lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
-                assert all(x["status"] == "done" and not x["skipped"] for x in lines), lines
+            for name in order:
+                out = work / f"out-{r}-{order.index(name)}"
+                if name == plain:
+                    walls[name].append(timed([SMPLSTREAM, "-q", "run", "--source", str(single / "clip.mp4"),
+                                              "--mode", "offline", "--publish", "none", "--record", str(out)]))
+                else:
+                    options, inputs, _ = configs[name]
+                    walls[name].append(timed([SMPLSTREAM, "-q", "batch", str(inputs), "--out", str(out), *options]))
+                    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+                    assert all(x["status"] == "done" and not x["skipped"] for x in lines), lines
                 print(f"round {r + 1}: {name}: {walls[name][-1]:.1f} s", file=sys.stderr, flush=True)
-            name = "run --mode offline, 1 video"
-            walls[name].append(timed([SMPLSTREAM, "-q", "run", "--source", str(single / "clip.mp4"), "--mode", "offline",
-                                      "--publish", "none", "--record", str(work / f"run-{r}")]))
-            print(f"round {r + 1}: {name}: {walls[name][-1]:.1f} s", file=sys.stderr, flush=True)
         print(f"{'configuration':<38}{'videos':>7}{'frames':>8}{'wall s':>9}{'frames/s':>10}{'videos/h':>10}")
         for name, values in walls.items():
             count = configs[name][2] if name in configs else 1
