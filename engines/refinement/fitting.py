@@ -70,7 +70,7 @@ class FitSettings:
     flip_depth: float = 0.07  # metres: a forearm or shin whose depth the landmarks put this far
     # the other way round (and the body at least half as far) is turned over before the fit
     # (only after a lift that did not see the landmarks: KeypointFitter.turn_limbs)
-    joint_acc_sigma: float = 0.01  # metres / frame^2
+    joint_acc_sigma: float = 0.015  # metres / frame^2 (about 13 m/s^2 at 30 fps: a kick or a jump)
     joint_vel_sigma: float = 0.0  # metres / frame (0: off)
     betas_vel_sigma: float = 0.02
 
