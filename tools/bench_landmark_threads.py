@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Landmark crops of several people: one batched ONNX Runtime call (what the keypoints stage
 does) against the crops split over two sessions on two threads (1 intra-op thread each),
-and one session with 2 intra-op threads, interleaved on the same frame.
+one session with 2 intra-op threads, and one call per crop, interleaved on the same frame.
 
     python tools/bench_landmark_threads.py [--people 2 4] [--repeats 40]
 
@@ -56,6 +56,7 @@ def main() -> int:
         if len(rois) != people:
             print(f"{people}: the keypoints stage follows {len(rois)} people here, not {people}", file=sys.stderr)
         ways = {"one batched call (1 thread)": lambda: one(image, rois),
+                "one call per crop (1 thread)": lambda: [one(image, [r]) for r in rois],
                 "two sessions on two threads": lambda: split(image, rois),
                 "one batched call, 2 intra-op threads": lambda: two_threads(image, rois)}
         wall = {k: [] for k in ways}
