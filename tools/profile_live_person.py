@@ -39,7 +39,7 @@ TRACK = ROOT / "tests" / "data" / "keypoints" / "sports2d_track2_blazepose33.npz
 FIELDS = ("poses", "betas", "trans", "joints")
 
 
-def build_stages(precision: str | None = None):
+def build_stages(precision: str | None = None, mode: str = "live"):
     """The live lift and refine stages, as ``run --mode live`` builds them (``precision``:
     the denoiser's, default the live one)."""
     import torch
@@ -56,7 +56,7 @@ def build_stages(precision: str | None = None):
     torch.set_num_threads(1)
     track = read_keypoint_file(TRACK)
     camera, _ = camera_or_assumed(None, *track.image_size)
-    plan = plan_run(RunConfig(source="profile", denoiser_precision=precision), "live")
+    plan = plan_run(RunConfig(source="profile", denoiser_precision=precision), mode)
     body = BodyModel.load()
     lift = LiftStage(camera, build_lifter(plan, body))
     refine = RefineStage(camera, build_refiner(plan, body), body)
@@ -77,10 +77,10 @@ def frame_of(track, index: int, persons: int):
     return Frame(index=index, image=None, capture_time=0.0, source_size=tuple(track.image_size), persons=people)
 
 
-def run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None = None):
+def run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None = None, mode: str = "live"):
     """CPU ms per frame of lift and refine (medians over the measured frames), the published
     arrays of every frame, and the profile (or None)."""
-    track, lift, refine = build_stages(precision)
+    track, lift, refine = build_stages(precision, mode)
     lift.start()
     refine.start()
     lift_cpu, refine_cpu = [], []
@@ -128,6 +128,8 @@ def main() -> int:
                    help="the denoiser's weights (default: live mode's, int8). int8 quantises each call's "
                         "activations, so a rounding-level change of its input can move its output by a "
                         "quantisation step: compare code changes with fp32")
+    p.add_argument("--mode", choices=("live", "offline"), default="live",
+                   help="the mode whose defaults the stages take (offline: K = 4, lag 5, two iterations, fp32)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest difference --compare accepts")
     args = p.parse_args()
     if (args.save or args.compare) and len(args.persons) != 1:
@@ -136,7 +138,7 @@ def main() -> int:
           f"{'both/person':>11s}   (median thread CPU per frame)")
     status = 0
     for n in args.persons:
-        lift_ms, refine_ms, arrays, prof = run(n, args.frames, args.warmup, args.profile, args.precision)
+        lift_ms, refine_ms, arrays, prof = run(n, args.frames, args.warmup, args.profile, args.precision, args.mode)
         print(f"{n:7d} {lift_ms:8.2f} {refine_ms:9.2f} {lift_ms / n:11.2f} {refine_ms / n:13.2f} "
               f"{(lift_ms + refine_ms) / n:11.2f}", flush=True)
         if prof is not None:
