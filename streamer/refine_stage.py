@@ -16,9 +16,8 @@ for the end-of-run report. Persons without a lift pass through untouched.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
