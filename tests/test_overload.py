@@ -115,3 +115,23 @@ def test_synthetic_overload_is_bounded_and_reported():
     assert refine["frames_fitted"] + refine["frames_fit_skipped"] == summary["stages"]["refine"]["frames"]
     assert summary["frames"] + summary["drops_total"] == summary["frames_captured"]
     assert "people left out" in format_run(summary)
+
+
+def test_the_run_table_says_what_was_given_up():
+    """`run`'s end table (live) carries the overload line; nothing given up, no line."""
+    from streamer.graph import RunResult
+    from streamer.latency import LatencyStats, format_table
+
+    result = RunResult(frames_in=100, frames_out=60, queue_drops={"grab->keypoints": 40},
+                       overload={"keypoints": {"max_persons": 2, "choice": "largest", "persons_left_out": 3,
+                                               "frames_over_cap": 1},
+                                 "refine": {"fit_deadline_ms": 100.0, "frames_fitted": 50, "frames_fit_skipped": 10}})
+    summary = LatencyStats().summary(result)
+    summary["mode"] = "live"
+    assert summary["overload"]["refine"]["frames_fit_skipped"] == 10
+    line = [x for x in format_table(summary).splitlines() if x.startswith("overload:")]
+    assert line == ["overload: 40 frames dropped; 3 people left out in 1 frames (--max-persons 2: the largest "
+                    "followed); fit skipped on 10 of 60 frames (later than 100 ms: the lift's bodies published)"]
+    quiet = LatencyStats().summary(RunResult(frames_in=10, frames_out=10))
+    quiet["mode"] = "live"
+    assert "overload:" not in format_table(quiet)
