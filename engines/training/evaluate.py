@@ -90,8 +90,12 @@ def lift_in_batches(lifter: Lifter, keypoints: torch.Tensor, batch: int, world_l
 
     parts = [lifter.lift(keypoints[i:i + batch], None if world_landmarks is None else world_landmarks[i:i + batch])
              for i in range(0, keypoints.shape[0], batch)]
-    return LiftResult(**{f.name: torch.cat([getattr(r, f.name) for r in parts])
-                         for f in dataclasses.fields(LiftResult)})
+    def joined(values):
+        if all(isinstance(v, torch.Tensor) for v in values):
+            return torch.cat(values)
+        return values[0]  # None or a flag, the same for every call
+
+    return LiftResult(**{f.name: joined([getattr(r, f.name) for r in parts]) for f in dataclasses.fields(LiftResult)})
 
 
 #: The keypoints the lifter is given (``--keypoints``): the detector-like damage of training,
