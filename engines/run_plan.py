@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG
 
 Mode = Literal["live", "offline"]
 
@@ -117,6 +117,7 @@ class RunPlan:
     gender: str | None = None  # the gender asked for with it
     fit_changes: tuple[tuple[str, Any], ...] = ()  # FitSettings fields changed from the mode's
     output_frame: str = "camera"  # camera, head or world (streamer.output_frame)
+    fit_deadline_s: float | None = None  # live: frames this late are not fitted; None: all are
 
     def fit_settings(self):
         """The keypoint fit of this run (:meth:`FitSettings.for_run`)."""
@@ -144,6 +145,8 @@ class RunPlan:
         if self.refine is not None:
             lines.append(f"refine: {engine(self.refine)}; lag {self.refine_lag} frames, denoiser calls at "
                          f"t = {', '.join(map(str, self.refine_prior_times))}, {self.refine_iters} iteration(s) after each"
+                         + (f"; frames later than {1000 * self.fit_deadline_s:g} ms keep the lift"
+                            if self.fit_deadline_s is not None else "")
                          + (f"; changed: {', '.join(f'{k} = {v}' for k, v in self.fit_changes)}" if self.fit_changes else ""))
         if self.output_frame != "camera":
             lines.append(f"outputs in the {self.output_frame} frame")
@@ -220,7 +223,8 @@ def plan_run(config: PlanOptions, mode: Mode) -> RunPlan:
                    lift_samples=config.lift_samples or LIFT_SAMPLES, refine=refine, refine_lag=lag,
                    refine_iters=iters, refine_prior_times=prior_times, world_landmarks=config.world_landmarks,
                    weights=config.weights, body_model=body_model, gender=config.gender,
-                   fit_changes=changes if refine_on else (), output_frame=config.output_frame)
+                   fit_changes=changes if refine_on else (), output_frame=config.output_frame,
+                   fit_deadline_s=LIVE_FIT_DEADLINE_S if live and refine_on else None)
 
 
 def _body_model_file(path: str | None, gender: str | None) -> str | None:

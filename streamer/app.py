@@ -105,8 +105,6 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engin
     if plan.refine is not None:
         from .refine_stage import RefineStage
 
-        from .refine_stage import LIVE_FIT_DEADLINE_S
-
         refiner = engines.refiner()
         if rig is not None:
             # Each frame starts from its own lift placed on the triangulated hips, not from the
@@ -114,7 +112,7 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engin
             # errors on (tools/multiview_depth.py: 0.87 m against 0.21 m at 8 m, docs/multi-camera.md).
             refiner.warm_start = False
         stages.append(RefineStage(camera, refiner, engines.body, threads=plan.refine.threads,
-                                  fit_deadline_s=LIVE_FIT_DEADLINE_S if plan.mode == "live" else None,
+                                  fit_deadline_s=plan.fit_deadline_s,
                                   use_world=plan.world_landmarks, rig=rig))
     return stages
 

@@ -28,9 +28,6 @@ from .frames import Frame
 from .graph import Stage
 
 KEYPOINTS = "keypoints_blazepose33"
-#: Live: a frame older than this when the fit would start (from its capture) is not fitted.
-#: About three frames at 30 fps: a frame that late has missed the latency target anyway.
-LIVE_FIT_DEADLINE_S = 0.1
 WORLD = "world_blazepose33"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG
 from streamer.app import RunConfig, processing_stages
 from streamer.errors import ConfigError
 from engines.run_plan import PlanError, plan_run
@@ -27,6 +27,9 @@ def test_mode_defaults_come_from_one_place():
     assert (live.refine_iters, live.refine_prior_times) == (1, (100,))
     assert (offline.refine_iters, offline.refine_prior_times) == (2, (100, 50))
     assert live.background_detection and not offline.background_detection
+    # Live frames that reach the fit too late keep the lift; offline every frame is fitted.
+    assert (live.fit_deadline_s, offline.fit_deadline_s) == (LIVE_FIT_DEADLINE_S, None) == (0.1, None)
+    assert plan_run(RunConfig(source="x", refine=False), "live").fit_deadline_s is None
     for plan in (live, offline):  # nothing is left for a stage to resolve
         assert all(e.backend != "auto" for e in (plan.keypoints, plan.lift, plan.refine))
 
