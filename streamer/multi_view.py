@@ -36,9 +36,6 @@ log = logging.getLogger("smplstream.multi_view")
 
 VIEWS_KEY = "keypoints_views_blazepose33"
 KEYPOINTS = "keypoints_blazepose33"
-#: A triangulated hip point further than this (metres) is a near-parallel pair of rays, not
-#: a place: the lift keeps its own depth then.
-MAX_TRIANGULATED_DEPTH = 50.0
 
 
 @dataclass
@@ -116,22 +113,15 @@ class MultiViewRig:
         alone (or by rays too close to parallel) keeps the lift's own place."""
         if views is None:
             return trans
-        from engines.diffusion.denoiser import BETAS, rotations_of
-        from engines.refinement.multiview import triangulate
+        from engines.refinement.multiview import place_on_triangulated_hips
 
-        hips_px, weights, cams = [], [], []
+        normalised, cams = [], []
         for v, cam in enumerate(self.cameras):
             kp = (reference if v == 0 else views[:, v - 1]).numpy().astype(np.float64)
-            n = torch.from_numpy(cam.normalize_keypoints(kp).astype(np.float32))  # undistorted, focal 1
-            hips_px.append(n[:, [23, 24], :2].mean(1))
-            weights.append(n[:, [23, 24], 2].amin(1).clamp(min=0))
+            normalised.append(torch.from_numpy(cam.normalize_keypoints(kp).astype(np.float32)))  # undistorted, focal 1
             R, t = (np.eye(3), np.zeros(3)) if v == 0 else self.poses[v - 1]
             cams.append((torch.eye(3), torch.as_tensor(R, dtype=torch.float32), torch.as_tensor(t, dtype=torch.float32)))
-        target = triangulate(hips_px, cams, weights)
-        with torch.no_grad():
-            own = body(rotations_of(x), x[:, BETAS], trans, keypoints="blazepose33").keypoints["blazepose33"][:, [23, 24]].mean(1)
-        ok = torch.isfinite(target).all(-1) & (target[:, 2] > 0.1) & (target[:, 2] < MAX_TRIANGULATED_DEPTH)
-        return torch.where(ok[:, None], trans + (target - own), trans)
+        return place_on_triangulated_hips(body, x, trans, normalised, cams)
 
 
 class MultiViewKeypointsStage(Stage):

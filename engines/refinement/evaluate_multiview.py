@@ -26,7 +26,6 @@ import math
 import time
 from dataclasses import replace
 
-import numpy as np
 import torch
 
 from engines.body.body_model import BodyModel
@@ -38,7 +37,7 @@ from engines.training.synthetic_views import ViewConfig, observe_points, simulat
 
 from .evaluate import accel_error, heldout_clips, joints_of, lift_sequence
 from .guided import CameraParams
-from .multiview import RigView, triangulate
+from .multiview import RigView, place_on_triangulated_hips
 from .online import Observation, refine_sequence
 
 IMAGE = (1280.0, 720.0)
@@ -71,21 +70,6 @@ def rig_around(centre: torch.Tensor, cameras: int, heading: float) -> list[tuple
 def intrinsics() -> torch.Tensor:
     f = IMAGE[0] / 2 / math.tan(math.radians(HFOV_DEG) / 2)
     return torch.tensor([[f, 0, IMAGE[0] / 2], [0, f, IMAGE[1] / 2], [0, 0, 1.0]])
-
-
-def move_onto_triangulated_hips(body: BodyModel, x: torch.Tensor, trans: torch.Tensor, kp: list[torch.Tensor],
-                                cams: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """The lift's translations (T, 3) moved so that its hips' midpoint lands on the one
-    triangulated from every view's keypoints (``kp`` per view (T, 33, 3) pixels + conf)."""
-    from engines.diffusion.denoiser import BETAS, rotations_of
-
-    hips = [k[:, [23, 24], :2].mean(1) for k in kp]
-    weights = [k[:, [23, 24], 2].amin(1).clamp(min=0) for k in kp]
-    target = triangulate(hips, cams, weights)
-    with torch.no_grad():
-        own = body(rotations_of(x), x[:, BETAS], trans, keypoints="blazepose33").keypoints["blazepose33"][:, [23, 24]].mean(1)
-    shift = torch.nan_to_num(target - own, nan=0.0)
-    return trans + shift
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -135,7 +119,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                 camera = CameraParams(K=K, views=views)
                 start = trans
                 if V > 1:
-                    start = move_onto_triangulated_hips(body, x, trans, observed[:V],
+                    start = place_on_triangulated_hips(body, x, trans, observed[:V],
                                                         [(K, Rv, tv) for Rv, tv in poses_of_views[:V]])
                 online = build_refiner(fit_plan, body, prior)
                 others = torch.stack(observed[1:V], 1) if V > 1 else None

@@ -44,7 +44,7 @@ from .guided import IDENTITY_6D, CameraParams, WindowBatch
 from calibration.torch_projection import project_points
 
 from .losses import person_size_px, similarity_align
-from .multiview import ViewTerms
+from .multiview import ViewTerms, project_with_jacobian
 from .smoothing import difference_matrix
 
 
@@ -209,18 +209,8 @@ class KeypointFitter:
         Jk = theta_jac(pj.dkeypoints_dturn, pj.dkeypoints_dbetas, 33)  # (N, 33, 3, THETA)
         Jj = theta_jac(pj.djoints_dturn, pj.djoints_dbetas, NUM_JOINTS)
         kp = pj.keypoints
-        # The lens: d pixel / d point for every point, by forward mode along x, y and z.
-        if camera.model == "pinhole" and (dist is None or not bool(dist.any())):
-            # Plain pinhole: d(f x / z + c) = f (dx - x dz / z) / z.
-            z = kp[..., 2:].clamp(min=1e-6)
-            fxy = torch.stack([K[..., 0, 0], K[..., 1, 1]], -1).reshape(-1, 1, 2)
-            px = kp[..., :2] / z * fxy + K[..., :2, 2].reshape(-1, 1, 2)
-            Jp = fxy[..., None] / z[..., None] * (Jk[:, :, :2] - kp[..., :2, None] / z[..., None] * Jk[:, :, 2:])
-        else:
-            project = lambda p: project_points(p, K, dist, camera.model)  # noqa: E731
-            basis = torch.eye(3, dtype=R0.dtype)[:, None, None, :].expand(3, N, 33, 3)
-            px, dpx = torch.func.vmap(lambda v: torch.func.jvp(project, (kp,), (v,)), out_dims=(None, 0))(basis)
-            Jp = torch.einsum("xnjc,njxa->njca", dpx, Jk)  # (N, 33, 2, THETA)
+        # The lens: d pixel / d point for every point (closed form for a plain pinhole).
+        px, Jp = project_with_jacobian(kp, Jk, K, dist, camera.model)  # (N, 33, 2), (N, 33, 2, THETA)
         # 6D: column c of R exp(w) moves by R (e_m x e_c) per unit of w_m.
         d6 = torch.einsum("nixy,cmy->nicxm", R0, _D6_AXES.to(R0)).reshape(N, NUM_JOINTS, 6, 3)
         Jx = R0.new_zeros(N, NUM_JOINTS, 6, NUM_JOINTS, 3)

@@ -25,6 +25,10 @@ from calibration.torch_projection import project_points
 
 from .losses import person_size_px
 
+#: A triangulated hip point further than this (metres) is a near-parallel pair of rays, not
+#: a place: the lift keeps its own depth then.
+MAX_TRIANGULATED_DEPTH = 50.0
+
 
 @dataclass(frozen=True)
 class RigView:
@@ -121,3 +125,23 @@ def triangulate(points_px: list[torch.Tensor], cameras: list[tuple[torch.Tensor,
     X = torch.linalg.svd(A.double()).Vh[:, -1]
     out = (X[:, :3] / X[:, 3:]).float()
     return torch.where((seen >= 2)[:, None], out, torch.full_like(out, float("nan")))
+
+
+def place_on_triangulated_hips(body, x: torch.Tensor, trans: torch.Tensor, keypoints: list[torch.Tensor],
+                               cameras: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The lifts' translations (N, 3) moved so that each body's hips (the midpoint of
+    BlazePose's two hip points) land on the point triangulated from every view that sees
+    them. ``x`` (N, 154) the lifts' poses and shapes; ``keypoints`` per view (N, 33, 3) in the
+    undistorted pixels of ``cameras`` per view ``(K, R, t)`` (as :func:`triangulate`). A body
+    seen by one view alone, or by rays too close to parallel, keeps the lift's own place (one
+    camera cannot know the depth; the fit's robust terms would count a far-off view as
+    outliers)."""
+    from engines.diffusion.denoiser import BETAS, rotations_of
+
+    hips = [k[:, [23, 24], :2].mean(1) for k in keypoints]
+    weights = [k[:, [23, 24], 2].amin(1).clamp(min=0) for k in keypoints]
+    target = triangulate(hips, cameras, weights)
+    with torch.no_grad():
+        own = body(rotations_of(x), x[:, BETAS], trans, keypoints="blazepose33").keypoints["blazepose33"][:, [23, 24]].mean(1)
+    ok = torch.isfinite(target).all(-1) & (target[:, 2] > 0.1) & (target[:, 2] < MAX_TRIANGULATED_DEPTH)
+    return torch.where(ok[:, None], trans + (target - own), trans)
