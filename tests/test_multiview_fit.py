@@ -139,3 +139,49 @@ def test_view_terms_have_no_energy_at_the_truth(body):
     assert E.item() < 1e-6
     E_off = terms.add(pts[None] + torch.tensor([0.05, 0.0, 0.0]), None, torch.zeros(1), None, None)
     assert E_off.item() > 1.0
+
+
+def test_a_views_world_landmarks_weigh_its_own_depth(body):
+    """Camera 1's world landmarks (hip-centred, turned and scaled as a network's may be) have
+    no energy at the truth; a wrist moved along camera 1's depth axis costs about
+    1 / world_lateral times what the same move across camera 1's image does."""
+    R, t = _rig()
+    x = _pose()
+    pts = _points(body, x, torch.tensor([0.0, 0.1, 4.2]))
+    in_view = pts @ R.T + t
+    turn = axis_angle_to_matrix(torch.tensor([0.0, 0.3, 0.0]))
+    landmarks = 0.9 * (in_view - in_view[[23, 24]].mean(0)) @ turn.T
+    s = FitSettings()
+    terms = ViewTerms((RigView(K, None, "pinhole", R, t),), torch.cat([_keypoints(pts, R, t)[:, :2], torch.ones(33, 1)], -1)[None, None],
+                      torch.full((1, 1), 0.01), robust_scale=0.1, min_confidence=0.3, world=landmarks[None, None], settings=s)
+    no_pixels = ViewTerms((RigView(K, None, "pinhole", R, t),), _keypoints(pts, R, t)[None, None], torch.full((1, 1), 0.01),
+                          robust_scale=0.1, min_confidence=0.3)
+    assert terms.add(pts[None], None, torch.zeros(1), None, None).item() < 1e-6
+
+    def world_energy(move):
+        moved = pts.clone()
+        moved[15] += move @ R  # camera 1's axes into camera 0's frame
+        return (terms.add(moved[None], None, torch.zeros(1), None, None)
+                - no_pixels.add(moved[None], None, torch.zeros(1), None, None)).item()
+
+    depth, across = world_energy(torch.tensor([0.0, 0.0, 0.05])), world_energy(torch.tensor([0.05, 0.0, 0.0]))
+    assert depth > 0.1 and 5 < depth / across < 15, (depth, across)
+
+
+def test_views_without_world_landmarks_change_nothing(body):
+    """Zeros for the other view's landmarks (its crop had none) fit exactly as no landmarks."""
+    R, t = _rig()
+    x = _pose()
+    trans = torch.tensor([0.1, 0.2, 4.0])
+    pts = _points(body, x, trans)
+    kp0, kp1 = _keypoints(pts + torch.tensor([0.02, -0.01, 0.0])), _keypoints(pts, R, t)
+
+    def fit(views_world):
+        batch = WindowBatch(x=x[None, None], trans=trans[None, None], cond=torch.zeros(1, 1, 102), keypoints=kp0[None, None],
+                            valid=torch.ones(1, 1, dtype=torch.bool), free=torch.ones(1, 1, dtype=torch.bool),
+                            views=kp1[None, None, None], views_world=views_world)
+        camera = CameraParams(K=K, views=(RigView(K, None, "pinhole", R, t),))
+        return KeypointFitter(None, body, FitSettings.for_lag(5, iters=3)).refine(batch, camera)
+
+    (xa, ta), (xb, tb) = fit(None), fit(torch.zeros(1, 1, 1, 33, 3))
+    assert torch.equal(xa, xb) and torch.equal(ta, tb)

@@ -8,8 +8,10 @@ cameras on a circle around the clip's centre (5 m away, 0.5 m above the pelvis, 
 field of view, 1280 x 720): camera 0 at a random heading, the others spread evenly (two
 cameras 90 degrees apart, four 90 degrees apart all round). Every camera's keypoints are
 damaged per frame like a detector's (as in training); the world landmarks are simulated for
-camera 0 (``simulate_world_landmarks``). The per-frame lift sees camera 0 alone; the fit
-(offline settings, the run plan's) then sees every camera of the rig. With more than one
+every camera (``simulate_world_landmarks``, each camera's in its own frame; camera 0's from
+a seed stream of their own, so they do not change with the rig). The per-frame lift sees
+camera 0 alone; the fit (offline settings, the run plan's) then sees every camera of the
+rig: with landmarks, once with camera 0's alone and once with every camera's. With more than one
 camera the lift's position is first moved onto the hips triangulated from all views (the
 lift cannot know its depth; the fit's robust terms would count a far-off view as outliers).
 
@@ -82,6 +84,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     prior = build_prior(fit_plan)
     g = torch.Generator().manual_seed(args.seed)
     g_world = torch.Generator().manual_seed(args.seed + 1)
+    g_views_world = torch.Generator().manual_seed(args.seed + 2)  # the other cameras' landmarks
     cfg = ViewConfig()
     K = intrinsics()
     results: dict[str, list] = {}
@@ -106,6 +109,10 @@ def evaluate(args: argparse.Namespace) -> dict:
             poses_of_views.append((Rv, Rc @ (p0 - pc)))
         observed = [observe_points(kp_ref @ Rv.T + tv, K, IMAGE, cfg, g) for Rv, tv in poses_of_views]
         world = simulate_world_landmarks(kp_ref, g_world)
+        # Every other camera's landmarks, each from its own crop (its own frame), always all
+        # of the largest rig so the stream does not depend on the rig fitted.
+        views_world = torch.stack([simulate_world_landmarks(kp_ref @ Rv.T + tv, g_views_world)
+                                   for Rv, tv in poses_of_views[1:]], 1) if len(rig) > 1 else None
         normalised = observed[0].clone()
         normalised[..., :2] = (observed[0][..., :2] - K[:2, 2]) / K[0, 0] * (observed[0][..., 2:] > 0)
         for use_world in (False, True):
@@ -114,7 +121,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             tag = " + world" if use_world else ""
             pred = joints_of(body, x, trans)
             results.setdefault(f"lift (camera 0){tag}", []).append((T, metrics(pred, true)))
-            for V in args.cameras:
+            for V, every in [(V, every) for V in args.cameras for every in (False, True) if not every or (use_world and V > 1)]:
                 views = tuple(RigView(K, None, "pinhole", Rv, tv) for Rv, tv in poses_of_views[1:V])
                 camera = CameraParams(K=K, views=views)
                 start = trans
@@ -123,10 +130,12 @@ def evaluate(args: argparse.Namespace) -> dict:
                                                         [(K, Rv, tv) for Rv, tv in poses_of_views[:V]])
                 online = build_refiner(fit_plan, body, prior)
                 others = torch.stack(observed[1:V], 1) if V > 1 else None
+                others_world = views_world[:, :V - 1] if every else None
 
-                def observation(i, start=start, w=w, others=others):
+                def observation(i, start=start, w=w, others=others, others_world=others_world):
                     return {0: Observation(x[i], start[i], cond[i], observed[0][i], None if w is None else w[i],
-                                           None if others is None else others[i])}
+                                           None if others is None else others[i],
+                                           None if others_world is None else others_world[i])}
 
                 t0 = time.process_time()
                 fitted = refine_sequence(online, range(T), observation, camera)
@@ -135,17 +144,18 @@ def evaluate(args: argparse.Namespace) -> dict:
                 ft = torch.stack([e[1] for e in fitted])
                 m = metrics(joints_of(body, fx, ft), true)
                 m["cpu_ms_per_frame"] = cpu
-                results.setdefault(f"fit, {V} camera{'s' if V > 1 else ''}{tag}", []).append((T, m))
+                label = f"fit, {V} camera{'s' if V > 1 else ''}{tag}{' (every camera)' if every else ''}"
+                results.setdefault(label, []).append((T, m))
         print(f"{name}: {T} frames", flush=True)
 
     report = {"frames": sum(T for T, _ in next(iter(results.values()))), "cameras": args.cameras, "methods": {}}
-    print(f"\n{'method':<28}{'MPJPE':>8}{'PA-MPJPE':>10}{'abs':>8}{'pelvis':>8}{'accel':>8}{'CPU ms':>8}")
+    print(f"\n{'method':<43}{'MPJPE':>8}{'PA-MPJPE':>10}{'abs':>8}{'pelvis':>8}{'accel':>8}{'CPU ms':>8}")
     for label, rows in results.items():
         n = sum(T for T, _ in rows)
         agg = {k: sum(T * m[k] for T, m in rows) / n for k in rows[0][1]}
         report["methods"][label] = agg
         cpu = f"{agg['cpu_ms_per_frame']:8.1f}" if "cpu_ms_per_frame" in agg else f"{'':>8}"
-        print(f"{label:<28}{agg['mpjpe_mm']:8.1f}{agg['pa_mpjpe_mm']:10.1f}{agg['abs_mm']:8.1f}"
+        print(f"{label:<43}{agg['mpjpe_mm']:8.1f}{agg['pa_mpjpe_mm']:10.1f}{agg['abs_mm']:8.1f}"
               f"{agg['pelvis_mm']:8.1f}{agg['accel_mm']:8.2f}{cpu}", flush=True)
     return report
 

@@ -61,6 +61,7 @@ class WindowBatch:
     x_obs: torch.Tensor | None = None  # (S, T, 154) the per-frame lifts (default: ``x``)
     world: torch.Tensor | None = None  # (S, T, 33, 3) world landmarks, metres
     views: torch.Tensor | None = None  # (S, T, V, 33, 3) keypoints in the rig's other cameras
+    views_world: torch.Tensor | None = None  # (S, T, V, 33, 3) world landmarks of those views (zeros: none)
     # (S, T, 24, 3) the bodies' joints at x, trans (camera frame) for the valid frames that are
     # not free, as an earlier fit left them; None: the refiner poses them itself.
     joints: torch.Tensor | None = None

@@ -6,10 +6,14 @@ camera of a rig sees the same body through its own pose and lens: a point ``X`` 
 reference frame is at ``R X + t`` in that camera (:class:`RigView`). Its keypoints add one
 robust, confidence-weighted reprojection term per view, exactly like the reference view's,
 with the Jacobian rotated into the view (``d(R X + t) = R dX``) and chained through its lens.
-Depth that one camera cannot see is then a matter of geometry, not of the prior.
+Depth that one camera cannot see is then a matter of geometry, not of the prior. Each view's
+world landmarks (the landmark network run on that view's crop) add the reference view's
+``world`` term too, in that view's frame: aligned onto the body's points there, weighted
+mostly along *that* camera's depth axis (what its own 2D cannot tell).
 
 >>> camera = CameraParams(K0, views=(RigView(K1, None, "pinhole", R1, t1),))
->>> Observation(x, trans, cond, keypoints0, world, views=keypoints_per_view)   # (V-1, 33, 3)
+>>> Observation(x, trans, cond, keypoints0, world, views=keypoints_per_view,   # (V-1, 33, 3)
+...             views_world=landmarks_per_view)                              # (V-1, 33, 3)
 
 A view that does not see the person in a frame has all confidences 0 there and adds nothing:
 with no other view the fit is exactly the single-camera one.
@@ -23,7 +27,7 @@ import torch
 
 from calibration.torch_projection import project_points
 
-from .losses import person_size_px
+from .losses import person_size_px, similarity_align
 
 #: A triangulated hip point further than this (metres) is a near-parallel pair of rays, not
 #: a place: the lift keeps its own depth then.
@@ -71,14 +75,20 @@ def project_with_jacobian(points: torch.Tensor, jac: torch.Tensor | None, K: tor
 
 
 class ViewTerms:
-    """The other views' robust reprojection terms for the free frames of one fit call.
+    """The other views' robust reprojection terms (and world-landmark terms) for the free
+    frames of one fit call.
 
     ``keypoints`` (N, V, 33, 3): each free frame's detections in each extra view (pixels +
     confidence, zeros where a view does not see the person); ``noise`` (N, V): the
-    detector's noise per view (fraction of the person's size there)."""
+    detector's noise per view (fraction of the person's size there). ``world`` (N, V, 33, 3):
+    each view's world landmarks (metres, hip-centred, zeros where a view has none; None:
+    unused), weighted as the fit's own ``world`` term by ``settings`` (a
+    :class:`~engines.refinement.fitting.FitSettings`: ``world_weight``, ``world_sigma``,
+    ``world_lateral``, ``world_robust``); with ``world_weight`` 0 they are unused."""
 
     def __init__(self, views: tuple[RigView, ...], keypoints: torch.Tensor, noise: torch.Tensor, *,
-                 robust_scale: float, min_confidence: float):
+                 robust_scale: float, min_confidence: float, world: torch.Tensor | None = None,
+                 settings=None):
         self.views = views
         self.obs = keypoints
         conf = keypoints[..., 2]
@@ -86,6 +96,15 @@ class ViewTerms:
         self.size = person_size_px(keypoints, min_confidence)  # (N, V)
         self.noise = noise
         self.sc2 = robust_scale ** 2
+        self.world = None
+        if world is not None and settings is not None and settings.world_weight > 0:
+            # As the reference view's term (fitting.py): each landmark weighted by the
+            # confidence of its keypoint in the same view (the same crop saw both).
+            has = (world.abs().sum((-1, -2)) > 0).to(self.conf.dtype)  # (N, V)
+            self.world = world
+            self.world_w = self.conf * has[..., None] * (settings.world_weight / settings.world_sigma ** 2)
+            self.world_axes = torch.tensor([settings.world_lateral, settings.world_lateral, 1.0], dtype=world.dtype)
+            self.world_rb2 = settings.world_robust ** 2
 
     def add(self, points: torch.Tensor, jac: torch.Tensor | None, E: torch.Tensor, H: torch.Tensor | None,
             g: torch.Tensor | None) -> torch.Tensor:
@@ -107,6 +126,27 @@ class ViewTerms:
                 wd = conf * (self.sc2 / (rho2 + self.sc2)) ** 2 / (size * noise) ** 2
                 H += torch.einsum("njca,nj,njcb->nab", jp, wd, jp)
                 g += torch.einsum("njca,nj,njc->na", jp, wd, res)
+            if self.world is not None:
+                E = self._add_world(v, pts, jv, E, H, g)
+        return E
+
+    def _add_world(self, v: int, pts: torch.Tensor, jv: torch.Tensor | None, E: torch.Tensor,
+                   H: torch.Tensor | None, g: torch.Tensor | None) -> torch.Tensor:
+        """View ``v``'s world landmarks against the body's points ``pts`` (N, 33, 3) in that
+        view's frame (Jacobian ``jv``): the fit's ``world`` term, with this view's depth axis
+        (its z) the one weighted most (the alignment is held fixed in the derivative, as
+        there)."""
+        w = self.world_w[:, v]
+        if not bool(w.any()):
+            return E
+        rw = pts - similarity_align(self.world[:, v], pts, w)
+        r2 = (rw.pow(2) * self.world_axes).sum(-1)  # m^2, anisotropic in this camera's axes
+        rb2 = self.world_rb2
+        E = E + (w * rb2 * r2 / (r2 + rb2)).sum(-1)
+        if jv is not None:
+            ww = w * (rb2 / (r2 + rb2)) ** 2
+            H += torch.einsum("njca,nj,c,njcb->nab", jv, ww, self.world_axes, jv)
+            g += torch.einsum("njca,nj,c,njc->na", jv, ww, self.world_axes, rw)
         return E
 
 

@@ -74,7 +74,8 @@ class Observation:
     """A track's per-frame estimate and evidence: ``x`` (154,) 6D rotations + betas,
     ``trans`` (3,), ``cond`` (C,) denoiser condition, ``keypoints`` (33, 3) pixels + conf,
     ``world`` (33, 3) the landmark network's metric landmarks, when there are any; ``views``
-    (V, 33, 3) the keypoints in a rig's other cameras (zeros where one does not see them)."""
+    (V, 33, 3) the keypoints in a rig's other cameras (zeros where one does not see them),
+    ``views_world`` (V, 33, 3) those cameras' world landmarks of the person (zeros: none)."""
 
     x: torch.Tensor
     trans: torch.Tensor
@@ -82,6 +83,7 @@ class Observation:
     keypoints: torch.Tensor
     world: torch.Tensor | None = None
     views: torch.Tensor | None = None  # (V, 33, 3) keypoints in the rig's other cameras
+    views_world: torch.Tensor | None = None  # (V, 33, 3) world landmarks seen from those cameras
 
 
 @dataclass
@@ -188,10 +190,11 @@ class OnlineRefiner:
         x_obs = stacked(lambda e: e.obs.x, first.x)
         world = stacked(lambda e: e.obs.world)
         views = stacked(lambda e: e.obs.views)
+        views_world = stacked(lambda e: e.obs.views_world)
         valid = torch.tensor([[e is not None for e in row] for row in slots], dtype=torch.bool).view(S, T)
         free_rows = [[e is not None and e.step >= step - self.lag for e in row] for row in slots]
         free = torch.tensor(free_rows, dtype=torch.bool).view(S, T)
-        batch = WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views)
+        batch = WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views, views_world)
         if not hasattr(self.refiner, "refine_bodies"):
             x_new, trans_new = self.refiner.refine(batch, camera)
             joints_new = points_new = None
