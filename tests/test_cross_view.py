@@ -12,7 +12,7 @@ import torch
 
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix
-from engines.perception.cross_view import CrossViewMatcher, epipolar_cost, essential_matrix
+from engines.perception.cross_view import CrossViewMatcher, epipolar_cost, essential_matrix, lift_cost
 
 F, C = 1000.0, np.array([640.0, 360.0])
 
@@ -132,3 +132,53 @@ def test_a_kept_match_survives_a_moment_of_doubt(bodies):
 def test_a_rig_without_baseline_is_refused():
     with pytest.raises(ValueError, match="zero baseline"):
         CrossViewMatcher([(np.eye(3), np.zeros(3))])
+
+
+def _landmarks(points, pose, rng, noise_m=0.03):
+    """A landmark network's metric landmarks (33, 3) of camera-0-frame ``points`` as the
+    camera at ``pose`` (None: camera 0) sees them: hip-centred, in its axes, noisy."""
+    centred = points - points[[23, 24]].mean(0)
+    return (centred if pose is None else centred @ pose[0].T) + rng.normal(0, noise_m, points.shape)
+
+
+def test_the_lifts_tell_apart_two_people_on_one_epipolar_line():
+    """A level rig, cameras 90 degrees apart; two people of one height stand where their rays
+    share epipolar planes (Z - X = 5 m for both: the planes hold the baseline). A holds the
+    left arm out at camera 0 and the right arm back, B both arms out to the sides, all at
+    shoulder height: differences along the baseline's direction, which epipolar geometry
+    cannot see. By geometry alone every pairing passes the gate and the
+    assignment is a coin toss (it swaps them in many frames); the landmarks, turned into
+    camera 0's axes, disagree for the wrong pairs and decide it, in every frame."""
+    body = BodyModel.load()
+    aa = torch.zeros(2, 24, 3)
+    aa[:, 0] = torch.tensor([math.pi, 0.0, 0.0])
+    aa[0, 16] = torch.tensor([0.0, -math.pi / 2, 0.0])  # A: left arm straight ahead, towards camera 0,
+    aa[0, 17] = torch.tensor([0.0, -math.pi / 2, 0.0])  # the right arm straight back; B: T-pose
+    trans = torch.tensor([[-1.0, 0.0, 4.0], [1.0, 0.0, 6.0]])
+    with torch.no_grad():
+        a, b = body(axis_angle_to_matrix(aa), torch.zeros(2, 10), trans, keypoints="blazepose33").keypoints["blazepose33"].numpy()
+    pose = _look_from([4.0, 0.0, 4.0])
+    rng = np.random.default_rng(4)
+    swapped_by_geometry = 0
+    for i in range(30):
+        ref = {3: _observe(a, None, rng), 9: _observe(b, None, rng)}
+        view = {21: _observe(b, pose, rng), 20: _observe(a, pose, rng)}
+        geometry = CrossViewMatcher([pose])  # a fresh matcher: no earlier match to keep
+        (alone,) = geometry.match(ref, [view])
+        assert max(geometry.last_costs[0].values()) < geometry.gate, geometry.last_costs[0]
+        swapped_by_geometry += alone != {20: 3, 21: 9}
+        both = CrossViewMatcher([pose])
+        (found,) = both.match(ref, [view], reference_landmarks={3: _landmarks(a, None, rng), 9: _landmarks(b, None, rng)},
+                              view_landmarks=[{21: _landmarks(b, pose, rng), 20: _landmarks(a, pose, rng)}])
+        assert found == {20: 3, 21: 9}, f"frame {i}: {found} (costs {both.last_costs[0]}, lifts {both.last_lift_costs[0]})"
+    assert swapped_by_geometry >= 5, f"only {swapped_by_geometry} of 30 swapped: epipolar geometry alone should not tell them apart here"
+
+
+def test_lift_cost_is_zero_for_one_pose_seen_from_two_cameras(bodies):
+    a, _ = bodies
+    pose = _look_from([4.0, 0.0, 4.0])
+    rng = np.random.default_rng(5)
+    ref, view = _landmarks(a[0], None, rng, 0.0), _landmarks(a[0], pose, rng, 0.0) * 1.2  # another scale
+    conf = np.ones((1, 33))
+    assert lift_cost(ref[None], conf, view[None], conf, pose[0])[0, 0] < 1e-6
+    assert np.isnan(lift_cost(ref[None], conf, view[None], np.zeros((1, 33)), pose[0])[0, 0])  # nothing to compare

@@ -10,6 +10,16 @@ shared keypoints. Every other view is matched to the reference view by the Hunga
 assignment (``scipy.optimize.linear_sum_assignment``) on that cost, gated: a pair further
 apart than ``gate`` is never matched, and a person seen by one camera alone stays unmatched.
 
+Epipolar geometry cannot tell apart two people on one epipolar line (a level rig sees two
+people of one height standing where their rays share an epipolar plane nearly alike). Their
+*lifts* can: each view's landmark network gives the person's metric 3D landmarks in that
+camera's axes, and one person's, turned into the reference camera's axes by the rig's ``R``,
+agree with the reference view's; another person's in another pose do not. Given those
+landmarks, each pair's cost adds ``lift_weight`` times the mean angle (radians) between their
+bones' directions (:func:`lift_cost`; scale-free, so the network's scale does not matter).
+The gate stays on the epipolar cost alone: the landmarks break ties between people the
+geometry allows, they never make a match the geometry rules out.
+
 Matches are kept over time: a pair matched in the previous frame keeps its match while its
 cost stays under the (looser) ``keep_gate``, and its cost is discounted in the assignment,
 so a moment of ambiguity (one person passing near another's epipolar line) does not swap
@@ -23,6 +33,7 @@ the way before any geometry.
 >>> matches = matcher.match({4: kp_ref_4, 7: kp_ref_7}, [{2: kp_v1}, {}])
 >>> matches[0]                                                 # {view-1 track id: reference track id}
 {2: 4}
+>>> matcher.match(ref, views, reference_landmarks={4: lm_4, 7: lm_7}, view_landmarks=[{2: lm_v1}, {}])
 """
 
 from __future__ import annotations
@@ -44,6 +55,17 @@ GATE = 0.08
 KEEP_GATE = 0.15
 #: ... and its cost is multiplied by this in the assignment (prefers the previous match).
 KEEP_DISCOUNT = 0.5
+#: Assignment cost of one radian of mean bone-direction disagreement between two people's
+#: lifts: a limb pointing another way (a right angle) on a third of the bones moves the cost
+#: by about 0.026, a third of the gate: enough to decide between pairs the geometry finds
+#: about equal, not enough to overrule it.
+LIFT_WEIGHT = 0.05
+#: Bones compared by :func:`lift_cost` (BlazePose-33 indices): upper arms, forearms, thighs,
+#: shins, shoulders, hips, the torso's sides.
+BONES = ((11, 13), (13, 15), (12, 14), (14, 16), (23, 25), (25, 27), (24, 26), (26, 28), (11, 12), (23, 24),
+         (11, 23), (12, 24))
+#: Pairs sharing fewer confident bones than this get no lift cost (nothing to compare).
+MIN_BONES = 4
 
 
 def skew(v: np.ndarray) -> np.ndarray:
@@ -92,17 +114,53 @@ def epipolar_cost(ref: np.ndarray, view: np.ndarray, E: np.ndarray, *, min_confi
     return np.where(ok, mean, np.inf)
 
 
+def lift_cost(ref: np.ndarray, ref_conf: np.ndarray, view: np.ndarray, view_conf: np.ndarray, R: np.ndarray, *,
+              min_confidence: float = MIN_CONFIDENCE, min_bones: int = MIN_BONES) -> np.ndarray:
+    """Disagreement (P, Q) of the lifts of every pair of reference person and view person:
+    the mean angle (radians, 0 to pi) between their bones' directions, the view's landmarks
+    turned into the reference camera's axes (``R`` maps reference axes to the view's).
+    ``ref`` (P, J, 3), ``view`` (Q, J, 3): metric landmarks in each camera's axes (any
+    origin, any scale); ``ref_conf`` (P, J), ``view_conf`` (Q, J): the keypoints'
+    confidences (a bone counts where its two points are confident in both views). NaN for
+    pairs sharing fewer than ``min_bones`` bones (a person whose landmarks are all zero:
+    none given, shares none)."""
+    P, Q = len(ref), len(view)
+    if P == 0 or Q == 0:
+        return np.zeros((P, Q))
+    b0, b1 = np.array(BONES).T
+
+    def directions(points):
+        d = points[:, b1] - points[:, b0]
+        n = np.linalg.norm(d, axis=-1, keepdims=True)
+        return d / np.maximum(n, 1e-9), n[..., 0] > 1e-6
+
+    dr, ok_r = directions(np.asarray(ref, np.float64))
+    dv, ok_v = directions(np.asarray(view, np.float64) @ np.asarray(R, np.float64))  # rows: R^T x
+    ok_r &= (ref_conf[:, b0] > min_confidence) & (ref_conf[:, b1] > min_confidence)
+    ok_v &= (view_conf[:, b0] > min_confidence) & (view_conf[:, b1] > min_confidence)
+    angle = np.arccos(np.clip(np.einsum("pbc,qbc->pqb", dr, dv), -1.0, 1.0))
+    shared = ok_r[:, None] & ok_v[None]
+    n = shared.sum(-1)
+    mean = np.where(shared, angle, 0.0).sum(-1) / np.maximum(n, 1)
+    return np.where(n >= min_bones, mean, np.nan)
+
+
 class CrossViewMatcher:
     """Matches the people of each other view of a rig to the reference view's, frame after
     frame, with stable matches (module doc). ``poses``: per other view ``(R, t)``, the map
-    ``X_view = R X_ref + t`` (metres; only the direction of ``t`` matters here)."""
+    ``X_view = R X_ref + t`` (metres; only the direction of ``t`` matters here).
+    ``lift_weight``: the weight of the lifts' disagreement (:func:`lift_cost`) in the
+    assignment, where landmarks are given (0: epipolar geometry alone)."""
 
     def __init__(self, poses: Sequence[tuple[np.ndarray, np.ndarray]], *, gate: float = GATE,
                  keep_gate: float = KEEP_GATE, keep_discount: float = KEEP_DISCOUNT,
-                 min_confidence: float = MIN_CONFIDENCE, min_shared: int = MIN_SHARED):
+                 min_confidence: float = MIN_CONFIDENCE, min_shared: int = MIN_SHARED,
+                 lift_weight: float = LIFT_WEIGHT):
         if not gate > 0 or keep_gate < gate or not 0 < keep_discount <= 1:
             raise ValueError("CrossViewMatcher: need gate > 0, keep_gate >= gate and 0 < keep_discount <= 1")
         self.essentials = [essential_matrix(R, t) for R, t in poses]
+        self.rotations = [np.asarray(R, np.float64) for R, _ in poses]
+        self.lift_weight = lift_weight
         for i, (R, t) in enumerate(poses):
             if np.linalg.norm(np.asarray(t, np.float64)) < 1e-9:
                 raise ValueError(f"CrossViewMatcher: view {i + 1} sits where the reference camera does "
@@ -111,17 +169,24 @@ class CrossViewMatcher:
         self.min_confidence, self.min_shared = min_confidence, min_shared
         self._previous: list[dict[int, int]] = [{} for _ in poses]
         self.last_costs: list[dict[tuple[int, int], float]] = [{} for _ in poses]
+        # The lifts' disagreement (radians) of each pair, where landmarks were given.
+        self.last_lift_costs: list[dict[tuple[int, int], float]] = [{} for _ in poses]
 
     @property
     def views(self) -> int:
         """Number of other views (the reference not counted)."""
         return len(self.essentials)
 
-    def match(self, reference: Mapping[int, np.ndarray], views: Sequence[Mapping[int, np.ndarray] | None]
-              ) -> list[dict[int, int]]:
+    def match(self, reference: Mapping[int, np.ndarray], views: Sequence[Mapping[int, np.ndarray] | None], *,
+              reference_landmarks: Mapping[int, np.ndarray] | None = None,
+              view_landmarks: Sequence[Mapping[int, np.ndarray] | None] | None = None) -> list[dict[int, int]]:
         """One frame: ``reference`` maps each reference person's id to its keypoints (J, 3),
         normalised + confidence; ``views`` per other view the same (None or empty: the view
-        has no one, or no frame). Returns per other view ``{view id: reference id}``."""
+        has no one, or no frame). Returns per other view ``{view id: reference id}``.
+        ``reference_landmarks`` and ``view_landmarks`` (the same shapes of mapping): each
+        person's metric 3D landmarks (J, 3) in its camera's axes (the landmark network's,
+        turned from the crop's ray: :func:`engines.diffusion.features.world_landmarks_to_camera`);
+        a person without is compared by geometry alone."""
         if len(views) != self.views:
             raise ValueError(f"CrossViewMatcher.match: {len(views)} views given, the rig has {self.views} besides "
                              "the reference")
@@ -142,7 +207,9 @@ class CrossViewMatcher:
             self.last_costs[v] = {(ref_ids[a], ids[b]): float(cost[a, b]) for a in range(len(ref_ids))
                                   for b in range(len(ids))}
             allowed = cost < self.gate
-            weighted = cost.copy()
+            lift = self._lift_cost(v, ref_ids, ref_kp, ids, kp, reference_landmarks,
+                                   None if view_landmarks is None else view_landmarks[v])
+            weighted = cost + self.lift_weight * lift
             previous = self._previous[v]
             for b, vid in enumerate(ids):
                 rid = previous.get(vid)
@@ -151,9 +218,31 @@ class CrossViewMatcher:
                     if cost[a, b] < self.keep_gate:
                         # Still plausible: kept unless another pairing is clearly better.
                         allowed[a, b] = True
-                        weighted[a, b] = cost[a, b] * self.keep_discount
+                        weighted[a, b] = (cost[a, b] + self.lift_weight * lift[a, b]) * self.keep_discount
             rows, cols = linear_sum_assignment(np.where(allowed, weighted, 1e6))
             matched = {ids[b]: ref_ids[a] for a, b in zip(rows, cols) if allowed[a, b]}
             self._previous[v] = matched
             out.append(matched)
         return out
+
+    def _lift_cost(self, v: int, ref_ids: list, ref_kp: np.ndarray, ids: list, kp: np.ndarray,
+                   reference_landmarks: Mapping[int, np.ndarray] | None,
+                   landmarks: Mapping[int, np.ndarray] | None) -> np.ndarray:
+        """:func:`lift_cost` of view ``v``'s pairs (zeros where landmarks are missing)."""
+        if not self.lift_weight or not reference_landmarks or not landmarks:
+            self.last_lift_costs[v] = {}
+            return np.zeros((len(ref_ids), len(ids)))
+
+        def stack(found, people):
+            return np.stack([np.zeros((kp.shape[1], 3)) if found.get(i) is None else np.asarray(found[i], np.float64)
+                             for i in people])
+
+        lm_ref, lm = stack(reference_landmarks, ref_ids), stack(landmarks, ids)
+        lift = lift_cost(lm_ref, ref_kp[..., 2], lm, kp[..., 2], self.rotations[v],
+                         min_confidence=self.min_confidence)
+        self.last_lift_costs[v] = {(ref_ids[a], ids[b]): float(lift[a, b]) for a in range(len(ref_ids))
+                                   for b in range(len(ids))}
+        # A pair that cannot be compared is neither favoured nor held back: it counts as the
+        # median of the pairs that can (0 would favour whoever shows the fewest bones).
+        known = np.isfinite(lift)
+        return np.where(known, lift, np.median(lift[known]) if known.any() else 0.0)
