@@ -7,12 +7,14 @@ camera of a multi-camera rig (``docs/multi-camera.md``).
 - :class:`MultiViewKeypointsStage`: the keypoints stage run on every view of a
   :class:`~streamer.multi_source.ViewSet` (one tracker per camera, the networks shared), then
   the people of the other views matched to the reference view's
-  (:class:`engines.perception.cross_view.CrossViewMatcher`). Each reference person carries
+  (:class:`engines.perception.cross_view.CrossViewMatcher`: epipolar geometry, and the
+  agreement of each view's world landmarks turned into the reference camera's axes). Each reference person carries
   ``keypoints_views_blazepose33`` (V-1, 33, 3): their keypoints in the other views, zeros where
-  a camera does not see them (or has no frame this step).
+  a camera does not see them (or has no frame this step), and ``world_views_blazepose33``
+  (V-1, 33, 3): the landmark network's world landmarks of them from those views' crops.
 - the refine stage (:class:`streamer.refine_stage.RefineStage` with ``rig``) moves each lift
   onto the hips triangulated from all views (the lift cannot know its depth) and fits it to
-  every view's keypoints (:mod:`engines.refinement.multiview`).
+  every view's keypoints and world landmarks (:mod:`engines.refinement.multiview`).
 - :class:`RigFrameStage`: the outputs moved from the reference camera's frame into the rig's
   when the rig file puts the first camera anywhere but at its origin.
 """
@@ -35,6 +37,7 @@ from .graph import Stage
 log = logging.getLogger("smplstream.multi_view")
 
 VIEWS_KEY = "keypoints_views_blazepose33"
+VIEWS_WORLD_KEY = "world_views_blazepose33"
 KEYPOINTS = "keypoints_blazepose33"
 
 
@@ -96,10 +99,11 @@ class MultiViewRig:
     def reference_at_origin(self) -> bool:
         return bool(np.allclose(self.rotation, np.eye(3), atol=1e-9) and np.allclose(self.translation, 0.0, atol=1e-9))
 
-    def view_keypoints(self, persons: list[Person]) -> torch.Tensor | None:
+    def view_keypoints(self, persons: list[Person], key: str = VIEWS_KEY) -> torch.Tensor | None:
         """(P, V-1, 33, 3) the persons' keypoints in the other views (pixels + confidence),
-        or None when nobody carries any."""
-        rows = [p.arrays.get(VIEWS_KEY) for p in persons]
+        or None when nobody carries any; ``key`` :data:`VIEWS_WORLD_KEY`: their world
+        landmarks there (zeros where a view has none)."""
+        rows = [p.arrays.get(key) for p in persons]
         if all(r is None for r in rows):
             return None
         empty = np.zeros((len(self.cameras) - 1, 33, 3), np.float32)
@@ -163,7 +167,11 @@ class MultiViewKeypointsStage(Stage):
             seen.append([] if view is None else tracker.process(view.image, view.index))
         normalised = [{p.track_id: cam.normalize_keypoints(np.asarray(p.keypoints33, np.float64)) for p in people}
                       for cam, people in zip(self.rig.cameras, seen)]
-        matches = self.matcher.match(normalised[0], normalised[1:]) if len(views) > 1 else []
+        matches = []
+        if len(views) > 1:
+            landmarks = [camera_axis_landmarks(people, found) for people, found in zip(seen, normalised)]
+            matches = self.matcher.match(normalised[0], normalised[1:], reference_landmarks=landmarks[0],
+                                         view_landmarks=landmarks[1:])
         frame.persons = []
         for p in seen[0]:
             arrays = {"box_xyxy": np.asarray(p.box, np.float32),
@@ -172,17 +180,35 @@ class MultiViewKeypointsStage(Stage):
                       "world_blazepose33": np.asarray(p.world33, np.float32)}
             if matches:
                 arrays[VIEWS_KEY] = np.zeros((len(self.rig.cameras) - 1, 33, 3), np.float32)
+                arrays[VIEWS_WORLD_KEY] = np.zeros((len(self.rig.cameras) - 1, 33, 3), np.float32)
             frame.persons.append(Person(track_id=p.track_id, score=float(p.score), arrays=arrays))
         by_id = {person.track_id: person for person in frame.persons}
         for v, found in enumerate(matches):
             others = {p.track_id: p for p in seen[v + 1]}
             for view_id, ref_id in found.items():
                 by_id[ref_id].arrays[VIEWS_KEY][v] = np.asarray(others[view_id].keypoints33, np.float32)
+                if others[view_id].world33 is not None:
+                    by_id[ref_id].arrays[VIEWS_WORLD_KEY][v] = np.asarray(others[view_id].world33, np.float32)
             self.matched[v] += len(found)
             self.unmatched[v] += len(others) - len(found)
         if hasattr(frame, "views"):
             frame.views = []  # the other views' images are not needed downstream
         return frame
+
+
+def camera_axis_landmarks(people: list, normalised: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Each person's world landmarks (33, 3) turned from the landmark network's crop frame into
+    its camera's axes (:func:`engines.diffusion.features.world_landmarks_to_camera`), by track
+    id, for the cross-view association; people without landmarks are left out."""
+    from engines.diffusion.features import world_landmarks_to_camera
+
+    people = [p for p in people if getattr(p, "world33", None) is not None]
+    if not people:
+        return {}
+    world = torch.from_numpy(np.stack([np.asarray(p.world33, np.float32) for p in people]))
+    kp = torch.from_numpy(np.stack([normalised[p.track_id] for p in people]).astype(np.float32))
+    turned = world_landmarks_to_camera(world, kp).numpy()
+    return {p.track_id: turned[i] for i, p in enumerate(people)}
 
 
 class RigFrameStage(Stage):

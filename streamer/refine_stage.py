@@ -145,13 +145,18 @@ class RefineStage(Stage):
             x = pose_vector(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas)
         trans = torch.from_numpy(np.stack([p.arrays["trans"] for p in persons]).astype(np.float32))
         keypoints = torch.from_numpy(pixels.astype(np.float32))
-        views = None
+        views = views_world = None
         if self.rig is not None:
             views = self.rig.view_keypoints(persons)
+            if self.use_world:
+                from .multi_view import VIEWS_WORLD_KEY
+
+                views_world = self.rig.view_keypoints(persons, VIEWS_WORLD_KEY)
             trans = self.rig.place(self.body, x, trans, keypoints, views)  # onto the triangulated hips
         return {p.track_id: Observation(x=x[i], trans=trans[i], cond=cond[i], keypoints=keypoints[i],
                                         world=None if worlds is None else worlds[i],
-                                        views=None if views is None else views[i])
+                                        views=None if views is None else views[i],
+                                        views_world=None if views_world is None else views_world[i])
                 for i, p in enumerate(persons)}
 
     def _release(self, step: int, frame: Frame) -> Frame:
