@@ -101,7 +101,7 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engin
     from .lift_stage import LiftStage
 
     stages.append(LiftStage(camera, engines.lifter(), threads=plan.lift.threads,
-                            measure=plan.refine is None, use_world=plan.world_landmarks))
+                            measure=plan.refine is None, use_world=plan.world_landmarks, rig=rig))
     if plan.refine is not None:
         from .refine_stage import RefineStage
 

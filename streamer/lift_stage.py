@@ -17,12 +17,16 @@ class LiftStage(Stage):
     ``poses`` (72,), ``betas`` (10,), ``trans`` (3,), ``joints`` (24, 3),
     ``poses_std`` (24,) and ``joints_std`` (24,) with ``lifter`` (an
     :class:`engines.lifting.lifter.Lifter`, built: :func:`engines.run_engines.build_lifter`).
-    Persons with too few keypoints are passed on without them."""
+    Persons with too few keypoints are passed on without them. ``rig``: a
+    :class:`~streamer.multi_view.MultiViewRig`; its view-only persons (seen by another camera
+    alone) are lifted through their own camera, in its frame (the refine stage moves them into
+    the reference's; without one, this stage does)."""
 
     name = "lift"
 
-    def __init__(self, camera, lifter, *, threads: int = 1, measure: bool = False, use_world: bool = True):
+    def __init__(self, camera, lifter, *, threads: int = 1, measure: bool = False, use_world: bool = True, rig=None):
         self.camera = camera
+        self.rig = rig
         self.lifter = lifter
         self.threads = threads
         # Without a refine stage after it, the lift's own bodies are what is published, and
@@ -42,10 +46,29 @@ class LiftStage(Stage):
 
     def process(self, frame: Frame) -> Frame:
         persons = [p for p in frame.persons if "keypoints_blazepose33" in p.arrays]
-        if not persons:
+        if self.rig is None:
+            self._lift(persons, self.camera, getattr(self, "camera_params", None))
             return frame
+        from engines.refinement.guided import CameraParams
+
+        from .multi_view import VIEW_ONLY
+
+        self._lift([p for p in persons if VIEW_ONLY not in p.handover], self.camera, getattr(self, "camera_params", None))
+        for v, cam in enumerate(self.rig.cameras[1:], 1):
+            group = [p for p in persons if p.handover.get(VIEW_ONLY) == v]
+            self._lift(group, cam, None if self.quality is None else CameraParams.from_camera(cam))
+        if self.quality is not None:  # no refine stage: the view-only persons are final here
+            for p in frame.persons:
+                if VIEW_ONLY in p.handover:
+                    self.rig.finish_view_only(p)
+        return frame
+
+    def _lift(self, persons: list, camera, camera_params) -> None:
+        """Lift ``persons`` (keypoints in ``camera``'s pixels) in ``camera``'s frame."""
+        if not persons:
+            return
         pixels = np.stack([p.arrays["keypoints_blazepose33"] for p in persons]).astype(np.float64)
-        normalised = self.camera.normalize_keypoints(pixels)
+        normalised = camera.normalize_keypoints(pixels)
         world = world_rows(persons) if self.use_world else None
         result = self.lifter.lift(torch.from_numpy(normalised.astype(np.float32)), world)
         arrays = result.smpl_arrays()
@@ -55,5 +78,4 @@ class LiftStage(Stage):
                 # For the refine stage: what it would otherwise compute again.
                 person.handover["lift"] = (result.rotations[i], result.condition[i], result.condition_world)
         if self.quality is not None:
-            measure_persons(self.lifter.body, self.camera_params, persons, self.quality)
-        return frame
+            measure_persons(self.lifter.body, camera_params, persons, self.quality)

@@ -15,6 +15,11 @@ camera of a multi-camera rig (``docs/multi-camera.md``).
 - the refine stage (:class:`streamer.refine_stage.RefineStage` with ``rig``) moves each lift
   onto the hips triangulated from all views (the lift cannot know its depth) and fits it to
   every view's keypoints and world landmarks (:mod:`engines.refinement.multiview`).
+- a person whom the reference camera does not see but another camera does (a *view-only*
+  person, track id ``VIEW_ONLY_IDS * v + their track id in camera v``) is lifted and fitted
+  from the first camera ``v`` that sees them, in its frame, exactly as a single camera would,
+  and moved into the reference frame when released (:meth:`MultiViewRig.to_reference`):
+  their keypoints there become their row of ``keypoints_views_blazepose33``.
 - :class:`RigFrameStage`: the outputs moved from the reference camera's frame into the rig's
   when the rig file puts the first camera anywhere but at its origin.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,10 +40,17 @@ from .errors import ConfigError
 from .frames import Frame, Person
 from .graph import Stage
 
+if TYPE_CHECKING:
+    from engines.perception.cross_view import CrossViewMatcher
+
 log = logging.getLogger("smplstream.multi_view")
 
 VIEWS_KEY = "keypoints_views_blazepose33"
 VIEWS_WORLD_KEY = "world_views_blazepose33"
+#: ``Person.handover`` key of a view-only person: the camera they are lifted and fitted from.
+VIEW_ONLY = "view"
+#: A view-only person's track id is this times their camera's index plus their id there.
+VIEW_ONLY_IDS = 1_000_000
 KEYPOINTS = "keypoints_blazepose33"
 
 
@@ -95,6 +108,41 @@ class MultiViewRig:
 
         return tuple(RigView.from_camera(cam, R, t) for cam, (R, t) in zip(self.cameras[1:], self.poses))
 
+    def to_reference(self, view: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(R, t)`` taking camera ``view``'s frame into the reference camera's:
+        ``p_ref = R p_view + t``."""
+        if view == 0:
+            return np.eye(3), np.zeros(3)
+        R, t = self.poses[view - 1]
+        return R.T, -R.T @ t
+
+    def between(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(R, t)`` taking camera ``a``'s frame into camera ``b``'s."""
+        Ra, ta = self.to_reference(a)  # a -> reference
+        Rb, tb = self.to_reference(b)
+        return Rb.T @ Ra, Rb.T @ (ta - tb)
+
+    def finish_view_only(self, person: Person) -> None:
+        """A view-only person's arrays moved from their camera's frame into the reference's
+        (in place): the body and landmarks turned and moved; their keypoints, box and COCO
+        points (their camera's pixels, not the reference's) leave, the keypoints for their row
+        of ``keypoints_views_blazepose33``."""
+        from .output_frame import transform_arrays
+
+        v = int(person.handover.pop(VIEW_ONLY))
+        R, t = self.to_reference(v)
+        arrays = transform_arrays(person.arrays, R, t)
+        views = np.zeros((len(self.cameras) - 1, 33, 3), np.float32)
+        views_world = np.zeros_like(views)
+        if KEYPOINTS in arrays:
+            views[v - 1] = arrays.pop(KEYPOINTS)
+        if "world_blazepose33" in person.arrays:  # as the network gave them, as for anyone matched
+            views_world[v - 1] = person.arrays["world_blazepose33"]
+        for key in ("box_xyxy", "keypoints_coco17"):
+            arrays.pop(key, None)
+        arrays[VIEWS_KEY], arrays[VIEWS_WORLD_KEY] = views, views_world
+        person.arrays = arrays
+
     @property
     def reference_at_origin(self) -> bool:
         return bool(np.allclose(self.rotation, np.eye(3), atol=1e-9) and np.allclose(self.translation, 0.0, atol=1e-9))
@@ -132,8 +180,10 @@ class MultiViewKeypointsStage(Stage):
     """The keypoints stage of a rig (module doc): ``trackers`` one
     :class:`engines.perception.person_keypoints.PersonKeypoints` per camera, ``rig`` the
     :class:`MultiViewRig`. The reference view's people are the frame's persons; each carries
-    its keypoints in the other views. Counts per other view the reference people matched
-    there (``matched``) and the people it saw whom the reference view did not (``unmatched``)."""
+    its keypoints in the other views. A person seen by other cameras but not the reference is a
+    view-only person of the first camera that sees them (module doc). Counts per other view
+    the reference people matched there (``matched``), the people it saw whom the reference
+    view did not (``unmatched``), and of those the view-only persons it gave (``view_only``)."""
 
     name = "keypoints"
 
@@ -147,6 +197,9 @@ class MultiViewKeypointsStage(Stage):
         self.matcher = matcher or CrossViewMatcher(rig.poses)
         self.matched = [0] * (len(rig.cameras) - 1)
         self.unmatched = [0] * (len(rig.cameras) - 1)
+        self.view_only = [0] * (len(rig.cameras) - 1)
+        # Between other cameras (a before b): one view-only person seen by both is given once.
+        self._between: dict[tuple[int, int], CrossViewMatcher] = {}
 
     @property
     def background_cpu_seconds(self) -> float:
@@ -157,8 +210,8 @@ class MultiViewKeypointsStage(Stage):
             t.close()
         if any(self.matched) or any(self.unmatched):
             log.info("people matched across views: %s", ", ".join(
-                f"{n}: {m} matched, {u} seen there alone" for n, m, u in zip(self.rig.names[1:], self.matched,
-                                                                             self.unmatched)))
+                f"{n}: {m} matched, {u} seen there alone ({o} lifted from there)" for n, m, u, o in
+                zip(self.rig.names[1:], self.matched, self.unmatched, self.view_only)))
 
     def process(self, frame: Frame) -> Frame:
         views = getattr(frame, "views", None) or [frame]
@@ -191,9 +244,40 @@ class MultiViewKeypointsStage(Stage):
                     by_id[ref_id].arrays[VIEWS_WORLD_KEY][v] = np.asarray(others[view_id].world33, np.float32)
             self.matched[v] += len(found)
             self.unmatched[v] += len(others) - len(found)
+        if matches:
+            self._add_view_only(frame, seen, normalised, matches)
         if hasattr(frame, "views"):
             frame.views = []  # the other views' images are not needed downstream
         return frame
+
+
+    def _add_view_only(self, frame: Frame, seen: list, normalised: list, matches: list) -> None:
+        """The persons seen by other cameras but not the reference (module doc), each from the
+        first camera that sees them: a person another camera before it gives already (matched
+        by epipolar geometry between the two) is not given again."""
+        from engines.perception.cross_view import CrossViewMatcher
+
+        given: dict[int, dict[int, np.ndarray]] = {}  # camera -> its view-only people's keypoints
+        for v in range(1, len(self.rig.cameras)):
+            alone = {p.track_id: p for p in seen[v] if p.track_id not in matches[v - 1]}
+            for a, people in given.items():
+                if not people or not alone:
+                    continue
+                if (a, v) not in self._between:
+                    self._between[(a, v)] = CrossViewMatcher([self.rig.between(a, v)])
+                (twice,) = self._between[(a, v)].match(people, [{i: normalised[v][i] for i in alone}])
+                for i in twice:
+                    alone.pop(i)
+            given[v] = {i: normalised[v][i] for i in alone}
+            for tid, p in alone.items():
+                person = Person(track_id=VIEW_ONLY_IDS * v + tid, score=float(p.score),
+                                arrays={"box_xyxy": np.asarray(p.box, np.float32),
+                                        KEYPOINTS: np.asarray(p.keypoints33, np.float32),
+                                        "keypoints_coco17": np.asarray(p.coco17, np.float32),
+                                        "world_blazepose33": np.asarray(p.world33, np.float32)})
+                person.handover[VIEW_ONLY] = v
+                frame.persons.append(person)
+            self.view_only[v - 1] += len(alone)
 
 
 def camera_axis_landmarks(people: list, normalised: dict[int, np.ndarray]) -> dict[int, np.ndarray]:

@@ -83,6 +83,7 @@ class RefineStage(Stage):
         # A network trained with world landmarks takes them in its condition too.
         self.denoiser_uses_world = bool(getattr(refiner.refiner.model.config, "world_landmarks", False))
         self.quality = FitQuality()
+        self._view_refiners: dict[int, object] = {}  # a rig's other cameras' (view-only persons)
         self.fit_deadline_s = fit_deadline_s
         self.frames_fitted = 0
         self.frames_fit_skipped = 0
@@ -100,11 +101,17 @@ class RefineStage(Stage):
     def process(self, frame: Frame) -> Frame | None:
         self._step += 1
         observations = self._observations(frame)
-        if observations:
+        # A rig's view-only persons (seen by another camera alone): each camera's fitted in
+        # its own frame by a refiner of its own, as one camera would (streamer.multi_view).
+        by_view = self._view_only_observations(frame) if self.rig is not None else {}
+        if observations or by_view:
             late = self.fit_deadline_s is not None and time.monotonic() - frame.capture_time > self.fit_deadline_s
             self.frames_fit_skipped += late
             self.frames_fitted += not late
-            self.online.update(self._step, observations, fit=not late, camera=self.fit_camera)
+            if observations:
+                self.online.update(self._step, observations, fit=not late, camera=self.fit_camera)
+            for v, found in by_view.items():
+                self._view_refiner(v).update(self._step, found, fit=not late, camera=self._view_camera(v))
         released = self._held.push((self._step, frame))
         return None if released is None else self._release(*released)
 
@@ -116,13 +123,55 @@ class RefineStage(Stage):
     def finish(self) -> list[Frame]:
         return [self._release(step, frame) for step, frame in self._held.flush()]
 
+    # -- a rig's view-only persons ------------------------------------------------------------
+    def _view_of(self, person) -> int:
+        """The camera a person is fitted in: 0, or a view-only person's own."""
+        from .multi_view import VIEW_ONLY
+
+        return int(person.handover.get(VIEW_ONLY, 0))
+
+    def _view_refiner(self, v: int):
+        """Camera ``v``'s refiner (0: the run's): one like the run's, sharing its fitter."""
+        from engines.refinement.online import OnlineRefiner
+
+        if v == 0:
+            return self.online
+        if v not in self._view_refiners:
+            o = self.online
+            # One camera's fit, as a single-camera run's (which starts each frame from the last
+            # estimate; the rig's own starts from the placed lift, which this one lacks).
+            self._view_refiners[v] = OnlineRefiner(o.refiner, lag=o.lag, context=o.context, max_gap=o.max_gap)
+        return self._view_refiners[v]
+
+    def _view_camera(self, v: int):
+        """Camera ``v``'s :class:`CameraParams` (0: the run's camera without the rig's views)."""
+        from engines.refinement.guided import CameraParams
+
+        return self.camera_params if v == 0 else CameraParams.from_camera(self.rig.cameras[v])
+
+    def _view_only_observations(self, frame: Frame) -> dict[int, dict]:
+        """Per camera, its view-only persons' observations in its frame."""
+        out = {}
+        for v in range(1, len(self.rig.cameras)):
+            persons = [p for p in frame.persons if self._view_of(p) == v and "poses" in p.arrays and KEYPOINTS in p.arrays]
+            found = self._observe(persons, self.rig.cameras[v], None)
+            if found:
+                out[v] = found
+        return out
+
     def _observations(self, frame: Frame) -> dict:
+        persons = [p for p in frame.persons if "poses" in p.arrays and KEYPOINTS in p.arrays and not self._view_of(p)]
+        return self._observe(persons, self.camera, self.rig)
+
+    def _observe(self, persons: list, camera, rig) -> dict:
+        """The fit's observations of ``persons`` (keypoints in ``camera``'s pixels); ``rig``:
+        their keypoints in the rig's other views join, and the lifts are placed on the
+        triangulated hips."""
         from engines.body.rotations import axis_angle_to_matrix
         from engines.diffusion.denoiser import pose_vector
         from engines.diffusion.features import COND_DIM, WORLD_COND_DIM, condition_features
         from engines.refinement.online import Observation
 
-        persons = [p for p in frame.persons if "poses" in p.arrays and KEYPOINTS in p.arrays]
         seen: set[int] = set()
         persons = [p for p in persons if not (p.track_id in seen or seen.add(p.track_id))]
         if not persons:
@@ -139,20 +188,20 @@ class RefineStage(Stage):
             cond = torch.stack([h[1] for h in lifted])
             x = pose_vector(torch.stack([h[0] for h in lifted]), betas)
         else:
-            normalised = torch.from_numpy(self.camera.normalize_keypoints(pixels).astype(np.float32))
+            normalised = torch.from_numpy(camera.normalize_keypoints(pixels).astype(np.float32))
             cond = condition_features(normalised, worlds, world=self.denoiser_uses_world)
             poses = torch.from_numpy(np.stack([p.arrays["poses"] for p in persons]).astype(np.float32))
             x = pose_vector(axis_angle_to_matrix(poses.view(-1, 24, 3)), betas)
         trans = torch.from_numpy(np.stack([p.arrays["trans"] for p in persons]).astype(np.float32))
         keypoints = torch.from_numpy(pixels.astype(np.float32))
         views = views_world = None
-        if self.rig is not None:
-            views = self.rig.view_keypoints(persons)
+        if rig is not None:
+            views = rig.view_keypoints(persons)
             if self.use_world:
                 from .multi_view import VIEWS_WORLD_KEY
 
-                views_world = self.rig.view_keypoints(persons, VIEWS_WORLD_KEY)
-            trans = self.rig.place(self.body, x, trans, keypoints, views)  # onto the triangulated hips
+                views_world = rig.view_keypoints(persons, VIEWS_WORLD_KEY)
+            trans = rig.place(self.body, x, trans, keypoints, views)  # onto the triangulated hips
         return {p.track_id: Observation(x=x[i], trans=trans[i], cond=cond[i], keypoints=keypoints[i],
                                         world=None if worlds is None else worlds[i],
                                         views=None if views is None else views[i],
@@ -160,20 +209,34 @@ class RefineStage(Stage):
                 for i, p in enumerate(persons)}
 
     def _release(self, step: int, frame: Frame) -> Frame:
+        if self.rig is None:
+            self._release_persons(step, frame.persons, self.online, self.camera_params)
+            return frame
+        views = [self._view_of(p) for p in frame.persons]
+        for v in sorted(set(views)):
+            group = [p for p, w in zip(frame.persons, views) if w == v]
+            self._release_persons(step, group, self._view_refiner(v), self._view_camera(v))
+        for p, v in zip(frame.persons, views):
+            if v:
+                self.rig.finish_view_only(p)  # into the reference camera's frame
+        return frame
+
+    def _release_persons(self, step: int, persons: list, online, camera_params) -> None:
+        """``persons``' bodies at ``step`` from ``online``, measured through ``camera_params``."""
         from engines.body.rotations import matrix_to_axis_angle
         from engines.diffusion.denoiser import BETAS, rotations_of
 
-        found = [(p, self.online.estimate(p.track_id, step)) for p in frame.persons if "poses" in p.arrays]
+        found = [(p, online.estimate(p.track_id, step)) for p in persons if "poses" in p.arrays]
         found = [(p, e) for p, e in found if e is not None]
         if not found:
-            measure_persons(self.body, self.camera_params, frame.persons, self.quality)
-            return frame
+            measure_persons(self.body, camera_params, persons, self.quality)
+            return
         x = torch.stack([e[0] for _, e in found])
         trans = torch.stack([e[1] for _, e in found])
         R = rotations_of(x)
         # The fit posed these bodies already (same body model): their joints and points are
         # taken as it left them; else (a frame not fitted) they are posed here.
-        bodies = [self.online.body(p.track_id, step) for p, _ in found] if self._fit_poses_body else [None]
+        bodies = [online.body(p.track_id, step) for p, _ in found] if self._fit_poses_body else [None]
         if all(b is not None for b in bodies):
             joints, points = torch.stack([b[0] for b in bodies]), torch.stack([b[1] for b in bodies])
         else:
@@ -187,11 +250,10 @@ class RefineStage(Stage):
         # Fitted persons are measured on the points just computed; any other body on its own.
         fitted = [i for i, (p, _) in enumerate(found) if KEYPOINTS in p.arrays]
         if fitted:
-            measure_persons(self.body, self.camera_params, [found[i][0] for i in fitted], self.quality,
+            measure_persons(self.body, camera_params, [found[i][0] for i in fitted], self.quality,
                             points=points[fitted])
         done = {id(p) for p, _ in found}
-        measure_persons(self.body, self.camera_params, [p for p in frame.persons if id(p) not in done], self.quality)
-        return frame
+        measure_persons(self.body, camera_params, [p for p in persons if id(p) not in done], self.quality)
 
 
 def world_rows(persons) -> torch.Tensor | None:
