@@ -17,9 +17,11 @@ camera of a multi-camera rig (``docs/multi-camera.md``).
   every view's keypoints and world landmarks (:mod:`engines.refinement.multiview`).
 - a person whom the reference camera does not see but another camera does (a *view-only*
   person, track id ``VIEW_ONLY_IDS * v + their track id in camera v``) is lifted and fitted
-  from the first camera ``v`` that sees them, in its frame, exactly as a single camera would,
-  and moved into the reference frame when released (:meth:`MultiViewRig.to_reference`):
-  their keypoints there become their row of ``keypoints_views_blazepose33``.
+  from the first camera ``v`` that sees them, in its frame, with the other cameras that see
+  them as its other views (:meth:`MultiViewRig.seen_from`; seen by ``v`` alone, exactly as a
+  single camera would), and moved into the reference frame when released
+  (:meth:`MultiViewRig.finish_view_only`): their keypoints there become their row of
+  ``keypoints_views_blazepose33``.
 - :class:`RigFrameStage`: the outputs moved from the reference camera's frame into the rig's
   when the rig file puts the first camera anywhere but at its origin.
 """
@@ -122,11 +124,28 @@ class MultiViewRig:
         Rb, tb = self.to_reference(b)
         return Rb.T @ Ra, Rb.T @ (ta - tb)
 
+    def others(self, v: int) -> list[int]:
+        """The cameras besides ``v``, in the rig's order: the other views of a fit in ``v``'s frame."""
+        return [w for w in range(len(self.cameras)) if w != v]
+
+    def seen_from(self, v: int) -> "MultiViewRig":
+        """The rig with camera ``v`` as its reference, the others (:meth:`others`) after it:
+        a view-only person of camera ``v`` is placed and fitted in it, as the reference
+        camera's people are in this one."""
+        if v == 0:
+            return self
+        others = self.others(v)
+        R, t = self.to_reference(v)
+        return MultiViewRig([self.cameras[v]] + [self.cameras[w] for w in others],
+                            [self.names[v]] + [self.names[w] for w in others], [self.between(v, w) for w in others],
+                            self.rotation @ R, self.rotation @ t + self.translation)
+
     def finish_view_only(self, person: Person) -> None:
         """A view-only person's arrays moved from their camera's frame into the reference's
         (in place): the body and landmarks turned and moved; their keypoints, box and COCO
         points (their camera's pixels, not the reference's) leave, the keypoints for their row
-        of ``keypoints_views_blazepose33``."""
+        of ``keypoints_views_blazepose33``, whose rows (in :meth:`seen_from`'s order until
+        now) go into the reference's order of the cameras."""
         from .output_frame import transform_arrays
 
         v = int(person.handover.pop(VIEW_ONLY))
@@ -134,6 +153,10 @@ class MultiViewRig:
         arrays = transform_arrays(person.arrays, R, t)
         views = np.zeros((len(self.cameras) - 1, 33, 3), np.float32)
         views_world = np.zeros_like(views)
+        theirs, theirs_world = arrays.get(VIEWS_KEY), arrays.get(VIEWS_WORLD_KEY)
+        for row, w in enumerate(self.others(v)):
+            if w and theirs is not None:
+                views[w - 1], views_world[w - 1] = theirs[row], theirs_world[row]
         if KEYPOINTS in arrays:
             views[v - 1] = arrays.pop(KEYPOINTS)
         if "world_blazepose33" in person.arrays:  # as the network gave them, as for anyone matched
@@ -254,29 +277,38 @@ class MultiViewKeypointsStage(Stage):
     def _add_view_only(self, frame: Frame, seen: list, normalised: list, matches: list) -> None:
         """The persons seen by other cameras but not the reference (module doc), each from the
         first camera that sees them: a person another camera before it gives already (matched
-        by epipolar geometry between the two) is not given again."""
+        by epipolar geometry between the two) is not given again, but joins that person's
+        keypoints and landmarks in the other views (in :meth:`MultiViewRig.seen_from`'s order)."""
         from engines.perception.cross_view import CrossViewMatcher
 
-        given: dict[int, dict[int, np.ndarray]] = {}  # camera -> its view-only people's keypoints
-        for v in range(1, len(self.rig.cameras)):
+        V = len(self.rig.cameras)
+        given: dict[int, dict[int, Person]] = {}  # camera -> its view-only persons by their id there
+        for v in range(1, V):
             alone = {p.track_id: p for p in seen[v] if p.track_id not in matches[v - 1]}
-            for a, people in given.items():
-                if not people or not alone:
+            for a, persons in given.items():
+                if not persons or not alone:
                     continue
                 if (a, v) not in self._between:
                     self._between[(a, v)] = CrossViewMatcher([self.rig.between(a, v)])
-                (twice,) = self._between[(a, v)].match(people, [{i: normalised[v][i] for i in alone}])
-                for i in twice:
-                    alone.pop(i)
-            given[v] = {i: normalised[v][i] for i in alone}
+                (twice,) = self._between[(a, v)].match({i: normalised[a][i] for i in persons},
+                                                       [{i: normalised[v][i] for i in alone}])
+                row = self.rig.others(a).index(v)
+                for i, first in twice.items():
+                    p = alone.pop(i)
+                    persons[first].arrays[VIEWS_KEY][row] = np.asarray(p.keypoints33, np.float32)
+                    persons[first].arrays[VIEWS_WORLD_KEY][row] = np.asarray(p.world33, np.float32)
+            given[v] = {}
             for tid, p in alone.items():
                 person = Person(track_id=VIEW_ONLY_IDS * v + tid, score=float(p.score),
                                 arrays={"box_xyxy": np.asarray(p.box, np.float32),
                                         KEYPOINTS: np.asarray(p.keypoints33, np.float32),
                                         "keypoints_coco17": np.asarray(p.coco17, np.float32),
-                                        "world_blazepose33": np.asarray(p.world33, np.float32)})
+                                        "world_blazepose33": np.asarray(p.world33, np.float32),
+                                        VIEWS_KEY: np.zeros((V - 1, 33, 3), np.float32),
+                                        VIEWS_WORLD_KEY: np.zeros((V - 1, 33, 3), np.float32)})
                 person.handover[VIEW_ONLY] = v
                 frame.persons.append(person)
+                given[v][tid] = person
             self.view_only[v - 1] += len(alone)
 
 

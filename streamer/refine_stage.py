@@ -83,7 +83,8 @@ class RefineStage(Stage):
         # A network trained with world landmarks takes them in its condition too.
         self.denoiser_uses_world = bool(getattr(refiner.refiner.model.config, "world_landmarks", False))
         self.quality = FitQuality()
-        self._view_refiners: dict[int, object] = {}  # a rig's other cameras' (view-only persons)
+        # A rig's other cameras' (view-only persons): (refiner, rig seen from there, camera, fit camera).
+        self._view_refiners: dict[int, tuple] = {}
         self.fit_deadline_s = fit_deadline_s
         self.frames_fitted = 0
         self.frames_fit_skipped = 0
@@ -111,7 +112,7 @@ class RefineStage(Stage):
             if observations:
                 self.online.update(self._step, observations, fit=not late, camera=self.fit_camera)
             for v, found in by_view.items():
-                self._view_refiner(v).update(self._step, found, fit=not late, camera=self._view_camera(v))
+                self._view_refiner(v).update(self._step, found, fit=not late, camera=self._view_camera(v, fit=True))
         released = self._held.push((self._step, frame))
         return None if released is None else self._release(*released)
 
@@ -138,25 +139,38 @@ class RefineStage(Stage):
             return self.online
         if v not in self._view_refiners:
             o = self.online
-            # One camera's fit, as a single-camera run's (which starts each frame from the last
-            # estimate; the rig's own starts from the placed lift, which this one lacks).
-            self._view_refiners[v] = OnlineRefiner(o.refiner, lag=o.lag, context=o.context, max_gap=o.max_gap)
-        return self._view_refiners[v]
+            from engines.refinement.guided import CameraParams
 
-    def _view_camera(self, v: int):
-        """Camera ``v``'s :class:`CameraParams` (0: the run's camera without the rig's views)."""
-        from engines.refinement.guided import CameraParams
+            rig = self.rig.seen_from(v)
+            camera = CameraParams.from_camera(rig.cameras[0])
+            # With two cameras a view-only person is one camera's, fitted as a single-camera
+            # run's (from the last estimate); with more, others may see them too, and the fit
+            # starts from the placed lift as the rig's own does.
+            warm = o.warm_start if len(rig.cameras) > 2 else True
+            self._view_refiners[v] = (OnlineRefiner(o.refiner, lag=o.lag, context=o.context, max_gap=o.max_gap,
+                                                    warm_start=warm), rig, camera, replace(camera, views=rig.rig_views))
+        return self._view_refiners[v][0]
 
-        return self.camera_params if v == 0 else CameraParams.from_camera(self.rig.cameras[v])
+    def _view_camera(self, v: int, fit: bool = False):
+        """Camera ``v``'s :class:`CameraParams` (0: the run's camera), with (``fit``) the rig's
+        other cameras seen from it or without (to measure re-projection)."""
+        if v == 0:
+            return self.camera_params
+        self._view_refiner(v)
+        return self._view_refiners[v][3 if fit else 2]
 
     def _view_only_observations(self, frame: Frame) -> dict[int, dict]:
-        """Per camera, its view-only persons' observations in its frame."""
+        """Per camera, its view-only persons' observations in its frame (with their keypoints
+        in the cameras that see them too, and placed on their triangulated hips)."""
         out = {}
         for v in range(1, len(self.rig.cameras)):
             persons = [p for p in frame.persons if self._view_of(p) == v and "poses" in p.arrays and KEYPOINTS in p.arrays]
-            found = self._observe(persons, self.rig.cameras[v], None)
-            if found:
-                out[v] = found
+            if persons:
+                self._view_refiner(v)
+                rig = self._view_refiners[v][1]
+                found = self._observe(persons, rig.cameras[0], rig)
+                if found:
+                    out[v] = found
         return out
 
     def _observations(self, frame: Frame) -> dict:

@@ -280,3 +280,38 @@ def test_a_person_two_other_cameras_see_is_given_once():
     assert sorted((p.track_id, p.handover[VIEW_ONLY]) for p in out.persons) == [(VIEW_ONLY_IDS + 4, 1),
                                                                                (2 * VIEW_ONLY_IDS + 8, 2)]
     assert stage.view_only == [1, 1] and stage.unmatched == [1, 2]
+    p = next(p for p in out.persons if p.handover[VIEW_ONLY] == 1)
+    # Camera 2's keypoints of P join them, in the order of the rig seen from camera 1 (0, 2).
+    assert not p.arrays[VIEWS_KEY][0].any() and np.allclose(p.arrays[VIEWS_KEY][1], people[2][1].keypoints33, atol=1e-3)
+
+
+def test_a_person_two_other_cameras_see_is_placed_by_both(tmp_path):
+    """Three cameras, camera 0 covered; cameras 1 and 2 (1 m and 1.3 m to its right) are the
+    clip and its copy shifted by the disparity of a scene 3.5 m away: the person they both see
+    is fitted from camera 1 with camera 2 as its other view, so they stand 3.5 m away (one
+    camera alone puts them 5.5-7 m away), published in camera 0's frame with their keypoints
+    in both cameras."""
+    from streamer.multi_view import VIEW_ONLY_IDS
+
+    source = VideoFileSource(CLIP)
+    camera = assumed_camera(*source.size)
+    source.close()
+    dx = round(camera.fx * 0.3 / 3.5)
+    scene = camera.fx * 0.3 / dx
+    rig = tmp_path / "three.yaml"
+    write_multi_camera_rig([RigCamera("c0", camera, np.eye(3), np.zeros(3)),
+                            RigCamera("c1", camera, np.eye(3), np.array([1.0, 0.0, 0.0])),
+                            RigCamera("c2", camera, np.eye(3), np.array([1.3, 0.0, 0.0]))], rig, board="virtual")
+    sources = SynchronisedSources([CoveredSource(VideoFileSource(CLIP)), VideoFileSource(CLIP),
+                                   ShiftedSource(VideoFileSource(CLIP), dx)])
+    capture = Capture()
+    config = RunConfig(source=str(CLIP), more_sources=[str(CLIP), str(CLIP)], rig=str(rig), publish=None,
+                       progress=False, max_frames=14)
+    pipeline, _, _ = build_pipeline(config, source=sources, extra_stages=[capture])
+    assert pipeline.run(handle_signals=False).frames_out == 14
+    bodies = [(i, tid, a) for i, frame in enumerate(capture.frames) for tid, a in frame if "poses" in a]
+    assert bodies and all(tid // VIEW_ONLY_IDS == 1 for _, tid, _ in bodies), [tid for _, tid, _ in bodies]
+    both = [(i, a) for i, _, a in bodies if a[VIEWS_KEY][0].any() and a[VIEWS_KEY][1].any()]
+    assert len(both) >= len(bodies) // 2, "camera 2 should see them with camera 1"
+    depths = [a["joints"][0, 2] for i, a in both if i >= 8]
+    assert depths and all(abs(z - scene) < 0.3 for z in depths), (scene, depths)
