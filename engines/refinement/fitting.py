@@ -21,8 +21,9 @@ frames' SMPL parameters (6D rotations, shape, camera translation) minimise
   of the lifter's samples). After each call ``iters`` Levenberg-Marquardt iterations solve
   the fit with that pull held fixed, like the proximal data step of plug-and-play diffusion
   samplers;
-- **temporal**: squared accelerations (or, for a causal window, velocities) of the
-  camera-frame joints, and the shape held constant along the track.
+- **temporal**: squared accelerations of the joints about the pelvis and, apart, of the
+  pelvis's path (or, for a causal window, velocities of the camera-frame joints), and the
+  shape held constant along the track.
 
 Windows hold fixed context frames (already published) as boundary conditions, exactly as
 :class:`engines.refinement.guided.GuidedRefiner` does, and the same :class:`WindowBatch`
@@ -62,7 +63,10 @@ class FitSettings:
     min_confidence: float = 0.3  # keypoints below are ignored
     prior_sigma: float = 0.15  # 6D units (about 0.1 rad): how far the pose may leave the prior
     betas_sigma: float = 1.0
-    lift_weight: float = 1.0  # the per-frame lift against the denoiser's prediction in the prior
+    # The per-frame lift against the denoiser's prediction in the prior's pull. Offline the
+    # window's many iterations let the denoiser's prediction, which sees the current fit,
+    # lead; the lift, a mean of samples drawn afresh each frame, brings its jitter.
+    lift_weight: float = 0.25
     world_weight: float = 3.0  # 0: world landmarks unused
     world_sigma: float = 0.1  # metres: their error along the camera's axis
     world_lateral: float = 0.1  # weight of their across-the-image error (the 2D knows that better)
@@ -70,7 +74,12 @@ class FitSettings:
     flip_depth: float = 0.07  # metres: a forearm or shin whose depth the landmarks put this far
     # the other way round (and the body at least half as far) is turned over before the fit
     # (only after a lift that did not see the landmarks: KeypointFitter.turn_limbs)
-    joint_acc_sigma: float = 0.015  # metres / frame^2 (about 13 m/s^2 at 30 fps: a kick or a jump)
+    # The acceleration of the joints about the pelvis, metres / frame^2 (about 13 m/s^2 at
+    # 30 fps: a kick or a jump), and of the pelvis itself: apart, because a monocular fit's
+    # path in depth is what it knows least, and holding it as hard as the limbs' motion
+    # bends the pose to fit a wrong depth (measured: docs/refinement.md).
+    joint_acc_sigma: float = 0.015
+    root_acc_sigma: float = 0.03
     joint_vel_sigma: float = 0.0  # metres / frame (0: off)
     betas_vel_sigma: float = 0.02
 
@@ -80,7 +89,7 @@ class FitSettings:
         penalise acceleration without extrapolating the past, so it limits velocity instead."""
         if lag < 0:
             raise ValueError(f"lag must be >= 0 frames, got {lag}")
-        base = dict(joint_acc_sigma=0.0, joint_vel_sigma=0.1) if lag == 0 else {}
+        base = dict(joint_acc_sigma=0.0, root_acc_sigma=0.0, joint_vel_sigma=0.1) if lag == 0 else {}
         return cls(**{**base, **changes})
 
     @classmethod
@@ -92,7 +101,8 @@ class FitSettings:
         if live:
             # One iteration from a warm start cannot average the prior's pull over a window:
             # a tighter prior keeps the live body nearer the lift (measured: docs/refinement.md).
-            return cls.for_lag(lag, **{"prior_times": (100,), "iters": iters or 1, "prior_sigma": 0.1, **changes})
+            return cls.for_lag(lag, **{"prior_times": (100,), "iters": iters or 1, "prior_sigma": 0.1, "lift_weight": 1.0,
+                                       **changes})
         return cls.for_lag(lag, iters=iters or 2, **changes)
 
     def replace(self, **changes) -> "FitSettings":
@@ -162,6 +172,23 @@ def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     across = torch.linalg.cross(a, other, dim=-1)
     axis = torch.where(sin < 1e-6, across / across.norm(dim=-1, keepdim=True), axis / sin.clamp(min=1e-9))
     return axis_angle_to_matrix(axis * angle)
+
+
+def _signal(joints: torch.Tensor, which: str) -> torch.Tensor:
+    """A temporal term's signal from joints (..., 72): all of them ("joints"), about the
+    pelvis ("relative") or the pelvis alone ("root")."""
+    if which == "joints":
+        return joints
+    j = joints.unflatten(-1, (NUM_JOINTS, 3))
+    return (j - j[..., :1, :]).flatten(-2) if which == "relative" else j[..., 0, :]
+
+
+def _signal_jacobian(Jj: torch.Tensor, which: str) -> torch.Tensor:
+    """The Jacobian (S, F, D, THETA) of :func:`_signal` from the joints' (S, F, 72, THETA)."""
+    if which == "joints":
+        return Jj
+    j = Jj.unflatten(2, (NUM_JOINTS, 3))
+    return (j - j[:, :, :1]).flatten(2, 3) if which == "relative" else j[:, :, 0]
 
 
 class KeypointFitter:
@@ -354,17 +381,18 @@ class KeypointFitter:
                 Jj[used] = J[:, _PX + _KP:_PX + _KP + _JOINTS]
             jt_all = joints_all.index_put(sel, jt)
             b_all = betas_all.index_put(sel, b)
-            for M, signal, weight, jac in temporal(jt_all, b_all, Jj):
-                Ew = Ew + weight * (signal * (M @ signal)).sum((-1, -2))
+            for energy, M, grad, which in temporal(jt_all, b_all):
+                Ew = Ew + energy
                 if want_system:
                     Mf = M[rows[:, :, None], cols[:, :, None], cols[:, None, :]] * used[:, :, None] * used[:, None, :]
-                    grad = (M @ signal)[rows, cols]  # (S, F, D)
-                    if jac is None:  # betas: identity on the shape block
-                        Hw[:, :, 72:82, :, 72:82] += weight * Mf[:, :, None, :, None] * torch.eye(NUM_BETAS)[None, None, :, None, :]
-                        gw[:, :, 72:82] += weight * grad * used[..., None]
+                    grad = grad[rows, cols] * used[..., None]  # (S, F, D)
+                    if which == "betas":  # identity on the shape block
+                        Hw[:, :, 72:82, :, 72:82] += Mf[:, :, None, :, None] * torch.eye(NUM_BETAS)[None, None, :, None, :]
+                        gw[:, :, 72:82] += grad
                     else:
-                        Hw += weight * torch.einsum("sfg,sfda,sgdb->sfagb", Mf, jac, jac)
-                        gw += weight * torch.einsum("sfda,sfd->sfa", jac, grad) * used[..., None]
+                        Js = _signal_jacobian(Jj, which)
+                        Hw += torch.einsum("sfg,sfda,sgdb->sfagb", Mf, Js, Js)
+                        gw += torch.einsum("sfda,sfd->sfa", Js, grad)
             return Ew, Hw, gw, out
 
         cols_pos = torch.arange(F)[None].expand(S, F)
@@ -444,22 +472,31 @@ class KeypointFitter:
         return R, x_obs
 
     def _temporal_operators(self, valid: torch.Tensor):
-        """The temporal terms as (M, signal, weight, Jacobian) with M = D^T D (S, T, T) of
-        each window's difference operator over runs of valid frames."""
+        """The temporal terms: a function of the window's joints (S, T, 72) and shapes
+        (S, T, 10) that yields ``(energy (S,), M, grad (S, T, D), which)`` per term, where
+        ``M`` = D^T D (S, T, T) of the term's difference operator over runs of valid frames,
+        times its weight, is its Hessian in its signal, ``grad`` the gradient, and ``which``
+        names the signal (:func:`_signal`, or "betas")."""
         s = self.settings
         mats = {}
         for order in (1, 2):
             D = difference_matrix(valid, order)
             mats[order] = D.transpose(1, 2) @ D
 
-        def terms(joints, betas, Jj):
+        def quadratic(M, signal, sigma, which):
+            Ms = M @ signal / sigma ** 2
+            return (signal * Ms).sum((-1, -2)), M / sigma ** 2, Ms, which
+
+        def terms(joints, betas):
             out = []
             if s.joint_acc_sigma > 0:
-                out.append((mats[2], joints, 1 / s.joint_acc_sigma ** 2, Jj))
+                out.append(quadratic(mats[2], _signal(joints, "relative"), s.joint_acc_sigma, "relative"))
+            if s.root_acc_sigma > 0:
+                out.append(quadratic(mats[2], _signal(joints, "root"), s.root_acc_sigma, "root"))
             if s.joint_vel_sigma > 0:
-                out.append((mats[1], joints, 1 / s.joint_vel_sigma ** 2, Jj))
+                out.append(quadratic(mats[1], joints, s.joint_vel_sigma, "joints"))
             if s.betas_vel_sigma > 0:
-                out.append((mats[1], betas, 1 / s.betas_vel_sigma ** 2, None))
+                out.append(quadratic(mats[1], betas, s.betas_vel_sigma, "betas"))
             return out
 
         return terms
