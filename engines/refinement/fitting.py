@@ -301,8 +301,10 @@ class KeypointFitter:
             V = batch.views.shape[2]
             view_noise = torch.stack([keypoint_noise(batch.views[:, :, v], valid, s.min_confidence, s.detector_noise,
                                                      s.noise_range) for v in range(V)], -1)  # (S, V)
+            # Their world landmarks too, each weighted along its own camera's depth axis.
             others = ViewTerms(camera.views, batch.views[sel], view_noise[:, None].expand(S, T, V)[sel],
-                               robust_scale=s.robust_scale, min_confidence=s.min_confidence)
+                               robust_scale=s.robust_scale, min_confidence=s.min_confidence,
+                               world=None if batch.views_world is None else batch.views_world[sel], settings=s)
         cond = batch.cond[sel]
         x_obs = (batch.x if batch.x_obs is None else batch.x_obs)[sel]
 
