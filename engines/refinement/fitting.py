@@ -74,11 +74,16 @@ class FitSettings:
     flip_depth: float = 0.07  # metres: a forearm or shin whose depth the landmarks put this far
     # the other way round (and the body at least half as far) is turned over before the fit
     # (only after a lift that did not see the landmarks: KeypointFitter.turn_limbs)
-    # The acceleration of the joints about the pelvis, metres / frame^2 (about 13 m/s^2 at
-    # 30 fps: a kick or a jump), and of the pelvis itself: apart, because a monocular fit's
-    # path in depth is what it knows least, and holding it as hard as the limbs' motion
-    # bends the pose to fit a wrong depth (measured: docs/refinement.md).
-    joint_acc_sigma: float = 0.015
+    # The acceleration of the joints about the pelvis: Student-t with joint_acc_dof degrees
+    # of freedom and scale joint_acc_sigma (metres / frame^2): near zero as tight as a
+    # Gaussian of 1.5 cm/frame^2 (13 m/s^2 at 30 fps), but real accelerations are mostly
+    # small and now and then very large (a flip, a kick, a landing), and a Gaussian holds
+    # those back (joint_acc_dof = 0: Gaussian). Apart from it the pelvis's path
+    # (root_acc_sigma, Gaussian): a monocular fit's depth is what it knows least, and holding
+    # it as hard as the limbs' motion bends the pose to fit a wrong depth (measured:
+    # docs/refinement.md).
+    joint_acc_sigma: float = 0.02
+    joint_acc_dof: float = 4.0
     root_acc_sigma: float = 0.03
     joint_vel_sigma: float = 0.0  # metres / frame (0: off)
     betas_vel_sigma: float = 0.02
@@ -386,14 +391,18 @@ class KeypointFitter:
             for energy, M, grad, which in temporal(jt_all, b_all):
                 Ew = Ew + energy
                 if want_system:
-                    Mf = M[rows[:, :, None], cols[:, :, None], cols[:, None, :]] * used[:, :, None] * used[:, None, :]
+                    # M: (S, T, T), or (S, T, T, D) with one matrix per coordinate
+                    Mf = M[rows[:, :, None], cols[:, :, None], cols[:, None, :]]
+                    pair = used[:, :, None] & used[:, None, :]
+                    Mf = Mf * (pair if Mf.dim() == 3 else pair[..., None])
                     grad = grad[rows, cols] * used[..., None]  # (S, F, D)
                     if which == "betas":  # identity on the shape block
                         Hw[:, :, 72:82, :, 72:82] += Mf[:, :, None, :, None] * torch.eye(NUM_BETAS)[None, None, :, None, :]
                         gw[:, :, 72:82] += grad
                     else:
                         Js = _signal_jacobian(Jj, which)
-                        Hw += torch.einsum("sfg,sfda,sgdb->sfagb", Mf, Js, Js)
+                        spec = "sfg,sfda,sgdb->sfagb" if Mf.dim() == 3 else "sfgd,sfda,sgdb->sfagb"
+                        Hw += torch.einsum(spec, Mf, Js, Js)
                         gw += torch.einsum("sfda,sfd->sfa", Js, grad)
             return Ew, Hw, gw, out
 
@@ -489,9 +498,25 @@ class KeypointFitter:
             Ms = M @ signal / sigma ** 2
             return (signal * Ms).sum((-1, -2)), M / sigma ** 2, Ms, which
 
+        D2 = difference_matrix(valid, 2)
+
+        def student_t(signal, which):
+            # Iteratively reweighted: each joint's |a|^2 weighs dE/d|a|^2 at the current estimate,
+            # so M is one (S, T, T) matrix per coordinate.
+            S = signal.shape[0]
+            acc = D2 @ signal  # (S, T - 2, 72)
+            r2 = acc.view(S, acc.shape[1], NUM_JOINTS, 3).pow(2).sum(-1)
+            nu, nu_s2 = s.joint_acc_dof, s.joint_acc_dof * s.joint_acc_sigma ** 2
+            energy = ((nu + 3) * torch.log1p(r2 / nu_s2)).sum((-1, -2))
+            w = ((nu + 3) / (nu_s2 + r2)).repeat_interleave(3, -1)
+            M = torch.einsum("srt,srd,sru->stud", D2, w, D2)
+            return energy, M, D2.transpose(1, 2) @ (w * acc), which
+
         def terms(joints, betas):
             out = []
-            if s.joint_acc_sigma > 0:
+            if s.joint_acc_sigma > 0 and s.joint_acc_dof > 0:
+                out.append(student_t(_signal(joints, "relative"), "relative"))
+            elif s.joint_acc_sigma > 0:
                 out.append(quadratic(mats[2], _signal(joints, "relative"), s.joint_acc_sigma, "relative"))
             if s.root_acc_sigma > 0:
                 out.append(quadratic(mats[2], _signal(joints, "root"), s.root_acc_sigma, "root"))
