@@ -141,3 +141,37 @@ def test_fit_lowers_the_reprojection_of_real_keypoints(body, tmp_path):
     with np.load(tmp_path / "fit.npz") as data:
         assert data["reprojection_px"].shape == data["frame_index"].shape
         assert np.nanmedian(data["reprojection_px"]) < np.nanmedian(np.load(tmp_path / "lift.npz")["reprojection_px"])
+
+
+@pytest.mark.parametrize("dof", [0.0, 4.0])
+def test_temporal_terms_gradient_is_the_energys(body, dof):
+    """Each temporal term's gradient (what the normal equations use) is the derivative of its
+    energy (what a step is accepted on), for the Gaussian and the Student-t acceleration of
+    the joints about the pelvis and the pelvis's path; the Student-t's weight falls on a
+    large acceleration, so a flip costs it less than a Gaussian of the same curvature."""
+    from engines.refinement.fitting import _signal
+
+    torch.manual_seed(1)
+    s = FitSettings(joint_acc_dof=dof, joint_vel_sigma=0.05)
+    terms = KeypointFitter(None, body, s)._temporal_operators(torch.ones(2, 9, dtype=torch.bool))
+    joints = (torch.randn(2, 9, 72) * 0.02).requires_grad_()
+    betas = torch.randn(2, 9, 10).requires_grad_()
+    names = []
+    for energy, M, grad, which in terms(joints, betas):
+        names.append(which)
+        leaf = betas if which == "betas" else joints
+        auto = torch.autograd.grad(energy.sum(), leaf, retain_graph=True)[0]
+        # grad is in the term's signal; the energy is in the chi^2 convention (r^2 / sigma^2),
+        # so its derivative is twice grad, carried back through the signal's map
+        signal = betas if which == "betas" else _signal(joints, which)
+        expected = torch.autograd.grad(signal, leaf, grad_outputs=2 * grad.detach(), retain_graph=True)[0]
+        assert torch.allclose(auto, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())), which
+    assert names == ["relative", "root", "joints", "betas"]
+    # A 10 cm/frame^2 jolt of one hand (a flip's) against its cost near zero.
+    quiet = torch.zeros(1, 5, 72)
+    jolt = quiet.clone()
+    jolt[0, 2, 22 * 3] = 0.1
+    flip = KeypointFitter(None, body, s)._temporal_operators(torch.ones(1, 5, dtype=torch.bool))
+    cost = next(iter(flip(jolt, torch.zeros(1, 5, 10))))[0].item()
+    gaussian_cost = (0.1 ** 2 * (1 + 4 + 1)) / 0.015 ** 2  # the jolt's three second differences
+    assert (cost < gaussian_cost / 5) if dof else math.isclose(cost, (0.1 ** 2 * 6) / s.joint_acc_sigma ** 2, rel_tol=1e-4)
