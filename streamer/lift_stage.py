@@ -53,7 +53,8 @@ class LiftStage(Stage):
 
         from .multi_view import VIEW_ONLY
 
-        self._lift([p for p in persons if VIEW_ONLY not in p.handover], self.camera, getattr(self, "camera_params", None))
+        own = [p for p in persons if VIEW_ONLY not in p.handover]
+        self._lift(own, self.camera, getattr(self, "camera_params", None))
         for v, cam in enumerate(self.rig.cameras[1:], 1):
             group = [p for p in persons if p.handover.get(VIEW_ONLY) == v]
             self._lift(group, cam, None if self.quality is None else CameraParams.from_camera(cam))

@@ -164,7 +164,8 @@ class RefineStage(Stage):
         in the cameras that see them too, and placed on their triangulated hips)."""
         out = {}
         for v in range(1, len(self.rig.cameras)):
-            persons = [p for p in frame.persons if self._view_of(p) == v and "poses" in p.arrays and KEYPOINTS in p.arrays]
+            persons = [p for p in frame.persons
+                       if self._view_of(p) == v and "poses" in p.arrays and KEYPOINTS in p.arrays]
             if persons:
                 self._view_refiner(v)
                 rig = self._view_refiners[v][1]

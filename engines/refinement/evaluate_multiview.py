@@ -121,7 +121,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             tag = " + world" if use_world else ""
             pred = joints_of(body, x, trans)
             results.setdefault(f"lift (camera 0){tag}", []).append((T, metrics(pred, true)))
-            for V, every in [(V, every) for V in args.cameras for every in (False, True) if not every or (use_world and V > 1)]:
+            # With landmarks and several cameras: once with camera 0's alone, once with every camera's.
+            fits = [(V, every) for V in args.cameras for every in (False, True) if not every or (use_world and V > 1)]
+            for V, every in fits:
                 views = tuple(RigView(K, None, "pinhole", Rv, tv) for Rv, tv in poses_of_views[1:V])
                 camera = CameraParams(K=K, views=views)
                 start = trans

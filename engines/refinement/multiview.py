@@ -32,6 +32,11 @@ from .losses import person_size_px, similarity_align
 #: A triangulated hip point further than this (metres) is a near-parallel pair of rays, not
 #: a place: the lift keeps its own depth then.
 MAX_TRIANGULATED_DEPTH = 50.0
+#: Each other view's world landmarks weigh this share of the reference view's (the fit's
+#: ``world_weight``): with 2D from several views, held-out 8 clips, 2 and 4 cameras, 0.5 keeps
+#: the position gain of 1 (within 0.1 mm) without its extra acceleration error (0.04-0.08
+#: mm/frame^2); 2 is worse in both, 0.25 as 0.5 (docs/multi-camera.md).
+VIEW_WORLD_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,9 @@ class ViewTerms:
     detector's noise per view (fraction of the person's size there). ``world`` (N, V, 33, 3):
     each view's world landmarks (metres, hip-centred, zeros where a view has none; None:
     unused), weighted as the fit's own ``world`` term by ``settings`` (a
-    :class:`~engines.refinement.fitting.FitSettings`: ``world_weight``, ``world_sigma``,
-    ``world_lateral``, ``world_robust``); with ``world_weight`` 0 they are unused."""
+    :class:`~engines.refinement.fitting.FitSettings`: ``world_weight`` times
+    :data:`VIEW_WORLD_SHARE`, ``world_sigma``, ``world_lateral``, ``world_robust``); with
+    ``world_weight`` 0 they are unused."""
 
     def __init__(self, views: tuple[RigView, ...], keypoints: torch.Tensor, noise: torch.Tensor, *,
                  robust_scale: float, min_confidence: float, world: torch.Tensor | None = None,
@@ -102,7 +108,8 @@ class ViewTerms:
             # confidence of its keypoint in the same view (the same crop saw both).
             has = (world.abs().sum((-1, -2)) > 0).to(self.conf.dtype)  # (N, V)
             self.world = world
-            self.world_w = self.conf * has[..., None] * (settings.world_weight / settings.world_sigma ** 2)
+            weight = VIEW_WORLD_SHARE * settings.world_weight / settings.world_sigma ** 2
+            self.world_w = self.conf * has[..., None] * weight
             self.world_axes = torch.tensor([settings.world_lateral, settings.world_lateral, 1.0], dtype=world.dtype)
             self.world_rb2 = settings.world_robust ** 2
 
