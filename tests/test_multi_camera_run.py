@@ -315,3 +315,13 @@ def test_a_person_two_other_cameras_see_is_placed_by_both(tmp_path):
     assert len(both) >= len(bodies) // 2, "camera 2 should see them with camera 1"
     depths = [a["joints"][0, 2] for i, a in both if i >= 8]
     assert depths and all(abs(z - scene) < 0.3 for z in depths), (scene, depths)
+
+
+def test_two_other_cameras_at_one_place_are_refused(tmp_path):
+    camera = assumed_camera(1280, 720)
+    path = tmp_path / "same.yaml"
+    write_multi_camera_rig([RigCamera("c0", camera, np.eye(3), np.zeros(3)),
+                            RigCamera("c1", camera, np.eye(3), np.array([1.0, 0.0, 0.0])),
+                            RigCamera("c2", camera, np.eye(3), np.array([1.0, 0.0, 0.0]))], path, board="virtual")
+    with pytest.raises(ConfigError, match="c2 sits where c1 does"):
+        MultiViewRig.load(str(path), [(1280, 720)] * 3)
