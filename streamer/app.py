@@ -144,6 +144,12 @@ def check_config(config: RunConfig) -> None:
         raise ConfigError("--reid-seconds must be 0 (off) or more seconds")
     if config.denoiser_precision not in (None, "fp32", "int8"):
         raise ConfigError(f"--denoiser-precision {config.denoiser_precision}: choose fp32 or int8")
+    if config.more_sources and config.output_frame != "camera":
+        # The head and world frames follow one camera's motion; a rig's cameras stand still
+        # in the rig's own frame, which the outputs are in already.
+        raise ConfigError(f"--output-frame {config.output_frame} is for one camera; with several --source the "
+                          "outputs are in the rig's frame (make the rig file's frame gravity-aligned to get a "
+                          "world frame)")
     stage_backends(config.backend)  # a bad --backend fails before anything is opened
     from .robot_outputs import check_robot_options
 

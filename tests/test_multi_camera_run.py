@@ -119,6 +119,15 @@ def test_several_sources_need_a_multi_camera_rig(tmp_path):
         run(RunConfig(source=str(CLIP), more_sources=[str(CLIP)], rig=str(head), publish=None, progress=False))
 
 
+@pytest.mark.parametrize("frame", ["head", "world"])
+def test_one_cameras_output_frames_are_refused_with_several(rig_file, frame):
+    """--output-frame head/world follow one moving camera; with a rig they were silently
+    ignored, now the run says so before anything opens."""
+    with pytest.raises(ConfigError, match=f"--output-frame {frame} is for one camera"):
+        run(RunConfig(source=str(CLIP), more_sources=[str(CLIP)], rig=rig_file, output_frame=frame, publish=None,
+                      progress=False))
+
+
 def test_the_command_line_names_what_is_missing(rig_file, capsys):
     from streamer.cli import main
 
