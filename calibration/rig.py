@@ -118,6 +118,18 @@ class Rig:
         return p if p.is_absolute() else Path(rig_path).parent / p
 
 
+def look_from(position, target=(0.0, 0.0, 4.0)) -> tuple[np.ndarray, np.ndarray]:
+    """The pose ``(R, t)`` (reference frame -> camera, as a rig stores it) of a camera at
+    ``position`` looking at ``target``, both in the reference camera's frame (x right, y
+    down, z forward), its image upright: a synthetic rig's cameras."""
+    position, target = np.asarray(position, float), np.asarray(target, float)
+    z = (target - position) / np.linalg.norm(target - position)
+    x = np.cross([0.0, 1.0, 0.0], z)
+    x /= np.linalg.norm(x)
+    R = np.stack([x, np.cross(z, x), z])
+    return R, -R @ position
+
+
 def validate_rig(R: np.ndarray, t: np.ndarray) -> None:
     """Raise :class:`RigError` naming the field when ``R``/``t`` cannot be a rig pose."""
     if R.shape != (3, 3):

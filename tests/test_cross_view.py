@@ -12,20 +12,10 @@ import torch
 
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix
+from calibration.rig import look_from
 from engines.perception.cross_view import CrossViewMatcher, epipolar_cost, essential_matrix, lift_cost
 
 F, C = 1000.0, np.array([640.0, 360.0])
-
-
-def _look_from(position, target=(0.0, 0.0, 4.0)):
-    """(R, t): camera 0's frame into a camera at ``position`` (camera 0's frame) looking at
-    ``target``, its image upright (camera 0's y is down)."""
-    position, target = np.asarray(position, float), np.asarray(target, float)
-    z = (target - position) / np.linalg.norm(target - position)
-    x = np.cross([0.0, 1.0, 0.0], z)
-    x /= np.linalg.norm(x)
-    R = np.stack([x, np.cross(z, x), z])
-    return R, -R @ position
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +53,7 @@ def _observe(points, pose, rng, noise_px=3.0):
 def test_epipolar_cost_is_small_for_one_person_and_large_for_two(bodies):
     a, b = bodies
     rng = np.random.default_rng(0)
-    pose = _look_from([4.0, 0.0, 4.0])
+    pose = look_from([4.0, 0.0, 4.0])
     E = essential_matrix(*pose)
     ref = np.stack([_observe(a[0], None, rng), _observe(b[0], None, rng)])
     view = np.stack([_observe(a[0], pose, rng), _observe(b[0], pose, rng)])
@@ -78,7 +68,7 @@ def test_two_people_standing_apart_are_never_swapped(bodies, position):
     the same two people every frame, never swapped (nor dropped)."""
     a, b = bodies
     rng = np.random.default_rng(1)
-    pose = _look_from(position)
+    pose = look_from(position)
     matcher = CrossViewMatcher([pose])
     for i in range(len(a)):
         ref = {3: _observe(a[i], None, rng), 9: _observe(b[i], None, rng)}
@@ -94,8 +84,8 @@ def test_a_person_seen_by_one_camera_stays_unmatched(bodies):
     anyone, and A still is."""
     a, b = bodies
     rng = np.random.default_rng(2)
-    pose = _look_from([4.0, 0.0, 4.0])
-    matcher = CrossViewMatcher([pose, _look_from([-4.0, 0.0, 4.0])])
+    pose = look_from([4.0, 0.0, 4.0])
+    matcher = CrossViewMatcher([pose, look_from([-4.0, 0.0, 4.0])])
     for i in range(0, len(a), 5):
         ref = {1: _observe(a[i], None, rng), 4: _observe(b[i] + np.array([0.0, 0.0, 3.0]), None, rng)}  # D
         view = {5: _observe(a[i], pose, rng), 6: _observe(b[i], pose, rng)}  # C is where B was
@@ -112,7 +102,7 @@ def test_a_kept_match_survives_a_moment_of_doubt(bodies):
     the keep gate keeps the match made before, but makes no new one."""
     a, _ = bodies
     rng = np.random.default_rng(3)
-    pose = _look_from([4.0, 0.0, 4.0])
+    pose = look_from([4.0, 0.0, 4.0])
 
     def poor(i):
         kp = _observe(a[i], pose, rng, noise_px=0.5)
@@ -157,7 +147,7 @@ def test_the_lifts_tell_apart_two_people_on_one_epipolar_line():
     trans = torch.tensor([[-1.0, 0.0, 4.0], [1.0, 0.0, 6.0]])
     with torch.no_grad():
         a, b = body(axis_angle_to_matrix(aa), torch.zeros(2, 10), trans, keypoints="blazepose33").keypoints["blazepose33"].numpy()
-    pose = _look_from([4.0, 0.0, 4.0])
+    pose = look_from([4.0, 0.0, 4.0])
     rng = np.random.default_rng(4)
     swapped_by_geometry = 0
     for i in range(30):
@@ -176,7 +166,7 @@ def test_the_lifts_tell_apart_two_people_on_one_epipolar_line():
 
 def test_lift_cost_is_zero_for_one_pose_seen_from_two_cameras(bodies):
     a, _ = bodies
-    pose = _look_from([4.0, 0.0, 4.0])
+    pose = look_from([4.0, 0.0, 4.0])
     rng = np.random.default_rng(5)
     ref, view = _landmarks(a[0], None, rng, 0.0), _landmarks(a[0], pose, rng, 0.0) * 1.2  # another scale
     conf = np.ones((1, 33))

@@ -27,19 +27,10 @@ import torch  # noqa: E402
 
 from engines.body.body_model import BodyModel  # noqa: E402
 from engines.body.rotations import axis_angle_to_matrix  # noqa: E402
+from calibration.rig import look_from  # noqa: E402
 from engines.perception.cross_view import CrossViewMatcher  # noqa: E402
 
 F, C = 1000.0, np.array([640.0, 360.0])
-
-
-def look_from(position, target=(0.0, 0.0, 4.0)) -> tuple[np.ndarray, np.ndarray]:
-    """(R, t): camera 0's frame into a camera at ``position`` looking at ``target``, upright."""
-    position, target = np.asarray(position, float), np.asarray(target, float)
-    z = (target - position) / np.linalg.norm(target - position)
-    x = np.cross([0.0, 1.0, 0.0], z)
-    x /= np.linalg.norm(x)
-    R = np.stack([x, np.cross(z, x), z])
-    return R, -R @ position
 
 
 def observe(points, pose, rng, noise_px=3.0) -> np.ndarray:
