@@ -16,7 +16,9 @@ camera of a multi-camera rig (``docs/multi-camera.md``).
   onto the hips triangulated from all views (the lift cannot know its depth) and fits it to
   every view's keypoints and world landmarks (:mod:`engines.refinement.multiview`).
 - a person whom the reference camera does not see but another camera does (a *view-only*
-  person, track id ``VIEW_ONLY_IDS * v + their track id in camera v``) is lifted and fitted
+  person, track id ``VIEW_ONLY_IDS * v + their track id in camera v``, or the id the
+  reference camera gave them if it saw them before; one who walks into the reference view
+  keeps their view-only id) is lifted and fitted
   from the first camera ``v`` that sees them, in its frame, with the other cameras that see
   them as its other views (:meth:`MultiViewRig.seen_from`; seen by ``v`` alone, exactly as a
   single camera would), and moved into the reference frame when released
@@ -230,6 +232,9 @@ class MultiViewKeypointsStage(Stage):
         self.view_only = [0] * (len(rig.cameras) - 1)
         # Between other cameras (a before b): one view-only person seen by both is given once.
         self._between: dict[tuple[int, int], CrossViewMatcher] = {}
+        # (camera, track id there) -> the id the person is published under: one person keeps
+        # one id when they walk into the reference camera's view or out of it.
+        self._published: dict[tuple[int, int], int] = {}
 
     @property
     def background_cpu_seconds(self) -> float:
@@ -255,6 +260,7 @@ class MultiViewKeypointsStage(Stage):
             landmarks = [camera_axis_landmarks(people, found) for people, found in zip(seen, normalised)]
             matches = self.matcher.match(normalised[0], normalised[1:], reference_landmarks=landmarks[0],
                                          view_landmarks=landmarks[1:])
+        published = self._reference_ids([p.track_id for p in seen[0]], matches)
         frame.persons = []
         for p in seen[0]:
             arrays = {"box_xyxy": np.asarray(p.box, np.float32),
@@ -264,8 +270,8 @@ class MultiViewKeypointsStage(Stage):
             if matches:
                 arrays[VIEWS_KEY] = np.zeros((len(self.rig.cameras) - 1, 33, 3), np.float32)
                 arrays[VIEWS_WORLD_KEY] = np.zeros((len(self.rig.cameras) - 1, 33, 3), np.float32)
-            frame.persons.append(Person(track_id=p.track_id, score=float(p.score), arrays=arrays))
-        by_id = {person.track_id: person for person in frame.persons}
+            frame.persons.append(Person(track_id=published[p.track_id], score=float(p.score), arrays=arrays))
+        by_id = {p.track_id: person for p, person in zip(seen[0], frame.persons)}
         for v, found in enumerate(matches):
             others = {p.track_id: p for p in seen[v + 1]}
             for view_id, ref_id in found.items():
@@ -280,6 +286,29 @@ class MultiViewKeypointsStage(Stage):
             frame.views = []  # the other views' images are not needed downstream
         return frame
 
+
+    def _reference_ids(self, ids: list[int], matches: list[dict[int, int]]) -> dict[int, int]:
+        """The ids the reference camera's people are published under: their own, or, for one
+        seen before by another camera alone (a view-only person), the id they had then; and
+        each match remembered, so a person who leaves the reference view keeps their id."""
+        out: dict[int, int] = {}
+        for tid in ids:
+            known = self._published.get((0, tid))
+            if known is None:
+                # A view-only person now seen by the reference camera too: matched in a view
+                # where they were given before.
+                earlier = [self._published.get((v + 1, view_id)) for v, found in enumerate(matches)
+                           for view_id, ref_id in found.items() if ref_id == tid]
+                known = next((i for i in earlier if i is not None), tid)
+            out[tid] = known
+        if len(set(out.values())) < len(out):  # two people claimed one id: both keep their own
+            out = {tid: tid if list(out.values()).count(i) > 1 else i for tid, i in out.items()}
+        for tid, i in out.items():
+            self._published[(0, tid)] = i
+        for v, found in enumerate(matches):
+            for view_id, ref_id in found.items():
+                self._published[(v + 1, view_id)] = out[ref_id]
+        return out
 
     def _add_view_only(self, frame: Frame, seen: list, normalised: list, matches: list) -> None:
         """The persons seen by other cameras but not the reference (module doc), each from the
@@ -305,8 +334,15 @@ class MultiViewKeypointsStage(Stage):
                     persons[first].arrays[VIEWS_KEY][row] = np.asarray(p.keypoints33, np.float32)
                     persons[first].arrays[VIEWS_WORLD_KEY][row] = np.asarray(p.world33, np.float32)
             given[v] = {}
+            in_frame = {person.track_id for person in frame.persons}
             for tid, p in alone.items():
-                person = Person(track_id=VIEW_ONLY_IDS * v + tid, score=float(p.score),
+                # Someone the reference camera saw before keeps the id they had there.
+                published = self._published.get((v, tid))
+                if published is None or published in in_frame:
+                    published = VIEW_ONLY_IDS * v + tid
+                self._published[(v, tid)] = published
+                in_frame.add(published)
+                person = Person(track_id=published, score=float(p.score),
                                 arrays={"box_xyxy": np.asarray(p.box, np.float32),
                                         KEYPOINTS: np.asarray(p.keypoints33, np.float32),
                                         "keypoints_coco17": np.asarray(p.coco17, np.float32),

@@ -334,3 +334,41 @@ def test_two_other_cameras_at_one_place_are_refused(tmp_path):
                             RigCamera("c2", camera, np.eye(3), np.array([1.0, 0.0, 0.0]))], path, board="virtual")
     with pytest.raises(ConfigError, match="c2 sits where c1 does"):
         MultiViewRig.load(str(path), [(1280, 720)] * 3)
+
+
+class CoveredAtFirst(CoveredSource):
+    """``inner``'s frames, black for the first ``frames``: a camera uncovered during the run."""
+
+    def __init__(self, inner, frames: int):
+        super().__init__(inner)
+        self.covered = frames
+
+    def frames(self):
+        for i, frame in enumerate(self.inner.frames()):
+            if i < self.covered:
+                frame.image = np.zeros_like(frame.image)
+            yield frame
+
+
+def test_a_person_keeps_one_id_when_camera_0_starts_to_see_them(tmp_path):
+    """Camera 0 covered for the first 10 frames, then uncovered; camera 1 sees the man all
+    along: he is published from camera 1 first (a view-only person), then from camera 0, under
+    one id throughout (before, his id changed to camera 0's when it saw him)."""
+    from streamer.multi_view import VIEW_ONLY_IDS
+
+    source = VideoFileSource(CLIP)
+    camera = assumed_camera(*source.size)
+    source.close()
+    rig = str(tmp_path / "stereo.yaml")
+    dx = write_stereo_rig(rig, camera, 0.3, 3.5)
+    sources = SynchronisedSources([CoveredAtFirst(VideoFileSource(CLIP), 10), ShiftedSource(VideoFileSource(CLIP), dx)])
+    capture = Capture()
+    pipeline, _, _ = build_pipeline(_config(rig, tmp_path, max_frames=22, refine=False), source=sources,
+                                    extra_stages=[capture])
+    assert pipeline.run(handle_signals=False).frames_out == 22
+    ids = [[tid for tid, a in frame if "poses" in a] for frame in capture.frames]
+    early = [i for i, frame in enumerate(capture.frames) if i < 10 for tid, a in frame if "poses" in a]
+    late = [frame for frame in capture.frames[14:] if any(KEYPOINTS in a for _, a in frame)]
+    assert early and late, "published from camera 1 first, then from camera 0"
+    published = {tid for frame in ids for tid in frame}
+    assert published == {next(iter(published))} and next(iter(published)) >= VIEW_ONLY_IDS, ids
