@@ -44,7 +44,7 @@ from engines.diffusion.schedule import DDIMScheduler
 from .guided import IDENTITY_6D, CameraParams, WindowBatch
 from calibration.torch_projection import project_points
 
-from .losses import person_size_px, similarity_align
+from .losses import add_reprojection_term, add_world_term, person_size_px, similarity_align
 from .multiview import ViewTerms, project_with_jacobian
 from .smoothing import difference_matrix
 
@@ -341,31 +341,17 @@ class KeypointFitter:
             g = out.new_zeros(N, THETA) if want_system else None
             E = out.new_zeros(N)
             # data: robust reprojection by iteratively reweighted least squares
-            res = (px.view(N, 33, 2) - kp_obs[..., :2])
-            rho2 = res.pow(2).sum(-1) / size[:, None].pow(2)
-            sc2 = s.robust_scale ** 2
-            E = E + (conf * sc2 * rho2 / (rho2 + sc2) / noise ** 2).sum(-1)
-            wd = conf * (sc2 / (rho2 + sc2)) ** 2 / (size[:, None] * noise) ** 2  # (N, 33)
-            if want_system:
-                Jp = J[:, :_PX].view(N, 33, 2, THETA)
-                H = H + torch.einsum("njca,nj,njcb->nab", Jp, wd, Jp)
-                g = g + torch.einsum("njca,nj,njc->na", Jp, wd, res)
+            E = add_reprojection_term(px.view(N, 33, 2) - kp_obs[..., :2],
+                                      J[:, :_PX].view(N, 33, 2, THETA) if want_system else None,
+                                      conf, size[:, None], noise, s.robust_scale, E, H, g)
             if world is not None:
                 # world: the landmarks' shape, aligned onto the body, mostly along the camera
                 # axis (depth is what the 2D cannot tell), robust to a landmark gone astray
-                pts = kp.view(N, 33, 3)
-                rw = pts - similarity_align(world, pts, world_w)
-                r2 = (rw.pow(2) * world_axes).sum(-1)  # m^2, anisotropic
-                rb2 = s.world_robust ** 2
-                E = E + (world_w * rb2 * r2 / (r2 + rb2)).sum(-1)
-                ww = world_w * (rb2 / (r2 + rb2)) ** 2
-                if want_system:
-                    Jk = J[:, _PX:_PX + _KP].view(N, 33, 3, THETA)
-                    H = H + torch.einsum("njca,nj,c,njcb->nab", Jk, ww, world_axes, Jk)
-                    g = g + torch.einsum("njca,nj,c,njc->na", Jk, ww, world_axes, rw)
+                E = add_world_term(kp.view(N, 33, 3), J[:, _PX:_PX + _KP].view(N, 33, 3, THETA) if want_system else None,
+                                   world, world_w, world_axes, s.world_robust, E, H, g)
             if others is not None:
                 E = others.add(kp.view(N, 33, 3), J[:, _PX:_PX + _KP].view(N, 33, 3, THETA) if want_system else None,
-                               E, H if want_system else None, g if want_system else None)
+                               E, H, g)
             # prior: the pose and shape near the denoiser's prediction (and the lift)
             rp = x6 - x_prior[:, :ROT_DIM]
             rb = b - x_prior[:, ROT_DIM:]
@@ -489,16 +475,12 @@ class KeypointFitter:
         times its weight, is its Hessian in its signal, ``grad`` the gradient, and ``which``
         names the signal (:func:`_signal`, or "betas")."""
         s = self.settings
-        mats = {}
-        for order in (1, 2):
-            D = difference_matrix(valid, order)
-            mats[order] = D.transpose(1, 2) @ D
+        D1, D2 = difference_matrix(valid, 1), difference_matrix(valid, 2)
+        mats = {1: D1.transpose(1, 2) @ D1, 2: D2.transpose(1, 2) @ D2}
 
         def quadratic(M, signal, sigma, which):
             Ms = M @ signal / sigma ** 2
             return (signal * Ms).sum((-1, -2)), M / sigma ** 2, Ms, which
-
-        D2 = difference_matrix(valid, 2)
 
         def student_t(signal, which):
             # Iteratively reweighted: each joint's |a|^2 weighs dE/d|a|^2 at the current estimate,

@@ -76,3 +76,43 @@ def similarity_align(source: torch.Tensor, target: torch.Tensor, weights: torch.
     s = (S * D).sum(-1) / var
     return s[..., None, None] * a @ R.transpose(-1, -2) + mu_t
 
+
+
+# -- robust terms of the keypoint fit's normal equations (engines.refinement.fitting) ---------
+# Each adds its energy to ``E`` (N,) and returns it; with a Jacobian ``jac`` (N, P, C, A) of
+# its residual it also adds its iteratively reweighted Gauss-Newton blocks to ``H`` (N, A, A)
+# and ``g`` (N, A) in place. The reference camera and each other camera of a rig use the same.
+
+
+def add_reprojection_term(res: torch.Tensor, jac: torch.Tensor | None, conf: torch.Tensor, size: torch.Tensor,
+                          noise: torch.Tensor, robust_scale: float, E: torch.Tensor, H: torch.Tensor | None,
+                          g: torch.Tensor | None) -> torch.Tensor:
+    """Pixel residuals ``res`` (N, P, 2), in units of the person's ``size`` (N, 1) px, under a
+    Geman-McClure penalty of scale ``robust_scale``, Gaussian with the detector's ``noise``
+    (N, 1) near zero, weighted by ``conf`` (N, P)."""
+    rho2 = res.pow(2).sum(-1) / size.pow(2)
+    sc2 = robust_scale ** 2
+    E = E + (conf * sc2 * rho2 / (rho2 + sc2) / noise ** 2).sum(-1)
+    if jac is not None:
+        wd = conf * (sc2 / (rho2 + sc2)) ** 2 / (size * noise) ** 2
+        H += torch.einsum("njca,nj,njcb->nab", jac, wd, jac)
+        g += torch.einsum("njca,nj,njc->na", jac, wd, res)
+    return E
+
+
+def add_world_term(points: torch.Tensor, jac: torch.Tensor | None, world: torch.Tensor, weights: torch.Tensor,
+                   axes: torch.Tensor, robust: float, E: torch.Tensor, H: torch.Tensor | None,
+                   g: torch.Tensor | None) -> torch.Tensor:
+    """World landmarks ``world`` (N, P, 3) aligned onto the body's camera-frame ``points``
+    (N, P, 3) by a similarity (held fixed in the derivative), the remaining distances weighted
+    per axis by ``axes`` (3,) (the camera's depth most: what its 2D cannot tell) and per point by
+    ``weights`` (N, P), robust beyond ``robust`` metres."""
+    rw = points - similarity_align(world, points, weights)
+    r2 = (rw.pow(2) * axes).sum(-1)  # m^2, anisotropic
+    rb2 = robust ** 2
+    E = E + (weights * rb2 * r2 / (r2 + rb2)).sum(-1)
+    if jac is not None:
+        ww = weights * (rb2 / (r2 + rb2)) ** 2
+        H += torch.einsum("njca,nj,c,njcb->nab", jac, ww, axes, jac)
+        g += torch.einsum("njca,nj,c,njc->na", jac, ww, axes, rw)
+    return E

@@ -27,7 +27,7 @@ import torch
 
 from calibration.torch_projection import project_points
 
-from .losses import person_size_px, similarity_align
+from .losses import add_reprojection_term, add_world_term, person_size_px
 
 #: A triangulated hip point further than this (metres) is a near-parallel pair of rays, not
 #: a place: the lift keeps its own depth then.
@@ -101,7 +101,7 @@ class ViewTerms:
         self.conf = torch.where(conf > min_confidence, conf, torch.zeros_like(conf))
         self.size = person_size_px(keypoints, min_confidence)  # (N, V)
         self.noise = noise
-        self.sc2 = robust_scale ** 2
+        self.robust_scale = robust_scale
         self.world = None
         if world is not None and settings is not None and settings.world_weight > 0:
             # As the reference view's term (fitting.py): each landmark weighted by the
@@ -111,7 +111,7 @@ class ViewTerms:
             weight = VIEW_WORLD_SHARE * settings.world_weight / settings.world_sigma ** 2
             self.world_w = self.conf * has[..., None] * weight
             self.world_axes = torch.tensor([settings.world_lateral, settings.world_lateral, 1.0], dtype=world.dtype)
-            self.world_rb2 = settings.world_robust ** 2
+            self.world_robust = settings.world_robust
 
     def add(self, points: torch.Tensor, jac: torch.Tensor | None, E: torch.Tensor, H: torch.Tensor | None,
             g: torch.Tensor | None) -> torch.Tensor:
@@ -125,35 +125,12 @@ class ViewTerms:
             pts = points @ view.R.T + view.t
             jv = None if jac is None else torch.einsum("xy,njya->njxa", view.R, jac)
             px, jp = project_with_jacobian(pts, jv, view.K, view.dist, view.model)
-            res = px - self.obs[:, v, :, :2]
-            size, noise = self.size[:, v, None], self.noise[:, v, None]
-            rho2 = res.pow(2).sum(-1) / size.pow(2)
-            E = E + (conf * self.sc2 * rho2 / (rho2 + self.sc2) / noise ** 2).sum(-1)
-            if jp is not None:
-                wd = conf * (self.sc2 / (rho2 + self.sc2)) ** 2 / (size * noise) ** 2
-                H += torch.einsum("njca,nj,njcb->nab", jp, wd, jp)
-                g += torch.einsum("njca,nj,njc->na", jp, wd, res)
-            if self.world is not None:
-                E = self._add_world(v, pts, jv, E, H, g)
-        return E
-
-    def _add_world(self, v: int, pts: torch.Tensor, jv: torch.Tensor | None, E: torch.Tensor,
-                   H: torch.Tensor | None, g: torch.Tensor | None) -> torch.Tensor:
-        """View ``v``'s world landmarks against the body's points ``pts`` (N, 33, 3) in that
-        view's frame (Jacobian ``jv``): the fit's ``world`` term, with this view's depth axis
-        (its z) the one weighted most (the alignment is held fixed in the derivative, as
-        there)."""
-        w = self.world_w[:, v]
-        if not bool(w.any()):
-            return E
-        rw = pts - similarity_align(self.world[:, v], pts, w)
-        r2 = (rw.pow(2) * self.world_axes).sum(-1)  # m^2, anisotropic in this camera's axes
-        rb2 = self.world_rb2
-        E = E + (w * rb2 * r2 / (r2 + rb2)).sum(-1)
-        if jv is not None:
-            ww = w * (rb2 / (r2 + rb2)) ** 2
-            H += torch.einsum("njca,nj,c,njcb->nab", jv, ww, self.world_axes, jv)
-            g += torch.einsum("njca,nj,c,njc->na", jv, ww, self.world_axes, rw)
+            E = add_reprojection_term(px - self.obs[:, v, :, :2], jp, conf, self.size[:, v, None],
+                                      self.noise[:, v, None], self.robust_scale, E, H, g)
+            if self.world is not None and bool(self.world_w[:, v].any()):
+                # The fit's world term in this view's frame: its depth axis (z) weighted most.
+                E = add_world_term(pts, jv, self.world[:, v], self.world_w[:, v], self.world_axes,
+                                   self.world_robust, E, H, g)
         return E
 
 
