@@ -97,16 +97,12 @@ class MultiViewRig:
                                       "the rig's?)")
                 cam = cam.scaled(w, h)
             cameras.append(cam)
-        poses = poses_from_first(rig)
-        for (_, t), c in zip(poses, rig[1:]):
-            if np.linalg.norm(t) < 1e-3:
-                raise ConfigError(f"--rig {path}: camera {c.name} sits where {rig[0].name} does (no baseline): "
-                                  "two views from one place cannot give depth")
-        out = cls(cameras, [c.name for c in rig], poses, np.asarray(rig[0].rotation, np.float64),
+        out = cls(cameras, [c.name for c in rig], poses_from_first(rig), np.asarray(rig[0].rotation, np.float64),
                   np.asarray(rig[0].translation, np.float64))
-        for a in range(1, len(rig)):
+        # Every pair needs a baseline: camera 0 and another for depth, two others to match a
+        # person camera 0 misses.
+        for a in range(len(rig)):
             for b in range(a + 1, len(rig)):
-                # Two other cameras at one place could not match a person camera 0 misses.
                 if np.linalg.norm(out.between(a, b)[1]) < 1e-3:
                     raise ConfigError(f"--rig {path}: camera {rig[b].name} sits where {rig[a].name} does (no "
                                       "baseline): two views from one place cannot give depth")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -56,6 +57,16 @@ def measure_persons(body, camera_params, persons, quality, points: torch.Tensor 
         person.arrays["reprojection_px"] = np.float32(per_frame[i])
 
 
+class _ViewFit(NamedTuple):
+    """The fit of one camera of a rig: its refiner, the rig seen from it, its camera (to
+    measure re-projection) and that camera with the rig's other views (to fit)."""
+
+    online: object
+    rig: object
+    camera: object
+    fit_camera: object
+
+
 class RefineStage(Stage):
     """Refines what :class:`~streamer.lift_stage.LiftStage` produced with ``refiner`` (an
     :class:`engines.refinement.online.OnlineRefiner`, built:
@@ -83,8 +94,8 @@ class RefineStage(Stage):
         # A network trained with world landmarks takes them in its condition too.
         self.denoiser_uses_world = bool(getattr(refiner.refiner.model.config, "world_landmarks", False))
         self.quality = FitQuality()
-        # A rig's other cameras' (view-only persons): (refiner, rig seen from there, camera, fit camera).
-        self._view_refiners: dict[int, tuple] = {}
+        # A rig's other cameras' fits of their view-only persons, by camera.
+        self._view_fits: dict[int, _ViewFit] = {}
         self.fit_deadline_s = fit_deadline_s
         self.frames_fitted = 0
         self.frames_fit_skipped = 0
@@ -112,7 +123,8 @@ class RefineStage(Stage):
             if observations:
                 self.online.update(self._step, observations, fit=not late, camera=self.fit_camera)
             for v, found in by_view.items():
-                self._view_refiner(v).update(self._step, found, fit=not late, camera=self._view_camera(v, fit=True))
+                view = self._view_fit(v)
+                view.online.update(self._step, found, fit=not late, camera=view.fit_camera)
         released = self._held.push((self._step, frame))
         return None if released is None else self._release(*released)
 
@@ -131,33 +143,25 @@ class RefineStage(Stage):
 
         return int(person.handover.get(VIEW_ONLY, 0))
 
-    def _view_refiner(self, v: int):
-        """Camera ``v``'s refiner (0: the run's): one like the run's, sharing its fitter."""
-        from engines.refinement.online import OnlineRefiner
-
+    def _view_fit(self, v: int) -> "_ViewFit":
+        """Camera ``v``'s fit (0: the run's): a refiner like the run's, sharing its fitter, in
+        the rig seen from camera ``v``."""
         if v == 0:
-            return self.online
-        if v not in self._view_refiners:
-            o = self.online
+            return _ViewFit(self.online, self.rig, self.camera_params, self.fit_camera)
+        if v not in self._view_fits:
             from engines.refinement.guided import CameraParams
+            from engines.refinement.online import OnlineRefiner
 
+            o = self.online
             rig = self.rig.seen_from(v)
             camera = CameraParams.from_camera(rig.cameras[0])
             # With two cameras a view-only person is one camera's, fitted as a single-camera
             # run's (from the last estimate); with more, others may see them too, and the fit
             # starts from the placed lift as the rig's own does.
             warm = o.warm_start if len(rig.cameras) > 2 else True
-            self._view_refiners[v] = (OnlineRefiner(o.refiner, lag=o.lag, context=o.context, max_gap=o.max_gap,
-                                                    warm_start=warm), rig, camera, replace(camera, views=rig.rig_views))
-        return self._view_refiners[v][0]
-
-    def _view_camera(self, v: int, fit: bool = False):
-        """Camera ``v``'s :class:`CameraParams` (0: the run's camera), with (``fit``) the rig's
-        other cameras seen from it or without (to measure re-projection)."""
-        if v == 0:
-            return self.camera_params
-        self._view_refiner(v)
-        return self._view_refiners[v][3 if fit else 2]
+            online = OnlineRefiner(o.refiner, lag=o.lag, context=o.context, max_gap=o.max_gap, warm_start=warm)
+            self._view_fits[v] = _ViewFit(online, rig, camera, replace(camera, views=rig.rig_views))
+        return self._view_fits[v]
 
     def _view_only_observations(self, frame: Frame) -> dict[int, dict]:
         """Per camera, its view-only persons' observations in its frame (with their keypoints
@@ -167,8 +171,7 @@ class RefineStage(Stage):
             persons = [p for p in frame.persons
                        if self._view_of(p) == v and "poses" in p.arrays and KEYPOINTS in p.arrays]
             if persons:
-                self._view_refiner(v)
-                rig = self._view_refiners[v][1]
+                rig = self._view_fit(v).rig
                 found = self._observe(persons, rig.cameras[0], rig)
                 if found:
                     out[v] = found
@@ -230,7 +233,8 @@ class RefineStage(Stage):
         views = [self._view_of(p) for p in frame.persons]
         for v in sorted(set(views)):
             group = [p for p, w in zip(frame.persons, views) if w == v]
-            self._release_persons(step, group, self._view_refiner(v), self._view_camera(v))
+            view = self._view_fit(v)
+            self._release_persons(step, group, view.online, view.camera)
         for p, v in zip(frame.persons, views):
             if v:
                 self.rig.finish_view_only(p)  # into the reference camera's frame
