@@ -218,7 +218,7 @@ class CrossViewMatcher:
                     if cost[a, b] < self.keep_gate:
                         # Still plausible: kept unless another pairing is clearly better.
                         allowed[a, b] = True
-                        weighted[a, b] = (cost[a, b] + self.lift_weight * lift[a, b]) * self.keep_discount
+                        weighted[a, b] *= self.keep_discount
             rows, cols = linear_sum_assignment(np.where(allowed, weighted, 1e6))
             matched = {ids[b]: ref_ids[a] for a, b in zip(rows, cols) if allowed[a, b]}
             self._previous[v] = matched
