@@ -32,12 +32,14 @@ class LiftStage(Stage):
         # Without a refine stage after it, the lift's own bodies are what is published, and
         # their re-projection error is measured here (``reprojection_px``, ``quality``).
         self.quality = None
+        # Each camera's CameraParams to measure through (the rig's in its order), or None.
+        self.camera_params = [None] * (1 if rig is None else len(rig.cameras))
         if measure:
             from engines.refinement.guided import CameraParams
             from engines.refinement.quality import FitQuality
 
             self.quality = FitQuality()
-            self.camera_params = CameraParams.from_camera(camera)
+            self.camera_params = [CameraParams.from_camera(c) for c in ([camera] if rig is None else rig.cameras)]
         # The world landmarks go in beside the keypoints when the network was trained with them.
         self.use_world = use_world and lifter.uses_world_landmarks
 
@@ -47,17 +49,15 @@ class LiftStage(Stage):
     def process(self, frame: Frame) -> Frame:
         persons = [p for p in frame.persons if "keypoints_blazepose33" in p.arrays]
         if self.rig is None:
-            self._lift(persons, self.camera, getattr(self, "camera_params", None))
+            self._lift(persons, self.camera, self.camera_params[0])
             return frame
-        from engines.refinement.guided import CameraParams
-
         from .multi_view import VIEW_ONLY
 
         own = [p for p in persons if VIEW_ONLY not in p.handover]
-        self._lift(own, self.camera, getattr(self, "camera_params", None))
+        self._lift(own, self.camera, self.camera_params[0])
         for v, cam in enumerate(self.rig.cameras[1:], 1):
             group = [p for p in persons if p.handover.get(VIEW_ONLY) == v]
-            self._lift(group, cam, None if self.quality is None else CameraParams.from_camera(cam))
+            self._lift(group, cam, self.camera_params[v])
         if self.quality is not None:  # no refine stage: the view-only persons are final here
             for p in frame.persons:
                 if VIEW_ONLY in p.handover:
