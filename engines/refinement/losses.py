@@ -1,5 +1,7 @@
 """Guidance losses: robust reprojection through the real camera model and temporal
-smoothness over a window. Batched over windows (S) and frames (T); differentiable."""
+smoothness over a window, batched over windows (S) and frames (T), differentiable; and the
+keypoint fit's robust reprojection and world-landmark terms with their Gauss-Newton blocks,
+shared by every camera of a rig."""
 
 from __future__ import annotations
 
