@@ -201,6 +201,9 @@ class PoseLandmarker:
             several people's landmarks are computed on several cores at once. On the 2-core
             development machine two single-threaded sessions took 0.6-0.7 of one batched
             call's wall time for 2 and 4 people (docs/performance.md); results are the same.
+        batch_crops: one network call for a session's crops (True) or one per crop (False).
+            Default: per crop on ONNX Runtime's CPU provider, batched elsewhere. Results are
+            the same.
     """
 
     def __init__(
@@ -212,6 +215,7 @@ class PoseLandmarker:
         backend: str = "onnxruntime",
         device: str | None = None,
         sessions: int = 1,
+        batch_crops: bool | None = None,
     ) -> None:
         if sessions < 1:
             raise ValueError(f"pose landmarks: sessions must be at least 1, got {sessions}")
@@ -236,6 +240,13 @@ class PoseLandmarker:
         except KeyError as e:
             raise ValueError(f"{model_path or LANDMARKS_ONNX}: not a BlazePose landmark model (no output of shape {e})") from e
         self.refine_heatmap = refine_heatmap
+        # On ONNX Runtime's CPU provider each crop is its own call: batch 1 costs no more per
+        # crop there, and a session that only ever sees one shape never plans a new one in
+        # the middle of a live run (a first batch of 2 took 80 ms against 12 for one crop,
+        # docs/performance.md).
+        info = getattr(self.engine, "info", None)
+        on_ort_cpu = info is not None and info.backend == "onnxruntime" and info.device == "cpu"
+        self._per_crop = on_ort_cpu if batch_crops is None else not batch_crops
 
     def crops(self, image_rgb: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
         """(N, 256, 256, 3) float32 crops in [0, 1] for the ROIs (outside the image is black)."""
@@ -283,8 +294,12 @@ class PoseLandmarker:
         names = [self.out_landmarks, self.out_flag, self.out_world]
         if self.refine_heatmap:
             names.append(self.out_heatmap)
-        result_by_name = engine.run({self.input_name: x})
-        outs = [result_by_name[n] for n in names]
+        if self._per_crop:
+            parts = [engine.run({self.input_name: x[i : i + 1]}) for i in range(len(x))]
+            outs = [np.concatenate([part[n] for part in parts]) for n in names]
+        else:
+            result_by_name = engine.run({self.input_name: x})
+            outs = [result_by_name[n] for n in names]
         lm = outs[0].reshape(len(rois), NUM_POINTS, 5)
         flag = outs[1].reshape(len(rois))
         world = outs[2].reshape(len(rois), NUM_POINTS, 3)
