@@ -11,7 +11,7 @@ import torch
 
 from calibration.camera import assumed_camera
 from engines.body.body_model import BodyModel
-from engines.body.joint_sets import BLAZEPOSE33_FLIP, BLAZEPOSE33_NAMES
+from engines.body.joint_sets import BLAZEPOSE33_NAMES, mirror_points
 from engines.body.keypoint_offsets import estimate_offsets, offset_motion, offsets_of_fits, shifted_regressor
 from engines.body.model_file import load_body_model
 from engines.refinement.losses import person_size_px
@@ -25,7 +25,7 @@ def data():
 def _offsets(seed: int = 0) -> np.ndarray:
     # Mirror-symmetric offsets of up to 2.5 cm, as a detector's own definitions would be.
     d = np.random.default_rng(seed).uniform(-0.025, 0.025, (33, 3))
-    return 0.5 * (d + d[list(BLAZEPOSE33_FLIP)] * np.array([-1.0, 1.0, 1.0]))
+    return 0.5 * (d + mirror_points(d, BLAZEPOSE33_NAMES))
 
 
 def _bodies(n: int, seed: int = 0):
@@ -68,10 +68,10 @@ def test_offsets_are_recovered_from_projected_keypoints(data):
     px[wild] = torch.rand(int(wild.sum()), 2, generator=g, dtype=torch.float64) * 700
     kp = torch.cat([px, torch.ones(px.shape[:-1] + (1,), dtype=torch.float64)], -1)
     est = estimate_offsets(out.keypoints["blazepose33"], motion, kp, person_size_px(kp, 0.5), K, dist, cam.model,
-                           flip=BLAZEPOSE33_FLIP)
+                           mirror_names=BLAZEPOSE33_NAMES)
     err = np.linalg.norm(est - truth, axis=1)
     assert err.max() < 0.004, dict(zip(BLAZEPOSE33_NAMES, np.round(1000 * err, 1)))
-    assert np.allclose(est, est[list(BLAZEPOSE33_FLIP)] * np.array([-1.0, 1.0, 1.0]))
+    assert np.allclose(est, mirror_points(est, BLAZEPOSE33_NAMES))
 
 
 def test_bundled_model_is_calibrated_to_blazepose_on_real_frames(data, tmp_path):

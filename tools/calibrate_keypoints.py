@@ -73,32 +73,40 @@ def load_tracks(record: Path, tracks: list[int] | None) -> list[tuple[dict, dict
     return out
 
 
-def estimate(model: Path, record: Path, tracks: list[int] | None, camera: str | None) -> np.ndarray:
-    """Offsets (33, 3) m for the model ``model`` from the bodies recorded with it."""
+def estimate(data: model_file.BodyModelData, record: Path, tracks: list[int] | None, camera: str | None) -> np.ndarray:
+    """Offsets (33, 3) m for the model ``data`` from the bodies recorded with it."""
     recorded = load_tracks(record, tracks)
     w, h = (int(v) for v in recorded[0][1]["image_size"])
     cam = load_camera(camera) if camera else assumed_camera(w, h)
-    return offsets_of_fits(BodyModel(model_file.load_body_model(model)),
+    return offsets_of_fits(BodyModel(data),
                            *(np.concatenate([m[k] for m, _ in recorded]) for k in ("poses", "betas_per_frame", "trans")),
                            np.concatenate([kp["keypoints"] for _, kp in recorded]), cam)
 
 
-def write_model(src: Path, dst: Path, offsets: np.ndarray, record: dict) -> None:
-    """Copy the model file ``src`` to ``dst`` with its BlazePose-33 regressor moved by
-    ``offsets`` and the running total of offsets, with how they were measured, in its meta."""
-    data = model_file.load_body_model(src)
-    reg = shifted_regressor(data, "blazepose33", offsets)
+def rewrite_model(src: Path, dst: Path, update_meta, regressor: np.ndarray | None = None) -> None:
+    """Copy the model file ``src`` to ``dst`` with ``update_meta(meta)`` applied to its meta
+    and, if given, a new BlazePose-33 regressor."""
     with np.load(src) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays["meta"]))
-    prev = meta.get("keypoint_offsets", {}).get("blazepose33", {}).get("offsets_mm")
-    total = offsets * 1000.0 + (np.array(prev) if prev is not None else 0.0)
-    meta.setdefault("keypoint_offsets", {})["blazepose33"] = {
-        **record, "offsets_mm": np.round(total, 2).tolist(), "names": list(BLAZEPOSE33_NAMES),
-        "frame": "rest pose, model axes (x: the body's left, y: up, z: forward); moves with the keypoint's joints"}
-    arrays["blazepose33_regressor"] = reg.astype(np.float32)
+    update_meta(meta)
     arrays["meta"] = np.array(json.dumps(meta))
+    if regressor is not None:
+        arrays["blazepose33_regressor"] = regressor.astype(np.float32)
     np.savez_compressed(dst, **arrays)
+
+
+def write_model(data: model_file.BodyModelData, dst: Path, offsets: np.ndarray, record: dict) -> None:
+    """Copy the model ``data`` (its file) to ``dst`` with its BlazePose-33 regressor moved by
+    ``offsets`` and the running total of offsets, with how they were measured, in its meta."""
+    def add_offsets(meta: dict) -> None:
+        prev = meta.get("keypoint_offsets", {}).get("blazepose33", {}).get("offsets_mm")
+        total = offsets * 1000.0 + (np.array(prev) if prev is not None else 0.0)
+        meta.setdefault("keypoint_offsets", {})["blazepose33"] = {
+            **record, "offsets_mm": np.round(total, 2).tolist(), "names": list(BLAZEPOSE33_NAMES),
+            "frame": "rest pose, model axes (x: the body's left, y: up, z: forward); moves with the keypoint's joints"}
+
+    rewrite_model(Path(data.path), dst, add_offsets, shifted_regressor(data, "blazepose33", offsets))
 
 
 def summary(fit: dict) -> str:
@@ -136,21 +144,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r}: {summary(fit)}  [{time.time() - t0:.0f} s]", flush=True)
             if r == args.rounds:
                 break
-            offsets = estimate(model, record, args.tracks, args.camera)
+            data = model_file.load_body_model(model)
+            offsets = estimate(data, record, args.tracks, args.camera)
             print("  moved (mm, rest pose x/y/z): " + "; ".join(
                 f"{n} {' '.join(f'{1000 * v:+.0f}' for v in o)}" for n, o in zip(BLAZEPOSE33_NAMES, offsets)
                 if np.abs(o).max() > 0.005), flush=True)
             nxt = work / f"model_{r + 1}.npz"
-            write_model(model, nxt, offsets, {"source": Path(args.source).name, "tracks": args.tracks or "all",
+            write_model(data, nxt, offsets, {"source": Path(args.source).name, "tracks": args.tracks or "all",
                                               "rounds": r + 1, "fit_before": history[0], "command": " ".join(sys.argv)})
             model = nxt
         # The final figures go into the meta too.
-        with np.load(model) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(str(arrays["meta"]))
-        meta["keypoint_offsets"]["blazepose33"]["fit_after"] = history[-1]
-        arrays["meta"] = np.array(json.dumps(meta))
-        np.savez_compressed(out, **arrays)
+        rewrite_model(model, out, lambda meta: meta["keypoint_offsets"]["blazepose33"].update(fit_after=history[-1]))
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

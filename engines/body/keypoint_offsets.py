@@ -23,13 +23,15 @@ regressor by it:
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
 from calibration.torch_projection import project_points
 
 from .body_model import BodyModel
-from .joint_sets import BLAZEPOSE33_FLIP
+from .joint_sets import BLAZEPOSE33_NAMES, mirror_points
 from .model_file import BodyModelData
 
 
@@ -42,15 +44,10 @@ def offset_motion(body: BodyModel, rotations: torch.Tensor, keypoints: str = "bl
     return torch.einsum("kj,bjcd->bkcd", M, rotations)
 
 
-def _mirror(offsets: torch.Tensor, flip: tuple[int, ...]) -> torch.Tensor:
-    # The body model's axes: x is the body's left, so a mirror negates x.
-    return offsets[list(flip)] * offsets.new_tensor([-1.0, 1.0, 1.0])
-
-
 def estimate_offsets(points: torch.Tensor, motion: torch.Tensor, keypoints: torch.Tensor, size: torch.Tensor,
                      K: torch.Tensor, dist: torch.Tensor | None = None, model: str = "pinhole", *,
                      min_confidence: float = 0.5, robust_scale: float = 0.01, prior: float = 0.02,
-                     flip: tuple[int, ...] | None = None, iterations: int = 60) -> np.ndarray:
+                     mirror_names: tuple[str, ...] | None = None, iterations: int = 60) -> np.ndarray:
     """The rest-frame offsets (K, 3) metres that bring N fitted bodies' keypoints onto the
     detected ones.
 
@@ -65,8 +62,8 @@ def estimate_offsets(points: torch.Tensor, motion: torch.Tensor, keypoints: torc
             a keypoint the detector got wrong does not move the estimate.
         prior: metres; an offset this large costs what one outlier does, so a keypoint
             seldom seen confidently stays where the model put it.
-        flip: left/right permutation of the keypoints: the offsets are made mirror
-            symmetric (a detector has no handedness).
+        mirror_names: the keypoints' names: the offsets are made mirror symmetric (a
+            detector has no handedness); None leaves them free.
         iterations: L-BFGS iterations (the problem is small: 3K numbers).
     """
     points, motion, keypoints, size = (t.detach().double() for t in (points, motion, keypoints, size))
@@ -78,7 +75,7 @@ def estimate_offsets(points: torch.Tensor, motion: torch.Tensor, keypoints: torc
     n_obs = mask.sum().clamp(min=1.0)
 
     def offsets() -> torch.Tensor:
-        return delta if flip is None else 0.5 * (delta + _mirror(delta, flip))
+        return delta if mirror_names is None else 0.5 * (delta + mirror_points(delta, mirror_names))
 
     def loss() -> torch.Tensor:
         opt.zero_grad()
@@ -107,12 +104,13 @@ def offsets_of_fits(body: BodyModel, poses: np.ndarray, betas: np.ndarray, trans
     from engines.refinement.losses import person_size_px
     from engines.refinement.quality import QUALITY_MIN_CONFIDENCE
 
-    body = body.double()
+    if body.J_template.dtype != torch.float64:
+        body = copy.deepcopy(body).double()  # a copy: the caller's model keeps its dtype
     with torch.no_grad():
         out = body(*(torch.as_tensor(a, dtype=torch.float64) for a in (poses, betas, trans)), keypoints="blazepose33")
     kp = torch.as_tensor(keypoints, dtype=torch.float64)
     K, dist = camera.torch_params(torch.float64)
-    options = {"flip": BLAZEPOSE33_FLIP, "min_confidence": QUALITY_MIN_CONFIDENCE, **options}
+    options = {"mirror_names": BLAZEPOSE33_NAMES, "min_confidence": QUALITY_MIN_CONFIDENCE, **options}
     return estimate_offsets(out.keypoints["blazepose33"], offset_motion(body, out.rotations), kp,
                             person_size_px(kp, options["min_confidence"]), K, dist, camera.model, **options)
 

@@ -246,7 +246,7 @@ class PoseLandmarker:
         # docs/performance.md).
         info = getattr(self.engine, "info", None)
         on_ort_cpu = info is not None and info.backend == "onnxruntime" and info.device == "cpu"
-        self._per_crop = on_ort_cpu if batch_crops is None else not batch_crops
+        self.batch_crops = not on_ort_cpu if batch_crops is None else batch_crops
 
     def crops(self, image_rgb: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
         """(N, 256, 256, 3) float32 crops in [0, 1] for the ROIs (outside the image is black)."""
@@ -294,7 +294,7 @@ class PoseLandmarker:
         names = [self.out_landmarks, self.out_flag, self.out_world]
         if self.refine_heatmap:
             names.append(self.out_heatmap)
-        if self._per_crop:
+        if not self.batch_crops:
             parts = [engine.run({self.input_name: x[i : i + 1]}) for i in range(len(x))]
             outs = [np.concatenate([part[n] for part in parts]) for n in names]
         else:
