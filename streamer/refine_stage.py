@@ -220,10 +220,13 @@ class RefineStage(Stage):
 
                 views_world = rig.view_keypoints(persons, VIEWS_WORLD_KEY)
             trans = rig.place(self.body, x, trans, keypoints, views)  # onto the triangulated hips
+        # The lift's spread per joint, where it published one: the fit's prior loosens there.
+        spread = [p.arrays.get("poses_std") for p in persons]
         return {p.track_id: Observation(x=x[i], trans=trans[i], cond=cond[i], keypoints=keypoints[i],
                                         world=None if worlds is None else worlds[i],
                                         views=None if views is None else views[i],
-                                        views_world=None if views_world is None else views_world[i])
+                                        views_world=None if views_world is None else views_world[i],
+                                        x_std=None if spread[i] is None else torch.as_tensor(spread[i], dtype=torch.float32))
                 for i, p in enumerate(persons)}
 
     def _release(self, step: int, frame: Frame) -> Frame:

@@ -173,5 +173,44 @@ def test_temporal_terms_gradient_is_the_energys(body, dof):
     jolt[0, 2, 22 * 3] = 0.1
     flip = KeypointFitter(None, body, s)._temporal_operators(torch.ones(1, 5, dtype=torch.bool))
     cost = next(iter(flip(jolt, torch.zeros(1, 5, 10))))[0].item()
-    gaussian_cost = (0.1 ** 2 * (1 + 4 + 1)) / 0.015 ** 2  # the jolt's three second differences
+    # A Gaussian as tight near zero: (dof + 3) / (dof s^2) = 1 / sigma^2 (3D Student-t energy).
+    same_curvature = s.joint_acc_sigma * math.sqrt(dof / (dof + 3)) if dof else s.joint_acc_sigma
+    gaussian_cost = (0.1 ** 2 * (1 + 4 + 1)) / same_curvature ** 2  # the jolt's three second differences
     assert (cost < gaussian_cost / 5) if dof else math.isclose(cost, (0.1 ** 2 * 6) / s.joint_acc_sigma ** 2, rel_tol=1e-4)
+
+
+def test_prior_gives_way_where_the_lift_was_unsure(body):
+    """``prior_spread``: a joint whose lift samples disagreed is held less by the prior, so
+    the keypoints can turn it; the joints the lift was sure of are held harder."""
+    from engines.body.rotations import rotation_6d_to_matrix
+    from engines.lifting.lifter import geodesic_angle
+
+    aa = torch.zeros(24, 3)
+    aa[0] = torch.tensor([math.pi, 0, 0])
+    lift_x = torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(aa)).flatten(), torch.zeros(10)])
+    aa[18] = torch.tensor([0.0, 0.0, math.pi / 8])  # the left elbow bent in the image plane
+    true_R = axis_angle_to_matrix(aa)[None]
+    trans = torch.tensor([[0.0, 0.3, 4.0]])
+    truth = body(true_R, torch.zeros(1, 10), trans, keypoints="blazepose33").keypoints["blazepose33"][0]
+    px = truth[:, :2] / truth[:, 2:] * 1000 + torch.tensor([640.0, 360.0])
+    kp = torch.cat([px, torch.ones(33, 1)], -1)
+    spread = torch.full((24,), 0.05)
+    spread[18] = 0.5  # the lift's samples disagreed about the elbow only
+
+    def angle_errors(prior_spread: float, x_std) -> torch.Tensor:
+        batch = WindowBatch(x=lift_x[None, None], trans=trans[None], cond=torch.zeros(1, 1, 102), keypoints=kp[None, None],
+                            valid=torch.ones(1, 1, dtype=torch.bool), free=torch.ones(1, 1, dtype=torch.bool),
+                            x_std=None if x_std is None else x_std[None, None])
+        settings = FitSettings.for_lag(5, iters=4, prior_sigma=0.03, prior_spread=prior_spread)
+        x, _ = KeypointFitter(None, body, settings).refine(batch, CameraParams(K=K))
+        return geodesic_angle(rotation_6d_to_matrix(x[0, :, :144].view(1, 24, 6)), true_R)[0]
+
+    plain = angle_errors(0.0, spread)
+    assert torch.allclose(angle_errors(1.0, None), plain, atol=1e-6), "no spread given: the plain prior"
+    assert torch.allclose(angle_errors(1.0, torch.zeros(24)), plain, atol=1e-6), "zeros: no spread measured"
+    loose = angle_errors(1.0, spread)
+    others = [j for j in range(24) if j != 18]
+    assert plain[18] > 0.3, "the tight prior alone should hold the elbow near the lift (0.39 rad off)"
+    assert loose[18] < 0.6 * plain[18], (loose[18], plain[18])
+    # The rest of the body was bent to fit the elbow's keypoints; held by a sure lift it bends less.
+    assert loose[others].max() < 0.5 * plain[others].max(), (loose[others].max(), plain[others].max())

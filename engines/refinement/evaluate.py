@@ -74,13 +74,15 @@ def joints_of(body: BodyModel, x: torch.Tensor, trans: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def run_online(refiner: OnlineRefiner, x, trans, cond, kp_px, camera: CameraParams, copies: int = 1, world=None):
+def run_online(refiner: OnlineRefiner, x, trans, cond, kp_px, camera: CameraParams, copies: int = 1, world=None,
+               spread=None):
     """Feed a sequence frame by frame (``copies`` identical tracks, for timing); returns the
     emitted (x, trans) of track 0 in order and the seconds per frame of refinement."""
     T = x.shape[0]
 
     def observations(i: int) -> dict:
-        obs = Observation(x[i], trans[i], cond[i], kp_px[i], None if world is None else world[i])
+        obs = Observation(x[i], trans[i], cond[i], kp_px[i], None if world is None else world[i],
+                          x_std=None if spread is None else spread[i])
         return {k: obs for k in range(copies)}
 
     t0 = time.perf_counter()
@@ -98,15 +100,16 @@ def smooth_baseline(fn, x: torch.Tensor, trans: torch.Tensor, **kw) -> tuple[tor
 
 def lift_sequence(lifter: Lifter, keypoints: torch.Tensor, world: torch.Tensor | None, int8: bool):
     """Per-frame lift of a clip: ``x`` (T, 154), ``trans`` (T, 3) (frames too damaged to lift
-    hold the last estimate) and the denoiser condition (T, C) the fit's prior takes."""
+    hold the last estimate), the denoiser condition (T, C) the fit's prior takes and the
+    lift's angular spread per joint (T, 24)."""
     # int8 scales activations per call: lift frame by frame, as a live run does.
     lift = lift_in_batches(lifter, keypoints, 1, world) if int8 else lifter.lift(keypoints, world)
     x = x_from_lift(lift.poses, lift.betas)
-    trans = lift.trans.clone()
+    trans, spread = lift.trans.clone(), lift.poses_std.clone()
     for i in range(1, len(x)):
         if not lift.valid[i]:
-            x[i], trans[i] = x[i - 1], trans[i - 1]
-    return x, trans, lifter.condition(keypoints, world)
+            x[i], trans[i], spread[i] = x[i - 1], trans[i - 1], spread[i - 1]
+    return x, trans, lifter.condition(keypoints, world), spread
 
 
 def evaluation_plans(args: argparse.Namespace) -> tuple[RunPlan, dict[int, RunPlan]]:
@@ -152,11 +155,11 @@ def evaluate(args: argparse.Namespace) -> dict:
         true = views.joints_cam
         world = simulate_world_landmarks(views.keypoints_cam, g_world)
         # 2D only, and with the world landmarks: in the lift too when the network takes them.
-        x, trans, cond = lift_sequence(lifter, views.keypoints, None, int8)
+        x, trans, cond, spread = lift_sequence(lifter, views.keypoints, None, int8)
         add("per-frame lift", joints_of(body, x, trans), true, T)
-        xw, transw, condw = x, trans, cond
+        xw, transw, condw, spreadw = x, trans, cond, spread
         if lifter.uses_world_landmarks:
-            xw, transw, condw = lift_sequence(lifter, views.keypoints, world, int8)
+            xw, transw, condw, spreadw = lift_sequence(lifter, views.keypoints, world, int8)
             add("per-frame lift + world", joints_of(body, xw, transw), true, T)
         runs = []
         for L, plan in fit_plans.items():
@@ -164,8 +167,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             runs.append((f"fit L={L} + world", build_refiner(plan, body, model, context=args.context), world))
         runs += [(f"guidance L={L}", OnlineRefiner(guided_for[L], lag=L, context=args.context), None) for L in args.guided]
         for label, online, w in runs:
-            start = (x, trans, cond) if w is None else (xw, transw, condw)
-            rx, rt, sec = run_online(online, *start, kp, camera, world=w)
+            start = (x, trans, cond, spread) if w is None else (xw, transw, condw, spreadw)
+            rx, rt, sec = run_online(online, *start[:3], kp, camera, world=w, spread=start[3])
             add(label, joints_of(body, rx, rt), true, T)
             timing.setdefault(label, []).append(sec)
         for mc in args.euro_cutoffs:
@@ -192,14 +195,14 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.timing_tracks:
         name, poses, trans_w = clips[0]
         views = make_sequence_views(body, torch.from_numpy(poses), ViewConfig(), g, torch.from_numpy(trans_w))
-        x, trans, cond = lift_sequence(lifter, views.keypoints, None, int8)
+        x, trans, cond, spread = lift_sequence(lifter, views.keypoints, None, int8)
         camera = CameraParams(K=views.K[0])
         report["timing_ms"] = {}
         for L, plan in fit_plans.items():
             for n in args.timing_tracks:
                 t0 = time.process_time()
                 _, _, sec = run_online(build_refiner(plan, body, model, context=args.context), x, trans, cond,
-                                       views.keypoints_px, camera, copies=n)
+                                       views.keypoints_px, camera, copies=n, spread=spread)
                 cpu = (time.process_time() - t0) / x.shape[0] * 1000
                 report["timing_ms"][f"L={L} tracks={n}"] = {"wall_ms": sec * 1000, "cpu_ms": cpu}
                 print(f"timing L={L:<3} tracks={n}: {sec * 1000:6.1f} ms wall, {cpu:6.1f} ms CPU per frame", flush=True)

@@ -117,7 +117,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         normalised[..., :2] = (observed[0][..., :2] - K[:2, 2]) / K[0, 0] * (observed[0][..., 2:] > 0)
         for use_world in (False, True):
             w = world if use_world else None
-            x, trans, cond = lift_sequence(lifter, normalised, w, False)
+            x, trans, cond, spread = lift_sequence(lifter, normalised, w, False)
             tag = " + world" if use_world else ""
             pred = joints_of(body, x, trans)
             results.setdefault(f"lift (camera 0){tag}", []).append((T, metrics(pred, true)))
@@ -134,10 +134,10 @@ def evaluate(args: argparse.Namespace) -> dict:
                 others = torch.stack(observed[1:V], 1) if V > 1 else None
                 others_world = views_world[:, :V - 1] if every else None
 
-                def observation(i, start=start, w=w, others=others, others_world=others_world):
+                def observation(i, start=start, w=w, others=others, others_world=others_world, spread=spread):
                     return {0: Observation(x[i], start[i], cond[i], observed[0][i], None if w is None else w[i],
                                            None if others is None else others[i],
-                                           None if others_world is None else others_world[i])}
+                                           None if others_world is None else others_world[i], x_std=spread[i])}
 
                 t0 = time.process_time()
                 fitted = refine_sequence(online, range(T), observation, camera)

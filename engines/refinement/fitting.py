@@ -63,6 +63,11 @@ class FitSettings:
     min_confidence: float = 0.3  # keypoints below are ignored
     prior_sigma: float = 0.15  # 6D units (about 0.1 rad): how far the pose may leave the prior
     betas_sigma: float = 1.0
+    # Per joint, the prior's sigma scaled by the lift's own spread there (the samples'
+    # angular spread about their mean, relative to its RMS over the joints, held within 1/3
+    # and 3) to this power: a joint the lifter was unsure of follows the evidence further,
+    # one it was sure of is held harder (0: every joint alike; live: 1).
+    prior_spread: float = 0.5
     # The per-frame lift against the denoiser's prediction in the prior's pull. Offline the
     # window's many iterations let the denoiser's prediction, which sees the current fit,
     # lead; the lift, a mean of samples drawn afresh each frame, brings its jitter.
@@ -76,13 +81,13 @@ class FitSettings:
     # (only after a lift that did not see the landmarks: KeypointFitter.turn_limbs)
     # The acceleration of the joints about the pelvis: Student-t with joint_acc_dof degrees
     # of freedom and scale joint_acc_sigma (metres / frame^2): near zero as tight as a
-    # Gaussian of 1.5 cm/frame^2 (13 m/s^2 at 30 fps), but real accelerations are mostly
+    # Gaussian of 1.4 cm/frame^2 (12 m/s^2 at 30 fps), but real accelerations are mostly
     # small and now and then very large (a flip, a kick, a landing), and a Gaussian holds
     # those back (joint_acc_dof = 0: Gaussian). Apart from it the pelvis's path
     # (root_acc_sigma, Gaussian): a monocular fit's depth is what it knows least, and holding
     # it as hard as the limbs' motion bends the pose to fit a wrong depth (measured:
     # docs/refinement.md).
-    joint_acc_sigma: float = 0.02
+    joint_acc_sigma: float = 0.018
     joint_acc_dof: float = 4.0
     root_acc_sigma: float = 0.03
     joint_vel_sigma: float = 0.0  # metres / frame (0: off)
@@ -107,7 +112,7 @@ class FitSettings:
             # One iteration from a warm start cannot average the prior's pull over a window:
             # a tighter prior keeps the live body nearer the lift (measured: docs/refinement.md).
             return cls.for_lag(lag, **{"prior_times": (100,), "iters": iters or 1, "prior_sigma": 0.1, "lift_weight": 1.0,
-                                       **changes})
+                                       "prior_spread": 1.0, **changes})
         return cls.for_lag(lag, iters=iters or 2, **changes)
 
     def replace(self, **changes) -> "FitSettings":
@@ -312,6 +317,7 @@ class KeypointFitter:
                                world=None if batch.views_world is None else batch.views_world[sel], settings=s)
         cond = batch.cond[sel]
         x_obs = (batch.x if batch.x_obs is None else batch.x_obs)[sel]
+        prior_w = self._prior_weights(None if batch.x_std is None else batch.x_std[sel], len(x_obs))
 
         R = rotation_6d_to_matrix(base_x[sel][:, :ROT_DIM].reshape(-1, NUM_JOINTS, 6))
         b = base_x[sel][:, ROT_DIM:ROT_DIM + NUM_BETAS].clone()
@@ -355,11 +361,11 @@ class KeypointFitter:
             # prior: the pose and shape near the denoiser's prediction (and the lift)
             rp = x6 - x_prior[:, :ROT_DIM]
             rb = b - x_prior[:, ROT_DIM:]
-            E = E + rp.pow(2).sum(-1) / s.prior_sigma ** 2 + rb.pow(2).sum(-1) / s.betas_sigma ** 2
+            E = E + (rp.pow(2) * prior_w).sum(-1) + rb.pow(2).sum(-1) / s.betas_sigma ** 2
             if want_system:
                 Jx = J[:, _PX + _KP + _JOINTS:]
-                H = H + Jx.transpose(1, 2) @ Jx / s.prior_sigma ** 2
-                g = g + (Jx.transpose(1, 2) @ rp[..., None])[..., 0] / s.prior_sigma ** 2
+                H = H + Jx.transpose(1, 2) @ (Jx * prior_w[..., None])
+                g = g + (Jx.transpose(1, 2) @ (rp * prior_w)[..., None])[..., 0]
                 H[:, 72:82, 72:82] += torch.eye(NUM_BETAS) / s.betas_sigma ** 2
                 g[:, 72:82] += rb / s.betas_sigma ** 2
             # per window: the per-frame blocks, plus the temporal terms that couple frames
@@ -434,6 +440,18 @@ class KeypointFitter:
         joints = final.new_zeros(S, T, NUM_JOINTS, 3).index_put(sel, final[:, _PX + _KP:_PX + _KP + _JOINTS].view(-1, NUM_JOINTS, 3))
         points = final.new_zeros(S, T, 33, 3).index_put(sel, final[:, _PX:_PX + _KP].view(-1, 33, 3))
         return base_x.index_put(sel, x_fit), batch.trans.index_put(sel, t), joints, points
+
+    def _prior_weights(self, x_std: torch.Tensor | None, n: int) -> torch.Tensor:
+        """(n, 144) weights of the pose prior's residuals: 1 / prior_sigma^2, per joint scaled
+        by the lift's spread ``x_std`` (n, 24) when ``prior_spread`` asks for it."""
+        s = self.settings
+        w = torch.full((n, NUM_JOINTS), 1.0 / s.prior_sigma ** 2)
+        if s.prior_spread > 0 and x_std is not None:
+            rms = x_std.pow(2).mean(-1, keepdim=True).sqrt()
+            ratio = (x_std / rms.clamp(min=1e-6)).clamp(1 / 3, 3) ** s.prior_spread
+            # Frames without a spread (zeros: none was measured) keep the plain weight.
+            w = torch.where(rms > 1e-6, w / ratio.pow(2), w)
+        return w.repeat_interleave(ROT_DIM // NUM_JOINTS, -1)
 
     def _turn_over_limbs(self, R, b, t, x_obs, world, world_w):
         """Where the 2D cannot tell whether a forearm or shin points towards the camera or

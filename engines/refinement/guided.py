@@ -65,6 +65,8 @@ class WindowBatch:
     # (S, T, 24, 3) the bodies' joints at x, trans (camera frame) for the valid frames that are
     # not free, as an earlier fit left them; None: the refiner poses them itself.
     joints: torch.Tensor | None = None
+    # (S, T, 24) the per-frame lift's angular spread per joint (radians; zeros: none)
+    x_std: torch.Tensor | None = None
 
 
 class GuidedRefiner:

@@ -84,6 +84,7 @@ class Observation:
     world: torch.Tensor | None = None
     views: torch.Tensor | None = None  # (V, 33, 3) keypoints in the rig's other cameras
     views_world: torch.Tensor | None = None  # (V, 33, 3) world landmarks seen from those cameras
+    x_std: torch.Tensor | None = None  # (24,) the lift's angular spread per joint (``poses_std``)
 
 
 @dataclass
@@ -194,7 +195,8 @@ class OnlineRefiner:
         valid = torch.tensor([[e is not None for e in row] for row in slots], dtype=torch.bool).view(S, T)
         free_rows = [[e is not None and e.step >= step - self.lag for e in row] for row in slots]
         free = torch.tensor(free_rows, dtype=torch.bool).view(S, T)
-        batch = WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views, views_world)
+        x_std = stacked(lambda e: e.obs.x_std)
+        batch = WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views, views_world, x_std=x_std)
         if not hasattr(self.refiner, "refine_bodies"):
             x_new, trans_new = self.refiner.refine(batch, camera)
             joints_new = points_new = None
