@@ -129,6 +129,29 @@ def test_a_view_that_sees_nothing_changes_nothing(body):
     assert not torch.equal(ta, trans[None, None]), "the fit should have moved"
 
 
+def test_a_rig_fit_holds_every_joint_alike(body):
+    """The lift's spread (one camera's doubt) loosens the prior per joint for one camera;
+    in a rig the other views settle what it doubted, and the spread is not used."""
+    R, t = _rig()
+    x = _pose()
+    trans = torch.tensor([0.1, 0.2, 4.0])
+    # Every point a little off: the fit must bend the pose, not only move the body.
+    pts = _points(body, x, trans) + 0.02 * torch.randn(33, 3, generator=torch.Generator().manual_seed(0))
+    kp0, kp1 = _keypoints(pts), _keypoints(pts, R, t)
+    spread = torch.linspace(0.02, 0.6, 24)
+
+    def fit(views: bool, x_std):
+        batch = WindowBatch(x=x[None, None], trans=trans[None, None], cond=torch.zeros(1, 1, 102), keypoints=kp0[None, None],
+                            valid=torch.ones(1, 1, dtype=torch.bool), free=torch.ones(1, 1, dtype=torch.bool),
+                            views=kp1[None, None, None] if views else None,
+                            x_std=None if x_std is None else x_std[None, None])
+        camera = CameraParams(K=K, views=(RigView(K, None, "pinhole", R, t),) if views else ())
+        return KeypointFitter(None, body, FitSettings.for_lag(5, iters=3, prior_spread=1.0)).refine(batch, camera)[0]
+
+    assert torch.equal(fit(True, spread), fit(True, None))
+    assert not torch.allclose(fit(False, spread), fit(False, None), atol=1e-4), "one camera: the spread counts"
+
+
 def test_view_terms_have_no_energy_at_the_truth(body):
     R, t = _rig()
     x = _pose()

@@ -77,7 +77,8 @@ def intrinsics() -> torch.Tensor:
 def evaluate(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     body = BodyModel.load()
-    options = PlanOptions(backend="lift=auto,refine=torch", weights=args.weights, threads=args.threads)
+    options = PlanOptions(backend="lift=auto,refine=torch", weights=args.weights, threads=args.threads,
+                          fit_changes=json.loads(args.settings) if args.settings else None)
     lift_plan = plan_run(replace(options, refine=False), "offline")
     fit_plan = plan_run(options, "offline")
     lifter = build_lifter(lift_plan, body, seed=args.seed)
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--max-frames", type=int, default=600, help="frames in all, split over the clips")
     p.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4], help="rig sizes to fit with (default 1 2 4)")
+    p.add_argument("--settings", help="FitSettings overrides as JSON, e.g. '{\"prior_spread\": 0}'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the report here")

@@ -317,7 +317,10 @@ class KeypointFitter:
                                world=None if batch.views_world is None else batch.views_world[sel], settings=s)
         cond = batch.cond[sel]
         x_obs = (batch.x if batch.x_obs is None else batch.x_obs)[sel]
-        prior_w = self._prior_weights(None if batch.x_std is None else batch.x_std[sel], len(x_obs))
+        # The lift's spread is one camera's doubt: in a rig the other views' keypoints settle
+        # it, and the prior stays alike over the joints (measured: docs/multi-camera.md).
+        spread = None if batch.x_std is None or others is not None else batch.x_std[sel]
+        prior_w = self._prior_weights(spread, len(x_obs))
 
         R = rotation_6d_to_matrix(base_x[sel][:, :ROT_DIM].reshape(-1, NUM_JOINTS, 6))
         b = base_x[sel][:, ROT_DIM:ROT_DIM + NUM_BETAS].clone()
