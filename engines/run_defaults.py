@@ -12,3 +12,7 @@ REFINE_LAG = {"live": 0, "offline": 5}  # frames of look-ahead of the keypoint f
 #: Live: a frame older than this (seconds from its capture) when its fit would start is not
 #: fitted (the lift's bodies go out): about three frames at 30 fps, past the latency target.
 LIVE_FIT_DEADLINE_S = 0.1
+#: Live: how much lower the background detector's thread is scheduled than the frame's path
+#: (a nice increment, Linux). Its 11 ms calls then take a core only when the landmarks, the
+#: lift and the fit leave one (measured: docs/performance.md, "The detector yields").
+BACKGROUND_DETECTOR_NICE = 10

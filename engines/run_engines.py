@@ -25,7 +25,7 @@ def build_keypoints(plan: RunPlan, fps: float = 30.0, networks: PersonKeypoints 
     tracking state is not)."""
     return PersonKeypoints(backend=plan.keypoints.backend, intra_op_threads=plan.keypoints.threads,
                            max_persons=plan.max_persons, detector_tile_size=plan.detector_tile_size,
-                           background_detection=plan.background_detection,
+                           background_detection=plan.background_detection, background_nice=plan.detector_nice,
                            dormant_frames=round(plan.reid_seconds * fps),
                            # Live, several people's landmarks on both cores (docs/performance.md).
                            landmark_sessions=2 if plan.mode == "live" and plan.keypoints.backend == "onnxruntime" else 1,

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG
+from engines.run_defaults import BACKGROUND_DETECTOR_NICE, LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG
 
 Mode = Literal["live", "offline"]
 
@@ -118,6 +118,7 @@ class RunPlan:
     fit_changes: tuple[tuple[str, Any], ...] = ()  # FitSettings fields changed from the mode's
     output_frame: str = "camera"  # camera, head or world (streamer.output_frame)
     fit_deadline_s: float | None = None  # live: frames this late are not fitted; None: all are
+    detector_nice: int = 0  # live: the background detector's thread this many nice levels lower
 
     def fit_settings(self):
         """The keypoint fit of this run (:meth:`FitSettings.for_run`)."""
@@ -138,7 +139,8 @@ class RunPlan:
                  f"keypoints: {engine(self.keypoints)}; at most {self.max_persons} persons"
                  + (f", detector tiles of {self.detector_tile_size} px" if self.detector_tile_size else "")
                  + f", lost ids kept {self.reid_seconds:g} s"
-                 + (", detector in the background" if self.background_detection else "")]
+                 + ((", detector in the background" + (f" (nice +{self.detector_nice})" if self.detector_nice else ""))
+                    if self.background_detection else "")]
         if self.lift is not None:
             lines.append(f"lift: {engine(self.lift)}; K = {self.lift_steps} steps, N = {self.lift_samples} samples"
                          + (", with world landmarks" if self.world_landmarks else ""))
@@ -224,7 +226,8 @@ def plan_run(config: PlanOptions, mode: Mode) -> RunPlan:
                    refine_iters=iters, refine_prior_times=prior_times, world_landmarks=config.world_landmarks,
                    weights=config.weights, body_model=body_model, gender=config.gender,
                    fit_changes=changes if refine_on else (), output_frame=config.output_frame,
-                   fit_deadline_s=LIVE_FIT_DEADLINE_S if live and refine_on else None)
+                   fit_deadline_s=LIVE_FIT_DEADLINE_S if live and refine_on else None,
+                   detector_nice=BACKGROUND_DETECTOR_NICE if live and perception else 0)
 
 
 def _body_model_file(path: str | None, gender: str | None) -> str | None:

@@ -10,6 +10,8 @@ short; the hand-verified points were read by eye from zoomed frames.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import av
@@ -106,17 +108,23 @@ def test_background_detection_follows_the_same_people(clip_results):
     it finds join a frame or two later than with the detector in line, under the same ids."""
     import threading
 
-    pk = PersonKeypoints(detect_every=5, background_detection=True)
+    pk = PersonKeypoints(detect_every=5, background_detection=True, background_nice=3)
     threads = set()
+    nice: dict[str, int] = {}  # each calling thread's scheduling priority
     detect, detect_single = pk.detector.__call__, pk.detector.detect_single
+
+    def record():
+        threads.add(threading.current_thread().name)
+        if sys.platform.startswith("linux"):
+            nice[threading.current_thread().name] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     class Spy:
         def __call__(self, image):
-            threads.add(threading.current_thread().name)
+            record()
             return detect(image)
 
         def detect_single(self, image):
-            threads.add(threading.current_thread().name)
+            record()
             return detect_single(image)
 
     pk.detector = Spy()
@@ -128,6 +136,9 @@ def test_background_detection_follows_the_same_people(clip_results):
     assert main in threads, "with nobody followed the detector must run in line"
     assert any(t.startswith("detector") for t in threads), f"no detector call on the background thread: {threads}"
     assert pk.background_cpu_seconds > 0
+    if nice:  # Linux: the background thread yields the cores to the frame's path
+        background = [v for t, v in nice.items() if t.startswith("detector")]
+        assert background and all(v == min(19, nice[main] + 3) for v in background), nice
 
     def first_two(res):  # first frame with both people followed
         return min(i for i, persons in res.items() if len(persons) == 2)

@@ -13,6 +13,9 @@ briefly lost people for re-identification.
 from __future__ import annotations
 
 import functools
+import os
+import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,16 +70,31 @@ class _Candidate:
         return appearance_descriptor(self.frame, self.landmarks.keypoints33)
 
 
+def _lower_thread_priority(increment: int) -> None:
+    """Schedule the calling thread ``increment`` nice levels below where it is (Linux,
+    where a thread has a nice value of its own; elsewhere nothing happens)."""
+    if increment <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    except OSError:  # a sandbox that forbids it: the detector keeps the caller's priority
+        pass
+
+
 class _BackgroundDetector:
     """Runs detector calls on a thread of their own, one at a time (live mode).
 
     ``submit`` starts a call on a frame unless one is still running; ``collect`` returns the
     detections of a finished call once. ONNX Runtime releases the GIL, so the detector runs
-    on the other core while the keypoints stage goes on with the landmarks.
+    on the other core while the keypoints stage goes on with the landmarks. ``nice``: the
+    thread is scheduled this many nice levels lower, so that where the cores are contended
+    the frame's path gets them first.
     """
 
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector")
+    def __init__(self, nice: int = 0) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector",
+                                        initializer=_lower_thread_priority, initargs=(nice,))
         self._pending: Future | None = None
         self.cpu_seconds = 0.0  # thread CPU time of the finished calls
 
@@ -151,6 +169,8 @@ class PersonKeypoints:
             mode: a detector frame then costs the landmark path nothing, at the price of
             newcomers joining a frame or two later and results that depend on timing).
             When nobody is followed the detector runs in line, as it must find someone.
+        background_nice: how many nice levels below the caller the background detector's
+            thread runs (Linux; live mode: `BACKGROUND_DETECTOR_NICE`).
         landmark_sessions: split a frame's landmark crops over this many network sessions
             on as many threads (`PoseLandmarker`'s ``sessions``; live mode: 2).
     """
@@ -171,6 +191,7 @@ class PersonKeypoints:
         intra_op_threads: int = 1,
         backend: str = "auto",
         background_detection: bool = False,
+        background_nice: int = 0,
         dormant_frames: int = 0,
         landmark_sessions: int = 1,
     ) -> None:
@@ -199,7 +220,8 @@ class PersonKeypoints:
         # frames), and the frames where that happened: live mode's overload report.
         self.persons_left_out = 0
         self.frames_over_cap = 0
-        self._background = _BackgroundDetector() if background_detection else None
+        self._background_nice = int(background_nice)
+        self._background = _BackgroundDetector(self._background_nice) if background_detection else None
 
     @property
     def background_cpu_seconds(self) -> float:
@@ -217,7 +239,7 @@ class PersonKeypoints:
         self.tracker.reset()
         if self._background is not None:
             self._background.close()
-            self._background = _BackgroundDetector()
+            self._background = _BackgroundDetector(self._background_nice)
 
     def close(self) -> None:
         """Stop the background detector thread, if any."""
