@@ -127,6 +127,8 @@ class FitSettings:
         for name in ("detector_noise", "robust_scale", "prior_sigma", "betas_sigma", "world_sigma"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FitSettings.{name} must be positive")
+        if self.prior_spread < 0:
+            raise ValueError(f"FitSettings.prior_spread must be >= 0 (0: every joint alike), got {self.prior_spread}")
 
 
 #: Per free frame, the fit moves ``theta`` = 72 (a small turn of each joint, axis-angle,
