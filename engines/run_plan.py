@@ -135,12 +135,13 @@ class RunPlan:
         def engine(e: EnginePlan | None) -> str:
             return "off" if e is None else f"{e.backend} on {e.device}, {e.precision}, {e.threads} thread(s)"
 
+        background = ""
+        if self.background_detection:
+            background = ", detector in the background" + (f" (nice +{self.detector_nice})" if self.detector_nice else "")
         lines = [f"mode {self.mode}",
                  f"keypoints: {engine(self.keypoints)}; at most {self.max_persons} persons"
                  + (f", detector tiles of {self.detector_tile_size} px" if self.detector_tile_size else "")
-                 + f", lost ids kept {self.reid_seconds:g} s"
-                 + ((", detector in the background" + (f" (nice +{self.detector_nice})" if self.detector_nice else ""))
-                    if self.background_detection else "")]
+                 + f", lost ids kept {self.reid_seconds:g} s" + background]
         if self.lift is not None:
             lines.append(f"lift: {engine(self.lift)}; K = {self.lift_steps} steps, N = {self.lift_samples} samples"
                          + (", with world landmarks" if self.world_landmarks else ""))

@@ -115,13 +115,13 @@ def fit_sequence(lifted: dict[str, np.ndarray], keep: np.ndarray, pixels: np.nda
     w = None if world is None else torch.from_numpy(world[idx])
     cond = condition_features(torch.from_numpy(normalised[idx]), w, world=online.refiner.model.config.world_landmarks)
     px = torch.from_numpy(pixels[idx].astype(np.float32))
-    spread = torch.from_numpy(lifted["poses_std"][keep].astype(np.float32)) if "poses_std" in lifted else None
+    spread = torch.from_numpy(lifted["poses_std"][keep].astype(np.float32))  # the fit's prior loosens there
     # Steps are source frames, so a gap is seen as one: a track found again after a while
     # must not be pulled along the trajectory it had before it was lost.
     steps = idx if frame_index is None else np.asarray(frame_index)[idx]
     out = refine_sequence(online, [int(f) for f in steps],
                           lambda i: {0: Observation(x[i], trans[i], cond[i], px[i], None if w is None else w[i],
-                                                    x_std=None if spread is None else spread[i])}, params)
+                                                    x_std=spread[i])}, params)
     fx, ft = torch.stack([e[0] for e in out]), torch.stack([e[1] for e in out])
     R = rotations_of(fx)
     with torch.no_grad():

@@ -167,8 +167,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             runs.append((f"fit L={L} + world", build_refiner(plan, body, model, context=args.context), world))
         runs += [(f"guidance L={L}", OnlineRefiner(guided_for[L], lag=L, context=args.context), None) for L in args.guided]
         for label, online, w in runs:
-            start = (x, trans, cond, spread) if w is None else (xw, transw, condw, spreadw)
-            rx, rt, sec = run_online(online, *start[:3], kp, camera, world=w, spread=start[3])
+            sx, st, sc, ss = (x, trans, cond, spread) if w is None else (xw, transw, condw, spreadw)
+            rx, rt, sec = run_online(online, sx, st, sc, kp, camera, world=w, spread=ss)
             add(label, joints_of(body, rx, rt), true, T)
             timing.setdefault(label, []).append(sec)
         for mc in args.euro_cutoffs:
