@@ -16,3 +16,9 @@ LIVE_FIT_DEADLINE_S = 0.1
 #: (a nice increment, Linux). Its 11 ms calls then take a core only when the landmarks, the
 #: lift and the fit leave one (measured: docs/performance.md, "The detector yields").
 BACKGROUND_DETECTOR_NICE = 10
+#: Live: how much lower the keypoints stage's threads (the landmark network's, and the
+#: detector's below them) are scheduled than the lift and the fit. With the cores contended
+#: a frame already past its keypoints is finished before the next frame's landmarks take
+#: them, so several people's frames do not wait behind each other (measured:
+#: docs/performance.md, "Later stages first").
+KEYPOINTS_NICE = 5

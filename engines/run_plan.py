@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from engines.run_defaults import BACKGROUND_DETECTOR_NICE, LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG
+from engines.run_defaults import BACKGROUND_DETECTOR_NICE, KEYPOINTS_NICE, LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG
 
 Mode = Literal["live", "offline"]
 
@@ -119,6 +119,7 @@ class RunPlan:
     output_frame: str = "camera"  # camera, head or world (streamer.output_frame)
     fit_deadline_s: float | None = None  # live: frames this late are not fitted; None: all are
     detector_nice: int = 0  # live: the background detector's thread this many nice levels lower
+    keypoints_nice: int = 0  # live: the keypoints stage's threads this many levels below lift and fit
 
     def fit_settings(self):
         """The keypoint fit of this run (:meth:`FitSettings.for_run`)."""
@@ -135,9 +136,10 @@ class RunPlan:
         def engine(e: EnginePlan | None) -> str:
             return "off" if e is None else f"{e.backend} on {e.device}, {e.precision}, {e.threads} thread(s)"
 
-        background = ""
+        background = f", its threads nice +{self.keypoints_nice} (below lift and fit)" if self.keypoints_nice else ""
         if self.background_detection:
-            background = ", detector in the background" + (f" (nice +{self.detector_nice})" if self.detector_nice else "")
+            background += ", detector in the background" + (
+                f" (nice +{self.detector_nice} below the keypoints)" if self.detector_nice else "")
         lines = [f"mode {self.mode}",
                  f"keypoints: {engine(self.keypoints)}; at most {self.max_persons} persons"
                  + (f", detector tiles of {self.detector_tile_size} px" if self.detector_tile_size else "")
@@ -228,7 +230,8 @@ def plan_run(config: PlanOptions, mode: Mode) -> RunPlan:
                    weights=config.weights, body_model=body_model, gender=config.gender,
                    fit_changes=changes if refine_on else (), output_frame=config.output_frame,
                    fit_deadline_s=LIVE_FIT_DEADLINE_S if live and refine_on else None,
-                   detector_nice=BACKGROUND_DETECTOR_NICE if live and perception else 0)
+                   detector_nice=BACKGROUND_DETECTOR_NICE if live and perception else 0,
+                   keypoints_nice=KEYPOINTS_NICE if live and perception else 0)
 
 
 def _body_model_file(path: str | None, gender: str | None) -> str | None:

@@ -91,11 +91,12 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engin
         from .keypoints_stage import KeypointsStage
 
         if rig is None:
-            stages.append(KeypointsStage(engines.keypoints(fps)))
+            stages.append(KeypointsStage(engines.keypoints(fps), nice=plan.keypoints_nice))
         else:
             from .multi_view import MultiViewKeypointsStage
 
-            stages.append(MultiViewKeypointsStage([engines.keypoints(fps) for _ in rig.cameras], rig))
+            stages.append(MultiViewKeypointsStage([engines.keypoints(fps) for _ in rig.cameras], rig,
+                                                  nice=plan.keypoints_nice))
     if plan.lift is None:
         return stages
     from .lift_stage import LiftStage

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
+from engines.runtime.threads import lower_thread_priority
+
 from .errors import PipelineError
 from .frames import Frame, StageStamp
 from .queues import END_OF_STREAM, FrameQueue, QueuePolicy
@@ -29,10 +31,13 @@ class Stage:
 
     ``start`` and ``close`` run in the stage's own thread (load models in ``start`` so the
     thread that uses them creates them). ``close`` always runs, after an error too.
-    ``stop_event`` is set by the pipeline when the run is asked to stop.
+    ``stop_event`` is set by the pipeline when the run is asked to stop. ``nice``: the
+    stage's thread (and the threads it starts) runs this many nice levels below the others
+    (Linux), so that where the cores are contended the stages after it get them first.
     """
 
     name = "stage"
+    nice = 0
     stop_event: threading.Event
 
     def start(self) -> None:
@@ -177,6 +182,7 @@ class Pipeline:
         consumer_gone = self._exited[index + 1] if outq is not None else None
         failed = False
         try:
+            lower_thread_priority(stage.nice)
             stage.start()
             with self._starting_lock:
                 self._starting -= 1

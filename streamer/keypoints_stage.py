@@ -18,13 +18,15 @@ class KeypointsStage(Stage):
     the landmark model looks at in the next frame, and the detector runs only when people
     must be found. Adds a :class:`~streamer.frames.Person` per tracked person with the arrays
     ``box_xyxy``, ``keypoints_blazepose33``, ``keypoints_coco17`` and ``world_blazepose33``.
-    ``keypoints``: the engine, built (:func:`engines.run_engines.build_keypoints`).
+    ``keypoints``: the engine, built (:func:`engines.run_engines.build_keypoints`). ``nice``:
+    how far below the later stages its thread runs (live mode: the plan's ``keypoints_nice``).
     """
 
     name = "keypoints"
 
-    def __init__(self, keypoints: PersonKeypoints) -> None:
+    def __init__(self, keypoints: PersonKeypoints, nice: int = 0) -> None:
         self.keypoints = keypoints
+        self.nice = nice
 
     def close(self) -> None:
         self.keypoints.close()

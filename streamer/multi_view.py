@@ -211,17 +211,19 @@ class MultiViewKeypointsStage(Stage):
     its keypoints in the other views. A person seen by other cameras but not the reference is a
     view-only person of the first camera that sees them (module doc). Counts per other view
     the reference people matched there (``matched``), the people it saw whom the reference
-    view did not (``unmatched``), and of those the view-only persons it gave (``view_only``)."""
+    view did not (``unmatched``), and of those the view-only persons it gave (``view_only``).
+    ``nice``: as :class:`~streamer.keypoints_stage.KeypointsStage`'s."""
 
     name = "keypoints"
 
-    def __init__(self, trackers: list, rig: MultiViewRig, matcher=None):
+    def __init__(self, trackers: list, rig: MultiViewRig, matcher=None, nice: int = 0):
         from engines.perception.cross_view import CrossViewMatcher
 
         if len(trackers) != len(rig.cameras):
             raise ValueError("MultiViewKeypointsStage: one tracker per camera")
         self.trackers = trackers
         self.rig = rig
+        self.nice = nice
         self.matcher = matcher or CrossViewMatcher(rig.poses)
         self.matched = [0] * (len(rig.cameras) - 1)
         self.unmatched = [0] * (len(rig.cameras) - 1)

@@ -1,5 +1,7 @@
 """The stage graph: queue policies, ordering, held-back frames, failures and stop."""
 
+import os
+import sys
 import threading
 import time
 
@@ -168,3 +170,35 @@ def test_latency_samples_stay_bounded_and_keep_their_percentiles():
     assert len(long_run) == 50_000 and len(long_run.values()) == 2000
     p = _percentiles(long_run)
     assert p["p50"] == pytest.approx(50.0, abs=4.0) and p["p99"] == pytest.approx(99.0, abs=1.0)
+
+
+class Priority(Stage):
+    """Records the scheduling priority of its own thread and of a thread it starts."""
+
+    name = "priority"
+
+    def __init__(self, nice):
+        self.nice, self.seen = nice, {}
+
+    def _record(self, key):
+        self.seen[key] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def process(self, frame):
+        self._record("stage")
+        helper = threading.Thread(target=self._record, args=("helper",))
+        helper.start()
+        helper.join()
+        return frame
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread has a priority of its own on Linux only")
+def test_a_stage_with_nice_runs_below_the_others_and_so_do_its_helpers():
+    """Live mode's keypoints stage gives the cores to the stages after it: its thread, and the
+    threads it starts (the landmark sessions, the detector), run ``nice`` levels lower."""
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    low, plain = Priority(3), Priority(0)
+    Pipeline(ListSource(2), [low, plain], queue_size=2, policy="block").run(handle_signals=False)
+    if base + 3 > 19:
+        pytest.skip("already at the lowest priority")
+    assert low.seen == {"stage": base + 3, "helper": base + 3}
+    assert plain.seen == {"stage": base, "helper": base}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.run_defaults import BACKGROUND_DETECTOR_NICE, LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG
+from engines.run_defaults import BACKGROUND_DETECTOR_NICE, KEYPOINTS_NICE, LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG
 from streamer.app import RunConfig, processing_stages
 from streamer.errors import ConfigError
 from engines.run_plan import PlanError, plan_run
@@ -28,6 +28,9 @@ def test_mode_defaults_come_from_one_place():
     assert (offline.refine_iters, offline.refine_prior_times) == (2, (100, 50))
     assert live.background_detection and not offline.background_detection
     assert (live.detector_nice, offline.detector_nice) == (BACKGROUND_DETECTOR_NICE, 0) == (10, 0)
+    # Live, the keypoints of the next frame give way to the lift and fit of the frame in flight.
+    assert (live.keypoints_nice, offline.keypoints_nice) == (KEYPOINTS_NICE, 0) == (5, 0)
+    assert "nice +5 (below lift and fit)" in live.describe() and "nice" not in offline.describe()
     # Live frames that reach the fit too late keep the lift; offline every frame is fitted.
     assert (live.fit_deadline_s, offline.fit_deadline_s) == (LIVE_FIT_DEADLINE_S, None) == (0.1, None)
     assert plan_run(RunConfig(source="x", refine=False), "live").fit_deadline_s is None

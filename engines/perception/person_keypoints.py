@@ -13,9 +13,6 @@ briefly lost people for re-identification.
 from __future__ import annotations
 
 import functools
-import os
-import sys
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +25,7 @@ from engines.perception.boxes import containment_matrix, iou_matrix
 from engines.perception.pose_detector import PoseDetection, PoseDetector
 from engines.perception.pose_landmarks import PoseLandmarker, PoseLandmarks, Roi
 from engines.perception.tracking import Tracker, TrackState
+from engines.runtime.threads import lower_thread_priority
 
 
 @dataclass
@@ -70,18 +68,6 @@ class _Candidate:
         return appearance_descriptor(self.frame, self.landmarks.keypoints33)
 
 
-def _lower_thread_priority(increment: int) -> None:
-    """Schedule the calling thread ``increment`` nice levels below where it is (Linux,
-    where a thread has a nice value of its own; elsewhere nothing happens)."""
-    if increment <= 0 or not sys.platform.startswith("linux"):
-        return
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
-    except OSError:  # a sandbox that forbids it: the detector keeps the caller's priority
-        pass
-
-
 class _BackgroundDetector:
     """Runs detector calls on a thread of their own, one at a time (live mode).
 
@@ -94,7 +80,7 @@ class _BackgroundDetector:
 
     def __init__(self, nice: int = 0) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector",
-                                        initializer=_lower_thread_priority, initargs=(nice,))
+                                        initializer=lower_thread_priority, initargs=(nice,))
         self._pending: Future | None = None
         self.cpu_seconds = 0.0  # thread CPU time of the finished calls
 
