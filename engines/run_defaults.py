@@ -21,4 +21,4 @@ BACKGROUND_DETECTOR_NICE = 10
 #: a frame already past its keypoints is finished before the next frame's landmarks take
 #: them, so several people's frames do not wait behind each other (measured:
 #: docs/performance.md, "Later stages first").
-KEYPOINTS_NICE = 5
+KEYPOINTS_NICE = 10

@@ -29,8 +29,8 @@ def test_mode_defaults_come_from_one_place():
     assert live.background_detection and not offline.background_detection
     assert (live.detector_nice, offline.detector_nice) == (BACKGROUND_DETECTOR_NICE, 0) == (10, 0)
     # Live, the keypoints of the next frame give way to the lift and fit of the frame in flight.
-    assert (live.keypoints_nice, offline.keypoints_nice) == (KEYPOINTS_NICE, 0) == (5, 0)
-    assert "nice +5 (below lift and fit)" in live.describe() and "nice" not in offline.describe()
+    assert (live.keypoints_nice, offline.keypoints_nice) == (KEYPOINTS_NICE, 0) == (10, 0)
+    assert "nice +10 (below lift and fit)" in live.describe() and "nice" not in offline.describe()
     # Live frames that reach the fit too late keep the lift; offline every frame is fitted.
     assert (live.fit_deadline_s, offline.fit_deadline_s) == (LIVE_FIT_DEADLINE_S, None) == (0.1, None)
     assert plan_run(RunConfig(source="x", refine=False), "live").fit_deadline_s is None
