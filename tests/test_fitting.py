@@ -214,3 +214,48 @@ def test_prior_gives_way_where_the_lift_was_unsure(body):
     assert loose[18] < 0.6 * plain[18], (loose[18], plain[18])
     # The rest of the body was bent to fit the elbow's keypoints; held by a sure lift it bends less.
     assert loose[others].max() < 0.5 * plain[others].max(), (loose[others].max(), plain[others].max())
+
+
+def test_a_lift_that_saw_the_landmarks_weighs_more_in_the_pull(body):
+    """``lift_weight_world``: where the lift saw the world landmarks (its network takes them and
+    the frame has them) the prior's pull leans towards it with that weight; a frame without
+    landmarks keeps ``lift_weight``. The keypoints say nothing about the elbow here (missing),
+    so the pull alone places it, between the denoiser's straight arm and the lift's bent one."""
+    from types import SimpleNamespace
+
+    from engines.body.rotations import rotation_6d_to_matrix
+    from engines.lifting.lifter import geodesic_angle
+
+    aa = torch.zeros(24, 3)
+    aa[0] = torch.tensor([math.pi, 0, 0])
+    straight = torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(aa)).flatten(), torch.zeros(10)])
+    aa[18] = torch.tensor([0.0, 0.0, math.pi / 3])
+    bent_R = axis_angle_to_matrix(aa)[None]
+    bent = torch.cat([matrix_to_rotation_6d(bent_R[0]).flatten(), torch.zeros(10)])
+    trans = torch.tensor([[0.0, 0.3, 4.0]])
+    points = body(bent_R, torch.zeros(1, 10), trans, keypoints="blazepose33").keypoints["blazepose33"][0]
+    px = points[:, :2] / points[:, 2:] * 1000 + torch.tensor([640.0, 360.0])
+    kp = torch.cat([px, torch.ones(33, 1)], -1)
+    kp[[13, 15, 17, 19, 21], 2] = 0.0  # the left elbow, wrist and hand unseen
+    world = points - points[[23, 24]].mean(0)
+
+    class StraightArmPrior:  # a denoiser that takes the landmarks and always says "arm straight"
+        config = SimpleNamespace(world_landmarks=True)
+
+        def __call__(self, x_t, t, cond):
+            return straight.expand(x_t.shape[0], -1)
+
+    def elbow_off_the_lift(lift_weight_world, with_landmarks=True) -> float:
+        batch = WindowBatch(x=bent[None, None], trans=trans[None], cond=torch.zeros(1, 1, 202), keypoints=kp[None, None],
+                            valid=torch.ones(1, 1, dtype=torch.bool), free=torch.ones(1, 1, dtype=torch.bool),
+                            world=(world if with_landmarks else torch.zeros(33, 3))[None, None])
+        settings = FitSettings.for_lag(5, iters=3, lift_weight=0.25, lift_weight_world=lift_weight_world,
+                                       prior_spread_world=None)
+        x, _ = KeypointFitter(StraightArmPrior(), body, settings).refine(batch, CameraParams(K=K))
+        R = rotation_6d_to_matrix(x[0, :, :144].view(1, 24, 6))
+        return float(geodesic_angle(R[:, 18], bent_R[:, 18])[0])
+
+    plain = elbow_off_the_lift(None)
+    assert plain > 0.6 * math.pi / 3, "a lift weight of 0.25 leaves the elbow mostly where the denoiser put it"
+    assert elbow_off_the_lift(4.0) < 0.4 * plain
+    assert math.isclose(elbow_off_the_lift(4.0, with_landmarks=False), plain, abs_tol=1e-4), "no landmarks: lift_weight"
