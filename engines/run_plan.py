@@ -120,15 +120,13 @@ class RunPlan:
     fit_deadline_s: float | None = None  # live: frames this late are not fitted; None: all are
     detector_nice: int = 0  # live: the background detector's thread this many nice levels lower
     keypoints_nice: int = 0  # live: the keypoints stage's threads this many levels below lift and fit
-    refine_iters_alone: int | None = None  # live: fit iterations while one person is followed (None: refine_iters)
 
     def fit_settings(self):
         """The keypoint fit of this run (:meth:`FitSettings.for_run`)."""
         from engines.refinement.fitting import FitSettings
 
         return FitSettings.for_run(self.refine_lag, self.mode == "live",
-                                   **{**dict(self.fit_changes), "iters": self.refine_iters,
-                                      "iters_alone": self.refine_iters_alone})
+                                   **{**dict(self.fit_changes), "iters": self.refine_iters})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,8 +150,6 @@ class RunPlan:
         if self.refine is not None:
             lines.append(f"refine: {engine(self.refine)}; lag {self.refine_lag} frames, denoiser calls at "
                          f"t = {', '.join(map(str, self.refine_prior_times))}, {self.refine_iters} iteration(s) after each"
-                         + (f" ({self.refine_iters_alone} while one person is followed)"
-                            if self.refine_iters_alone is not None else "")
                          + (f"; frames later than {1000 * self.fit_deadline_s:g} ms keep the lift"
                             if self.fit_deadline_s is not None else "")
                          + (f"; changed: {', '.join(f'{k} = {v}' for k, v in self.fit_changes)}" if self.fit_changes else ""))
@@ -215,7 +211,7 @@ def plan_run(config: PlanOptions, mode: Mode) -> RunPlan:
         # The refine stage runs its network on the CPU whichever engine (as before the plan).
         refine = EnginePlan(backend, "cpu", precision, threads)
     lag = REFINE_LAG[mode] if config.refine_lag is None else config.refine_lag
-    iters, iters_alone, prior_times = 0, None, ()
+    iters, prior_times = 0, ()
     changes = tuple(sorted((config.fit_changes or {}).items()))
     if refine_on:
         from engines.refinement.fitting import FitSettings
@@ -224,7 +220,7 @@ def plan_run(config: PlanOptions, mode: Mode) -> RunPlan:
             fit = FitSettings.for_run(lag, live, **{"iters": config.refine_steps, **dict(changes)})
         except (TypeError, ValueError) as exc:
             raise PlanError(f"the fit's settings: {exc}") from None
-        iters, iters_alone, prior_times = fit.iters, fit.iters_alone, tuple(fit.prior_times)
+        iters, prior_times = fit.iters, tuple(fit.prior_times)
     body_model = _body_model_file(config.body_model, config.gender)
     return RunPlan(mode=mode, keypoints=keypoints, max_persons=config.max_persons, reid_seconds=config.reid_seconds,
                    detector_tile_size=config.detector_tile_size, background_detection=live and perception,
@@ -235,8 +231,7 @@ def plan_run(config: PlanOptions, mode: Mode) -> RunPlan:
                    fit_changes=changes if refine_on else (), output_frame=config.output_frame,
                    fit_deadline_s=LIVE_FIT_DEADLINE_S if live and refine_on else None,
                    detector_nice=BACKGROUND_DETECTOR_NICE if live and perception else 0,
-                   keypoints_nice=KEYPOINTS_NICE if live and perception else 0,
-                   refine_iters_alone=iters_alone if refine_on else None)
+                   keypoints_nice=KEYPOINTS_NICE if live and perception else 0)
 
 
 def _body_model_file(path: str | None, gender: str | None) -> str | None:

@@ -259,29 +259,3 @@ def test_a_lift_that_saw_the_landmarks_weighs_more_in_the_pull(body):
     assert plain > 0.6 * math.pi / 3, "a lift weight of 0.25 leaves the elbow mostly where the denoiser put it"
     assert elbow_off_the_lift(4.0) < 0.4 * plain
     assert math.isclose(elbow_off_the_lift(4.0, with_landmarks=False), plain, abs_tol=1e-4), "no landmarks: lift_weight"
-
-
-def test_one_window_alone_takes_its_own_iterations(body):
-    """``iters_alone`` (live: one person followed): a batch of one window is fitted with that
-    many iterations, a batch of several with ``iters``."""
-    aa = torch.zeros(24, 3)
-    aa[0] = torch.tensor([math.pi, 0, 0])
-    lift_x = torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(aa)).flatten(), torch.zeros(10)])
-    aa[18] = torch.tensor([0.0, 0.0, math.pi / 4])
-    trans = torch.tensor([[0.0, 0.3, 4.0]])
-    points = body(axis_angle_to_matrix(aa)[None], torch.zeros(1, 10), trans, keypoints="blazepose33").keypoints["blazepose33"][0]
-    kp = torch.cat([points[:, :2] / points[:, 2:] * 1000 + torch.tensor([640.0, 360.0]), torch.ones(33, 1)], -1)
-
-    def moved(windows: int) -> torch.Tensor:
-        S = windows
-        batch = WindowBatch(x=lift_x.expand(S, 1, -1).clone(), trans=trans.expand(S, 1, -1).clone(),
-                            cond=torch.zeros(S, 1, 102), keypoints=kp.expand(S, 1, -1, -1).clone(),
-                            valid=torch.ones(S, 1, dtype=torch.bool), free=torch.ones(S, 1, dtype=torch.bool))
-        settings = FitSettings.for_lag(0, iters=0, iters_alone=3)
-        x, _ = KeypointFitter(None, body, settings).refine(batch, CameraParams(K=K))
-        return (x[:, 0] - lift_x).abs().amax(-1)
-
-    assert moved(1)[0] > 0.05, "one window alone: fitted with iters_alone"
-    assert torch.all(moved(2) == 0), "two windows: iters (none here)"
-    assert FitSettings.for_run(0, live=True).iters_alone == 2 and FitSettings.for_run(5, live=False).iters_alone is None
-    assert FitSettings.for_run(0, live=True, iters=3).iters_alone is None, "--refine-steps holds for every batch"

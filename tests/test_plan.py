@@ -26,10 +26,6 @@ def test_mode_defaults_come_from_one_place():
     # The fit's budgets, as FitSettings.for_run gives them.
     assert (live.refine_iters, live.refine_prior_times) == (1, (100,))
     assert (offline.refine_iters, offline.refine_prior_times) == (2, (100, 50))
-    # Live, a second iteration while one person is followed; --refine-steps holds for all.
-    assert (live.refine_iters_alone, offline.refine_iters_alone) == (2, None)
-    assert live.fit_settings().iters_alone == 2
-    assert plan_run(RunConfig(source="x", refine_steps=3), "live").refine_iters_alone is None
     assert live.background_detection and not offline.background_detection
     assert (live.detector_nice, offline.detector_nice) == (BACKGROUND_DETECTOR_NICE, 0) == (10, 0)
     # Live, the keypoints of the next frame give way to the lift and fit of the frame in flight.

@@ -57,11 +57,6 @@ class FitSettings:
 
     prior_times: tuple[int, ...] = (100, 50)  # denoiser calls per window, at these noise levels
     iters: int = 2  # Gauss-Newton iterations after each denoiser call
-    # Live, a batch of one window (one person followed) takes this many instead: a second
-    # iteration from the warm start brings the live fit about 1 mm nearer on held-out motion
-    # for about 3.5 ms a frame, which one person's budget has room for and two people's has
-    # not (measured: docs/refinement.md). None: ``iters`` whatever the batch.
-    iters_alone: int | None = None
     detector_noise: float = 0.015  # keypoint noise (fraction of the person's size) when it cannot be measured
     noise_range: tuple[float, float] = (0.003, 0.03)  # the measured noise is held inside this
     robust_scale: float = 0.1  # Geman-McClure scale: residuals beyond it count as outliers
@@ -119,13 +114,11 @@ class FitSettings:
         """The fit of a run: offline, two denoiser calls per window (noise levels 100 then 50)
         with ``iters`` (default 2) Gauss-Newton iterations after each, every frame fitted
         again in each of the L + 1 windows it is free in; live, one call and one iteration
-        per frame, two while only one person is followed (the budgets that keep one and two
-        people at 30 fps on two cores). ``iters`` given: that many whatever the people."""
+        per frame (the budget that keeps one person at 30 fps on two cores)."""
         if live:
             # One iteration from a warm start cannot average the prior's pull over a window:
             # a tighter prior keeps the live body nearer the lift (measured: docs/refinement.md).
-            return cls.for_lag(lag, **{"prior_times": (100,), "iters": iters or 1, "iters_alone": None if iters else 2,
-                                       "prior_sigma": 0.1, "lift_weight": 1.0,
+            return cls.for_lag(lag, **{"prior_times": (100,), "iters": iters or 1, "prior_sigma": 0.1, "lift_weight": 1.0,
                                        "prior_spread": 1.0, "lift_weight_world": None, "prior_spread_world": None,
                                        **changes})
         return cls.for_lag(lag, iters=iters or 2, **changes)
@@ -137,8 +130,8 @@ class FitSettings:
         return asdict(self)
 
     def __post_init__(self) -> None:
-        if self.iters < 0 or (self.iters_alone or 0) < 0 or any(not 0 <= t < 1000 for t in self.prior_times):
-            raise ValueError("FitSettings: iters and iters_alone must be >= 0 and prior_times in [0, 1000)")
+        if self.iters < 0 or any(not 0 <= t < 1000 for t in self.prior_times):
+            raise ValueError("FitSettings: iters must be >= 0 and prior_times in [0, 1000)")
         for name in ("detector_noise", "robust_scale", "prior_sigma", "betas_sigma", "world_sigma"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FitSettings.{name} must be positive")
@@ -431,11 +424,10 @@ class KeypointFitter:
         times = s.prior_times if self.model is not None else ()
         lam = 1e-3
         final = None
-        iters = s.iters_alone if s.iters_alone is not None and S == 1 else s.iters
         for t_noise in times or (None,):
             x_now = torch.cat([matrix_to_rotation_6d(R).flatten(1), b], -1)
             x_prior = x_obs if t_noise is None else self._prior(x_now, x_obs, cond, t_noise, lift_w)
-            for _ in range(iters):
+            for _ in range(s.iters):
                 E0, H, g, out0 = energy_and_system(R, b, t, x_prior, True)
                 n = F * THETA
                 Hm = H.reshape(S, n, n)
