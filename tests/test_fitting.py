@@ -259,3 +259,27 @@ def test_a_lift_that_saw_the_landmarks_weighs_more_in_the_pull(body):
     assert plain > 0.6 * math.pi / 3, "a lift weight of 0.25 leaves the elbow mostly where the denoiser put it"
     assert elbow_off_the_lift(4.0) < 0.4 * plain
     assert math.isclose(elbow_off_the_lift(4.0, with_landmarks=False), plain, abs_tol=1e-4), "no landmarks: lift_weight"
+
+
+def test_a_track_back_after_a_gap_keeps_its_shape_in_the_fit(body):
+    """``WindowBatch.shape``: the shape a track had before a gap holds its new window's shapes
+    (``shape_sigma``), where the lift's shape alone would have moved them."""
+    aa = torch.zeros(24, 3)
+    aa[0] = torch.tensor([math.pi, 0, 0])
+    x = torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(aa)).flatten(), torch.zeros(10)])
+    trans = torch.tensor([[0.0, 0.3, 4.0]])
+    points = body(axis_angle_to_matrix(aa)[None], torch.zeros(1, 10), trans, keypoints="blazepose33").keypoints["blazepose33"][0]
+    kp = torch.cat([points[:, :2] / points[:, 2:] * 1000 + torch.tensor([640.0, 360.0]), torch.ones(33, 1)], -1)
+    had = torch.full((10,), 0.6)
+
+    def fitted_shape(shape) -> torch.Tensor:
+        T = 3
+        batch = WindowBatch(x=x.expand(1, T, -1).clone(), trans=trans.expand(1, T, -1).clone(), cond=torch.zeros(1, T, 102),
+                            keypoints=kp.expand(1, T, -1, -1).clone(), valid=torch.ones(1, T, dtype=torch.bool),
+                            free=torch.ones(1, T, dtype=torch.bool), shape=shape)
+        out, _ = KeypointFitter(None, body, FitSettings.for_lag(2, iters=3)).refine(batch, CameraParams(K=K))
+        return out[0, :, 144:]
+
+    assert fitted_shape(None).abs().max() < 0.1, "held to nothing: the lift's shape"
+    assert fitted_shape(torch.full((1, 10), float("nan"))).abs().max() < 0.1, "NaN: no shape held"
+    assert (fitted_shape(had[None]) - had).abs().max() < 0.1, "held to the shape it had"

@@ -202,6 +202,41 @@ def test_tracks_that_start_pause_and_end():
     assert online.estimate(2, 5)[0][0].item() == 2.0
 
 
+class _Shapes:
+    """A stand-in refiner that records the shapes each batch holds its windows to."""
+
+    settings = GuidanceSettings()
+
+    def __init__(self):
+        self.shapes = []
+
+    def refine(self, batch, camera):
+        self.shapes.append(None if batch.shape is None else batch.shape.clone())
+        return batch.x, batch.trans
+
+
+def test_a_track_back_after_a_gap_is_held_to_its_shape():
+    """A person seen again after a pause: their new window starts from, and is held to, the
+    shape they had until it has context frames of its own; a newcomer is held to nothing."""
+    rec = _Shapes()
+    online = OnlineRefiner(rec, lag=1, context=2)
+    first = _obs(0.0)
+    first.x[BETAS] = 0.7
+    online.update(0, {1: first}, None)
+    for step in (1, 2, 3):
+        online.update(step, {1: _obs(0.0)}, None)
+    assert rec.shapes[-1] is None, "a continuing track: its context frames carry the shape"
+    online.update(30, {1: _obs(0.2), 2: _obs(0.2)}, None)  # track 1 back after 26 frames, track 2 new
+    shape = rec.shapes[-1]
+    assert torch.all(shape[0] == 0.7) and torch.isnan(shape[1]).all()
+    assert torch.all(online.estimate(1, 30)[0][BETAS] == 0.7), "the new window starts from the shape"
+    assert torch.all(online.estimate(1, 30)[0][:BETAS.start] == 0.2), "and from the lift's pose"
+    online.update(31, {1: _obs(0.2)}, None)
+    assert torch.all(rec.shapes[-1][0] == 0.7), "both frames free (lag 1): still held"
+    online.update(32, {1: _obs(0.2)}, None)
+    assert rec.shapes[-1] is None, "frame 30 is context now"
+
+
 def _frame(i: int, tracks: list[int], body) -> Frame:
     persons = []
     for t in tracks:

@@ -99,6 +99,9 @@ class FitSettings:
     root_acc_sigma: float = 0.03
     joint_vel_sigma: float = 0.0  # metres / frame (0: off)
     betas_vel_sigma: float = 0.02
+    # A track back after a gap: its window's shapes held to the shape it had, with this sigma
+    # (betas), until context frames of its own carry the shape on (WindowBatch.shape).
+    shape_sigma: float = 0.05
 
     @classmethod
     def for_lag(cls, lag: int, **changes) -> "FitSettings":
@@ -132,7 +135,7 @@ class FitSettings:
     def __post_init__(self) -> None:
         if self.iters < 0 or any(not 0 <= t < 1000 for t in self.prior_times):
             raise ValueError("FitSettings: iters must be >= 0 and prior_times in [0, 1000)")
-        for name in ("detector_noise", "robust_scale", "prior_sigma", "betas_sigma", "world_sigma"):
+        for name in ("detector_noise", "robust_scale", "prior_sigma", "betas_sigma", "world_sigma", "shape_sigma"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FitSettings.{name} must be positive")
         for name in ("prior_spread", "prior_spread_world", "lift_weight", "lift_weight_world"):
@@ -341,6 +344,14 @@ class KeypointFitter:
         prior_w = self._prior_weights(spread, self._per_frame(s.prior_spread, s.prior_spread_world, saw_world,
                                                               len(x_obs)))
 
+        # A track back after a gap: its frames' shapes held to the one it had.
+        held = None
+        if batch.shape is not None:
+            held = batch.shape[rows[used]]
+            held_w = torch.isfinite(held).all(-1, keepdim=True).to(held.dtype) / s.shape_sigma ** 2  # (N, 1)
+            held = held.nan_to_num(0.0)
+            if not bool(held_w.any()):
+                held = None
         R = rotation_6d_to_matrix(base_x[sel][:, :ROT_DIM].reshape(-1, NUM_JOINTS, 6))
         b = base_x[sel][:, ROT_DIM:ROT_DIM + NUM_BETAS].clone()
         t = batch.trans[sel].clone()
@@ -384,12 +395,18 @@ class KeypointFitter:
             rp = x6 - x_prior[:, :ROT_DIM]
             rb = b - x_prior[:, ROT_DIM:]
             E = E + (rp.pow(2) * prior_w).sum(-1) + rb.pow(2).sum(-1) / s.betas_sigma ** 2
+            if held is not None:
+                rh = b - held
+                E = E + (rh.pow(2) * held_w).sum(-1)
             if want_system:
                 Jx = J[:, _PX + _KP + _JOINTS:]
                 H = H + Jx.transpose(1, 2) @ (Jx * prior_w[..., None])
                 g = g + (Jx.transpose(1, 2) @ (rp * prior_w)[..., None])[..., 0]
                 H[:, 72:82, 72:82] += torch.eye(NUM_BETAS) / s.betas_sigma ** 2
                 g[:, 72:82] += rb / s.betas_sigma ** 2
+                if held is not None:
+                    H[:, 72:82, 72:82] += torch.eye(NUM_BETAS) * held_w[..., None]
+                    g[:, 72:82] += rh * held_w
             # per window: the per-frame blocks, plus the temporal terms that couple frames
             Ew = out.new_zeros(S).index_add_(0, rows[used], E)
             Hw = gw = Jj = None

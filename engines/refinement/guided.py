@@ -67,6 +67,9 @@ class WindowBatch:
     joints: torch.Tensor | None = None
     # (S, T, 24) the per-frame lift's angular spread per joint (radians; zeros: none)
     x_std: torch.Tensor | None = None
+    # (S, 10) per window the shape its track had before a gap (NaN rows: none; None: none
+    # at all): a person seen again keeps their shape (KeypointFitter; FitSettings.shape_sigma)
+    shape: torch.Tensor | None = None
 
 
 class GuidedRefiner:

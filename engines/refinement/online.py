@@ -7,8 +7,10 @@ already emitted frames as fixed context; the frame ``lag`` behind the newest is 
 >>> refiner.estimate(track_id, step - 5)                         # final once 5 frames behind
 
 ``step`` counts the frames the refiner has seen (consecutive integers). A track that misses
-more than ``max_gap`` frames starts a new window (no smoothing across a long pause); a
-track not seen for ``lag + context + max_gap`` frames is forgotten.
+more than ``max_gap`` frames starts a new window (no smoothing across a long pause), held to
+the shape it had (``WindowBatch.shape``: a person seen again keeps their shape) until the
+window has context frames of its own again; a track's frames not seen for ``lag + context +
+max_gap`` frames are forgotten, its shape is not.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Generic, TypeVar
 
 import torch
 
+from engines.diffusion.denoiser import BETAS, NUM_BETAS
 from engines.run_defaults import REFINE_LAG
 
 from .guided import CameraParams, WindowBatch
@@ -113,6 +116,10 @@ class OnlineRefiner:
         # A new frame of a continuing track starts from the previous frame's estimate (moved
         # by the lift's own frame-to-frame translation): a few iterations then finish it.
         self.warm_start = warm_start
+        # Each track's newest fitted shape, and the shape a track back after a gap is held to
+        # until its window has context frames again (which then carry the shape on).
+        self._shapes: dict[int, torch.Tensor] = {}
+        self._held_shape: dict[int, torch.Tensor] = {}
         self.lag = lag
         self.context = context
         self.max_gap = max_gap
@@ -136,11 +143,15 @@ class OnlineRefiner:
             buf = self.tracks.get(tid)
             if buf is None or step - buf[-1].step > self.max_gap:
                 buf = self.tracks[tid] = deque(maxlen=self.window)
+                if tid in self._shapes:
+                    self._held_shape[tid] = self._shapes[tid]
             if self.warm_start and buf and fit:
                 prev = buf[-1]
                 entry = _Entry(step, obs, prev.x.clone(), prev.trans + (obs.trans - prev.obs.trans))
             else:
                 entry = _Entry(step, obs, obs.x.clone(), obs.trans.clone())
+                if not buf and tid in self._held_shape:
+                    entry.x[BETAS] = self._held_shape[tid]
             buf.append(entry)
             self._held[(tid, step)] = entry
         forget = self.window + self.max_gap
@@ -196,7 +207,14 @@ class OnlineRefiner:
         free_rows = [[e is not None and e.step >= step - self.lag for e in row] for row in slots]
         free = torch.tensor(free_rows, dtype=torch.bool).view(S, T)
         x_std = stacked(lambda e: e.obs.x_std)
-        batch = WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views, views_world, x_std=x_std)
+        for tid, flags, row in zip(ids, free_rows, slots):
+            if any(e is not None and not f for e, f in zip(row, flags)):
+                self._held_shape.pop(tid, None)  # context frames of its own carry the shape on
+        shape = None
+        if any(t in self._held_shape for t in ids):
+            nan = torch.full((NUM_BETAS,), float("nan"))
+            shape = torch.stack([self._held_shape.get(t, nan) for t in ids])
+        batch = WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views, views_world, x_std=x_std, shape=shape)
         if not hasattr(self.refiner, "refine_bodies"):
             x_new, trans_new = self.refiner.refine(batch, camera)
             joints_new = points_new = None
@@ -213,3 +231,4 @@ class OnlineRefiner:
                     e.x, e.trans = x_new[i, j], trans_new[i, j]
                     if joints_new is not None:
                         e.joints, e.points = joints_new[i, j], points_new[i, j]
+            self._shapes[ids[i]] = row[-1].x[BETAS].clone()
