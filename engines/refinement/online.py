@@ -207,8 +207,9 @@ class OnlineRefiner:
         free_rows = [[e is not None and e.step >= step - self.lag for e in row] for row in slots]
         free = torch.tensor(free_rows, dtype=torch.bool).view(S, T)
         x_std = stacked(lambda e: e.obs.x_std)
-        for tid, flags, row in zip(ids, free_rows, slots):
-            if any(e is not None and not f for e, f in zip(row, flags)):
+        settled = [any(e is not None and not f for e, f in zip(row, flags)) for row, flags in zip(slots, free_rows)]
+        for tid, has_context in zip(ids, settled):
+            if has_context:
                 self._held_shape.pop(tid, None)  # context frames of its own carry the shape on
         shape = None
         if any(t in self._held_shape for t in ids):
@@ -231,4 +232,7 @@ class OnlineRefiner:
                     e.x, e.trans = x_new[i, j], trans_new[i, j]
                     if joints_new is not None:
                         e.joints, e.points = joints_new[i, j], points_new[i, j]
-            self._shapes[ids[i]] = row[-1].x[BETAS].clone()
+            if settled[i]:
+                # Remembered once the track has been followed past a whole window: a shape
+                # fitted on a frame or two is not yet one to hold a person to.
+                self._shapes[ids[i]] = row[-1].x[BETAS].clone()
