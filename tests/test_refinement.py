@@ -235,6 +235,9 @@ def test_a_track_back_after_a_gap_is_held_to_its_shape():
     assert torch.all(rec.shapes[-1][0] == 0.7), "both frames free (lag 1): still held"
     online.update(32, {1: _obs(0.2)}, None)
     assert rec.shapes[-1] is None, "frame 30 is context now"
+    # Track 2, seen once before its gap, had no shape yet to be held to (one frame's fit).
+    online.update(40, {2: _obs(0.3)}, None)
+    assert rec.shapes[-1] is None and torch.all(online.estimate(2, 40)[0] == 0.3)
 
 
 def _frame(i: int, tracks: list[int], body) -> Frame:
