@@ -154,6 +154,34 @@ def test_background_detection_follows_the_same_people(clip_results):
     assert len(two) >= 0.9 * len(range(80, 160, STRIDE))
 
 
+def test_a_detection_inside_or_around_a_followed_person_costs_no_landmark_call():
+    """The detector's region for a person already followed is often another size than the
+    landmarks' own (a box inside them, or one twice their size around them): such a region
+    goes to no landmark call (its landmarks would find the followed person again and be
+    dropped), while the walker, who joins apart from the man, is still taken on."""
+    from engines.perception.boxes import containment_matrix
+    from engines.perception.person_keypoints import NEW_PERSON_CONTAINMENT, _roi_box
+
+    pk = PersonKeypoints(detect_every=1)  # a detector run on every frame: every chance to go wrong
+    landmarker = pk.landmarker
+    overlapping, calls = [], []
+
+    def spy(image, rois):
+        carried = pk._rois
+        calls.append(len(rois))
+        for roi in rois[len(carried):]:
+            if carried:
+                inside = containment_matrix(_roi_box(roi)[None], np.stack([_roi_box(r) for r in carried])).max()
+                if inside > NEW_PERSON_CONTAINMENT:
+                    overlapping.append(round(float(inside), 2))
+        return landmarker(image, rois)
+
+    pk.landmarker = spy
+    results = _run(pk)
+    assert calls and not overlapping, f"{len(overlapping)} crops inside or around a followed person's: {overlapping}"
+    assert sum(len(results[i]) == 2 for i in range(80, 160, STRIDE)) >= 0.9 * len(range(80, 160, STRIDE))
+
+
 def test_at_max_persons_the_detector_rests_and_only_followed_people_are_keypointed():
     """Following one person of the two: the detector runs only while nobody (or fewer than
     max_persons) is followed, and the landmark network never sees a second person."""

@@ -113,6 +113,13 @@ class _BackgroundDetector:
         self._pending = None
 
 
+#: A newcomer's landmark box that overlaps a kept person's this much (intersection over the
+#: smaller box) is the kept person seen again, not someone new.
+NEW_PERSON_CONTAINMENT = 0.6
+#: A detection whose region overlaps a followed person's region this much (IoU) is that person.
+FOLLOWED_IOU = 0.4
+
+
 def _area(box: np.ndarray) -> float:
     return float(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
 
@@ -233,13 +240,20 @@ class PersonKeypoints:
             self._background.close()
 
     def _new_rois(self, detections: list[PoseDetection], carried: list[Roi]) -> list[Roi]:
-        """ROIs of detections not already followed (overlap with a carried ROI)."""
+        """ROIs of detections not already followed: neither overlapping a carried ROI nor
+        lying inside one or around it. A detection's region is often of another size than the
+        landmarks' own for the same person (a face-sized box inside them, or one twice their
+        size around them): its landmarks would find the followed person again and be dropped
+        as a duplicate after costing a landmark call on the frame's path (measured:
+        docs/performance.md)."""
         fresh = [Roi.from_alignment(d.keypoints[0], d.keypoints[1]) for d in detections]
         fresh = [r for r in fresh if r.size >= self.min_roi_size]
         if not fresh or not carried:
             return fresh
-        iou = iou_matrix(np.stack([_roi_box(r) for r in fresh]), np.stack([_roi_box(r) for r in carried]))
-        return [r for r, row in zip(fresh, iou) if row.max() < 0.4]
+        boxes = np.stack([_roi_box(r) for r in fresh])
+        followed = np.stack([_roi_box(r) for r in carried])
+        iou, contained = iou_matrix(boxes, followed).max(1), containment_matrix(boxes, followed).max(1)
+        return [r for r, o, c in zip(fresh, iou, contained) if o < FOLLOWED_IOU and c <= NEW_PERSON_CONTAINMENT]
 
     def process(self, frame_rgb: np.ndarray, frame_index: int) -> list[TrackedPerson]:
         """Keypoints of every followed person in this frame.
@@ -298,7 +312,7 @@ class PersonKeypoints:
         # already followed).
         kept: list[PoseLandmarks] = []
         boxes: list[np.ndarray] = []
-        for group, contain_limit in ((from_carried, 1.0), (from_new, 0.6)):
+        for group, contain_limit in ((from_carried, 1.0), (from_new, NEW_PERSON_CONTAINMENT)):
             for r in sorted(group, key=lambda r: -r.presence):
                 b = r.box()
                 if boxes:
