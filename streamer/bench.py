@@ -18,6 +18,7 @@ invocation are comparable).
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import logging
 import os
@@ -38,21 +39,38 @@ log = logging.getLogger("smplstream.bench")
 SYNTHETIC_FRAMES = 300
 
 
+#: Frames kept with their stage times in a bench summary's ``slowest_frames``.
+SLOWEST_FRAMES = 10
+
+
 class _AfterWarmup:
-    """Forwards to the statistics only frames at or after index ``warmup``."""
+    """Forwards to the statistics only frames at or after index ``warmup``, and keeps the
+    slowest of them with each stage's times (what the tail of the latency is made of)."""
 
     def __init__(self, stats: LatencyStats, warmup: int) -> None:
         self.stats = stats
         self.warmup = warmup
         self.persons: list[int] = []
         self.latency_by_people: dict[int, list[float]] = {}
+        self._slowest: list[tuple[float, int, dict]] = []  # a min-heap of (latency, index, row)
 
     def record(self, frame: Frame) -> None:
         if frame.index >= self.warmup:
             self.stats.record(frame)
             self.persons.append(len(frame.persons))
             done = frame.publish_time if frame.publish_time is not None else frame.stamps[-1].released
-            self.latency_by_people.setdefault(len(frame.persons), []).append(done - frame.capture_time)
+            latency = done - frame.capture_time
+            self.latency_by_people.setdefault(len(frame.persons), []).append(latency)
+            if len(self._slowest) < SLOWEST_FRAMES or latency > self._slowest[0][0]:
+                row = {"frame": frame.index, "people": len(frame.persons), "end_to_end_ms": round(1000 * latency, 1),
+                       "stages": _stage_times(frame)}
+                push = heapq.heappush if len(self._slowest) < SLOWEST_FRAMES else heapq.heapreplace
+                push(self._slowest, (latency, frame.index, row))
+
+    def slowest(self) -> list[dict]:
+        """The slowest frames, slowest first: index, people, end-to-end ms and per stage the
+        wait before it and its busy time (ms)."""
+        return [row for _, _, row in sorted(self._slowest, key=lambda item: -item[0])]
 
     def by_people(self) -> dict[str, dict]:
         """End-to-end latency (glass-to-publish, else -output) of the frames with n people."""
@@ -71,6 +89,16 @@ class _AfterWarmup:
             return {"min": None, "mean": None, "max": None}
         return {"min": min(self.persons), "mean": round(sum(self.persons) / len(self.persons), 2),
                 "max": max(self.persons)}
+
+
+def _stage_times(frame: Frame) -> dict[str, dict]:
+    """Per stage of ``frame``: ``wait_ms`` in the queue before it, ``busy_ms`` in it."""
+    out, previous = {}, frame.capture_time
+    for stamp in frame.stamps:
+        out[stamp.stage] = {"wait_ms": round(1000 * (stamp.taken - previous), 1),
+                            "busy_ms": round(1000 * (stamp.released - stamp.taken), 1)}
+        previous = stamp.released
+    return out
 
 
 class _CpuMeter:
@@ -128,6 +156,7 @@ def bench_once(config: RunConfig, *, synthetic: int | None = None, rate: float =
     """One run of the pipeline; the latency summary (as ``--stats-json`` writes it) plus
     ``cpu_ms_per_frame`` per stage, ``process_cpu_cores`` (CPU seconds per wall second of the
     whole process) and ``throughput_fps`` per stage (1 / its mean CPU time per frame).
+    ``slowest_frames`` holds the slowest frames with each stage's wait and busy time.
     ``max_persons``: with ``synthetic``, follow at most this many (default: every pasted
     person, or ``config.max_persons`` if that is more)."""
     source = None
@@ -159,6 +188,7 @@ def bench_once(config: RunConfig, *, synthetic: int | None = None, rate: float =
                    detector_tile_size=config.detector_tile_size)
     summary["persons_per_frame"] = observer.persons_summary()
     summary["end_to_end_ms_by_people"] = observer.by_people()
+    summary["slowest_frames"] = observer.slowest()
     return summary
 
 
@@ -199,6 +229,11 @@ def format_run(summary: dict) -> str:
     if len(by_people) > 1:
         lines.append(f"{label} by people in the frame: " + "; ".join(
             f"{n}: p50 {_ms(v['p50'])} p99 {_ms(v['p99'])} ms ({v['frames']} frames)" for n, v in by_people.items()))
+    if slowest := summary.get("slowest_frames"):
+        lines.append("slowest frames (stage: wait + busy ms): " + "; ".join(
+            f"{r['frame']} ({r['people']} people) {_ms(r['end_to_end_ms'])} ms: " + ", ".join(
+                f"{n} {_ms(t['wait_ms'])}+{_ms(t['busy_ms'])}" for n, t in r["stages"].items() if n != "grab")
+            for r in slowest[:3]))
     if overload := format_overload(summary):
         lines.append(overload)
     lines.append(f"{summary['frames']} frames measured (after {summary['warmup_frames']} warm-up), "

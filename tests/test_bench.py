@@ -9,7 +9,7 @@ import pytest
 
 from engines.run_plan import PlanError, stage_backends
 from streamer.app import RunConfig, build_pipeline
-from streamer.bench import format_compare
+from streamer.bench import end_to_end, format_compare
 from streamer.bench import main as bench_main
 from streamer.errors import ConfigError
 from streamer.graph import Stage
@@ -65,6 +65,15 @@ def test_bench_json_has_every_stage(capsys):
     assert run["glass_to_output_ms"]["p99"] >= run["glass_to_output_ms"]["p50"] > 0
     assert run["persons_per_frame"]["max"] == 1
     assert out["machine"]["cores"] >= 1
+    # The tail's frames, slowest first, each with every stage's wait and busy time.
+    slowest = run["slowest_frames"]
+    assert len(slowest) == 10 and all(r["frame"] >= 4 for r in slowest)
+    latencies = [r["end_to_end_ms"] for r in slowest]
+    assert latencies == sorted(latencies, reverse=True) and latencies[0] >= end_to_end(run)[1]["p99"] - 0.05
+    for r in slowest:
+        assert set(r["stages"]) >= {"keypoints", "lift", "refine", "publish"}
+        spent = sum(t["wait_ms"] + t["busy_ms"] for t in r["stages"].values())
+        assert abs(spent - r["end_to_end_ms"]) < 1.0 + 0.1 * len(r["stages"]), r  # the stages add up to it
 
 
 def test_bench_compare_prints_ratio(capsys):
