@@ -123,7 +123,8 @@ def main() -> int:
                 for n in sorted({k for s in summaries for k in s["end_to_end_ms_by_people"]}):
                     rows = [s["end_to_end_ms_by_people"][n] for s in summaries if n in s["end_to_end_ms_by_people"]]
                     print(f"{'':12s} {'':7s} {n} people in frame: {sum(r['frames'] for r in rows)} frames, "
-                          f"p50 {med([r['p50'] for r in rows]):.1f}  p99 {med([r['p99'] for r in rows]):.1f} ms")
+                          f"p50 {med([r['p50'] for r in rows]):.1f}  p99 {med([r['p99'] for r in rows]):.1f} ms "
+                          f"(p99 per round: {', '.join(format(r['p99'], '.1f') for r in rows)})")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": conditions, "runs": runs}, indent=2) + "\n")
     return 0
