@@ -156,30 +156,52 @@ def test_background_detection_follows_the_same_people(clip_results):
 
 def test_a_detection_inside_or_around_a_followed_person_costs_no_landmark_call():
     """The detector's region for a person already followed is often another size than the
-    landmarks' own (a box inside them, or one twice their size around them): such a region
-    goes to no landmark call (its landmarks would find the followed person again and be
-    dropped), while the walker, who joins apart from the man, is still taken on."""
+    landmarks' own (a box inside them, or one twice their size around them, centred alike):
+    such a region goes to no landmark call (its landmarks would find the followed person
+    again and be dropped), while the walker, who joins apart from the man, is still taken on."""
     from engines.perception.boxes import containment_matrix
-    from engines.perception.person_keypoints import NEW_PERSON_CONTAINMENT, _roi_box
+    from engines.perception.person_keypoints import NEW_PERSON_CONTAINMENT, SAME_PERSON_CENTRE, _roi_box
 
     pk = PersonKeypoints(detect_every=1)  # a detector run on every frame: every chance to go wrong
     landmarker = pk.landmarker
-    overlapping, calls = [], []
+    same_person, calls = [], []
 
     def spy(image, rois):
         carried = pk._rois
         calls.append(len(rois))
         for roi in rois[len(carried):]:
-            if carried:
-                inside = containment_matrix(_roi_box(roi)[None], np.stack([_roi_box(r) for r in carried])).max()
-                if inside > NEW_PERSON_CONTAINMENT:
-                    overlapping.append(round(float(inside), 2))
+            for c in carried:
+                inside = containment_matrix(_roi_box(roi)[None], _roi_box(c)[None])[0, 0]
+                offset = np.linalg.norm(roi.center - c.center) / max(roi.size, c.size)
+                if inside > NEW_PERSON_CONTAINMENT and offset < SAME_PERSON_CENTRE:
+                    same_person.append((round(float(inside), 2), round(float(offset), 2)))
         return landmarker(image, rois)
 
     pk.landmarker = spy
     results = _run(pk)
-    assert calls and not overlapping, f"{len(overlapping)} crops inside or around a followed person's: {overlapping}"
+    assert calls and not same_person, f"{len(same_person)} crops of a followed person's region: {same_person}"
     assert sum(len(results[i]) == 2 for i in range(80, 160, STRIDE)) >= 0.9 * len(range(80, 160, STRIDE))
+
+
+def test_a_smaller_person_off_to_one_side_of_a_followed_one_is_still_looked_at():
+    """Only a region centred like a followed person's and inside or around it is taken for
+    that person: someone smaller (further away) standing to one side, inside the followed
+    person's square region, still goes to the landmark network."""
+    from engines.perception.pose_detector import PoseDetection
+    from engines.perception.pose_landmarks import ROI_SCALE, Roi
+
+    pk = PersonKeypoints()
+    followed = Roi(np.array([600.0, 500.0]), 600.0, 0.0)
+
+    def detection(cx, cy, size):  # alignment points giving a square region of this size
+        points = np.array([[cx, cy], [cx, cy - size / (2 * ROI_SCALE)], [cx, cy], [cx, cy]])
+        return PoseDetection(score=0.9, face_box=np.zeros(4), keypoints=points)
+
+    same_inside = detection(620, 540, 300)  # half the size, centred alike: him again
+    same_around = detection(560, 460, 1200)  # twice the size around him (IoU 0.25): him again
+    beside = detection(800, 450, 250)  # inside his square, 0.34 of it off his centre: someone else
+    kept = pk._new_rois([same_inside, same_around, beside], [followed])
+    assert [tuple(np.round(r.center)) for r in kept] == [(800.0, 450.0)]
 
 
 def test_at_max_persons_the_detector_rests_and_only_followed_people_are_keypointed():

@@ -118,6 +118,9 @@ class _BackgroundDetector:
 NEW_PERSON_CONTAINMENT = 0.6
 #: A detection whose region overlaps a followed person's region this much (IoU) is that person.
 FOLLOWED_IOU = 0.4
+#: ... and so is one inside or around it (NEW_PERSON_CONTAINMENT) whose centre lies within
+#: this fraction of the larger region's size from the other's (the clip's: 0.08-0.25).
+SAME_PERSON_CENTRE = 0.3
 
 
 def _area(box: np.ndarray) -> float:
@@ -241,19 +244,25 @@ class PersonKeypoints:
 
     def _new_rois(self, detections: list[PoseDetection], carried: list[Roi]) -> list[Roi]:
         """ROIs of detections not already followed: neither overlapping a carried ROI nor
-        lying inside one or around it. A detection's region is often of another size than the
-        landmarks' own for the same person (a face-sized box inside them, or one twice their
-        size around them): its landmarks would find the followed person again and be dropped
-        as a duplicate after costing a landmark call on the frame's path (measured:
-        docs/performance.md)."""
+        the same person at another scale: a region inside or around a carried one, the two
+        centred alike (within ``SAME_PERSON_CENTRE`` of the larger one's size). The detector's region
+        for a followed person is often of another size than the landmarks' own (a box inside
+        them, or one twice their size around them): its landmarks would find that person
+        again and be dropped as a duplicate after costing a landmark call on the frame's path
+        (measured: docs/performance.md). A smaller person off to one side of a larger one,
+        inside that one's square region but not centred on it, is still looked at."""
         fresh = [Roi.from_alignment(d.keypoints[0], d.keypoints[1]) for d in detections]
         fresh = [r for r in fresh if r.size >= self.min_roi_size]
         if not fresh or not carried:
             return fresh
         boxes = np.stack([_roi_box(r) for r in fresh])
         followed = np.stack([_roi_box(r) for r in carried])
-        iou, contained = iou_matrix(boxes, followed).max(1), containment_matrix(boxes, followed).max(1)
-        return [r for r, o, c in zip(fresh, iou, contained) if o < FOLLOWED_IOU and c <= NEW_PERSON_CONTAINMENT]
+        iou, contained = iou_matrix(boxes, followed), containment_matrix(boxes, followed)
+        offset = np.linalg.norm(np.stack([r.center for r in fresh])[:, None] - np.stack([r.center for r in carried])[None], axis=-1)
+        larger = np.maximum(np.array([r.size for r in fresh])[:, None], np.array([r.size for r in carried])[None])
+        centred = offset < SAME_PERSON_CENTRE * larger
+        same = (iou >= FOLLOWED_IOU) | ((contained > NEW_PERSON_CONTAINMENT) & centred)
+        return [r for r, row in zip(fresh, same) if not row.any()]
 
     def process(self, frame_rgb: np.ndarray, frame_index: int) -> list[TrackedPerson]:
         """Keypoints of every followed person in this frame.
