@@ -119,7 +119,7 @@ NEW_PERSON_CONTAINMENT = 0.6
 #: A detection whose region overlaps a followed person's region this much (IoU) is that person.
 FOLLOWED_IOU = 0.4
 #: ... and so is one inside or around it (NEW_PERSON_CONTAINMENT) whose centre lies within
-#: this fraction of the larger region's size from the other's (the clip's: 0.08-0.25).
+#: this fraction of the larger region's size from the other's (on the clip: 0.07-0.27).
 SAME_PERSON_CENTRE = 0.3
 
 
