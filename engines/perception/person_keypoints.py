@@ -244,13 +244,14 @@ class PersonKeypoints:
 
     def _new_rois(self, detections: list[PoseDetection], carried: list[Roi]) -> list[Roi]:
         """ROIs of detections not already followed: neither overlapping a carried ROI nor
-        the same person at another scale: a region inside or around a carried one, the two
-        centred alike (within ``SAME_PERSON_CENTRE`` of the larger one's size). The detector's region
-        for a followed person is often of another size than the landmarks' own (a box inside
-        them, or one twice their size around them): its landmarks would find that person
-        again and be dropped as a duplicate after costing a landmark call on the frame's path
-        (measured: docs/performance.md). A smaller person off to one side of a larger one,
-        inside that one's square region but not centred on it, is still looked at."""
+        the same person at another scale (a region inside or around a carried one, the two
+        centred alike: within ``SAME_PERSON_CENTRE`` of the larger one's size). The
+        detector's region for a followed person is often of another size than the
+        landmarks' own (a box inside them, or one twice their size around them): its
+        landmarks would find that person again and be dropped as a duplicate, after costing
+        a landmark call on the frame's path (measured: docs/performance.md). A smaller
+        person off to one side of a larger one, inside that one's square region but not
+        centred on it, is still looked at."""
         fresh = [Roi.from_alignment(d.keypoints[0], d.keypoints[1]) for d in detections]
         fresh = [r for r in fresh if r.size >= self.min_roi_size]
         if not fresh or not carried:
@@ -258,7 +259,8 @@ class PersonKeypoints:
         boxes = np.stack([_roi_box(r) for r in fresh])
         followed = np.stack([_roi_box(r) for r in carried])
         iou, contained = iou_matrix(boxes, followed), containment_matrix(boxes, followed)
-        offset = np.linalg.norm(np.stack([r.center for r in fresh])[:, None] - np.stack([r.center for r in carried])[None], axis=-1)
+        centres = np.stack([r.center for r in fresh])[:, None] - np.stack([r.center for r in carried])[None]
+        offset = np.linalg.norm(centres, axis=-1)
         larger = np.maximum(np.array([r.size for r in fresh])[:, None], np.array([r.size for r in carried])[None])
         centred = offset < SAME_PERSON_CENTRE * larger
         same = (iou >= FOLLOWED_IOU) | ((contained > NEW_PERSON_CONTAINMENT) & centred)
