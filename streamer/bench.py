@@ -229,6 +229,10 @@ def format_run(summary: dict) -> str:
     if len(by_people) > 1:
         lines.append(f"{label} by people in the frame: " + "; ".join(
             f"{n}: p50 {_ms(v['p50'])} p99 {_ms(v['p99'])} ms ({v['frames']} frames)" for n, v in by_people.items()))
+    kp = (summary.get("overload") or {}).get("keypoints") or {}
+    if kp.get("newcomer_crops"):
+        lines.append(f"landmark crops of regions not followed: {kp['newcomer_crops']}, "
+                     f"{kp['newcomer_crops_kept']} of them someone then followed")
     if slowest := summary.get("slowest_frames"):
         lines.append("slowest frames (stage: wait + busy ms): " + "; ".join(
             f"{r['frame']} ({r['people']} people) {_ms(r['end_to_end_ms'])} ms: " + ", ".join(

@@ -32,10 +32,14 @@ class KeypointsStage(Stage):
         self.keypoints.close()
 
     def overload_report(self) -> dict:
-        """What ``--max-persons`` left out (live mode's overload report, ``--stats-json``)."""
+        """What ``--max-persons`` left out (live mode's overload report, ``--stats-json``),
+        and the landmark crops spent on regions not followed (``newcomer_crops``) with how
+        many of them gave someone followed (``newcomer_crops_kept``)."""
         return {"max_persons": self.keypoints.max_persons, "choice": "largest",
                 "persons_left_out": self.keypoints.persons_left_out,
-                "frames_over_cap": self.keypoints.frames_over_cap}
+                "frames_over_cap": self.keypoints.frames_over_cap,
+                "newcomer_crops": self.keypoints.newcomer_crops,
+                "newcomer_crops_kept": self.keypoints.newcomer_crops_kept}
 
     @property
     def background_cpu_seconds(self) -> float:

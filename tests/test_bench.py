@@ -65,6 +65,8 @@ def test_bench_json_has_every_stage(capsys):
     assert run["glass_to_output_ms"]["p99"] >= run["glass_to_output_ms"]["p50"] > 0
     assert run["persons_per_frame"]["max"] == 1
     assert out["machine"]["cores"] >= 1
+    kp = run["overload"]["keypoints"]  # the person was found by a crop of a region not yet followed
+    assert kp["newcomer_crops"] >= kp["newcomer_crops_kept"] >= 1
     # The tail's frames, slowest first, each with every stage's wait and busy time.
     slowest = run["slowest_frames"]
     assert len(slowest) == 10 and all(r["frame"] >= 4 for r in slowest)

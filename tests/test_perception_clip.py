@@ -164,11 +164,12 @@ def test_a_detection_inside_or_around_a_followed_person_costs_no_landmark_call()
 
     pk = PersonKeypoints(detect_every=1)  # a detector run on every frame: every chance to go wrong
     landmarker = pk.landmarker
-    same_person, calls = [], []
+    same_person, calls, newcomers = [], [], []
 
     def spy(image, rois):
         carried = pk._rois
         calls.append(len(rois))
+        newcomers.append(len(rois) - len(carried))
         for roi in rois[len(carried):]:
             for c in carried:
                 inside = containment_matrix(_roi_box(roi)[None], _roi_box(c)[None])[0, 0]
@@ -180,6 +181,9 @@ def test_a_detection_inside_or_around_a_followed_person_costs_no_landmark_call()
     pk.landmarker = spy
     results = _run(pk)
     assert calls and not same_person, f"{len(same_person)} crops of a followed person's region: {same_person}"
+    # Counted for the run's report: every crop of a region not followed, and those that gave
+    # someone followed (the man and the walker at least).
+    assert pk.newcomer_crops == sum(newcomers) and 2 <= pk.newcomer_crops_kept <= pk.newcomer_crops
     assert sum(len(results[i]) == 2 for i in range(80, 160, STRIDE)) >= 0.9 * len(range(80, 160, STRIDE))
 
 

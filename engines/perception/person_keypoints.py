@@ -216,6 +216,10 @@ class PersonKeypoints:
         # frames), and the frames where that happened: live mode's overload report.
         self.persons_left_out = 0
         self.frames_over_cap = 0
+        # Landmark crops of regions not followed (a newcomer's, or nobody's), and how many of
+        # them gave a person kept: what looking for newcomers costs on the frame's path.
+        self.newcomer_crops = 0
+        self.newcomer_crops_kept = 0
         self._background_nice = int(background_nice)
         self._background = _BackgroundDetector(self._background_nice) if background_detection else None
 
@@ -315,6 +319,7 @@ class PersonKeypoints:
         # Beyond twice the room the landmark network does not look (found, not followed).
         unseen = max(0, len(rois) - 2 * self.max_persons)
         results = self.landmarker(frame_rgb, rois[: 2 * self.max_persons])
+        self.newcomer_crops += max(0, len(results) - len(carried))
         from_carried = [r for r in results[: len(carried)] if r.presence >= self.min_presence]
         from_new = [r for r in results[len(carried) :] if r.presence >= self.min_presence]
 
@@ -341,6 +346,7 @@ class PersonKeypoints:
             self.persons_left_out += unseen + max(0, len(kept) - self.max_persons)
             self.frames_over_cap += 1
             kept, boxes = [kept[i] for i in order], [boxes[i] for i in order]
+        self.newcomer_crops_kept += sum(1 for r in kept if any(r is n for n in from_new))
 
         # Frames skipped since the last call (live drops, a stream's reconnect gap): the
         # tracker predicts people that far ahead so they keep their ids.
