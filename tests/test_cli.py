@@ -87,7 +87,7 @@ def test_stats_json_and_subscribe_command(clip, endpoint, tmp_path):
                       "--max-frames", "20", "--stats-json", str(stats), "--no-perception")
     out, err = sub.communicate(timeout=30)
     assert proc.returncode == 0, proc.stderr
-    assert "frames out" in proc.stderr and "processing" in proc.stderr  # the offline table at the end
+    assert "frames out" in proc.stderr and "ms a frame" in proc.stderr  # the offline table at the end
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["seq"] for line in lines] == list(range(20))
     assert all(line["persons"] == [] and line["latency_ms"] >= 0 for line in lines)
