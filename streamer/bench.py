@@ -33,7 +33,7 @@ from engines.run_plan import PlanError, mode_defaults, stage_backends
 from .app import RunConfig, build_pipeline
 from .errors import SmplstreamError
 from .frames import Frame
-from .latency import LatencyStats, format_overload
+from .latency import LatencyStats, format_overload, stage_spans
 
 log = logging.getLogger("smplstream.bench")
 SYNTHETIC_FRAMES = 300
@@ -93,12 +93,8 @@ class _AfterWarmup:
 
 def _stage_times(frame: Frame) -> dict[str, dict]:
     """Per stage of ``frame``: ``wait_ms`` in the queue before it, ``busy_ms`` in it."""
-    out, previous = {}, frame.capture_time
-    for stamp in frame.stamps:
-        out[stamp.stage] = {"wait_ms": round(1000 * (stamp.taken - previous), 1),
-                            "busy_ms": round(1000 * (stamp.released - stamp.taken), 1)}
-        previous = stamp.released
-    return out
+    return {stage: {"wait_ms": round(1000 * wait, 1), "busy_ms": round(1000 * busy, 1)}
+            for stage, wait, busy in stage_spans(frame)}
 
 
 class _CpuMeter:

@@ -57,6 +57,17 @@ class Samples:
         return np.frombuffer(self._values, dtype=np.float32).astype(np.float64)
 
 
+def stage_spans(frame: Frame) -> list[tuple[str, float, float]]:
+    """Per stage of a finished ``frame``, in order: its name, the frame's wait in the queue
+    before it (since the previous stage released it, or since the capture) and its busy time
+    in it, in seconds (``SPANS``)."""
+    spans, previous_release = [], frame.capture_time
+    for stamp in frame.stamps:
+        spans.append((stamp.stage, stamp.taken - previous_release, stamp.released - stamp.taken))
+        previous_release = stamp.released
+    return spans
+
+
 class LatencyStats:
     """Collects the stage stamps of every frame that leaves the pipeline. Memory is bounded:
     at most 200,000 samples per series (under 2 MB each; exact for about two hours at 30 fps)."""
@@ -75,13 +86,11 @@ class LatencyStats:
         """Add one finished frame (called by the pipeline for the last stage's output)."""
         with self._lock:
             self.frames += 1
-            previous_release = frame.capture_time
-            for stamp in frame.stamps:
-                if stamp.stage not in self._busy:
-                    self._busy[stamp.stage], self._wait[stamp.stage] = Samples(), Samples()
-                self._busy[stamp.stage].append(stamp.released - stamp.taken)
-                self._wait[stamp.stage].append(stamp.taken - previous_release)
-                previous_release = stamp.released
+            for stage, wait, busy in stage_spans(frame):
+                if stage not in self._busy:
+                    self._busy[stage], self._wait[stage] = Samples(), Samples()
+                self._busy[stage].append(busy)
+                self._wait[stage].append(wait)
             if frame.publish_time is not None:
                 self._glass_to_publish.append(frame.publish_time - frame.capture_time)
             done = frame.stamps[-1].released if frame.stamps else time.monotonic()
