@@ -127,3 +127,33 @@ def test_evaluate_lifter_calibrates_the_spread_and_takes_world_landmarks(tmp_pat
     assert abs(json.loads(out.read_text())["steps"]["1"]["error_over_spread"] - 1) < 0.02
     assert evaluate_main(common + ["--keypoints", "clean", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["keypoints"] == "clean"
+
+
+def test_world_absent_share_withholds_landmarks_and_the_probe_measures_both_ways(tmp_path):
+    """``--world-absent`` sets how many training views lift from the 2D alone, and the probe
+    of a landmark network reports its error with and without them (the 2D-only path is
+    what issue 17's targets are read on)."""
+    from engines.diffusion.denoiser import DenoiserConfig, build_denoiser
+    from engines.diffusion.features import WORLD_COND_DIM
+    from engines.diffusion.schedule import DDIMScheduler
+    from engines.training.train import HeldoutProbe, build_parser, view_condition
+
+    body = BodyModel.load()
+    g = torch.Generator().manual_seed(0)
+    views = make_views(body, torch.zeros(400, 72), ViewConfig(), g)
+    flag = WORLD_COND_DIM - 1  # the condition's last number: landmarks given or not
+
+    def absent(share):
+        return float((view_condition(views, g, True, absent_share=share)[:, flag] == 0).float().mean())
+
+    assert absent(1.0) == 1.0
+    assert 0.5 < absent(0.7) < 0.85 and absent(0.0) < 0.1  # the error model drops a few frames itself
+    assert build_parser().parse_args(["--data", "d", "--out", "o", "--world-absent", "0.6"]).world_absent == 0.6
+
+    data = tmp_path / "poses.npz"
+    tiny_dataset(data)
+    model = build_denoiser(DenoiserConfig(width=32, depth=1, world_landmarks=True, cond_dim=WORLD_COND_DIM))
+    probe = HeldoutProbe(data, body, torch.device("cpu"), frames=16, samples=2, steps=(1,), world=True)
+    out = probe(model, DDIMScheduler())
+    assert {"probe_k1_pa_mpjpe_mm", "probe_2d_k1_pa_mpjpe_mm"} <= set(out)
+    assert out["probe_k1_mpjpe_mm"] != out["probe_2d_k1_mpjpe_mm"]

@@ -106,30 +106,33 @@ def draw_timesteps(B: int, scheduler: DDIMScheduler, g: torch.Generator, recipe:
 
 
 #: In training, the share of views whose world landmarks are withheld (besides the error
-#: model's own dropouts), so that a network conditioned on them also lifts without them.
+#: model's own dropouts), so that a network conditioned on them also lifts without them
+#: (``train-lifter --world-absent``).
 WORLD_ABSENT_SHARE = 0.3
 
 
-def view_condition(views, g: torch.Generator, world: bool, noise: WorldLandmarkNoise | None = None) -> torch.Tensor:
+def view_condition(views, g: torch.Generator, world: bool, noise: WorldLandmarkNoise | None = None,
+                   absent_share: float = WORLD_ABSENT_SHARE) -> torch.Tensor:
     """The denoiser condition of training views; with ``world``, world landmarks simulated
     from the true points (:func:`simulate_world_landmarks` with the error model ``noise``),
-    withheld for :data:`WORLD_ABSENT_SHARE` of the rows."""
+    withheld for ``absent_share`` of the rows."""
     if not world:
         return condition_features(views.keypoints)
     B = views.keypoints.shape[0]
     wl = simulate_world_landmarks(views.keypoints_cam, g, noise)
-    absent = torch.rand(B, generator=g, device=g.device) < WORLD_ABSENT_SHARE
+    absent = torch.rand(B, generator=g, device=g.device) < absent_share
     wl = torch.where(absent[:, None, None], torch.zeros_like(wl), wl)
     return condition_features(views.keypoints, wl, world=True)
 
 
 def training_loss(model: PoseDenoiser, body: BodyModel, scheduler: DDIMScheduler, views, g: torch.Generator,
                   joint_weight: float = 10.0, timesteps: str = "uniform",
-                  world_noise: WorldLandmarkNoise | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                  world_noise: WorldLandmarkNoise | None = None,
+                  world_absent: float = WORLD_ABSENT_SHARE) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Diffusion regression loss on one batch of views (parts as tensors: reading them
     every step would stall a GPU)."""
     B = views.x0.shape[0]
-    cond = view_condition(views, g, model.config.world_landmarks, world_noise)
+    cond = view_condition(views, g, model.config.world_landmarks, world_noise, world_absent)
     t = draw_timesteps(B, scheduler, g, timesteps)
     noise = torch.randn(views.x0.shape, generator=g, device=g.device)
     x_t = scheduler.add_noise(views.x0, noise, t)
@@ -154,10 +157,13 @@ class HeldoutProbe:
                  world_noise: WorldLandmarkNoise | None = None):
         g = torch.Generator(device=device).manual_seed(seed)
         views = make_views(body, MocapPoses(data, heldout=True, device=device).batch(frames, g), ViewConfig(), g)
-        # With world landmarks: every view has them (the probe measures what they give).
-        self.cond = condition_features(views.keypoints, simulate_world_landmarks(views.keypoints_cam, g, world_noise),
-                                       world=world) \
-            if world else condition_features(views.keypoints)
+        # With world landmarks: every view has them (the probe measures what they give), and
+        # the same views without them again, keys ``probe_2d_...`` (what the 2D alone gives).
+        self.conds = {"probe": condition_features(views.keypoints)}
+        if world:
+            self.conds = {"probe": condition_features(views.keypoints, simulate_world_landmarks(
+                views.keypoints_cam, g, world_noise), world=True),
+                "probe_2d": condition_features(views.keypoints, None, world=True)}
         self.true = views.joints_cam - views.trans_cam[:, None]
         self.body, self.samples, self.steps, self.seed, self.device = body, samples, steps, seed, device
 
@@ -169,12 +175,13 @@ class HeldoutProbe:
         was_training = model.training
         model.eval()
         out = {}
-        for K in self.steps:
-            g = torch.Generator(device=self.device).manual_seed(self.seed + 1)
-            x = sample(model, scheduler, self.cond, num_steps=K, num_samples=self.samples, generator=g).mean(1)
-            joints = self.body(x[:, ROTATIONS].view(-1, 24, 6), x[:, BETAS]).joints
-            errors = joint_errors(joints.float().cpu(), self.true.float().cpu())
-            out.update({f"probe_k{K}_{k}": v for k, v in errors.items()})
+        for prefix, cond in self.conds.items():
+            for K in self.steps:
+                g = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+                x = sample(model, scheduler, cond, num_steps=K, num_samples=self.samples, generator=g).mean(1)
+                joints = self.body(x[:, ROTATIONS].view(-1, 24, 6), x[:, BETAS]).joints
+                errors = joint_errors(joints.float().cpu(), self.true.float().cpu())
+                out.update({f"{prefix}_k{K}_{k}": v for k, v in errors.items()})
         model.train(was_training)
         return out
 
@@ -283,7 +290,7 @@ def train(args: argparse.Namespace) -> Path:
     meta = {"data": str(args.data), "data_sha256": file_sha256(args.data), "frames": len(data),
             "config": config.to_dict(), "views": asdict(view_cfg), "batch": args.batch, "lr": args.lr,
             "steps": args.steps, "minutes": args.minutes, "timesteps": args.timesteps, "seed": args.seed,
-            "world_absent_share": WORLD_ABSENT_SHARE if config.world_landmarks else None,
+            "world_absent_share": args.world_absent if config.world_landmarks else None,
             "world_noise": args.world_noise if config.world_landmarks else None,
             "device": str(device), "body_model": body.name}
     with np.load(args.data) as d:
@@ -328,7 +335,7 @@ def train(args: argparse.Namespace) -> Path:
                 group["lr"] = lr
             views = make_views(body, data.batch(args.batch, g), view_cfg, g)
             loss, parts = training_loss(model, body, scheduler, views, g, timesteps=args.timesteps,
-                                        world_noise=world_noise)
+                                        world_noise=world_noise, world_absent=args.world_absent)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -425,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="denoiser network: residual MLP, or joints and keypoints as tokens (transformer)")
     p.add_argument("--world-noise", choices=sorted(WORLD_NOISE), default="points",
                    help="the simulated world landmarks' error model (synthetic_views.WORLD_NOISE)")
+    p.add_argument("--world-absent", type=float, default=WORLD_ABSENT_SHARE, metavar="SHARE",
+                   help="with --world-landmarks: the share of training views whose landmarks are withheld "
+                        "(the network learns to lift without them from these)")
     p.add_argument("--world-landmarks", action="store_true",
                    help="condition on BlazePose's world landmarks too (simulated in training); with --init "
                         "of a network without them, its condition grows by zero-initialised columns")
