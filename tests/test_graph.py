@@ -202,3 +202,36 @@ def test_a_stage_with_nice_runs_below_the_others_and_so_do_its_helpers():
         pytest.skip("already at the lowest priority")
     assert low.seen == {"stage": base + 3, "helper": base + 3}
     assert plain.seen == {"stage": base, "helper": base}
+
+
+def test_stages_run_without_autograd_and_leave_the_process_able_to_train():
+    """Stages run under torch.inference_mode (the lift and fit's small operations cost less
+    CPU); the constants they cache for the process are ordinary tensors, so a gradient
+    through the body model still works after a run in the same process."""
+    import torch
+
+    from engines.body import body_model, kinematics
+    from engines.refinement import smoothing
+
+    body = body_model.BodyModel.load()
+    for cached in (body_model._parent_index, body_model._subtree_matrix, kinematics._level_plan,
+                   smoothing._prox_operator):
+        cached.cache_clear()  # filled afresh inside the stage below
+
+    class Pose(Stage):
+        name = "pose"
+        modes: list[bool] = []
+
+        def process(self, frame):
+            self.modes.append(torch.is_inference_mode_enabled())
+            body(torch.eye(3).expand(1, 24, 3, 3), torch.zeros(1, 10))
+            body.pose_jacobian(torch.eye(3).expand(1, 24, 3, 3), torch.zeros(1, 10), torch.zeros(1, 3))
+            smoothing.smooth_prox(torch.zeros(1, 6, 3), torch.ones(1, 6, dtype=torch.bool),
+                                  torch.ones(1, 6, dtype=torch.bool), 1.0, 1.0)
+            return frame
+
+    Pipeline(ListSource(2), [Pose()], queue_size=2, policy="block").run(handle_signals=False)
+    assert Pose.modes == [True, True]
+    betas = torch.zeros(1, 10, requires_grad=True)
+    body(torch.eye(3).expand(1, 24, 3, 3), betas).joints.sum().backward()
+    assert betas.grad is not None and torch.isfinite(betas.grad).all()

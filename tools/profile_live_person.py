@@ -79,7 +79,15 @@ def frame_of(track, index: int, persons: int):
 
 def run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None = None, mode: str = "live"):
     """CPU ms per frame of lift and refine (medians over the measured frames), the published
-    arrays of every frame, and the profile (or None)."""
+    arrays of every frame, and the profile (or None). Under inference mode, as the
+    pipeline runs its stages (:mod:`streamer.graph`)."""
+    import torch
+
+    with torch.inference_mode():
+        return _run(persons, frames, warmup, profile, precision, mode)
+
+
+def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None, mode: str):
     track, lift, refine = build_stages(precision, mode)
     lift.start()
     refine.start()

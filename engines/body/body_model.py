@@ -20,7 +20,6 @@ The mesh is skinned only when asked for (``return_vertices=True``):
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from engines.body.joint_sets import JOINT_SETS
 from engines.body.kinematics import forward_kinematics, linear_blend_skinning, tree_levels
 from engines.body.model_file import BodyModelData, load_body_model
 from engines.body.rotations import _skew, axis_angle_to_matrix, rotation_6d_to_matrix
+from engines.tensor_cache import tensor_cache
 
 
 class KeypointsUnavailableError(ValueError):
@@ -293,13 +293,13 @@ class PoseJacobian:
     djoints_dbetas: torch.Tensor
 
 
-@functools.lru_cache(maxsize=8)
+@tensor_cache(maxsize=8)
 def _parent_index(parents: tuple[int, ...]) -> torch.Tensor:
     """(J,) each joint's parent, the root its own."""
     return torch.tensor([max(p, 0) for p in parents])
 
 
-@functools.lru_cache(maxsize=8)
+@tensor_cache(maxsize=8)
 def _subtree_matrix(parents: tuple[int, ...]) -> torch.Tensor:
     """(J, J): [i, j] = 1 where joint j is i or below it."""
     J = len(parents)

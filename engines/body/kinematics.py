@@ -4,9 +4,9 @@ Batched over a leading dimension B, differentiable, dtype/device of the inputs.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
+
+from engines.tensor_cache import tensor_cache
 
 
 def tree_levels(parents: list[int] | tuple[int, ...]) -> list[list[int]]:
@@ -28,7 +28,7 @@ def tree_levels(parents: list[int] | tuple[int, ...]) -> list[list[int]]:
     return levels
 
 
-@functools.lru_cache(maxsize=16)
+@tensor_cache(maxsize=16)
 def _level_plan(parents: tuple[int, ...], device: str):
     """Index tensors for level-by-level kinematics: per level after the root, its joints and
     the position of each one's parent within the previous level; the permutation from level

@@ -14,9 +14,9 @@ so strong temporal smoothing costs no extra iterations.
 
 from __future__ import annotations
 
-import functools
-
 import torch
+
+from engines.tensor_cache import tensor_cache
 
 FIXED_WEIGHT = 1e6  # context frames: held (numerically) at their values
 
@@ -50,7 +50,7 @@ def smooth_prox(z: torch.Tensor, free: torch.Tensor, valid: torch.Tensor, vel: f
     return torch.where((free & valid)[..., None], y, z)
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def _prox_operator(free: bytes, valid: bytes, shape: tuple[int, int], vel: float, acc: float) -> torch.Tensor:
     """(S, T, T) float64 matrices ``(diag(w) + L)^-1 diag(w)`` of the proximal step for these
     masks. A stream's windows repeat the same few mask patterns frame after frame, so each
