@@ -238,14 +238,17 @@ class Lifter:
             R_samples = rotations_of(x)
         R = rotation_mean(R_samples.transpose(1, 2)).contiguous()  # (B, 24, 3, 3)
         betas = x[..., BETAS].mean(dim=1)
-        out = self.body(R, betas, keypoints="blazepose33")
+        # The estimate and (for the spread) every sample posed in one call: one body model
+        # pass over B (N + 1) rows costs less than two.
+        out = self.body(torch.cat([R, R_samples.reshape(B * N, NUM_JOINTS, 3, 3)]) if N > 1 else R,
+                        torch.cat([betas, x[..., BETAS].reshape(B * N, -1)]) if N > 1 else betas,
+                        keypoints="blazepose33")
         weights = safe[..., 2] * (safe[..., 2] > 0.05)
-        trans = solve_translation(out.keypoints["blazepose33"], safe[..., :2], weights)
-        joints = out.joints + trans[:, None]
+        trans = solve_translation(out.keypoints["blazepose33"][:B], safe[..., :2], weights)
+        joints = out.joints[:B] + trans[:, None]
         poses_std = geodesic_angle(R_samples, R[:, None]).pow(2).mean(dim=1).sqrt()
         if N > 1:
-            sample_joints = self.body(R_samples.reshape(B * N, NUM_JOINTS, 3, 3),
-                                      x[..., BETAS].reshape(B * N, -1)).joints.view(B, N, NUM_JOINTS, 3)
+            sample_joints = out.joints[B:].view(B, N, NUM_JOINTS, 3)
             joints_std = (sample_joints - sample_joints.mean(1, keepdim=True)).norm(dim=-1).pow(2).mean(1).sqrt()
         else:
             joints_std = torch.zeros(B, NUM_JOINTS)
