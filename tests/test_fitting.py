@@ -283,3 +283,37 @@ def test_a_track_back_after_a_gap_keeps_its_shape_in_the_fit(body):
     assert fitted_shape(None).abs().max() < 0.1, "held to nothing: the lift's shape"
     assert fitted_shape(torch.full((1, 10), float("nan"))).abs().max() < 0.1, "NaN: no shape held"
     assert (fitted_shape(had[None]) - had).abs().max() < 0.1, "held to the shape it had"
+
+
+def test_fit_quality_keeps_bounded_memory_and_reads_quantiles_within_a_bin():
+    """A live run may measure millions of points: the quality report keeps counts in fixed
+    bins per track, not the points, and its median and p90 are those of the points to
+    within half a bin (0.5 %)."""
+    from engines.refinement.quality import FitQuality
+
+    rng = np.random.default_rng(3)
+    quality = FitQuality()
+
+    def held_bytes():
+        return sum(h.counts.nbytes for d in (quality.px, quality.pct) for h in d.values())
+
+    every = {0: [], 1: []}
+    for frame in range(3000):
+        for tid, scale in ((0, 4.0), (1, 12.0)):
+            d = rng.lognormal(np.log(scale), 0.8, 33)
+            mask = rng.random(33) > 0.2
+            quality.add(tid, d, mask, size=400.0)
+            every[tid].append(d[mask])
+        if frame == 9:
+            early = held_bytes()
+    assert held_bytes() == early  # nothing grows with the frames
+    s = quality.summary()
+    assert s["tracks"][0]["frames"] == 3000 and s["overall"]["frames"] == 6000
+    for tid, st in s["tracks"].items():
+        d = np.concatenate(every[tid])
+        assert st["points"] == d.size
+        assert st["median_px"] == pytest.approx(np.median(d), rel=0.006)
+        assert st["p90_px"] == pytest.approx(np.percentile(d, 90), rel=0.006)
+        assert st["median_pct"] == pytest.approx(np.median(100 * d / 400.0), rel=0.006)
+    both = np.concatenate([np.concatenate(v) for v in every.values()])
+    assert s["overall"]["p90_px"] == pytest.approx(np.percentile(both, 90), rel=0.006)
