@@ -35,7 +35,7 @@ from engines.run_engines import build_lifter, build_prior, build_refiner
 from engines.run_plan import PlanError, PlanOptions, RunPlan, plan_run
 from engines.training.evaluate import lift_in_batches
 from engines.training.metrics import joint_errors
-from engines.training.synthetic_views import ViewConfig, make_sequence_views, simulate_world_landmarks
+from engines.training.synthetic_views import WORLD_NOISE, ViewConfig, make_sequence_views, simulate_world_landmarks
 
 from .baselines import kalman_rts, one_euro
 from .guided import CameraParams, GuidedRefiner
@@ -153,7 +153,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         kp = views.keypoints_px
         camera = CameraParams(K=views.K[0])
         true = views.joints_cam
-        world = simulate_world_landmarks(views.keypoints_cam, g_world)
+        world = simulate_world_landmarks(views.keypoints_cam, g_world, WORLD_NOISE[args.world_noise])
         # 2D only, and with the world landmarks: in the lift too when the network takes them.
         x, trans, cond, spread = lift_sequence(lifter, views.keypoints, None, int8)
         add("per-frame lift", joints_of(body, x, trans), true, T)
@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                    help="int8: the lift and the guidance's network with int8 weights on ONNX Runtime, as live "
                         "mode runs them (default fp32)")
+    p.add_argument("--world-noise", choices=sorted(WORLD_NOISE), default="points",
+                   help="the simulated world landmarks' error model (synthetic_views.WORLD_NOISE): 'limbs' "
+                        "errs by whole bones, as the real landmarks do on the clip (docs/lifter.md)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plot", help="write a PA-MPJPE vs acceleration error figure (PNG) here")
     args = p.parse_args(argv)
