@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--x", choices=["step", "seconds"], default="step",
                    help="horizontal axis: training step, or seconds of training (runs of unequal speed)")
     p.add_argument("--title", default="held-out probe, K = 4 (PA-MPJPE mm) by training step")
+    p.add_argument("--batch", type=int, default=4096, help="the runs' batch, for the axis label")
     args = p.parse_args(argv)
     curves = {}
     for path in args.runs:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         cv2.putText(img, f"{label}: {c[0, 1]:.1f} -> {c[-1, 1]:.1f}", (w - m - 260, m + 20 + 20 * i),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     cv2.putText(img, args.title, (m, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-    x_label = "training step (batch 4096)" if args.x == "step" else "seconds of training (batch 4096)"
+    x_label = f"training step (batch {args.batch})" if args.x == "step" else f"seconds of training (batch {args.batch})"
     cv2.putText(img, x_label, (w // 2 - 100, h - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     cv2.imwrite(args.out, img)
     print(f"wrote {args.out}")
