@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from engines.run_defaults import BACKGROUND_DETECTOR_NICE, KEYPOINTS_NICE, LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG
+from engines.run_defaults import (BACKGROUND_DETECTOR_NICE, KEYPOINTS_NICE, LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S,
+                                   REFINE_LAG)
 
 Mode = Literal["live", "offline"]
 
