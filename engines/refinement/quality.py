@@ -69,9 +69,12 @@ class ErrorHistogram:
         self.counts += np.bincount(np.searchsorted(_EDGES, np.asarray(values, np.float64).ravel(), side="right"),
                                    minlength=len(self.counts))
 
-    def merged(self, other: "ErrorHistogram") -> "ErrorHistogram":
-        out = ErrorHistogram()
-        out.counts = self.counts + other.counts
+    @classmethod
+    def combined(cls, histograms) -> "ErrorHistogram":
+        """One histogram of every value counted in ``histograms``."""
+        out = cls()
+        for h in histograms:
+            out.counts += h.counts
         return out
 
     def quantile(self, q: float) -> float:
@@ -133,10 +136,9 @@ class FitQuality:
         if not self.px:
             return {}
         tracks = {tid: self._stats(self.px[tid], self.pct[tid], self.frames[tid]) for tid in sorted(self.px)}
-        allpx, allpct = ErrorHistogram(), ErrorHistogram()
-        for tid in self.px:
-            allpx, allpct = allpx.merged(self.px[tid]), allpct.merged(self.pct[tid])
-        return {"overall": self._stats(allpx, allpct, sum(self.frames.values())), "tracks": tracks,
+        overall = self._stats(ErrorHistogram.combined(self.px.values()), ErrorHistogram.combined(self.pct.values()),
+                              sum(self.frames.values()))
+        return {"overall": overall, "tracks": tracks,
                 "min_confidence": QUALITY_MIN_CONFIDENCE}
 
     def table(self) -> str:
