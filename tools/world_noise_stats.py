@@ -7,7 +7,13 @@
   draws for the same bodies, in % of the length: how independent the points' errors are.
   On the bundled clip the real landmarks' bones vary by a median of 7 % (docs/lifter.md).
 
+``--clip`` measures the real landmarks of the bundled keypoint track instead (the landmark
+network's, on the clip's lunging man): how much their limb bones' lengths, which are
+constant in truth, vary over the frames, and how that error correlates from one frame to
+the next (lags 1, 2, 5 and 10): the ``frame_correlation`` of the error model.
+
     python tools/world_noise_stats.py --data data/mocap.npz [--frames 1000] [--draws 16]
+    python tools/world_noise_stats.py --clip
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,17 +33,24 @@ from engines.refinement.losses import similarity_align  # noqa: E402
 from engines.training.synthetic_views import WORLD_NOISE, ViewConfig, make_views, simulate_world_landmarks  # noqa: E402
 from engines.training.train import MocapPoses  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+CLIP_TRACK = ROOT / "tests" / "data" / "keypoints" / "sports2d_track2_blazepose33.npz"
 LIMB_POINTS = [11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28]
 BONES = [(11, 13), (12, 14), (13, 15), (14, 16), (23, 25), (24, 26), (25, 27), (26, 28)]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", help="mocap dataset .npz (for the simulated models)")
+    p.add_argument("--clip", action="store_true", help="the real landmarks of the bundled track instead")
     p.add_argument("--frames", type=int, default=1000)
     p.add_argument("--draws", type=int, default=16, help="landmark draws per body for the bone-length spread")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.clip:
+        return clip_stats(CLIP_TRACK)
+    if not args.data:
+        p.error("--data is needed for the simulated error models (or --clip for the real landmarks)")
     body = BodyModel.load()
     g = torch.Generator().manual_seed(args.seed)
     views = make_views(body, MocapPoses(args.data, heldout=True).batch(args.frames, g), ViewConfig(), g)
@@ -63,6 +77,32 @@ def main(argv: list[str] | None = None) -> int:
                 lb = length[keep[:, b], b]
                 spreads.append((lb.std() / lb.mean()).item())
         print(f"{name:8} {pa:27.1f} {100 * torch.tensor(spreads).median().item():30.1f}")
+    return 0
+
+
+def autocorrelation(x: np.ndarray, lag: int) -> float:
+    """The lag-``lag`` autocorrelation of a series about its mean."""
+    x = x - x.mean()
+    return float((x[:-lag] * x[lag:]).sum() / (x * x).sum())
+
+
+def clip_stats(track: Path) -> int:
+    """Bone-length error of the real world landmarks of ``track``, and its correlation over frames."""
+    data = np.load(track)
+    world, frames = data["world_landmarks"], data["frame_index"]
+    if not np.all(np.diff(frames) == 1):
+        raise SystemExit(f"{track}: its frames are not consecutive; the correlations need a contiguous run")
+    lags = (1, 2, 5, 10)
+    print(f"{track.name}: {len(frames)} consecutive frames")
+    print(f"{'bone':>8} {'length spread %':>16} " + " ".join(f"{'lag ' + str(k):>7}" for k in lags))
+    rows = []
+    for i, j in BONES:
+        length = np.linalg.norm(world[:, i] - world[:, j], axis=-1)
+        error = length / np.median(length) - 1  # the truth is constant: all of it is error
+        rows.append([100 * error.std()] + [autocorrelation(error, k) for k in lags])
+        print(f"{i:>3}-{j:<4} {rows[-1][0]:16.1f} " + " ".join(f"{v:7.2f}" for v in rows[-1][1:]))
+    med = np.median(np.array(rows), axis=0)
+    print(f"{'median':>8} {med[0]:16.1f} " + " ".join(f"{v:7.2f}" for v in med[1:]))
     return 0
 
 

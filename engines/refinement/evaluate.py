@@ -139,6 +139,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     g = torch.Generator().manual_seed(args.seed)
     g_world = torch.Generator().manual_seed(args.seed + 1)  # apart, so the views stay as they were
     clips = heldout_clips(args.data, args.clips, args.max_frames)
+    world_noise = replace(WORLD_NOISE[args.world_noise], frame_correlation=args.world_correlation)
     methods: dict[str, list] = {}
     timing: dict[str, list[float]] = {}
 
@@ -153,7 +154,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         kp = views.keypoints_px
         camera = CameraParams(K=views.K[0])
         true = views.joints_cam
-        world = simulate_world_landmarks(views.keypoints_cam, g_world, WORLD_NOISE[args.world_noise])
+        world = simulate_world_landmarks(views.keypoints_cam, g_world, world_noise)
         # 2D only, and with the world landmarks: in the lift too when the network takes them.
         x, trans, cond, spread = lift_sequence(lifter, views.keypoints, None, int8)
         add("per-frame lift", joints_of(body, x, trans), true, T)
@@ -273,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world-noise", choices=sorted(WORLD_NOISE), default="points",
                    help="the simulated world landmarks' error model (synthetic_views.WORLD_NOISE): 'limbs' "
                         "errs by whole bones, as the real landmarks do on the clip (docs/lifter.md)")
+    p.add_argument("--world-correlation", type=float, default=0.0, metavar="RHO",
+                   help="the landmarks' errors from frame to frame as AR(1) series with this lag-one "
+                        "correlation (default 0: drawn afresh each frame); the real ones on the clip: "
+                        "about 0.67 (tools/world_noise_stats.py --clip)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plot", help="write a PA-MPJPE vs acceleration error figure (PNG) here")
     args = p.parse_args(argv)

@@ -292,6 +292,12 @@ class WorldLandmarkNoise:
     turn_depth_sd_deg: float = 0.0  # per bone: a turn about its joint that moves its end in depth
     turn_lateral_sd_deg: float = 0.0  # per bone: a turn about the camera axis (across the image)
     torso_turn_sd_deg: float = 0.0  # the upper body turned about the hips, in depth
+    # Along a sequence's frames, every draw above as an AR(1) series with this lag-one
+    # correlation (0: afresh each frame). The real landmarks' bone-length errors on the clip
+    # correlate 0.67 from one frame to the next and 0.47 over two (tools/world_noise_stats.py
+    # --clip): a network shown nearly the same crop errs nearly alike, which a temporal fit
+    # cannot average away.
+    frame_correlation: float = 0.0
 
 
 #: The error models by name: ``points`` (the shipped lifter's training) and ``limbs`` (the
@@ -342,6 +348,26 @@ def _depth_turn(w: torch.Tensor, joint: int, end: int, angle: torch.Tensor) -> t
     return axis_angle_to_matrix(axis * angle[:, None])
 
 
+def _frame_draws(g: torch.Generator, device, correlation: float):
+    """``randn(*shape)`` and ``rand(*shape)`` drawing from ``g``: independent, or (``correlation``
+    > 0) along dim 0, the frames, AR(1) series with that lag-one correlation (uniforms through
+    the normal's CDF, so a limb flipped or landmarks dropped in one frame tend to stay so)."""
+    if correlation <= 0:
+        return (lambda *shape: torch.randn(*shape, generator=g, device=device),
+                lambda *shape: torch.rand(*shape, generator=g, device=device))
+    keep, fresh = correlation, math.sqrt(1.0 - correlation ** 2)
+
+    def randn(*shape: int) -> torch.Tensor:
+        out = torch.randn(*shape, generator=g, device=device)
+        for t in range(1, shape[0]):
+            out[t] = keep * out[t - 1] + fresh * out[t]
+        return out
+
+    def rand(*shape: int) -> torch.Tensor:
+        return 0.5 * (1.0 + torch.erf(randn(*shape) / math.sqrt(2.0)))
+    return randn, rand
+
+
 @torch.no_grad()
 def simulate_world_landmarks(points_cam: torch.Tensor, g: torch.Generator,
                              noise: WorldLandmarkNoise | None = None) -> torch.Tensor:
@@ -353,6 +379,7 @@ def simulate_world_landmarks(points_cam: torch.Tensor, g: torch.Generator,
     n = noise or WORLD_NOISE["points"]
     B = points_cam.shape[0]
     dev = points_cam.device
+    randn, rand = _frame_draws(g, dev, n.frame_correlation)
     hips = points_cam[:, [23, 24]].mean(1, keepdim=True)
     w = (points_cam - hips).clone()
     deg = math.pi / 180
@@ -360,33 +387,33 @@ def simulate_world_landmarks(points_cam: torch.Tensor, g: torch.Generator,
         # Leaning the torso in depth: a turn about the hips' left-right axis.
         across = w[:, 24] - w[:, 23]
         across = across / across.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-        angle = n.torso_turn_sd_deg * deg * torch.randn(B, 1, generator=g, device=dev)
+        angle = n.torso_turn_sd_deg * deg * randn(B, 1)
         w = torch.cat([w[:, :23] @ axis_angle_to_matrix(across * angle).transpose(1, 2), w[:, 23:]], dim=1)
     if n.turn_depth_sd_deg > 0 or n.turn_lateral_sd_deg > 0:
         z = torch.tensor([0.0, 0.0, 1.0], device=dev)
         for bone in _TURN_BONES:
             joint, carried = bone[0], list(bone[1:])
-            R = _depth_turn(w, joint, bone[1], n.turn_depth_sd_deg * deg * torch.randn(B, generator=g, device=dev))
-            lateral = n.turn_lateral_sd_deg * deg * torch.randn(B, 1, generator=g, device=dev)
+            R = _depth_turn(w, joint, bone[1], n.turn_depth_sd_deg * deg * randn(B))
+            lateral = n.turn_lateral_sd_deg * deg * randn(B, 1)
             R = axis_angle_to_matrix(z * lateral) @ R
             w = _turn(w, joint, carried, R)
     for limb in _FLIP_LIMBS:
-        flip = torch.rand(B, generator=g, device=dev) < n.flip_prob
+        flip = rand(B) < n.flip_prob
         root_z = w[:, limb[0], 2:3]
         flipped = 2 * root_z - w[:, list(limb[1:]), 2]
         w[:, list(limb[1:]), 2] = torch.where(flip[:, None], flipped, w[:, list(limb[1:]), 2])
-        w[:, list(limb), 2] += n.limb_depth_sd * torch.randn(B, 1, generator=g, device=dev)
+        w[:, list(limb), 2] += n.limb_depth_sd * randn(B, 1)
     sd = torch.tensor([n.lateral_sd, n.lateral_sd, n.depth_sd], device=dev)
-    w = w + sd * torch.randn(B, 33, 3, generator=g, device=dev)
-    axis = torch.randn(B, 3, generator=g, device=dev)
+    w = w + sd * randn(B, 33, 3)
+    axis = randn(B, 3)
     axis = axis / axis.norm(dim=-1, keepdim=True)
-    angle = math.radians(n.rotation_sd_deg) * torch.randn(B, 1, generator=g, device=dev)
+    angle = math.radians(n.rotation_sd_deg) * randn(B, 1)
     w = w @ axis_angle_to_matrix(axis * angle).transpose(1, 2)
-    w = w * (1 + n.scale_sd * torch.randn(B, 1, 1, generator=g, device=dev))
+    w = w * (1 + n.scale_sd * randn(B, 1, 1))
     w = w - w[:, [23, 24]].mean(1, keepdim=True)
     # The crop's centre: between the hips as the image shows them (features.person_ray).
     seen = points_cam[:, [23, 24]]
     ray = (seen[..., :2] / seen[..., 2:].clamp(min=1e-3)).mean(1)
     w = w @ viewing_ray_rotation(ray)  # camera axes -> the ray's (rows: R^T w)
-    drop = torch.rand(B, generator=g, device=dev) < n.dropout_prob
+    drop = rand(B) < n.dropout_prob
     return torch.where(drop[:, None, None], torch.zeros_like(w), w)
