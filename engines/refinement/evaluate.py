@@ -6,8 +6,9 @@
 Each held-out clip (actors never trained on) is seen by one random virtual camera with one
 random body shape, and damaged per frame like a detector (``make_sequence_views``); the
 landmark network's world landmarks are simulated from the true body with their own error
-model (``simulate_world_landmarks``: depth errors larger than lateral, limbs flipped in
-depth now and then, scale and rotation noise, dropouts). The same per-frame lifts then go
+model (``simulate_world_landmarks``: by default whole bones turned, most in depth, limbs
+flipped in depth now and then, scale and rotation noise, dropouts, every error persisting
+over frames as the real landmarks' do: ``--world-noise``, ``--world-correlation``). The same per-frame lifts then go
 through: nothing (per-frame lifting), the keypoint fit (``fitting.KeypointFitter``) at
 each lag L with and without the world landmarks, the earlier score guidance
 (``guided.GuidedRefiner``, ``--guided``), a One-Euro filter and a Kalman/RTS smoother. Reported on the 24 SMPL joints, in mm: MPJPE (pelvis-aligned),
@@ -35,7 +36,7 @@ from engines.run_engines import build_lifter, build_prior, build_refiner
 from engines.run_plan import PlanError, PlanOptions, RunPlan, plan_run
 from engines.training.evaluate import lift_in_batches
 from engines.training.metrics import joint_errors
-from engines.training.synthetic_views import WORLD_NOISE, ViewConfig, make_sequence_views, simulate_world_landmarks
+from engines.training.synthetic_views import MEASURED_FRAME_CORRELATION, WORLD_NOISE, ViewConfig, make_sequence_views, simulate_world_landmarks
 
 from .baselines import kalman_rts, one_euro
 from .guided import CameraParams, GuidedRefiner
@@ -271,13 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                    help="int8: the lift and the guidance's network with int8 weights on ONNX Runtime, as live "
                         "mode runs them (default fp32)")
-    p.add_argument("--world-noise", choices=sorted(WORLD_NOISE), default="points",
+    p.add_argument("--world-noise", choices=sorted(WORLD_NOISE), default="limbs",
                    help="the simulated world landmarks' error model (synthetic_views.WORLD_NOISE): 'limbs' "
-                        "errs by whole bones, as the real landmarks do on the clip (docs/lifter.md)")
-    p.add_argument("--world-correlation", type=float, default=0.0, metavar="RHO",
+                        "(default) errs by whole bones, as the real landmarks do on the clip (docs/lifter.md); "
+                        "'points', independently per point")
+    p.add_argument("--world-correlation", type=float, default=MEASURED_FRAME_CORRELATION, metavar="RHO",
                    help="the landmarks' errors from frame to frame as AR(1) series with this lag-one "
-                        "correlation (default 0: drawn afresh each frame); the real ones on the clip: "
-                        "about 0.67 (tools/world_noise_stats.py --clip)")
+                        f"correlation (default {MEASURED_FRAME_CORRELATION}, the real ones' on the clip: "
+                        "tools/world_noise_stats.py --clip; 0: drawn afresh each frame)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plot", help="write a PA-MPJPE vs acceleration error figure (PNG) here")
     args = p.parse_args(argv)

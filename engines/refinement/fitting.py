@@ -79,12 +79,15 @@ class FitSettings:
     # spread is followed fully. None: as lift_weight / prior_spread.
     lift_weight_world: float | None = 0.5
     prior_spread_world: float | None = 1.0
-    # 0: world landmarks unused. The term counts the 33 landmarks' errors as independent, but
-    # the landmark network errs by whole limbs (its bones vary 7 % in length on the clip,
-    # independent errors of the same size would make that 17 %), so they carry less than 33
-    # points' worth: with landmarks that err by whole bones the fit is 0.3-0.9 mm better at
-    # 1.5 than at 3, with per-point errors the same (docs/refinement.md, ninth session).
-    world_weight: float = 1.5
+    # 0: world landmarks unused. The term counts the 33 landmarks' errors as independent in
+    # space and time, but the landmark network errs by whole limbs (its bones keep their
+    # length to 5-7 % on the clip) and alike over consecutive frames (those length errors
+    # correlate 0.67 from one frame to the next), so a window's landmarks carry a small
+    # share of their count's worth. With errors simulated so (by limbs, frame correlation
+    # 0.67) the fit is 1.5 mm better at 0.3 than at 1.5; with independent per-point errors
+    # 0.6 mm worse (docs/refinement.md, tenth session). The landmarks also reach the fit
+    # through the lift and the prior's condition (a network that takes them).
+    world_weight: float = 0.3
     world_sigma: float = 0.1  # metres: their error along the camera's axis
     world_lateral: float = 0.1  # weight of their across-the-image error (the 2D knows that better)
     world_robust: float = 0.3  # metres: beyond this a landmark counts as an outlier

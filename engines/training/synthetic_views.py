@@ -309,6 +309,11 @@ WORLD_NOISE = {
 }
 
 
+#: The real landmarks' errors from one frame to the next (lag-one correlation of their bone
+#: lengths on the clip, ``tools/world_noise_stats.py --clip``): what sequence benchmarks
+#: give ``WorldLandmarkNoise.frame_correlation``.
+MEASURED_FRAME_CORRELATION = 0.67
+
 #: Limbs (root point first) whose depth a monocular network flips: forearms and shins.
 _FLIP_LIMBS = tuple(tuple(BLAZEPOSE33_NAMES.index(n) for n in names) for names in (
     ("left_elbow", "left_wrist", "left_pinky", "left_index", "left_thumb"),
