@@ -35,7 +35,7 @@ from engines.body.rotations import axis_angle_to_matrix
 from engines.run_engines import build_lifter, build_prior, build_refiner
 from engines.run_plan import PlanOptions, plan_run
 from engines.training.metrics import joint_errors
-from engines.training.synthetic_views import ViewConfig, observe_points, simulate_world_landmarks
+from engines.training.synthetic_views import WORLD_NOISE, ViewConfig, observe_points, simulate_world_landmarks
 
 from .evaluate import accel_error, heldout_clips, joints_of, lift_sequence
 from .guided import CameraParams
@@ -85,6 +85,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     prior = build_prior(fit_plan)
     g = torch.Generator().manual_seed(args.seed)
     g_world = torch.Generator().manual_seed(args.seed + 1)
+    world_noise = replace(WORLD_NOISE[args.world_noise], frame_correlation=args.world_correlation)
     g_views_world = torch.Generator().manual_seed(args.seed + 2)  # the other cameras' landmarks
     cfg = ViewConfig()
     K = intrinsics()
@@ -109,10 +110,10 @@ def evaluate(args: argparse.Namespace) -> dict:
             Rv = Rc @ R0.T
             poses_of_views.append((Rv, Rc @ (p0 - pc)))
         observed = [observe_points(kp_ref @ Rv.T + tv, K, IMAGE, cfg, g) for Rv, tv in poses_of_views]
-        world = simulate_world_landmarks(kp_ref, g_world)
+        world = simulate_world_landmarks(kp_ref, g_world, world_noise)
         # Every other camera's landmarks, each from its own crop (its own frame), always all
         # of the largest rig so the stream does not depend on the rig fitted.
-        views_world = torch.stack([simulate_world_landmarks(kp_ref @ Rv.T + tv, g_views_world)
+        views_world = torch.stack([simulate_world_landmarks(kp_ref @ Rv.T + tv, g_views_world, world_noise)
                                    for Rv, tv in poses_of_views[1:]], 1) if len(rig) > 1 else None
         normalised = observed[0].clone()
         normalised[..., :2] = (observed[0][..., :2] - K[:2, 2]) / K[0, 0] * (observed[0][..., 2:] > 0)
@@ -182,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=600, help="frames in all, split over the clips")
     p.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4], help="rig sizes to fit with (default 1 2 4)")
     p.add_argument("--settings", help="FitSettings overrides as JSON, e.g. '{\"prior_spread\": 0}'")
+    p.add_argument("--world-noise", choices=sorted(WORLD_NOISE), default="points",
+                   help="the simulated landmarks' error model (default 'points', as the rig's figures in "
+                        "docs/multi-camera.md were measured; evaluate-refinement's default is 'limbs')")
+    p.add_argument("--world-correlation", type=float, default=0.0, metavar="RHO",
+                   help="their errors' lag-one correlation over frames (default 0; the real ones': 0.67)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the report here")
