@@ -89,7 +89,6 @@ def test_world_landmark_condition_is_switchable(views):
     torch.testing.assert_close(shifted, cond[rows], atol=1e-5, rtol=1e-5)
 
 
-
 def test_world_landmark_errors_can_persist_over_frames(views):
     """frame_correlation makes the simulated errors of a sequence AR(1) series: the bone
     lengths of one body held still err alike from frame to frame (the real landmarks: 0.67),
@@ -110,6 +109,7 @@ def test_world_landmark_errors_can_persist_over_frames(views):
     limbs = WORLD_NOISE["limbs"]
     assert abs(lag_one(limbs)) < 0.15
     assert lag_one(replace(limbs, frame_correlation=0.8)) > 0.6
+
 
 def test_grown_network_starts_as_the_old_one_and_the_lifter_feeds_it(tmp_path, views):
     from engines.lifting.lifter import Lifter

@@ -8,8 +8,8 @@ random body shape, and damaged per frame like a detector (``make_sequence_views`
 landmark network's world landmarks are simulated from the true body with their own error
 model (``simulate_world_landmarks``: by default whole bones turned, most in depth, limbs
 flipped in depth now and then, scale and rotation noise, dropouts, every error persisting
-over frames as the real landmarks' do: ``--world-noise``, ``--world-correlation``). The same per-frame lifts then go
-through: nothing (per-frame lifting), the keypoint fit (``fitting.KeypointFitter``) at
+over frames as the real landmarks' do: ``--world-noise``, ``--world-correlation``). The
+same per-frame lifts then go through: nothing (per-frame lifting), the keypoint fit (``fitting.KeypointFitter``) at
 each lag L with and without the world landmarks, the earlier score guidance
 (``guided.GuidedRefiner``, ``--guided``), a One-Euro filter and a Kalman/RTS smoother. Reported on the 24 SMPL joints, in mm: MPJPE (pelvis-aligned),
 PA-MPJPE, and the acceleration error (mm/frame^2: mean distance between predicted and true

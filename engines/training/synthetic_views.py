@@ -380,7 +380,8 @@ def simulate_world_landmarks(points_cam: torch.Tensor, g: torch.Generator,
     would give them for bodies whose true camera-frame BlazePose-33 points are ``points_cam``
     (B, 33, 3), with the errors of ``noise`` (default ``WORLD_NOISE["points"]``): in the frame
     of the ray through the hips (the network sees a crop;
-    ``features.world_landmarks_to_camera`` turns them back)."""
+    ``features.world_landmarks_to_camera`` turns them back). With ``noise.frame_correlation``
+    above 0 the B rows are taken as consecutive frames of one sequence."""
     n = noise or WORLD_NOISE["points"]
     B = points_cam.shape[0]
     dev = points_cam.device
