@@ -301,6 +301,8 @@ DELEGATED = (
     ("evaluate-refinement", "engines.refinement.evaluate:main",
      "compare temporal refinement with per-frame lifting and classic smoothers on held-out clips"),
     ("evaluate-lifter", "engines.training.evaluate:main", "evaluate the lifter on held-out actors"),
+    ("average-lifter", "engines.training.soup:main",
+     "average the weights of lifter runs that started from the same weights (a model soup)"),
     ("export-engines", "engines.runtime.export:main",
      "prepare every model for a backend (ONNX Runtime, torch, torch.compile, TensorRT) and check it numerically"),
     ("bench", "streamer.bench:main",

@@ -3,6 +3,7 @@ configured, a tiny run lowers the loss and resumes from its checkpoint."""
 
 
 import numpy as np
+import pytest
 import torch
 
 from engines.body.body_model import BodyModel
@@ -157,3 +158,64 @@ def test_world_absent_share_withholds_landmarks_and_the_probe_measures_both_ways
     out = probe(model, DDIMScheduler())
     assert {"probe_k1_pa_mpjpe_mm", "probe_2d_k1_pa_mpjpe_mm"} <= set(out)
     assert out["probe_k1_mpjpe_mm"] != out["probe_2d_k1_mpjpe_mm"]
+
+
+def test_ema_is_kept_checkpointed_probed_and_exported(tmp_path):
+    """``--ema``: the exported weights are the moving average (not the last step's), the
+    checkpoint carries it for a resumed run, and the probe reports both."""
+    import json
+
+    from engines.diffusion.weights import load_denoiser
+    from engines.training.train import build_parser
+
+    data = tmp_path / "poses.npz"
+    tiny_dataset(data)
+    args = build_parser().parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--steps", "20",
+                                      "--batch", "16", "--lr", "2e-3", "--width", "32", "--depth", "1",
+                                      "--threads", "2", "--log-every", "10", "--save-every", "10",
+                                      "--probe-every", "10", "--device", "cpu", "--ema", "0.9", "--no-onnx"])
+    train(args)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    name = next(k for k, v in ckpt["model"].items() if v.is_floating_point() and v.dim() == 2)
+    assert not torch.allclose(ckpt["ema"][name], ckpt["model"][name])  # an average, not a copy
+    shipped = load_denoiser(tmp_path / "run" / "denoiser.pt").state_dict()[name]
+    torch.testing.assert_close(shipped, ckpt["ema"][name].half().float())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert {"probe_k4_pa_mpjpe_mm", "raw_probe_k4_pa_mpjpe_mm"} <= set(history[-1])
+    assert json.loads((tmp_path / "run" / "denoiser.json").read_text())["ema_decay"] == 0.9
+    args.steps = 30  # resumed: the average goes on from the checkpoint's
+    train(args)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 30
+    with pytest.raises(SystemExit, match="between 0 and 1"):
+        train(build_parser().parse_args(["--data", str(data), "--out", str(tmp_path / "bad"), "--ema", "1.5",
+                                         "--device", "cpu", "--steps", "1"]))
+
+
+def test_average_lifter_means_the_weights_of_runs_from_one_start_and_refuses_others(tmp_path):
+    """``average-lifter`` writes the mean of runs' weights, loadable as any lifter, and
+    refuses runs that did not start from the same weights."""
+    import json
+
+    from engines.diffusion.denoiser import DenoiserConfig, build_denoiser
+    from engines.diffusion.weights import load_denoiser
+    from engines.training.soup import main as soup_main
+    from engines.training.train import export
+
+    config = DenoiserConfig(width=32, depth=1)
+    runs = []
+    for seed, start in ((1, "a" * 64), (2, "a" * 64), (3, "b" * 64)):
+        torch.manual_seed(seed)
+        out = tmp_path / f"run{seed}"
+        out.mkdir()
+        export(build_denoiser(config), {"config": config.to_dict(), "seed": seed,
+                                        "init": {"weights": "w.pt", "sha256": start}}, [], out, onnx=False)
+        runs.append(out / "denoiser.pt")
+    assert soup_main([str(runs[0]), str(runs[1]), "--out", str(tmp_path / "soup"), "--no-onnx"]) == 0
+    soup = load_denoiser(tmp_path / "soup" / "denoiser.pt").state_dict()
+    a, b = (load_denoiser(r).state_dict() for r in runs[:2])
+    name = next(k for k, v in soup.items() if v.dim() == 2)
+    torch.testing.assert_close(soup[name], ((a[name] + b[name]) / 2).half().float())
+    info = json.loads((tmp_path / "soup" / "denoiser.json").read_text())
+    assert [r["seed"] for r in info["soup_of"]] == [1, 2] and info["config"] == config.to_dict()
+    with pytest.raises(SystemExit, match="same weights"):
+        soup_main([str(runs[0]), str(runs[2]), "--out", str(tmp_path / "bad"), "--no-onnx"])

@@ -8,7 +8,10 @@ random diffusion time and regresses the clean target. The loss is the mean squar
 the 6D rotations and shape, plus the error of the joints the predicted pose gives through
 the body model (metres), which weights the rotations by how much they move the body.
 
-Checkpoints (``checkpoint.pt``: model, optimiser, step, generator) are written every
+With ``--ema DECAY`` an exponential moving average of the weights is kept beside them; it
+is what the probe measures (the raw weights too, as ``raw_probe_*``) and what is exported.
+
+Checkpoints (``checkpoint.pt``: model, optimiser, step, generator, average) are written every
 ``--save-every`` steps and on Ctrl-C; rerunning the command resumes. ``export`` writes the
 shipped files: ``denoiser.pt`` (weights only, loaded with ``weights_only=True``) and
 ``denoiser.json`` (network config, training settings, data hash, final losses).
@@ -215,7 +218,7 @@ def export_checkpoint(args: argparse.Namespace) -> Path:
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     meta = json.loads((out / "run.json").read_text())
     model = build_denoiser(DenoiserConfig(**meta["config"]))
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt.get("ema") or ckpt["model"])
     history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
     meta["exported_step"] = int(ckpt["step"])
     plot_history(history, out / "loss.png")
@@ -276,6 +279,7 @@ def train(args: argparse.Namespace) -> Path:
     model.to(device)
     scheduler = DDIMScheduler()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    ema = average_of(model, args.ema)
     view_cfg = ViewConfig()
     step = 0
     history: list[dict] = []
@@ -284,12 +288,15 @@ def train(args: argparse.Namespace) -> Path:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         g.set_state(ckpt["generator"].cpu())
+        if ema is not None and "ema" in ckpt:
+            ema.module.load_state_dict(ckpt["ema"])
         step = int(ckpt["step"])
         history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
         log.info("resumed from %s at step %d", ckpt_path, step)
     meta = {"data": str(args.data), "data_sha256": file_sha256(args.data), "frames": len(data),
             "config": config.to_dict(), "views": asdict(view_cfg), "batch": args.batch, "lr": args.lr,
             "steps": args.steps, "minutes": args.minutes, "timesteps": args.timesteps, "seed": args.seed,
+            "ema_decay": args.ema or None,
             "world_absent_share": args.world_absent if config.world_landmarks else None,
             "world_noise": args.world_noise if config.world_landmarks else None,
             "device": str(device), "body_model": body.name}
@@ -312,8 +319,11 @@ def train(args: argparse.Namespace) -> Path:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def save():
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "generator": g.get_state()}, out / "checkpoint.tmp")
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "generator": g.get_state()}
+        if ema is not None:
+            state["ema"] = ema.module.state_dict()
+        torch.save(state, out / "checkpoint.tmp")
         (out / "checkpoint.tmp").replace(ckpt_path)
         (out / "history.json").write_text(json.dumps(history))
 
@@ -340,6 +350,8 @@ def train(args: argparse.Namespace) -> Path:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             window.append(torch.stack([parts["loss"], parts["param"], parts["joint_mm"]]))
             if step % args.log_every == 0 or (not args.minutes and step == args.steps):
@@ -349,7 +361,9 @@ def train(args: argparse.Namespace) -> Path:
                 row = {"step": step, "lr": lr, "loss": loss_mean, "param": param_mean, "joint_mm": joint_mean,
                        "seconds": round(elapsed, 1)}
                 if probe is not None and step % args.probe_every == 0:
-                    row.update(probe(model, scheduler))
+                    row.update(probe(model if ema is None else ema.module, scheduler))
+                    if ema is not None:
+                        row.update({f"raw_{k}": v for k, v in probe(model, scheduler).items()})
                 history.append(row)
                 probe_text = "".join(f"  {k[6:]} {v:.1f}" for k, v in row.items() if k.startswith("probe_"))
                 print(f"step {step}/{args.steps if not args.minutes else '-'}  loss {loss_mean:.4f}  "
@@ -363,8 +377,20 @@ def train(args: argparse.Namespace) -> Path:
             signal.signal(s, h)
     plot_history(history, out / "loss.png")
     if args.minutes or step >= args.steps:
-        export(model.cpu(), meta, history, out, onnx=not args.no_onnx)
+        export((model if ema is None else ema.module).cpu(), meta, history, out, onnx=not args.no_onnx)
     return out
+
+
+def average_of(model: torch.nn.Module, decay: float):
+    """An exponential moving average of ``model``'s weights (``decay`` per step), or None for
+    0: it evens out the step-to-step noise of small batches, which the last weights keep."""
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise SystemExit(f"train-lifter: --ema {decay}: give a decay between 0 and 1, e.g. 0.999")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def export(model: PoseDenoiser, meta: dict, history: list[dict], out: Path, onnx: bool = True) -> None:
@@ -443,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keypoint-encoder layers (tokens)")
     p.add_argument("--width", type=int, default=DenoiserConfig.width)
     p.add_argument("--depth", type=int, default=DenoiserConfig.depth)
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999) and export it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=50)
