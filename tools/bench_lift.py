@@ -3,7 +3,11 @@
 Runtime, and ONNX Runtime with the int8 denoiser (live mode's engine on a CPU), in one run
 (this machine is noisy: compare the ratios).
 
-    python tools/bench_lift.py [--steps 4] [--samples 8] [--threads 1] [--repeat 30] [--weights W]
+    python tools/bench_lift.py [--steps 4] [--samples 8] [--threads 1] [--repeat 30] [--weights W] [--cold]
+
+``--cold`` writes through 64 MB before every timed call, so the networks' weights are no
+longer in the caches: as in the live pipeline, where the landmark network, the frames and
+the fit pass through the caches between two lifts.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,6 +35,7 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=LIFT_SAMPLES)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--cold", action="store_true", help="evict the caches before every timed call")
     p.add_argument("--weights", help="denoiser weights with their .json and .onnx (default: the bundled ones)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -38,7 +44,9 @@ def main() -> int:
     engines = {"torch": ("torch", None), "onnxruntime": ("onnxruntime", None), "int8": ("onnxruntime", "int8")}
     lifters = {name: Lifter.load(args.weights, body=body, backend=b, precision=prec, threads=args.threads, num_steps=args.steps,
                                  num_samples=args.samples) for name, (b, prec) in engines.items()}
-    print(f"lift, K={args.steps} steps, N={args.samples} samples, {args.threads} thread(s); median of {args.repeat}")
+    print(f"lift, K={args.steps} steps, N={args.samples} samples, {args.threads} thread(s); median of {args.repeat}"
+          + ("; caches evicted before each call" if args.cold else ""))
+    flush = np.ones(16 << 20, np.float32) if args.cold else None  # 64 MB: twice the last-level cache here
     print(f"{'persons':>8} {'torch ms':>9} {'ORT ms':>8} {'ORT int8 ms':>12} {'torch/ORT':>10} {'ORT/int8':>9} "
           f"{'int8 ms/person':>15}")
     for persons in (1, 8):
@@ -46,6 +54,8 @@ def main() -> int:
         times = {b: [] for b in lifters}
         for _ in range(args.repeat):
             for name, lifter in lifters.items():  # interleaved, so both see the same load
+                if flush is not None:
+                    flush += 1.0
                 t0 = time.perf_counter()
                 lifter.lift(kp)
                 times[name].append(time.perf_counter() - t0)

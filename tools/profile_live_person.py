@@ -10,6 +10,7 @@ share per person. No pipeline, no threads, no video: what the two stages cost pe
 
     python tools/profile_live_person.py [--persons 1 2 4 8] [--frames 100]
     python tools/profile_live_person.py --persons 2 --profile        # where the time goes
+    python tools/profile_live_person.py --persons 2 --parts          # the same, by named step
     python tools/profile_live_person.py --persons 3 --save out.npz   # every published body
     python tools/profile_live_person.py --persons 3 --compare out.npz  # same as a saved run?
 
@@ -77,20 +78,68 @@ def frame_of(track, index: int, persons: int):
     return Frame(index=index, image=None, capture_time=0.0, source_size=tuple(track.image_size), persons=people)
 
 
-def run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None = None, mode: str = "live"):
+#: The named steps ``--parts`` times: (label, where: "lift" the Lifter, "fit" the
+#: KeypointFitter, "body" the fit's body model, "stage" the RefineStage, or a module path,
+#: attribute). Indented labels run inside the one above them.
+PARTS = (
+    ("lift: sampler (ONNX Runtime)", "lift", "_draw"),
+    ("lift: condition", "lift", "condition"),
+    ("lift: body model (mean + samples)", "lift", "body"),
+    ("lift: translation", "engines.lifting.lifter", "solve_translation"),
+    ("lift: rotation mean", "engines.lifting.lifter", "rotation_mean"),
+    ("lift: to axis-angle", "engines.lifting.lifter", "matrix_to_axis_angle"),
+    ("fit: linearise", "fit", "_linearise"),
+    ("  pose Jacobian", "body", "pose_jacobian"),
+    ("fit: prior (ONNX Runtime)", "fit", "_prior"),
+    ("fit: energy of the step", "fit", "_outputs"),
+    ("fit: world term (both)", "engines.refinement.fitting", "add_world_term"),
+    ("fit: re-projection term (both)", "engines.refinement.fitting", "add_reprojection_term"),
+    ("fit: keypoint noise", "engines.refinement.fitting", "keypoint_noise"),
+    ("release", "stage", "_release_persons"),
+    ("  re-projection measure", "streamer.refine_stage", "measure_persons"),
+)
+
+
+def time_parts(lift, refine) -> dict[str, float]:
+    """Wrap each of :data:`PARTS` in a thread-time counter; the counters (seconds, summed
+    over calls), filled as the stages run."""
+    import importlib
+
+    owners = {"lift": lift.lifter, "fit": refine.online.refiner, "body": refine.online.refiner.body,
+              "stage": refine}
+    totals = {label: 0.0 for label, _, _ in PARTS}
+
+    def timed(label, f):
+        def wrapper(*a, **k):
+            t = time.thread_time()
+            try:
+                return f(*a, **k)
+            finally:
+                totals[label] += time.thread_time() - t
+        return wrapper
+
+    for label, where, name in PARTS:
+        owner = owners.get(where) or importlib.import_module(where)
+        setattr(owner, name, timed(label, getattr(owner, name)))
+    return totals
+
+
+def run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None = None, mode: str = "live",
+        parts: bool = False):
     """CPU ms per frame of lift and refine (medians over the measured frames), the published
     arrays of every frame, and the profile (or None). Under inference mode, as the
     pipeline runs its stages (:mod:`streamer.graph`)."""
     import torch
 
     with torch.inference_mode():
-        return _run(persons, frames, warmup, profile, precision, mode)
+        return _run(persons, frames, warmup, profile, precision, mode, parts)
 
 
-def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None, mode: str):
+def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None, mode: str, parts: bool):
     track, lift, refine = build_stages(precision, mode)
     lift.start()
     refine.start()
+    totals = time_parts(lift, refine) if parts else None
     lift_cpu, refine_cpu = [], []
     published: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
     prof = cProfile.Profile(time.thread_time) if profile else None
@@ -104,6 +153,8 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
     for i in range(frames):
         frame = frame_of(track, i, persons)
         on = prof is not None and i >= warmup
+        if totals is not None and i == warmup:
+            totals.update(dict.fromkeys(totals, 0.0))
         if on:
             prof.enable()
         c0 = time.thread_time()
@@ -121,6 +172,12 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
     for out in refine.finish():
         collect(out)
     arrays = {k: np.stack(v) for k, v in published.items()}
+    if totals is not None:
+        measured = max(frames - warmup, 1)
+        print(f"{'':7s} mean thread CPU ms per frame of each step (mean lift {1000 * statistics.mean(lift_cpu):.2f}, "
+              f"refine {1000 * statistics.mean(refine_cpu):.2f}):")
+        for label, total in totals.items():
+            print(f"{'':9s}{label:36s} {1000 * total / measured:6.3f}")
     return 1000 * statistics.median(lift_cpu), 1000 * statistics.median(refine_cpu), arrays, prof
 
 
@@ -130,6 +187,7 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--profile", action="store_true", help="print a thread-time profile of both stages")
+    p.add_argument("--parts", action="store_true", help="time the named steps of both stages (PARTS)")
     p.add_argument("--save", help="write the published arrays (one --persons value) to this .npz")
     p.add_argument("--compare", help="compare the published arrays with this .npz (from --save)")
     p.add_argument("--precision", choices=("fp32", "int8"),
@@ -146,7 +204,7 @@ def main() -> int:
           f"{'both/person':>11s}   (median thread CPU per frame)")
     status = 0
     for n in args.persons:
-        lift_ms, refine_ms, arrays, prof = run(n, args.frames, args.warmup, args.profile, args.precision, args.mode)
+        lift_ms, refine_ms, arrays, prof = run(n, args.frames, args.warmup, args.profile, args.precision, args.mode, args.parts)
         print(f"{n:7d} {lift_ms:8.2f} {refine_ms:9.2f} {lift_ms / n:11.2f} {refine_ms / n:13.2f} "
               f"{(lift_ms + refine_ms) / n:11.2f}", flush=True)
         if prof is not None:
