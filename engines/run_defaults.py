@@ -9,6 +9,9 @@ further from calibrated) and a causal fit (no look-ahead).
 LIFT_STEPS = {"live": 2, "offline": 4}  # K, DDIM steps of the lift
 LIFT_SAMPLES = 8  # N, samples per person (half of them from the mirrored view)
 REFINE_LAG = {"live": 0, "offline": 5}  # frames of look-ahead of the keypoint fit
+#: How far the keypoint fit trusts the world landmarks' shape (``FitSettings.world_weight``;
+#: ``run --world-weight``): why 0.3, in engines.refinement.fitting and docs/refinement.md.
+WORLD_WEIGHT = 0.3
 #: Live: a frame older than this (seconds from its capture) when its fit would start is not
 #: fitted (the lift's bodies go out): about three frames at 30 fps, past the latency target.
 LIVE_FIT_DEADLINE_S = 0.1

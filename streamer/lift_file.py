@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG, WORLD_WEIGHT
 
 from .errors import ConfigError, SmplstreamError
 from .motion_files import motion_arrays, write_npz_atomic
@@ -137,13 +137,15 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
                        num_steps: int | None = None, num_samples: int | None = None, batch: int = 64,
                        weights: str | None = None, refine: bool = True, refine_lag: int | None = None,
                        refine_steps: int | None = None, world_landmarks: bool = True,
-                       body_model: str | None = None, gender: str | None = None) -> dict:
+                       body_model: str | None = None, gender: str | None = None,
+                       world_weight: float | None = None) -> dict:
     """Lift every frame of a keypoint file, fit the result to the keypoints over time (unless
     ``refine`` is False), and write the motion file; returns a summary with the fit quality.
     The lifter and the fit are those of an offline ``run`` (its run plan: ``None`` takes the
     mode's default). ``body_model`` (a model file or smplx models folder, with ``gender``)
     poses the written motion on the user's SMPL, SMPL+H or SMPL-X model
-    (:mod:`streamer.output_body`)."""
+    (:mod:`streamer.output_body`). ``world_weight``: the fit's trust in the world landmarks
+    (``run --world-weight``; None: the default)."""
     from calibration.camera_file import camera_note, camera_or_assumed
     from calibration.fileio import FileFormatError
     from engines.body.body_model import BodyModel
@@ -161,7 +163,9 @@ def lift_keypoint_file(path: str | Path, out: str | Path, *, camera: str | None 
     log.info(camera_note(cam, assumed, camera))
     plan = plan_run(PlanOptions(lift_steps=num_steps, lift_samples=num_samples, refine=refine, refine_lag=refine_lag,
                                 refine_steps=refine_steps, world_landmarks=world_landmarks, weights=weights,
-                                body_model=body_model, gender=gender), "offline")
+                                body_model=body_model, gender=gender,
+                                fit_changes=None if world_weight is None else {"world_weight": world_weight}),
+                    "offline")
     body = BodyModel.load()
     output_body = build_output_body(plan, body)  # None: the bundled model
     lifter = build_lifter(plan, body)
@@ -248,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-refine", action="store_true", help="write the per-frame lifts unfitted")
     parser.add_argument("--no-world-landmarks", action="store_true",
                         help="ignore the file's world_landmarks (fit and lift from the 2D keypoints only)")
+    parser.add_argument("--world-weight", type=float, default=None, metavar="W",
+                        help=f"how far the fit trusts the world landmarks' shape (default {WORLD_WEIGHT}; as `run`)")
     parser.add_argument("--body-model", metavar="PATH", help=BODY_MODEL_HELP)
     parser.add_argument("--gender", choices=("neutral", "female", "male"), help=GENDER_HELP)
     args = parser.parse_args(argv)
@@ -257,13 +263,15 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("--refine-lag must be 0 (causal) or more frames")
     if args.refine_steps is not None and args.refine_steps < 1:
         raise ConfigError("--refine-steps must be at least 1")
+    if args.world_weight is not None and not args.world_weight >= 0:
+        raise ConfigError(f"--world-weight {args.world_weight}: give 0 (the fit ignores the landmarks) or more")
     # One thread: the fit is many small products, which a second thread only slows down.
     torch.set_num_threads(1)
     summary = lift_keypoint_file(args.keypoints, args.out, camera=args.camera, num_steps=args.steps,
                                  num_samples=args.samples, weights=args.weights, refine=not args.no_refine,
                                  refine_lag=args.refine_lag, refine_steps=args.refine_steps,
                                  world_landmarks=not args.no_world_landmarks, body_model=args.body_model,
-                                 gender=args.gender)
+                                 gender=args.gender, world_weight=args.world_weight)
     print(f"lifted {summary['lifted']} of {summary['frames']} frames"
           f"{', fitted to the keypoints' if summary['refined'] else ''} -> {summary['out']}")
     if summary["fit_table"]:

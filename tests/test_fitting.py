@@ -141,6 +141,11 @@ def test_fit_lowers_the_reprojection_of_real_keypoints(body, tmp_path):
     with np.load(tmp_path / "fit.npz") as data:
         assert data["reprojection_px"].shape == data["frame_index"].shape
         assert np.nanmedian(data["reprojection_px"]) < np.nanmedian(np.load(tmp_path / "lift.npz")["reprojection_px"])
+    # The landmarks' weight (`lift --world-weight`) reaches the fit: leaning on their metric
+    # shape moves the bodies in depth.
+    lift_keypoint_file(src, tmp_path / "heavy.npz", world_weight=1.5)
+    with np.load(tmp_path / "fit.npz") as default, np.load(tmp_path / "heavy.npz") as heavy:
+        assert np.abs(default["trans"] - heavy["trans"]).max() > 0.01
 
 
 @pytest.mark.parametrize("dof", [0.0, 4.0])

@@ -186,3 +186,19 @@ def test_a_setting_that_cannot_run_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("smplstream: error:") and "no.pt" in err[0], err
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_world_weight_reaches_the_fit_from_the_command_line(capsys):
+    """``--world-weight`` sets the fit's trust in the landmarks (default from run_defaults);
+    a negative one is refused before anything opens."""
+    from engines.run_defaults import WORLD_WEIGHT
+    from streamer.cli import build_parser, main, processing_config
+
+    def plan_of(*flags):
+        args = build_parser().parse_args(["run", "--source", CLIP, *flags])
+        return plan_run(RunConfig(source=CLIP, **processing_config(args)), "live")
+
+    assert plan_of().fit_settings().world_weight == WORLD_WEIGHT
+    assert plan_of("--world-weight", "1.5").fit_settings().world_weight == 1.5
+    assert main(["run", "--source", CLIP, "--publish", "none", "--world-weight", "-1"]) == 2
+    assert "--world-weight -1.0: give 0" in capsys.readouterr().err

@@ -40,6 +40,7 @@ from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
 from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS, ROT_DIM
 from engines.diffusion.schedule import DDIMScheduler
+from engines.run_defaults import WORLD_WEIGHT
 
 from .guided import IDENTITY_6D, CameraParams, WindowBatch
 from calibration.torch_projection import project_points
@@ -87,7 +88,7 @@ class FitSettings:
     # 0.67) the fit is 1.5 mm better at 0.3 than at 1.5; with independent per-point errors
     # 0.6 mm worse (docs/refinement.md, tenth session). The landmarks also reach the fit
     # through the lift and the prior's condition (a network that takes them).
-    world_weight: float = 0.3
+    world_weight: float = WORLD_WEIGHT
     world_sigma: float = 0.1  # metres: their error along the camera's axis
     world_lateral: float = 0.1  # weight of their across-the-image error (the 2D knows that better)
     world_robust: float = 0.3  # metres: beyond this a landmark counts as an outlier
