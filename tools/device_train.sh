@@ -9,6 +9,10 @@
 #
 # Each writes a held-out probe curve into its history; the weights come back.
 #
+# PLAN=finetune instead runs one fine-tune of the shipped weights on the whole device, as
+# the CPU stages train them (landmarks drawn by limbs, withheld from 75 % of the views, a
+# moving average of the weights): run `ft`, the candidate to evaluate and ship.
+#
 #   python -c "from engines.training.train import write_compact; write_compact('data/mocap.npz', 'data/mocap_compact.npz')"
 #   OUT=runs/device bash tools/device_train.sh      # MINUTES=7 DEVICE=cuda BATCH=4096 by default
 #
@@ -29,6 +33,12 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 common=(--data "$DATA" --device "$DEVICE" --batch "$BATCH" --minutes "$MINUTES" --probe-every "${PROBE_EVERY:-500}"
         --log-every "${LOG_EVERY:-100}" --save-every 100000 --threads 3 --no-onnx)
+if [ "${PLAN:-compare}" = finetune ]; then
+    RUN_NAMES="ft"
+    python3 -m engines.training.train "${common[@]}" --out "$RUNS/ft" --seed 91 --lr "${LR:-2.5e-4}" --init "$SHIPPED" \
+        --world-landmarks --world-absent 0.75 --world-noise limbs --ema "${EMA:-0.999}" >"$RUNS/ft.log" 2>&1 &
+else
+RUN_NAMES="mlp tokens mlp_ft mlp_wl"
 python3 -m engines.training.train "${common[@]}" --out "$RUNS/mlp" --seed 21 --lr 5e-4 >"$RUNS/mlp.log" 2>&1 &
 python3 -m engines.training.train "${common[@]}" --out "$RUNS/tokens" --seed 22 --lr 5e-4 --arch tokens \
     --width 64 --depth 3 --encoder-depth 1 >"$RUNS/tokens.log" 2>&1 &
@@ -36,8 +46,9 @@ python3 -m engines.training.train "${common[@]}" --out "$RUNS/mlp_ft" --seed 23 
     >"$RUNS/mlp_ft.log" 2>&1 &
 python3 -m engines.training.train "${common[@]}" --out "$RUNS/mlp_wl" --seed 23 --lr 2.5e-4 --init "$SHIPPED" \
     --world-landmarks >"$RUNS/mlp_wl.log" 2>&1 &
+fi
 wait
-for run in mlp tokens mlp_ft mlp_wl; do
+for run in $RUN_NAMES; do
     python3 - "$RUNS/$run" "$RUNS/$run.json" <<'PY'
 import json, sys
 run, out = sys.argv[1:]
