@@ -183,9 +183,11 @@ def test_ema_is_kept_checkpointed_probed_and_exported(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert {"probe_k4_pa_mpjpe_mm", "raw_probe_k4_pa_mpjpe_mm"} <= set(history[-1])
     assert json.loads((tmp_path / "run" / "denoiser.json").read_text())["ema_decay"] == 0.9
-    args.steps = 30  # resumed: the average goes on from the checkpoint's
+    args.steps = 30  # resumed: the average goes on from the checkpoint's, not from a copy
     train(args)
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 30
+    resumed = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert resumed["step"] == 30 and resumed["ema_updates"] == 30
+    assert not torch.allclose(resumed["ema"][name], resumed["model"][name])
     with pytest.raises(SystemExit, match="between 0 and 1"):
         train(build_parser().parse_args(["--data", str(data), "--out", str(tmp_path / "bad"), "--ema", "1.5",
                                          "--device", "cpu", "--steps", "1"]))

@@ -289,7 +289,9 @@ def train(args: argparse.Namespace) -> Path:
         opt.load_state_dict(ckpt["optimizer"])
         g.set_state(ckpt["generator"].cpu())
         if ema is not None and "ema" in ckpt:
+            # With its count: at a count of 0 the next update would copy the weights over it.
             ema.module.load_state_dict(ckpt["ema"])
+            ema.n_averaged.fill_(int(ckpt["ema_updates"]))
         step = int(ckpt["step"])
         history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
         log.info("resumed from %s at step %d", ckpt_path, step)
@@ -322,7 +324,7 @@ def train(args: argparse.Namespace) -> Path:
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                  "generator": g.get_state()}
         if ema is not None:
-            state["ema"] = ema.module.state_dict()
+            state["ema"], state["ema_updates"] = ema.module.state_dict(), int(ema.n_averaged)
         torch.save(state, out / "checkpoint.tmp")
         (out / "checkpoint.tmp").replace(ckpt_path)
         (out / "history.json").write_text(json.dumps(history))
