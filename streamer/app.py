@@ -18,6 +18,7 @@ from engines.run_plan import Mode, PlanOptions, RunPlan, plan_run, stage_backend
 from .errors import ConfigError, SmplstreamError
 from .graph import Pipeline, RunResult, Stage
 from .latency import LatencyStats, format_table
+from .option_help import check_world_weight
 from .outputs import OutputStage
 from .publisher import DEFAULT_ENDPOINT, ZmqPublisher
 from .sources import Source, open_source
@@ -141,9 +142,7 @@ def check_config(config: RunConfig) -> None:
         raise ConfigError("--refine-steps must be at least 1")
     if config.max_persons < 1:
         raise ConfigError("--max-persons must be at least 1")
-    world_weight = (config.fit_changes or {}).get("world_weight")
-    if world_weight is not None and not world_weight >= 0:
-        raise ConfigError(f"--world-weight {world_weight}: give 0 (the fit ignores the landmarks) or more")
+    check_world_weight((config.fit_changes or {}).get("world_weight"))
     if not config.reid_seconds >= 0:
         raise ConfigError("--reid-seconds must be 0 (off) or more seconds")
     if config.denoiser_precision not in (None, "fp32", "int8"):

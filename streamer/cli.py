@@ -12,11 +12,11 @@ import json
 import logging
 import sys
 
-from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG, WORLD_WEIGHT
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
 from engines.run_plan import PlanError, mode_defaults
 
 from .errors import PipelineError, SmplstreamError
-from .option_help import BODY_MODEL_HELP, GENDER_HELP
+from .option_help import BODY_MODEL_HELP, GENDER_HELP, WORLD_WEIGHT_HELP
 from .publisher import DEFAULT_ENDPOINT
 
 log = logging.getLogger("smplstream")
@@ -131,11 +131,7 @@ def add_processing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-world-landmarks", action="store_true",
                         help="ignore the landmark network's metric 3D landmarks: fit the 2D keypoints only "
                              "(and lift without them where the lifter takes them)")
-    parser.add_argument("--world-weight", type=float, default=None, metavar="W",
-                        help="how far the keypoint fit trusts the world landmarks' shape (default "
-                             f"{WORLD_WEIGHT}, measured best for the body; with one camera a higher "
-                             "weight such as 1.5 places the person in depth better at some cost to the pose: "
-                             "docs/refinement.md)")
+    parser.add_argument("--world-weight", type=float, default=None, metavar="W", help=WORLD_WEIGHT_HELP)
     parser.add_argument("--backend", default="auto", metavar="SPEC",
                         help="engine backend: auto, onnxruntime, torch, torch-compile or tensorrt for every "
                              "stage, or per stage: keypoints=torch,lift=onnxruntime (default auto: TensorRT, "

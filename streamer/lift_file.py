@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG, WORLD_WEIGHT
+from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS, REFINE_LAG
 
 from .errors import ConfigError, SmplstreamError
 from .motion_files import motion_arrays, write_npz_atomic
-from .option_help import BODY_MODEL_HELP, GENDER_HELP
+from .option_help import BODY_MODEL_HELP, GENDER_HELP, WORLD_WEIGHT_HELP, check_world_weight
 
 log = logging.getLogger("smplstream.lift")
 
@@ -252,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-refine", action="store_true", help="write the per-frame lifts unfitted")
     parser.add_argument("--no-world-landmarks", action="store_true",
                         help="ignore the file's world_landmarks (fit and lift from the 2D keypoints only)")
-    parser.add_argument("--world-weight", type=float, default=None, metavar="W",
-                        help=f"how far the fit trusts the world landmarks' shape (default {WORLD_WEIGHT}; as `run`)")
+    parser.add_argument("--world-weight", type=float, default=None, metavar="W", help=WORLD_WEIGHT_HELP)
     parser.add_argument("--body-model", metavar="PATH", help=BODY_MODEL_HELP)
     parser.add_argument("--gender", choices=("neutral", "female", "male"), help=GENDER_HELP)
     args = parser.parse_args(argv)
@@ -263,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("--refine-lag must be 0 (causal) or more frames")
     if args.refine_steps is not None and args.refine_steps < 1:
         raise ConfigError("--refine-steps must be at least 1")
-    if args.world_weight is not None and not args.world_weight >= 0:
-        raise ConfigError(f"--world-weight {args.world_weight}: give 0 (the fit ignores the landmarks) or more")
+    check_world_weight(args.world_weight)
     # One thread: the fit is many small products, which a second thread only slows down.
     torch.set_num_threads(1)
     summary = lift_keypoint_file(args.keypoints, args.out, camera=args.camera, num_steps=args.steps,

@@ -101,7 +101,7 @@ def autocorrelation(runs: list[np.ndarray], lag: int) -> float:
     return num / den
 
 
-def clip_stats(track: Path) -> int:
+def clip_stats(track: Path) -> None:
     """Bone-length error of the real world landmarks of ``track``, and its correlation over frames."""
     data = np.load(track)
     world, frames = data["world_landmarks"], data["frame_index"]
@@ -119,7 +119,6 @@ def clip_stats(track: Path) -> int:
         print(f"{i:>3}-{j:<4} {rows[-1][0]:16.1f} " + " ".join(f"{v:7.2f}" for v in rows[-1][1:]))
     med = np.median(np.array(rows), axis=0)
     print(f"{'median':>8} {med[0]:16.1f} " + " ".join(f"{v:7.2f}" for v in med[1:]))
-    return 0
 
 
 if __name__ == "__main__":

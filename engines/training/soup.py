@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, infos = average_weights(paths)
     except (ValueError, OSError) as exc:
-        raise SystemExit(f"soup: {exc}") from None
+        raise SystemExit(f"average-lifter: {exc}") from None
     meta = {k: v for k, v in infos[0].items() if k not in ("final", "weights_sha256", "spread_temperature",
                                                          "spread_temperature_fit")}
     meta["soup_of"] = [{"weights": str(p), "sha256": file_sha256(p), "seed": i.get("seed"),
