@@ -221,3 +221,36 @@ def test_average_lifter_means_the_weights_of_runs_from_one_start_and_refuses_oth
     assert [r["seed"] for r in info["soup_of"]] == [1, 2] and info["config"] == config.to_dict()
     with pytest.raises(SystemExit, match="same weights"):
         soup_main([str(runs[0]), str(runs[2]), "--out", str(tmp_path / "bad"), "--no-onnx"])
+
+
+def test_bf16_training_matches_fp32_on_the_shipped_network_and_is_refused_where_not_native(monkeypatch):
+    """The network under bf16 autocast gives the fp32 loss and gradient direction on real
+    views (the body model and losses stay fp32); without native bf16 the flag is refused."""
+    from engines.diffusion.schedule import DDIMScheduler
+    from engines.diffusion.weights import load_denoiser
+    from engines.training import train as train_module
+    from engines.training.synthetic_views import WORLD_NOISE
+
+    body = BodyModel.load()
+    model = load_denoiser(None).float().train()
+    views = make_views(body, torch.zeros(64, 72), ViewConfig(), torch.Generator().manual_seed(0))
+    results = []
+    for dtype in (None, torch.bfloat16):
+        model.zero_grad()
+        loss, parts = train_module.training_loss(model, body, DDIMScheduler(), views, torch.Generator().manual_seed(1),
+                                                 timesteps="sampler", world_noise=WORLD_NOISE["limbs"],
+                                                 matmul_dtype=dtype)
+        assert loss.dtype == torch.float32
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((loss.item(), grad))
+    (loss32, grad32), (loss16, grad16) = results
+    assert abs(loss16 - loss32) < 0.02 * loss32, (loss16, loss32)
+    assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.98
+    assert not torch.equal(grad16, grad32)  # autocast did run the network in bf16
+    cpu = torch.device("cpu")
+    assert train_module.resolve_precision("fp32", cpu) is None
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: False)
+    assert train_module.resolve_precision("auto", cpu) is None
+    with pytest.raises(SystemExit, match="no native bf16"):
+        train_module.resolve_precision("bf16", cpu)
