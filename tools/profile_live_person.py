@@ -13,11 +13,16 @@ share per person. No pipeline, no threads, no video: what the two stages cost pe
     python tools/profile_live_person.py --persons 2 --parts          # the same, by named step
     python tools/profile_live_person.py --persons 3 --save out.npz   # every published body
     python tools/profile_live_person.py --persons 3 --compare out.npz  # same as a saved run?
+    python tools/profile_live_person.py --persons 1 2 --compile-summary  # the lift's summary compiled
 
 ``--save`` / ``--compare`` check that a change to the code leaves the results as they were:
 save with the old code, compare with the new (max absolute difference of ``poses``,
 ``betas``, ``trans`` and ``joints`` of every person of every frame; exit status 1 above
-``--tolerance``). Figures: docs/performance.md.
+``--tolerance``). ``--compile-summary`` runs the lift's summary of its samples
+(:meth:`Lifter.summarise`: rotation mean, body model, translation, spread) through
+``torch.compile`` (Inductor's C++ code; needs a C++ compiler) and prints the compile time:
+how much of the lift's time is the count of small tensor operations rather than their
+work. Figures: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -84,10 +89,11 @@ def frame_of(track, index: int, persons: int):
 PARTS = (
     ("lift: sampler (ONNX Runtime)", "lift", "_draw"),
     ("lift: condition", "lift", "condition"),
-    ("lift: body model (mean + samples)", "lift", "body"),
-    ("lift: translation", "engines.lifting.lifter", "solve_translation"),
-    ("lift: rotation mean", "engines.lifting.lifter", "rotation_mean"),
-    ("lift: to axis-angle", "engines.lifting.lifter", "matrix_to_axis_angle"),
+    ("lift: summary of the samples", "lift", "summarise"),
+    ("  body model (mean + samples)", "lift", "body"),
+    ("  translation", "engines.lifting.lifter", "solve_translation"),
+    ("  rotation mean", "engines.lifting.lifter", "rotation_mean"),
+    ("  to axis-angle", "engines.lifting.lifter", "matrix_to_axis_angle"),
     ("fit: linearise", "fit", "_linearise"),
     ("  pose Jacobian", "body", "pose_jacobian"),
     ("fit: prior (ONNX Runtime)", "fit", "_prior"),
@@ -125,18 +131,27 @@ def time_parts(lift, refine) -> dict[str, float]:
 
 
 def run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None = None, mode: str = "live",
-        parts: bool = False):
+        parts: bool = False, compile_summary: bool = False):
     """CPU ms per frame of lift and refine (medians over the measured frames), the published
     arrays of every frame, and the profile (or None). Under inference mode, as the
     pipeline runs its stages (:mod:`streamer.graph`)."""
     import torch
 
     with torch.inference_mode():
-        return _run(persons, frames, warmup, profile, precision, mode, parts)
+        return _run(persons, frames, warmup, profile, precision, mode, parts, compile_summary)
 
 
-def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None, mode: str, parts: bool):
+def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None, mode: str, parts: bool,
+         compile_summary: bool):
     track, lift, refine = build_stages(precision, mode)
+    if compile_summary:
+        import torch
+
+        lift.lifter.summarise = torch.compile(lift.lifter.summarise, dynamic=True)
+        t = time.perf_counter()
+        lift.process(frame_of(track, 0, persons))  # compiles
+        lift.lifter = lift.lifter.fresh()  # its draws from the seed again, as without
+        print(f"{'':7s} torch.compile of the summary: {time.perf_counter() - t:.1f} s on the first frame")
     lift.start()
     refine.start()
     totals = time_parts(lift, refine) if parts else None
@@ -196,6 +211,8 @@ def main() -> int:
                         "quantisation step: compare code changes with fp32")
     p.add_argument("--mode", choices=("live", "offline"), default="live",
                    help="the mode whose defaults the stages take (offline: K = 4, lag 5, two iterations, fp32)")
+    p.add_argument("--compile-summary", action="store_true",
+                   help="run the lift's summary of its samples (Lifter.summarise) through torch.compile")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest difference --compare accepts")
     args = p.parse_args()
     if (args.save or args.compare) and len(args.persons) != 1:
@@ -204,7 +221,8 @@ def main() -> int:
           f"{'both/person':>11s}   (median thread CPU per frame)")
     status = 0
     for n in args.persons:
-        lift_ms, refine_ms, arrays, prof = run(n, args.frames, args.warmup, args.profile, args.precision, args.mode, args.parts)
+        lift_ms, refine_ms, arrays, prof = run(n, args.frames, args.warmup, args.profile, args.precision, args.mode, args.parts,
+                                           args.compile_summary)
         print(f"{n:7d} {lift_ms:8.2f} {refine_ms:9.2f} {lift_ms / n:11.2f} {refine_ms / n:13.2f} "
               f"{(lift_ms + refine_ms) / n:11.2f}", flush=True)
         if prof is not None:

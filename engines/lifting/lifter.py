@@ -236,15 +236,30 @@ class Lifter:
             cond = self.condition(safe, wl)
             x = self._draw(cond, N)
             R_samples = rotations_of(x)
+        poses, betas, trans, joints, poses_std, joints_std, R = self.summarise(R_samples, x[..., BETAS], safe)
+        # The samples' spread is narrower than the error (few steps commit to a mode): widened
+        # by the temperature fitted on held-out frames, it reads as a calibrated RMS error.
+        return LiftResult(poses=poses, betas=betas, trans=trans, joints=joints,
+                          poses_std=poses_std * self.spread_scale, joints_std=joints_std * self.spread_scale,
+                          valid=valid, rotations=R, condition=cond, condition_world=wl is not None)
+
+    def summarise(self, R_samples: torch.Tensor, betas_samples: torch.Tensor,
+                  keypoints: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The estimate and raw spread of N samples per person: rotations (B, N, 24, 3, 3) and
+        betas (B, N, 10), placed by ``keypoints`` (B, 33, 3). Returns axis-angle poses (B, 72),
+        betas (B, 10), translation (B, 3), joints (B, 24, 3, camera frame), the samples' RMS
+        angle (B, 24, rad) and joint spread (B, 24, m) about the estimate, and its rotations
+        (B, 24, 3, 3). Tensors only, so that it can be compiled as one function."""
+        B, N = betas_samples.shape[:2]
         R = rotation_mean(R_samples.transpose(1, 2)).contiguous()  # (B, 24, 3, 3)
-        betas = x[..., BETAS].mean(dim=1)
+        betas = betas_samples.mean(dim=1)
         # The estimate and (for the spread) every sample posed in one call: one body model
         # pass over B (N + 1) rows costs less than two.
         out = self.body(torch.cat([R, R_samples.reshape(B * N, NUM_JOINTS, 3, 3)]) if N > 1 else R,
-                        torch.cat([betas, x[..., BETAS].reshape(B * N, -1)]) if N > 1 else betas,
+                        torch.cat([betas, betas_samples.reshape(B * N, -1)]) if N > 1 else betas,
                         keypoints="blazepose33")
-        weights = safe[..., 2] * (safe[..., 2] > 0.05)
-        trans = solve_translation(out.keypoints["blazepose33"][:B], safe[..., :2], weights)
+        weights = keypoints[..., 2] * (keypoints[..., 2] > 0.05)
+        trans = solve_translation(out.keypoints["blazepose33"][:B], keypoints[..., :2], weights)
         joints = out.joints[:B] + trans[:, None]
         poses_std = geodesic_angle(R_samples, R[:, None]).pow(2).mean(dim=1).sqrt()
         if N > 1:
@@ -252,11 +267,7 @@ class Lifter:
             joints_std = (sample_joints - sample_joints.mean(1, keepdim=True)).norm(dim=-1).pow(2).mean(1).sqrt()
         else:
             joints_std = torch.zeros(B, NUM_JOINTS)
-        # The samples' spread is narrower than the error (few steps commit to a mode): widened
-        # by the temperature fitted on held-out frames, it reads as a calibrated RMS error.
-        return LiftResult(poses=matrix_to_axis_angle(R).reshape(B, -1), betas=betas, trans=trans, joints=joints,
-                          poses_std=poses_std * self.spread_scale, joints_std=joints_std * self.spread_scale,
-                          valid=valid, rotations=R, condition=cond, condition_world=wl is not None)
+        return matrix_to_axis_angle(R).reshape(B, -1), betas, trans, joints, poses_std, joints_std, R
 
 
 _MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
