@@ -230,3 +230,25 @@ def test_a_compiled_sampler_is_built_for_the_samples_each_call_sends(monkeypatch
     kp = torch.rand(2, 33, 3) * 0.2
     kp[..., 2] = 1.0
     assert lifter.lift(kp).valid.all()
+
+
+def test_the_int8_lifter_takes_its_own_spread_temperature_where_the_weights_carry_one(tmp_path, body):
+    """int8 spreads its samples differently from float32: a temperature fitted for it
+    (``evaluate-lifter --precision int8 --calibrate``) is the one its lifter publishes with;
+    without one it falls back to the float32 one."""
+    import json
+    import shutil
+
+    from engines.diffusion.weights import DEFAULT_WEIGHTS
+
+    for suffix in (".pt", ".onnx"):
+        shutil.copy(DEFAULT_WEIGHTS.with_suffix(suffix), tmp_path / f"denoiser{suffix}")
+    info = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    info["spread_temperature"] = {"2": 3.0, "4": 2.0}
+    info["spread_temperature_int8"] = {"2": 7.0}
+    (tmp_path / "denoiser.json").write_text(json.dumps(info))
+    weights = tmp_path / "denoiser.pt"
+    load = lambda **kw: Lifter.load(weights, body=body, backend="onnxruntime", **kw)  # noqa: E731
+    assert load(num_steps=2, precision="int8").spread_scale == 7.0
+    assert load(num_steps=2).spread_scale == 3.0
+    assert load(num_steps=4, precision="int8").spread_scale == 2.0

@@ -43,11 +43,22 @@ def load_denoiser(weights: str | Path | None = None) -> torch.nn.Module:
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds; all mean "not loadable"
         raise LifterWeightsError(f"{path}: cannot be loaded as plain weights ({str(exc).splitlines()[0]})") from None
     model = build_denoiser(config)
-    # Per K (steps), how much wider than the samples' spread the error is on held-out frames.
+    # Per K (steps), how much wider than the samples' spread the error is on held-out frames;
+    # the int8 denoiser spreads its samples differently, so it may carry its own.
     model.spread_temperature = {int(k): float(v) for k, v in info.get("spread_temperature", {}).items()}
+    model.spread_temperature_int8 = {int(k): float(v) for k, v in info.get("spread_temperature_int8", {}).items()}
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise LifterWeightsError(f"{path}: does not fit the network in {config_path.name} "
                                  f"({str(exc).splitlines()[0]})") from None
     return model.eval()
+
+
+def spread_temperature(model: torch.nn.Module, num_steps: int, precision: str | None = None) -> float:
+    """The factor that widens the samples' spread at ``num_steps`` K into the error expected on
+    held-out frames: the one fitted for ``precision`` (``int8``) where the weights carry it,
+    else the float32 one, else 1."""
+    if precision == "int8" and num_steps in getattr(model, "spread_temperature_int8", {}):
+        return model.spread_temperature_int8[num_steps]
+    return getattr(model, "spread_temperature", {}).get(num_steps, 1.0)

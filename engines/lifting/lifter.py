@@ -29,7 +29,7 @@ from engines.diffusion.features import condition_features, liftable
 from engines.diffusion.onnx_denoiser import OrtDenoiser
 from engines.diffusion.sampler import sample
 from engines.diffusion.schedule import DDIMScheduler
-from engines.diffusion.weights import DEFAULT_WEIGHTS, LifterWeightsError, load_denoiser
+from engines.diffusion.weights import DEFAULT_WEIGHTS, LifterWeightsError, load_denoiser, spread_temperature
 from engines.lifting.translation import solve_translation
 from engines.runtime.backends import resolve_backend
 from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS
@@ -103,7 +103,8 @@ class Lifter:
         ``mirror_half``: draw half of the N samples from the mirrored view (N even).
         ``spread_scale``: the factor by which the samples' spread is widened into the
         published ``poses_std`` and ``joints_std``; default the temperature fitted for this K
-        on held-out frames (``spread_temperature`` in the weights' JSON; 1 without one)."""
+        on held-out frames (``spread_temperature`` in the weights' JSON; 1 without one).
+        :meth:`load` takes the int8 denoiser's own where the weights carry one."""
         if num_steps < 1 or num_samples < 1:
             raise ValueError("num_steps and num_samples must be at least 1")
         self.denoiser = denoiser.eval()
@@ -165,7 +166,7 @@ class Lifter:
             # No fused graph (no `onnx` package): ONNX Runtime runs the network once per step.
             denoiser = OrtDenoiser(onnx_path, model.config, threads=threads)
         if spread_scale is None:
-            spread_scale = model.spread_temperature.get(num_steps, 1.0)
+            spread_scale = spread_temperature(model, num_steps, precision)
         return cls(denoiser, body or BodyModel.load(), num_steps=num_steps, num_samples=num_samples, seed=seed,
                    scheduler=scheduler, sampler=sampler, mirror_half=mirror_half, spread_scale=spread_scale)
 

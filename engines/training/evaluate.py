@@ -14,7 +14,8 @@ spread of the N samples compares with the actual error (is the uncertainty calib
 ``--world-landmarks`` also gives a network trained with them BlazePose-like world landmarks,
 simulated from the true points by the training error model (``WorldLandmarkNoise``).
 ``--calibrate`` fits the spread temperature per K (error / raw spread, medians) on these
-frames and writes it into the weights' JSON: run it on another ``--seed`` than the report.
+frames and writes it into the weights' JSON (with ``--precision int8``, the int8 denoiser's
+own): run it on another ``--seed`` than the report.
 The baseline is the training set's mean pose given the true global orientation and shape
 (a generous baseline: it is told the heading).
 """
@@ -108,15 +109,17 @@ KEYPOINT_CONDITIONS = {
 }
 
 
-def write_spread_temperature(weights: str | None, temperature: dict[int, float]) -> None:
-    """Store the per-K spread temperature in the weights' JSON (``spread_temperature``)."""
+def write_spread_temperature(weights: str | None, temperature: dict[int, float], precision: str = "fp32") -> None:
+    """Store the per-K spread temperature in the weights' JSON: ``spread_temperature`` for
+    the float32 denoiser, ``spread_temperature_int8`` for the int8 one."""
     from engines.diffusion.weights import DEFAULT_WEIGHTS
 
     path = Path(weights or DEFAULT_WEIGHTS).with_suffix(".json")
     info = json.loads(path.read_text())
-    info["spread_temperature"] = {str(k): round(float(v), 3) for k, v in sorted(temperature.items())}
+    key = "spread_temperature" if precision == "fp32" else f"spread_temperature_{precision}"
+    info[key] = {str(k): round(float(v), 3) for k, v in sorted(temperature.items())}
     path.write_text(json.dumps(info, indent=2))
-    print(f"wrote spread_temperature {info['spread_temperature']} to {path}")
+    print(f"wrote {key} {info[key]} to {path}")
 
 
 def lift_plan(args: argparse.Namespace, steps: int) -> RunPlan:
@@ -163,7 +166,8 @@ def evaluate(args: argparse.Namespace) -> dict:
               f"reproj {row['reprojection_px']:5.1f} px  trans {row['translation_err_m']:.3f} m  "
               f"err/spread {row['error_over_spread']:.2f}  spearman {row['spearman']:.2f}", flush=True)
     if args.calibrate:
-        write_spread_temperature(args.weights, {K: row["error_over_spread"] for K, row in report["steps"].items()})
+        write_spread_temperature(args.weights, {K: row["error_over_spread"] for K, row in report["steps"].items()},
+                                 args.precision)
     b = report["baseline_mean_pose"]
     print(f"mean-pose baseline (true heading and shape): MPJPE {b['mpjpe_mm']:.1f}  PA-MPJPE {b['pa_mpjpe_mm']:.1f} mm")
     return report
