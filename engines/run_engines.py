@@ -34,14 +34,15 @@ def build_keypoints(plan: RunPlan, fps: float = 30.0, networks: PersonKeypoints 
 
 
 def build_lifter(plan: RunPlan, body: BodyModel, *, seed: int = 0, mirror_half: bool = True,
-                 spread_scale: float | None = None) -> Lifter:
+                 spread_scale: float | None = None, antithetic: bool = True) -> Lifter:
     """The lifter as ``plan.lift`` says: its backend, precision, K and N. ``seed``,
-    ``mirror_half`` and ``spread_scale`` as for :class:`Lifter` (the evaluations vary them)."""
+    ``mirror_half``, ``spread_scale`` and ``antithetic`` as for :class:`Lifter` (the
+    evaluations vary them)."""
     try:
         return Lifter.load(plan.weights, body=body, backend=plan.lift.backend, device=plan.lift.device,
                            threads=plan.lift.threads, precision=None if plan.lift.precision == "fp32" else plan.lift.precision,
                            num_steps=plan.lift_steps, num_samples=plan.lift_samples, seed=seed, mirror_half=mirror_half,
-                           spread_scale=spread_scale)
+                           spread_scale=spread_scale, antithetic=antithetic)
     except LifterWeightsError as exc:
         raise PlanError(str(exc)) from None
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from engines.diffusion.sampler import sample
+from engines.diffusion.sampler import draw_noise, sample
 from engines.diffusion.schedule import DDIMScheduler
 from engines.runtime import backends as B
 from engines.runtime import cache as C
@@ -305,7 +305,7 @@ def test_fused_torch_loop_is_the_step_by_step_loop(denoiser, k):
     sched = DDIMScheduler()
     cond = torch.randn(3, COND, generator=torch.Generator().manual_seed(1))
     ref = sample(denoiser, sched, cond, num_steps=k, num_samples=5, generator=torch.Generator().manual_seed(2))
-    noise = torch.randn(15, 154, generator=torch.Generator().manual_seed(2)).view(3, 5, 154)
+    noise = draw_noise(3, 5, 154, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.equal(FusedSampler(denoiser, sched, k)(cond, noise), ref)
     assert [t for t, _ in ddim_plan(sched, k)] == [t for t, _ in sched.timesteps(k)]
@@ -320,8 +320,8 @@ def test_fused_onnx_loop_matches_step_by_step(denoiser, k, persons, samples):
     sched = DDIMScheduler()
     cond = torch.randn(persons, COND, generator=torch.Generator().manual_seed(1))
     ref = sample(denoiser, sched, cond, num_steps=k, num_samples=samples, generator=torch.Generator().manual_seed(3))
-    noise = torch.randn(persons * samples, 154, generator=torch.Generator().manual_seed(3))
-    got = OrtFusedSampler(DENOISER_ONNX, sched, k)(cond, noise.view(persons, samples, 154))
+    noise = draw_noise(persons, samples, 154, generator=torch.Generator().manual_seed(3))
+    got = OrtFusedSampler(DENOISER_ONNX, sched, k)(cond, noise)
     assert got.shape == ref.shape
     assert (got - ref).abs().max() < 1e-5 * ref.abs().max()
 

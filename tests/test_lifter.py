@@ -252,3 +252,31 @@ def test_the_int8_lifter_takes_its_own_spread_temperature_where_the_weights_carr
     assert load(num_steps=2, precision="int8").spread_scale == 7.0
     assert load(num_steps=2).spread_scale == 3.0
     assert load(num_steps=4, precision="int8").spread_scale == 2.0
+
+
+def test_antithetic_noise_pairs_steady_the_mean_of_the_samples(body):
+    """Pairs of opposite starting noise: the published mean of N samples scatters less from
+    one seed to the next than with independent noise (same network, same real keypoints),
+    and independent noise is exactly what ``torch.randn`` gives."""
+    from engines.diffusion.sampler import draw_noise
+
+    noise = draw_noise(2, 5, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(noise[:, 3:5], -noise[:, 0:2]) and not torch.equal(noise[:, 2], -noise[:, 2])
+    assert torch.equal(draw_noise(2, 5, 4, generator=torch.Generator().manual_seed(0), antithetic=False),
+                       torch.randn(10, 4, generator=torch.Generator().manual_seed(0)).view(2, 5, 4))
+
+    z = np.load(KEYPOINTS)
+    from calibration.camera import assumed_camera
+
+    cam = assumed_camera(*[int(v) for v in z["image_size"]])
+    frames = z["keypoints"][::40][:6]
+    kp = torch.from_numpy(cam.normalize_keypoints(frames.astype(np.float64)).astype(np.float32))
+
+    def scatter(antithetic: bool) -> float:
+        joints = torch.stack([Lifter.load(body=body, backend="torch", seed=s, antithetic=antithetic).lift(kp).joints
+                              for s in range(6)])  # (seeds, frames, 24, 3)
+        joints = joints - joints[..., :1, :]
+        return (joints - joints.mean(0)).norm(dim=-1).mean().item()
+
+    independent, paired = scatter(False), scatter(True)
+    assert paired < 0.5 * independent, (paired, independent)  # measured 1.2 against 6.4 mm

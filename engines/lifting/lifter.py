@@ -27,7 +27,7 @@ from engines.body.rotations import matrix_to_axis_angle
 from engines.diffusion.denoiser import BETAS, NUM_JOINTS, PoseDenoiser, rotations_of
 from engines.diffusion.features import condition_features, liftable
 from engines.diffusion.onnx_denoiser import OrtDenoiser
-from engines.diffusion.sampler import sample
+from engines.diffusion.sampler import draw_noise, sample
 from engines.diffusion.schedule import DDIMScheduler
 from engines.diffusion.weights import DEFAULT_WEIGHTS, LifterWeightsError, load_denoiser, spread_temperature
 from engines.lifting.translation import solve_translation
@@ -96,11 +96,14 @@ class Lifter:
 
     def __init__(self, denoiser: PoseDenoiser, body: BodyModel, *, num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES,
                  seed: int = 0, scheduler: DDIMScheduler | None = None, sampler=None,
-                 engine_info: EngineInfo | None = None, mirror_half: bool = True, spread_scale: float | None = None):
+                 engine_info: EngineInfo | None = None, mirror_half: bool = True, spread_scale: float | None = None,
+                 antithetic: bool = True):
         """``sampler``: an optional fused K-step sampler, ``(cond (B, C), noise (B, N, X)) -> (B, N, X)``
         (:mod:`engines.runtime.fused_sampler`), used instead of the step-by-step loop over
         ``denoiser``; it must have been built for ``num_steps`` and ``scheduler``.
         ``mirror_half``: draw half of the N samples from the mirrored view (N even).
+        ``antithetic``: start the samples of each view in pairs of opposite noise
+        (:func:`engines.diffusion.sampler.draw_noise`), which steadies their mean.
         ``spread_scale``: the factor by which the samples' spread is widened into the
         published ``poses_std`` and ``joints_std``; default the temperature fitted for this K
         on held-out frames (``spread_temperature`` in the weights' JSON; 1 without one).
@@ -117,6 +120,7 @@ class Lifter:
         self.num_steps = num_steps
         self.num_samples = num_samples
         self.seed = seed
+        self.antithetic = antithetic
         self.generator = torch.Generator().manual_seed(seed)
         if spread_scale is None:
             spread_scale = getattr(denoiser, "spread_temperature", {}).get(num_steps, 1.0)
@@ -133,7 +137,8 @@ class Lifter:
     def load(cls, weights: str | Path | None = None, body: BodyModel | None = None, *,
              backend: str = "auto", device: str | None = None, threads: int = 1, precision: str | None = None,
              num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES, mirror_half: bool = True,
-             seed: int = 0, spread_scale: float | None = None, scheduler: DDIMScheduler | None = None) -> "Lifter":
+             seed: int = 0, spread_scale: float | None = None, scheduler: DDIMScheduler | None = None,
+             antithetic: bool = True) -> "Lifter":
         """The denoiser from ``weights`` (default: the bundled one) and the bundled body model,
         with the sampler built for ``num_steps`` K and ``num_samples`` N (the other arguments
         as for the constructor).
@@ -168,7 +173,8 @@ class Lifter:
         if spread_scale is None:
             spread_scale = spread_temperature(model, num_steps, precision)
         return cls(denoiser, body or BodyModel.load(), num_steps=num_steps, num_samples=num_samples, seed=seed,
-                   scheduler=scheduler, sampler=sampler, mirror_half=mirror_half, spread_scale=spread_scale)
+                   scheduler=scheduler, sampler=sampler, mirror_half=mirror_half, spread_scale=spread_scale,
+                   antithetic=antithetic)
 
     def fresh(self) -> "Lifter":
         """This lifter with its random draws started again from its seed (the networks are
@@ -189,11 +195,11 @@ class Lifter:
         """``num_samples`` samples per condition row: (B, C) -> (B, N, X)."""
         if self.sampler is None:
             return sample(self.denoiser, self.scheduler, cond, num_steps=self.num_steps, num_samples=num_samples,
-                          generator=self.generator)
+                          generator=self.generator, antithetic=self.antithetic)
         # The same noise draw as sample(), so a seed gives the same result on every path.
-        noise = torch.randn(cond.shape[0] * num_samples, self.denoiser.config.x_dim, generator=self.generator,
-                            dtype=cond.dtype)
-        return self.sampler(cond, noise.view(cond.shape[0], num_samples, -1))
+        noise = draw_noise(cond.shape[0], num_samples, self.denoiser.config.x_dim, generator=self.generator,
+                           antithetic=self.antithetic, dtype=cond.dtype)
+        return self.sampler(cond, noise)
 
     @property
     def uses_world_landmarks(self) -> bool:

@@ -148,7 +148,7 @@ def evaluate(args: argparse.Namespace) -> dict:
               "baseline_mean_pose": mean_pose_baseline(body, train, views), "steps": {}}
     for K, plan in plans.items():
         lifter = build_lifter(plan, body, seed=args.seed, mirror_half=not args.no_mirror,
-                              spread_scale=1.0 if args.calibrate else None)
+                              spread_scale=1.0 if args.calibrate else None, antithetic=not args.independent_noise)
         if args.world_landmarks and not lifter.uses_world_landmarks:
             raise SystemExit("evaluate-lifter: --world-landmarks, but these weights were trained without them")
         t0 = time.perf_counter()
@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-mirror", action="store_true",
                    help="draw every sample from the view itself (default: half from its mirror image)")
+    p.add_argument("--independent-noise", action="store_true",
+                   help="start every sample from its own noise (default: pairs of opposite noise, "
+                        "engines.diffusion.sampler.draw_noise)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=8,
                    help="persons per lift call (default 8, a busy live frame's worth)")
