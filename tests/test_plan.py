@@ -12,7 +12,6 @@ import pytest
 
 from engines.run_defaults import BACKGROUND_DETECTOR_NICE, KEYPOINTS_NICE, LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG
 from streamer.app import RunConfig, processing_stages
-from streamer.errors import ConfigError
 from engines.run_plan import PlanError, plan_run
 
 CLIP = str(Path(__file__).parent / "data" / "sports2d_demo.mp4")

@@ -78,8 +78,6 @@ def _sparse_to_dense(tensor, buffer_data: np.ndarray) -> np.ndarray:
     def vec(v):
         return np.asarray(v.values) if v is not None else None
 
-    pos = [0]
-
     def walk(level: int, parent: int, prefix: tuple):
         dm = sp.dimMetadata[level]
         last = level == len(shape) - 1
