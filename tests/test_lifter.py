@@ -232,10 +232,12 @@ def test_a_compiled_sampler_is_built_for_the_samples_each_call_sends(monkeypatch
     assert lifter.lift(kp).valid.all()
 
 
-def test_the_int8_lifter_takes_its_own_spread_temperature_where_the_weights_carry_one(tmp_path, body):
-    """int8 spreads its samples differently from float32: a temperature fitted for it
-    (``evaluate-lifter --precision int8 --calibrate``) is the one its lifter publishes with;
-    without one it falls back to the float32 one."""
+def test_spread_temperatures_per_precision_and_per_row_with_or_without_world_landmarks(tmp_path, body):
+    """int8 spreads its samples differently from float32, and rows lifted from the 2D alone
+    differently from rows with the world landmarks: each takes the temperature fitted for it
+    (``evaluate-lifter [--precision int8] [--world-landmarks] --calibrate``), falling back to
+    the same precision's table with landmarks, then to float32's. In one lift call, each
+    row's published spread is its raw spread times its own temperature."""
     import json
     import shutil
 
@@ -244,14 +246,33 @@ def test_the_int8_lifter_takes_its_own_spread_temperature_where_the_weights_carr
     for suffix in (".pt", ".onnx"):
         shutil.copy(DEFAULT_WEIGHTS.with_suffix(suffix), tmp_path / f"denoiser{suffix}")
     info = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert info["config"]["world_landmarks"], "the bundled network takes the world landmarks"
+    for key in [k for k in info if k.startswith("spread_temperature")]:
+        info.pop(key)
     info["spread_temperature"] = {"2": 3.0, "4": 2.0}
+    info["spread_temperature_2d"] = {"2": 4.0}
     info["spread_temperature_int8"] = {"2": 7.0}
     (tmp_path / "denoiser.json").write_text(json.dumps(info))
     weights = tmp_path / "denoiser.pt"
     load = lambda **kw: Lifter.load(weights, body=body, backend="onnxruntime", **kw)  # noqa: E731
-    assert load(num_steps=2, precision="int8").spread_scale == 7.0
-    assert load(num_steps=2).spread_scale == 3.0
-    assert load(num_steps=4, precision="int8").spread_scale == 2.0
+    scales = lambda lifter: (lifter.spread_scale, lifter.spread_scale_2d)  # noqa: E731
+    assert scales(load(num_steps=2, precision="int8")) == (7.0, 7.0)  # no int8 table without landmarks
+    assert scales(load(num_steps=2)) == (3.0, 4.0)
+    assert scales(load(num_steps=4, precision="int8")) == (2.0, 2.0)  # no int8 table for K = 4
+    assert scales(load(num_steps=2, spread_scale=1.0)) == (1.0, 1.0)  # given: for every row
+
+    z = np.load(ROOT / "tests" / "data" / "keypoints" / "sports2d_track2_blazepose33.npz")
+    from calibration.camera import assumed_camera
+
+    cam = assumed_camera(*[int(v) for v in z["image_size"]])
+    kp = torch.from_numpy(cam.normalize_keypoints(z["keypoints"][[20, 60]].astype(np.float64)).astype(np.float32))
+    world = torch.from_numpy(z["world_landmarks"][[20, 60]].astype(np.float32))
+    world[1] = 0  # the second person without landmarks
+    raw = load(num_steps=2, spread_scale=1.0).lift(kp, world)
+    published = load(num_steps=2).lift(kp, world)  # same seed, same samples
+    ratio = published.joints_std[:, 1:] / raw.joints_std[:, 1:]
+    assert torch.allclose(ratio[0], torch.tensor(3.0), rtol=1e-4) and torch.allclose(ratio[1], torch.tensor(4.0), rtol=1e-4)
+    assert torch.allclose(published.poses_std[1] / raw.poses_std[1], torch.tensor(4.0), rtol=1e-4)
 
 
 def test_antithetic_noise_pairs_steady_the_mean_of_the_samples(body):

@@ -44,9 +44,10 @@ def load_denoiser(weights: str | Path | None = None) -> torch.nn.Module:
         raise LifterWeightsError(f"{path}: cannot be loaded as plain weights ({str(exc).splitlines()[0]})") from None
     model = build_denoiser(config)
     # Per K (steps), how much wider than the samples' spread the error is on held-out frames;
-    # the int8 denoiser spreads its samples differently, so it may carry its own.
-    model.spread_temperature = {int(k): float(v) for k, v in info.get("spread_temperature", {}).items()}
-    model.spread_temperature_int8 = {int(k): float(v) for k, v in info.get("spread_temperature_int8", {}).items()}
+    # the int8 denoiser spreads its samples differently, and a network that takes the world
+    # landmarks lifts rows without them less surely, so each may carry its own table.
+    model.spread_temperatures = {key: {int(k): float(v) for k, v in info[key].items()}
+                                 for key in TEMPERATURE_KEYS if key in info}
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -55,10 +56,27 @@ def load_denoiser(weights: str | Path | None = None) -> torch.nn.Module:
     return model.eval()
 
 
-def spread_temperature(model: torch.nn.Module, num_steps: int, precision: str | None = None) -> float:
+def temperature_key(precision: str | None = None, landmarks: bool = True) -> str:
+    """The JSON key of the spread temperatures fitted for ``precision`` (``int8``, else
+    float32) on rows lifted with (``landmarks``) or without the world landmarks: e.g.
+    ``spread_temperature``, ``spread_temperature_int8_2d``."""
+    return "spread_temperature" + ("_int8" if precision == "int8" else "") + ("" if landmarks else "_2d")
+
+
+#: Every table of spread temperatures the weights' JSON may carry.
+TEMPERATURE_KEYS = tuple(temperature_key(p, w) for p in ("fp32", "int8") for w in (True, False))
+
+
+def spread_temperature(model: torch.nn.Module, num_steps: int, precision: str | None = None,
+                       landmarks: bool = True) -> float:
     """The factor that widens the samples' spread at ``num_steps`` K into the error expected on
-    held-out frames: the one fitted for ``precision`` (``int8``) where the weights carry it,
-    else the float32 one, else 1."""
-    if precision == "int8" and num_steps in getattr(model, "spread_temperature_int8", {}):
-        return model.spread_temperature_int8[num_steps]
-    return getattr(model, "spread_temperature", {}).get(num_steps, 1.0)
+    held-out frames, for ``precision`` (``int8``, else float32) and rows lifted with
+    (``landmarks``) or without the world landmarks. The table fitted for exactly that where
+    the weights carry it; else the same precision's table with landmarks (what the weights
+    carried before the tables per condition); else the float32 one; else 1. A network
+    without the landmark condition has only the plain tables."""
+    tables = getattr(model, "spread_temperatures", {})
+    for key in dict.fromkeys((temperature_key(precision, landmarks), temperature_key(precision), temperature_key())):
+        if num_steps in tables.get(key, {}):
+            return tables[key][num_steps]
+    return 1.0

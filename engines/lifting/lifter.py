@@ -97,7 +97,7 @@ class Lifter:
     def __init__(self, denoiser: PoseDenoiser, body: BodyModel, *, num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES,
                  seed: int = 0, scheduler: DDIMScheduler | None = None, sampler=None,
                  engine_info: EngineInfo | None = None, mirror_half: bool = True, spread_scale: float | None = None,
-                 antithetic: bool = True):
+                 antithetic: bool = True, spread_scale_2d: float | None = None):
         """``sampler``: an optional fused K-step sampler, ``(cond (B, C), noise (B, N, X)) -> (B, N, X)``
         (:mod:`engines.runtime.fused_sampler`), used instead of the step-by-step loop over
         ``denoiser``; it must have been built for ``num_steps`` and ``scheduler``.
@@ -107,7 +107,10 @@ class Lifter:
         ``spread_scale``: the factor by which the samples' spread is widened into the
         published ``poses_std`` and ``joints_std``; default the temperature fitted for this K
         on held-out frames (``spread_temperature`` in the weights' JSON; 1 without one).
-        :meth:`load` takes the int8 denoiser's own where the weights carry one."""
+        ``spread_scale_2d``: the same for rows a network that takes the world landmarks lifts
+        without them (default the temperature fitted for that, else ``spread_scale``).
+        :meth:`load` takes the int8 denoiser's own where the weights carry them
+        (:func:`engines.diffusion.weights.spread_temperature`)."""
         if num_steps < 1 or num_samples < 1:
             raise ValueError("num_steps and num_samples must be at least 1")
         self.denoiser = denoiser.eval()
@@ -122,9 +125,12 @@ class Lifter:
         self.seed = seed
         self.antithetic = antithetic
         self.generator = torch.Generator().manual_seed(seed)
+        if spread_scale_2d is None:
+            spread_scale_2d = spread_scale if spread_scale is not None else \
+                spread_temperature(denoiser, num_steps, landmarks=False)
         if spread_scale is None:
-            spread_scale = getattr(denoiser, "spread_temperature", {}).get(num_steps, 1.0)
-        self.spread_scale = float(spread_scale)
+            spread_scale = spread_temperature(denoiser, num_steps)
+        self.spread_scale, self.spread_scale_2d = float(spread_scale), float(spread_scale_2d)
         self.sampler = sampler
         built_for = getattr(getattr(sampler, "info", None), "details", {}).get("K")
         if built_for is not None and built_for != num_steps:
@@ -138,7 +144,7 @@ class Lifter:
              backend: str = "auto", device: str | None = None, threads: int = 1, precision: str | None = None,
              num_steps: int = LIFT_STEPS["offline"], num_samples: int = LIFT_SAMPLES, mirror_half: bool = True,
              seed: int = 0, spread_scale: float | None = None, scheduler: DDIMScheduler | None = None,
-             antithetic: bool = True) -> "Lifter":
+             antithetic: bool = True, spread_scale_2d: float | None = None) -> "Lifter":
         """The denoiser from ``weights`` (default: the bundled one) and the bundled body model,
         with the sampler built for ``num_steps`` K and ``num_samples`` N (the other arguments
         as for the constructor).
@@ -170,11 +176,14 @@ class Lifter:
         if choice.backend == "onnxruntime" and sampler is None:
             # No fused graph (no `onnx` package): ONNX Runtime runs the network once per step.
             denoiser = OrtDenoiser(onnx_path, model.config, threads=threads)
+        if spread_scale_2d is None:
+            spread_scale_2d = spread_scale if spread_scale is not None else \
+                spread_temperature(model, num_steps, precision, landmarks=False)
         if spread_scale is None:
             spread_scale = spread_temperature(model, num_steps, precision)
         return cls(denoiser, body or BodyModel.load(), num_steps=num_steps, num_samples=num_samples, seed=seed,
                    scheduler=scheduler, sampler=sampler, mirror_half=mirror_half, spread_scale=spread_scale,
-                   antithetic=antithetic)
+                   antithetic=antithetic, spread_scale_2d=spread_scale_2d)
 
     def fresh(self) -> "Lifter":
         """This lifter with its random draws started again from its seed (the networks are
@@ -246,8 +255,12 @@ class Lifter:
         poses, betas, trans, joints, poses_std, joints_std, R = self.summarise(R_samples, x[..., BETAS], safe)
         # The samples' spread is narrower than the error (few steps commit to a mode): widened
         # by the temperature fitted on held-out frames, it reads as a calibrated RMS error.
+        # Rows lifted without the landmarks (flag 0, the condition's last column) take theirs.
+        scale = torch.full((B, 1), self.spread_scale)
+        if self.uses_world_landmarks:
+            scale = torch.where(cond[:, -1:] > 0.5, scale, torch.full_like(scale, self.spread_scale_2d))
         return LiftResult(poses=poses, betas=betas, trans=trans, joints=joints,
-                          poses_std=poses_std * self.spread_scale, joints_std=joints_std * self.spread_scale,
+                          poses_std=poses_std * scale, joints_std=joints_std * scale,
                           valid=valid, rotations=R, condition=cond, condition_world=wl is not None)
 
     def summarise(self, R_samples: torch.Tensor, betas_samples: torch.Tensor,

@@ -15,7 +15,8 @@ spread of the N samples compares with the actual error (is the uncertainty calib
 simulated from the true points by the training error model (``WorldLandmarkNoise``).
 ``--calibrate`` fits the spread temperature per K (error / raw spread, medians) on these
 frames and writes it into the weights' JSON (with ``--precision int8``, the int8 denoiser's
-own): run it on another ``--seed`` than the report.
+own; a network that takes the world landmarks, run without ``--world-landmarks``, gets the
+table of rows lifted from the 2D alone): run it on another ``--seed`` than the report.
 The baseline is the training set's mean pose given the true global orientation and shape
 (a generous baseline: it is told the heading).
 """
@@ -109,14 +110,17 @@ KEYPOINT_CONDITIONS = {
 }
 
 
-def write_spread_temperature(weights: str | None, temperature: dict[int, float], precision: str = "fp32") -> None:
-    """Store the per-K spread temperature in the weights' JSON: ``spread_temperature`` for
-    the float32 denoiser, ``spread_temperature_int8`` for the int8 one."""
-    from engines.diffusion.weights import DEFAULT_WEIGHTS
+def write_spread_temperature(weights: str | None, temperature: dict[int, float], precision: str = "fp32",
+                             landmarks: bool = True) -> None:
+    """Store the per-K spread temperature in the weights' JSON under the key of ``precision``
+    and of rows lifted with or without the world ``landmarks``
+    (:func:`engines.diffusion.weights.temperature_key`: ``spread_temperature``,
+    ``spread_temperature_2d``, ``spread_temperature_int8``, ``spread_temperature_int8_2d``)."""
+    from engines.diffusion.weights import DEFAULT_WEIGHTS, temperature_key
 
     path = Path(weights or DEFAULT_WEIGHTS).with_suffix(".json")
     info = json.loads(path.read_text())
-    key = "spread_temperature" if precision == "fp32" else f"spread_temperature_{precision}"
+    key = temperature_key(precision, landmarks)
     info[key] = {str(k): round(float(v), 3) for k, v in sorted(temperature.items())}
     path.write_text(json.dumps(info, indent=2))
     print(f"wrote {key} {info[key]} to {path}")
@@ -166,8 +170,10 @@ def evaluate(args: argparse.Namespace) -> dict:
               f"reproj {row['reprojection_px']:5.1f} px  trans {row['translation_err_m']:.3f} m  "
               f"err/spread {row['error_over_spread']:.2f}  spearman {row['spearman']:.2f}", flush=True)
     if args.calibrate:
+        # A network that takes the landmarks, lifting without them: the table for that case.
+        landmarks = args.world_landmarks or not lifter.uses_world_landmarks
         write_spread_temperature(args.weights, {K: row["error_over_spread"] for K, row in report["steps"].items()},
-                                 args.precision)
+                                 args.precision, landmarks)
     b = report["baseline_mean_pose"]
     print(f"mean-pose baseline (true heading and shape): MPJPE {b['mpjpe_mm']:.1f}  PA-MPJPE {b['pa_mpjpe_mm']:.1f} mm")
     return report

@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         model, infos = average_weights(paths)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"average-lifter: {exc}") from None
-    meta = {k: v for k, v in infos[0].items() if k not in ("final", "weights_sha256", "spread_temperature",
-                                                         "spread_temperature_fit", "spread_temperature_int8")}
+    meta = {k: v for k, v in infos[0].items()
+            if k not in ("final", "weights_sha256") and not k.startswith("spread_temperature")}
     meta["soup_of"] = [{"weights": str(p), "sha256": file_sha256(p), "seed": i.get("seed"),
                         "final": i.get("final")} for p, i in zip(paths, infos)]
     out = Path(args.out)
