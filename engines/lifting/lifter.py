@@ -125,12 +125,7 @@ class Lifter:
         self.seed = seed
         self.antithetic = antithetic
         self.generator = torch.Generator().manual_seed(seed)
-        if spread_scale_2d is None:
-            spread_scale_2d = spread_scale if spread_scale is not None else \
-                spread_temperature(denoiser, num_steps, landmarks=False)
-        if spread_scale is None:
-            spread_scale = spread_temperature(denoiser, num_steps)
-        self.spread_scale, self.spread_scale_2d = float(spread_scale), float(spread_scale_2d)
+        self.spread_scale, self.spread_scale_2d = spread_scales(denoiser, num_steps, None, spread_scale, spread_scale_2d)
         self.sampler = sampler
         built_for = getattr(getattr(sampler, "info", None), "details", {}).get("K")
         if built_for is not None and built_for != num_steps:
@@ -176,11 +171,7 @@ class Lifter:
         if choice.backend == "onnxruntime" and sampler is None:
             # No fused graph (no `onnx` package): ONNX Runtime runs the network once per step.
             denoiser = OrtDenoiser(onnx_path, model.config, threads=threads)
-        if spread_scale_2d is None:
-            spread_scale_2d = spread_scale if spread_scale is not None else \
-                spread_temperature(model, num_steps, precision, landmarks=False)
-        if spread_scale is None:
-            spread_scale = spread_temperature(model, num_steps, precision)
+        spread_scale, spread_scale_2d = spread_scales(model, num_steps, precision, spread_scale, spread_scale_2d)
         return cls(denoiser, body or BodyModel.load(), num_steps=num_steps, num_samples=num_samples, seed=seed,
                    scheduler=scheduler, sampler=sampler, mirror_half=mirror_half, spread_scale=spread_scale,
                    antithetic=antithetic, spread_scale_2d=spread_scale_2d)
@@ -288,6 +279,20 @@ class Lifter:
         else:
             joints_std = torch.zeros(B, NUM_JOINTS)
         return matrix_to_axis_angle(R).reshape(B, -1), betas, trans, joints, poses_std, joints_std, R
+
+
+def spread_scales(model, num_steps: int, precision: str | None, spread_scale: float | None,
+                  spread_scale_2d: float | None) -> tuple[float, float]:
+    """The factors for rows lifted with and without the world landmarks: those given, else
+    the temperatures ``model``'s weights carry for ``num_steps`` and ``precision``
+    (:func:`engines.diffusion.weights.spread_temperature`). One factor given alone applies
+    to both kinds of row."""
+    if spread_scale_2d is None:
+        spread_scale_2d = spread_scale if spread_scale is not None else \
+            spread_temperature(model, num_steps, precision, landmarks=False)
+    if spread_scale is None:
+        spread_scale = spread_temperature(model, num_steps, precision)
+    return float(spread_scale), float(spread_scale_2d)
 
 
 _MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
