@@ -62,6 +62,12 @@ def condition_features(keypoints: torch.Tensor, world_landmarks: torch.Tensor | 
     return torch.cat([base, wl.flatten(1), present[:, None]], dim=-1)
 
 
+def world_landmarks_given(cond: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: which rows of a (B, WORLD_COND_DIM) condition carry world landmarks (the
+    flag :func:`condition_features` appends last)."""
+    return cond[:, -1] > 0.5
+
+
 def viewing_ray_rotation(xy: torch.Tensor) -> torch.Tensor:
     """(B, 3, 3) the smallest rotation taking the optical axis (0, 0, 1) onto the ray through
     normalised image points ``xy`` (B, 2)."""

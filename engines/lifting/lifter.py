@@ -25,7 +25,7 @@ from engines.body.body_model import BodyModel
 from engines.body.joint_sets import BLAZEPOSE33_FLIP, COCO17_FROM_BLAZEPOSE33, SMPL24_FLIP
 from engines.body.rotations import matrix_to_axis_angle
 from engines.diffusion.denoiser import BETAS, NUM_JOINTS, PoseDenoiser, rotations_of
-from engines.diffusion.features import condition_features, liftable
+from engines.diffusion.features import condition_features, liftable, world_landmarks_given
 from engines.diffusion.onnx_denoiser import OrtDenoiser
 from engines.diffusion.sampler import draw_noise, sample
 from engines.diffusion.schedule import DDIMScheduler
@@ -246,10 +246,10 @@ class Lifter:
         poses, betas, trans, joints, poses_std, joints_std, R = self.summarise(R_samples, x[..., BETAS], safe)
         # The samples' spread is narrower than the error (few steps commit to a mode): widened
         # by the temperature fitted on held-out frames, it reads as a calibrated RMS error.
-        # Rows lifted without the landmarks (flag 0, the condition's last column) take theirs.
+        # Rows lifted without the landmarks take theirs.
         scale = torch.full((B, 1), self.spread_scale)
         if self.uses_world_landmarks:
-            scale = torch.where(cond[:, -1:] > 0.5, scale, torch.full_like(scale, self.spread_scale_2d))
+            scale = torch.where(world_landmarks_given(cond)[:, None], scale, torch.full_like(scale, self.spread_scale_2d))
         return LiftResult(poses=poses, betas=betas, trans=trans, joints=joints,
                           poses_std=poses_std * scale, joints_std=joints_std * scale,
                           valid=valid, rotations=R, condition=cond, condition_world=wl is not None)
