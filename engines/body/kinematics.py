@@ -30,19 +30,23 @@ def tree_levels(parents: list[int] | tuple[int, ...]) -> list[list[int]]:
 
 @tensor_cache(maxsize=16)
 def _level_plan(parents: tuple[int, ...], device: str):
-    """Index tensors for level-by-level kinematics: per level after the root, its joints and
-    the position of each one's parent within the previous level; the permutation from level
-    order back to joint order; and each joint's parent (the root's own index for the root)."""
+    """Index tensors for level-by-level kinematics: the joints in level order (root first),
+    each one's parent (the root's own index for the root), per level after the root its span
+    in level order and the position of each joint's parent within the level before it, and
+    the permutation from level order back to joint order."""
     levels = tree_levels(parents)
-    plan = []
-    for prev, level in zip(levels, levels[1:]):
-        where = {j: k for k, j in enumerate(prev)}
-        plan.append((torch.tensor(level, device=device), torch.tensor([where[parents[j]] for j in level], device=device)))
     level_order = [j for level in levels for j in level]
+    at = {j: k for k, j in enumerate(level_order)}
+    spans, start = [], 0
+    for level in levels:
+        spans.append((start, start + len(level)))
+        start += len(level)
+    plan = [((a, b), torch.tensor([at[parents[j]] - prev[0] for j in level_order[a:b]], device=device))
+            for (a, b), prev in zip(spans[1:], spans[:-1])]
     order = torch.empty(len(parents), dtype=torch.long)
     order[torch.tensor(level_order)] = torch.arange(len(parents))
-    par = torch.tensor([max(p, 0) for p in parents], device=device)
-    return plan, order.to(device), par
+    parent = torch.tensor([max(parents[j], 0) for j in level_order], device=device)
+    return torch.tensor(level_order, device=device), parent, plan, order.to(device)
 
 
 def forward_kinematics(
@@ -63,20 +67,22 @@ def forward_kinematics(
         stays at its rest position.
     """
     parents = tuple(int(p) for p in parents)
-    plan, order, par = _level_plan(parents, str(rest_joints.device))
-    offsets = rest_joints - rest_joints[:, par]  # root row: zero
-    # One batched product per tree level, each level's parents gathered from the level
-    # before it: a few dozen tensor operations for any batch (this runs inside guidance's
-    # gradient loop, where the count of operations, not their size, sets the time).
-    G, t = rotations[:, :1], rest_joints[:, :1]
-    Gs, ts = [G], [t]
-    for idx, parent_pos in plan:
-        Gp, tp = G[:, parent_pos], t[:, parent_pos]
-        G = Gp @ rotations[:, idx]
-        t = tp + (Gp @ offsets[:, idx, :, None])[..., 0]
-        Gs.append(G)
-        ts.append(t)
-    return torch.cat(Gs, dim=1)[:, order], torch.cat(ts, dim=1)[:, order]
+    level_order, parent, plan, order = _level_plan(parents, str(rest_joints.device))
+    B, J = rotations.shape[:2]
+    # Each joint's local map x -> R_j x + (J_j - J_parent) as one 4x4 matrix, in level order,
+    # so that a level is a slice and its world maps are one gather of its parents' and one
+    # batched product: a few dozen tensor operations for any batch (this runs inside the
+    # fit's every step, where the count of operations, not their size, sets the time).
+    rest = rest_joints[:, level_order]
+    offsets = rest - rest_joints[:, parent]
+    offsets[:, 0] = rest[:, 0]  # the root's map places it at its rest position
+    bottom = rotations.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(B, J, 1, 4)
+    local = torch.cat([torch.cat([rotations[:, level_order], offsets[..., None]], -1), bottom], -2)
+    world = [local[:, :1]]
+    for (a, b), parent_pos in plan:
+        world.append(world[-1][:, parent_pos] @ local[:, a:b])
+    world = torch.cat(world, dim=1)[:, order]
+    return world[..., :3, :3], world[..., :3, 3]
 
 
 def linear_blend_skinning(
