@@ -2,11 +2,14 @@
 (``engines.run_plan``), ``lift`` and the ``evaluate-*`` commands all take them from here.
 
 Live mode trades a little of what offline runs keep for speed (docs/performance.md has the
-measured costs): 2 denoising steps in the lift instead of 4 (the same joint error, a spread
-further from calibrated) and a causal fit (no look-ahead).
+measured costs): 1 denoising step in the lift instead of 4, the network's own prediction
+from each sample's noise (half the sampler's time of 2 steps, and on the live fit the same
+accuracy as 2 steps within half a millimetre either way: docs/performance.md, "One
+denoising step live"; its spread is widened by the temperature fitted for K = 1), and a
+causal fit (no look-ahead).
 """
 
-LIFT_STEPS = {"live": 2, "offline": 4}  # K, DDIM steps of the lift
+LIFT_STEPS = {"live": 1, "offline": 4}  # K, DDIM steps of the lift
 LIFT_SAMPLES = 8  # N, samples per person (half of them from the mirrored view)
 REFINE_LAG = {"live": 0, "offline": 5}  # frames of look-ahead of the keypoint fit
 #: How far the keypoint fit trusts the world landmarks' shape (``FitSettings.world_weight``;

@@ -19,7 +19,7 @@ CLIP = str(Path(__file__).parent / "data" / "sports2d_demo.mp4")
 
 def test_mode_defaults_come_from_one_place():
     live, offline = plan_run(RunConfig(source="x"), "live"), plan_run(RunConfig(source="x"), "offline")
-    assert (live.lift_steps, offline.lift_steps) == (LIFT_STEPS["live"], LIFT_STEPS["offline"]) == (2, 4)
+    assert (live.lift_steps, offline.lift_steps) == (LIFT_STEPS["live"], LIFT_STEPS["offline"]) == (1, 4)
     assert (live.refine_lag, offline.refine_lag) == (REFINE_LAG["live"], REFINE_LAG["offline"]) == (0, 5)
     assert live.lift_samples == offline.lift_samples == LIFT_SAMPLES == 8
     # The fit's budgets, as FitSettings.for_run gives them.

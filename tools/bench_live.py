@@ -7,7 +7,7 @@ the live defaults, interleaved in one run (this machine is shared: compare withi
 
 "before": the settings live mode used before the live profile (lift K = 4 steps, refinement
 2 guided steps with eager torch, float32 denoiser); "fp32": the live defaults but with the
-float32 denoiser (what int8 buys); "after": the live defaults (lift K = 2, refinement 1 step,
+float32 denoiser (what int8 buys); "after": the live defaults (lift K = 1, refinement 1 step,
 the denoiser with int8 weights on ONNX Runtime); "unfitted": the live defaults without the
 refine stage (what the keypoint fit costs). All run the current code (the source waits
 for the models, the detector runs beside the landmarks, the landmark model without its
