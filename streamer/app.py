@@ -116,7 +116,17 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engin
         stages.append(RefineStage(camera, refiner, engines.body, threads=plan.refine.threads,
                                   fit_deadline_s=plan.fit_deadline_s,
                                   use_world=plan.world_landmarks, rig=rig))
+        link_prior_calls(stages[-2], stages[-1])
     return stages
+
+
+def link_prior_calls(lift, refine) -> None:
+    """Let ``lift`` (a LiftStage) make the first denoiser call of ``refine``'s (a
+    RefineStage's) fit in its own network call, where that pays: one camera, a lifter that
+    samples step by step (live mode's one step), a fit that starts from the track's last
+    estimate. The fit still checks each prediction's input against its own."""
+    if lift.rig is None and lift.lifter.takes_riders and refine.online.warm_start:
+        lift.prior_inputs = refine.prior_inputs
 
 
 def check_config(config: RunConfig) -> None:

@@ -42,6 +42,9 @@ class LiftStage(Stage):
             self.camera_params = [CameraParams.from_camera(c) for c in ([camera] if rig is None else rig.cameras)]
         # The world landmarks go in beside the keypoints when the network was trained with them.
         self.use_world = use_world and lifter.uses_world_landmarks
+        # The refine stage's RefineStage.prior_inputs, where its fit's first denoiser call is
+        # made in this stage's network call (live; set by processing_stages), else None.
+        self.prior_inputs = None
 
     def start(self) -> None:
         torch.set_num_threads(self.threads)  # in the thread that runs the lifter
@@ -71,12 +74,17 @@ class LiftStage(Stage):
         pixels = np.stack([p.arrays["keypoints_blazepose33"] for p in persons]).astype(np.float64)
         normalised = camera.normalize_keypoints(pixels)
         world = world_rows(persons) if self.use_world else None
-        result = self.lifter.lift(torch.from_numpy(normalised.astype(np.float32)), world)
+        asked = self.prior_inputs(persons) if self.prior_inputs is not None and camera is self.camera else None
+        riders = None if asked is None else (torch.tensor(asked[0]), asked[2], torch.full((len(asked[0]),), asked[1]))
+        result = self.lifter.lift(torch.from_numpy(normalised.astype(np.float32)), world, riders)
         arrays = result.smpl_arrays()
         for i, person in enumerate(persons):
             if bool(result.valid[i]):
                 person.arrays.update({k: v[i] for k, v in arrays.items()})
                 # For the refine stage: what it would otherwise compute again.
                 person.handover["lift"] = (result.rotations[i], result.condition[i], result.condition_world)
+        if asked is not None and result.riders_x0 is not None:
+            for k, i in enumerate(asked[0]):
+                persons[i].handover["prior"] = (asked[1], asked[2][k], result.riders_x0[k])
         if self.quality is not None:
             measure_persons(self.lifter.body, camera_params, persons, self.quality)

@@ -202,9 +202,12 @@ class RefineStage(Stage):
         # keypoints (the same network with the landmarks given alike); else computed here.
         lifted = [p.handover.get("lift") for p in persons]
         dim = WORLD_COND_DIM if self.denoiser_uses_world else COND_DIM
+        # The fit's first prior prediction the lift made (prior_inputs), under that condition.
+        priors = [None] * len(persons)
         if all(h is not None and h[2] == (worlds is not None) and h[1].shape[-1] == dim for h in lifted):
             cond = torch.stack([h[1] for h in lifted])
             x = pose_vector(torch.stack([h[0] for h in lifted]), betas)
+            priors = [p.handover.get("prior") for p in persons]
         else:
             normalised = torch.from_numpy(camera.normalize_keypoints(pixels).astype(np.float32))
             cond = condition_features(normalised, worlds, world=self.denoiser_uses_world)
@@ -226,8 +229,28 @@ class RefineStage(Stage):
                                         world=None if worlds is None else worlds[i],
                                         views=None if views is None else views[i],
                                         views_world=None if views_world is None else views_world[i],
-                                        x_std=None if spread[i] is None else torch.as_tensor(spread[i], dtype=torch.float32))
+                                        x_std=None if spread[i] is None else torch.as_tensor(spread[i], dtype=torch.float32),
+                                        prior=priors[i])
                 for i, p in enumerate(persons)}
+
+    def prior_inputs(self, persons: list) -> tuple[list[int], int, torch.Tensor] | None:
+        """For the lift of the frame that comes here next: which of its ``persons``
+        (indices) continue a followed track, and the noise level and input (P, 154) of
+        their fit's first denoiser call (:meth:`OnlineRefiner.next_start`,
+        :meth:`KeypointFitter.first_prior_input`), so that the lift's network call can make
+        those predictions beside its samples (``Lifter.lift(riders=...)``) instead of the fit
+        reading the network's weights once more. None where there are none."""
+        fitter = self.online.refiner
+        if not hasattr(fitter, "first_prior_input"):
+            return None
+        rows, starts = [], []
+        for i, person in enumerate(persons):
+            start = self.online.next_start(person.track_id)
+            if start is not None:
+                rows.append(i)
+                starts.append(start)
+        made = fitter.first_prior_input(torch.stack(starts)) if rows else None
+        return None if made is None else (rows, made[0], made[1])
 
     def _release(self, step: int, frame: Frame) -> Frame:
         if self.rig is None:

@@ -61,3 +61,27 @@ def test_translation_is_recovered_from_exact_and_noisy_projections():
     weights = torch.ones(3, 24)
     weights[:, 8:] = 0  # only a third of the points seen
     torch.testing.assert_close(solve_translation(points, uv, weights), t, atol=2e-3, rtol=1e-3)
+
+
+def test_riders_are_denoised_in_the_last_call_and_leave_the_samples_as_they_were():
+    """``sample(riders=...)`` runs other rows through the network's last call beside the
+    samples: their clean predictions are the network's own, and the samples do not change."""
+    from engines.diffusion.sampler import sample
+    from engines.diffusion.schedule import DDIMScheduler
+    from engines.diffusion.weights import load_denoiser
+
+    model = load_denoiser()
+    calls = []
+    counted = lambda x, t, c: (calls.append(len(x)), model(x, t, c))[1]  # noqa: E731
+    g = torch.Generator().manual_seed(3)
+    cond = torch.randn(2, model.config.cond_dim, generator=g)
+    x_t, t = torch.randn(3, model.config.x_dim, generator=g), torch.tensor([100, 100, 50])
+    rider_cond = cond[[0, 1, 1]]
+    sched = DDIMScheduler()
+    plain = sample(model, sched, cond, num_steps=2, num_samples=4, generator=torch.Generator().manual_seed(1))
+    with_riders, x0 = sample(counted, sched, cond, num_steps=2, num_samples=4, generator=torch.Generator().manual_seed(1),
+                             x_dim=model.config.x_dim, riders=(x_t, t, rider_cond))
+    assert calls == [8, 11]  # the riders join the last step's call
+    torch.testing.assert_close(with_riders, plain, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(x0, model(x_t, t, rider_cond), atol=1e-5, rtol=0)

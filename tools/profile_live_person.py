@@ -54,7 +54,7 @@ def build_stages(precision: str | None = None, mode: str = "live"):
     from engines.body.body_model import BodyModel
     from engines.run_engines import build_lifter, build_refiner
     from engines.run_plan import plan_run
-    from streamer.app import RunConfig
+    from streamer.app import RunConfig, link_prior_calls
     from streamer.lift_file import read_keypoint_file
     from streamer.lift_stage import LiftStage
     from streamer.refine_stage import RefineStage
@@ -66,6 +66,7 @@ def build_stages(precision: str | None = None, mode: str = "live"):
     body = BodyModel.load()
     lift = LiftStage(camera, build_lifter(plan, body))
     refine = RefineStage(camera, build_refiner(plan, body), body)
+    link_prior_calls(lift, refine)
     return track, lift, refine
 
 

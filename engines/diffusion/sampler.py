@@ -31,9 +31,15 @@ def draw_noise(batch: int, num_samples: int, x_dim: int, *, generator: torch.Gen
 @torch.no_grad()
 def sample(model: torch.nn.Module, scheduler: DDIMScheduler, cond: torch.Tensor, *,
            num_steps: int = LIFT_STEPS["offline"], num_samples: int = 1, generator: torch.Generator | None = None,
-           x_dim: int | None = None, antithetic: bool = True) -> torch.Tensor:
+           x_dim: int | None = None, antithetic: bool = True,
+           riders: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
     """Draw ``num_samples`` clean samples per condition row: (B, C) -> (B, N, x_dim),
     started from :func:`draw_noise` (``antithetic`` as there).
+
+    ``riders``: other rows for the same network, ``(x_t (P, X), t (P,), cond (P, C))``,
+    denoised in the last step's call beside the samples (one pass over the network's weights
+    instead of two, where the weights, not the rows, set the time); returns ``(samples, x0
+    of the riders (P, X))`` then.
 
     Deterministic for a given ``generator`` state.
     """
@@ -42,8 +48,16 @@ def sample(model: torch.nn.Module, scheduler: DDIMScheduler, cond: torch.Tensor,
     cond_rep = cond.repeat_interleave(num_samples, dim=0)
     x = draw_noise(batch, num_samples, x_dim, generator=generator, antithetic=antithetic, dtype=cond.dtype,
                    device=cond.device).reshape(batch * num_samples, x_dim)
-    for t, t_prev in scheduler.timesteps(num_steps):
+    steps = scheduler.timesteps(num_steps)
+    riders_x0 = None
+    for i, (t, t_prev) in enumerate(steps):
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=cond.device)
-        x0 = model(x, tt, cond_rep)
+        if riders is not None and i == len(steps) - 1:
+            rows = x.shape[0]
+            out = model(torch.cat([x, riders[0]]), torch.cat([tt, riders[1].to(tt)]), torch.cat([cond_rep, riders[2]]))
+            x0, riders_x0 = out[:rows], out[rows:]
+        else:
+            x0 = model(x, tt, cond_rep)
         x = scheduler.step(x0, t, t_prev, x)
-    return x.view(batch, num_samples, x_dim)
+    samples = x.view(batch, num_samples, x_dim)
+    return samples if riders is None else (samples, riders_x0)

@@ -14,6 +14,7 @@ The camera translation is solved in closed form from the keypoints and the posed
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from engines.lifting.translation import solve_translation
 from engines.runtime.backends import resolve_backend
 from engines.run_defaults import LIFT_SAMPLES, LIFT_STEPS
 from engines.runtime.models import load_sampler
+from engines.runtime.quantize import check_int8, int8_onnx
 from engines.runtime.spec import EngineInfo
 
 log = logging.getLogger("engines.lifting")
@@ -53,6 +55,9 @@ class LiftResult:
     condition: torch.Tensor | None = None  # (B, C) the denoiser's condition of each person
     # whether world landmarks went into ``condition``
     condition_world: bool = False
+    # (P, X) the clean predictions of the rows ``lift(riders=...)`` asked for, where the
+    # lifter could denoise them in its own network call; None otherwise
+    riders_x0: torch.Tensor | None = None
 
     #: The per-person SMPL arrays a motion file or a wire message carries.
     SMPL_FIELDS = ("poses", "betas", "trans", "joints", "poses_std", "joints_std")
@@ -156,6 +161,7 @@ class Lifter:
         """
         model = load_denoiser(weights)
         onnx_path = Path(weights or DEFAULT_WEIGHTS).with_suffix(".onnx")
+        engine_info = None
         choice = resolve_backend(backend, device)
         if choice.backend == "onnxruntime" and not onnx_path.is_file():
             if backend != "auto":
@@ -169,12 +175,19 @@ class Lifter:
                                threads=threads, scheduler=scheduler, precision=precision)
         denoiser = model
         if choice.backend == "onnxruntime" and sampler is None:
-            # No fused graph (no `onnx` package): ONNX Runtime runs the network once per step.
-            denoiser = OrtDenoiser(onnx_path, model.config, threads=threads)
+            # No fused graph (one step, or no `onnx` package): ONNX Runtime runs the network
+            # once per step, with int8 weights where asked for and the `onnx` package can make them.
+            path = onnx_path
+            if check_int8(precision, choice.backend) and importlib.util.find_spec("onnx") is not None:
+                path = int8_onnx(onnx_path)
+            denoiser = OrtDenoiser(path, model.config, threads=threads)
+            precision_used = "int8" if path != onnx_path else "fp32"
+            engine_info = EngineInfo("sampler", "onnxruntime", choice.device, precision_used, threads,
+                                     source=str(path), details={"K": num_steps, "loop": "step-by-step"})
         spread_scale, spread_scale_2d = spread_scales(model, num_steps, precision, spread_scale, spread_scale_2d)
         return cls(denoiser, body or BodyModel.load(), num_steps=num_steps, num_samples=num_samples, seed=seed,
                    scheduler=scheduler, sampler=sampler, mirror_half=mirror_half, spread_scale=spread_scale,
-                   antithetic=antithetic, spread_scale_2d=spread_scale_2d)
+                   antithetic=antithetic, spread_scale_2d=spread_scale_2d, engine_info=engine_info)
 
     def fresh(self) -> "Lifter":
         """This lifter with its random draws started again from its seed (the networks are
@@ -191,15 +204,27 @@ class Lifter:
     def body_model_name(self) -> str:
         return self.body.name
 
-    def _draw(self, cond: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """``num_samples`` samples per condition row: (B, C) -> (B, N, X)."""
+    def _draw(self, cond: torch.Tensor, num_samples: int, riders=None):
+        """``num_samples`` samples per condition row: (B, C) -> (B, N, X); with ``riders``
+        (see :func:`engines.diffusion.sampler.sample`) ``(samples, riders' x0 or None)``: a
+        fused sampler takes no other rows."""
         if self.sampler is None:
             return sample(self.denoiser, self.scheduler, cond, num_steps=self.num_steps, num_samples=num_samples,
-                          generator=self.generator, antithetic=self.antithetic)
+                          generator=self.generator, antithetic=self.antithetic, riders=riders)
+        x = self._fused_draw(cond, num_samples)
+        return x if riders is None else (x, None)
+
+    def _fused_draw(self, cond: torch.Tensor, num_samples: int) -> torch.Tensor:
         # The same noise draw as sample(), so a seed gives the same result on every path.
         noise = draw_noise(cond.shape[0], num_samples, self.denoiser.config.x_dim, generator=self.generator,
                            antithetic=self.antithetic, dtype=cond.dtype)
         return self.sampler(cond, noise)
+
+    @property
+    def takes_riders(self) -> bool:
+        """Whether :meth:`lift` denoises ``riders`` in its own network call (it samples step
+        by step, not through a fused sampler)."""
+        return self.sampler is None
 
     @property
     def uses_world_landmarks(self) -> bool:
@@ -213,11 +238,18 @@ class Lifter:
 
     @torch.no_grad()
     def lift(self, keypoints: torch.Tensor | np.ndarray,
-             world_landmarks: torch.Tensor | np.ndarray | None = None) -> LiftResult:
+             world_landmarks: torch.Tensor | np.ndarray | None = None,
+             riders: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> LiftResult:
         """Lift (B, 33, 3) BlazePose or (B, 17, 3) COCO keypoints in normalised camera
         coordinates with confidences (0 = missing). ``world_landmarks`` (B, 33, 3), metres
         (BlazePose's, rows of zeros where none), go to a network trained with them and are
-        ignored otherwise."""
+        ignored otherwise.
+
+        ``riders``: ``(rows (P,), x_t (P, X), t (P,))``, other inputs of the same network
+        under the condition of persons ``rows`` (the keypoint fit's prior call, which would
+        otherwise read all the network's weights again for a row or two): where the lifter
+        samples step by step, they are denoised in its last call and their clean predictions
+        come back as ``riders_x0``."""
         kp = torch.as_tensor(keypoints, dtype=torch.float32)
         if kp.dim() != 3 or kp.shape[-1] != 3 or kp.shape[1] not in (17, 33):
             raise ValueError(f"keypoints must be (B, 33, 3) or (B, 17, 3), got {tuple(kp.shape)}")
@@ -234,14 +266,14 @@ class Lifter:
         if self.mirror_half:
             both_wl = None if wl is None else torch.cat([wl, mirror_keypoints(wl)])
             cond = self.condition(torch.cat([safe, mirror_keypoints(safe)]), both_wl)
-            x = self._draw(cond, self.samples_per_call)
+            x, riders_x0 = self._draw_with(cond, self.samples_per_call, riders)
             cond = cond[:B]
             R_samples = rotations_of(x)
             R_samples = torch.cat([R_samples[:B], mirror_rotations(R_samples[B:])], dim=1)
             x = torch.cat([x[:B], x[B:]], dim=1)  # betas are left-right symmetric: used as they are
         else:
             cond = self.condition(safe, wl)
-            x = self._draw(cond, N)
+            x, riders_x0 = self._draw_with(cond, N, riders)
             R_samples = rotations_of(x)
         poses, betas, trans, joints, poses_std, joints_std, R = self.summarise(R_samples, x[..., BETAS], safe)
         # The samples' spread is narrower than the error (few steps commit to a mode): widened
@@ -252,7 +284,16 @@ class Lifter:
             scale = torch.where(world_landmarks_given(cond)[:, None], scale, torch.full_like(scale, self.spread_scale_2d))
         return LiftResult(poses=poses, betas=betas, trans=trans, joints=joints,
                           poses_std=poses_std * scale, joints_std=joints_std * scale,
-                          valid=valid, rotations=R, condition=cond, condition_world=wl is not None)
+                          valid=valid, rotations=R, condition=cond, condition_world=wl is not None,
+                          riders_x0=riders_x0)
+
+    def _draw_with(self, cond: torch.Tensor, num_samples: int, riders) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`_draw` with ``riders`` as :meth:`lift` takes them (their condition rows
+        taken from ``cond``): ``(samples, riders' x0 or None)``."""
+        if riders is None or len(riders[0]) == 0:
+            return self._draw(cond, num_samples), None
+        rows, x_t, t = riders
+        return self._draw(cond, num_samples, (x_t, t, cond[rows]))
 
     def summarise(self, R_samples: torch.Tensor, betas_samples: torch.Tensor,
                   keypoints: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -70,6 +70,22 @@ class WindowBatch:
     # (S, 10) per window the shape its track had before a gap (NaN rows: none; None: none
     # at all): a person seen again keeps their shape (KeypointFitter; FitSettings.shape_sigma)
     shape: torch.Tensor | None = None
+    # the fit's first denoiser prediction, made beforehand for some frames (None: for none)
+    prior: "PriorGuess | None" = None
+
+
+@dataclass
+class PriorGuess:
+    """The keypoint fit's first prior prediction made beforehand, per frame of a
+    :class:`WindowBatch`: at noise level ``t`` the network's input ``x_t`` (S, T, 154) and
+    its clean prediction ``x0`` (S, T, 154); zeros where none was made. The live lift makes
+    them in its own network call (``Lifter.lift(riders=...)``); the fit takes a frame's only
+    where ``x_t`` is exactly the input it would give the network itself
+    (:meth:`engines.refinement.fitting.KeypointFitter.first_prior_input`)."""
+
+    t: int
+    x_t: torch.Tensor
+    x0: torch.Tensor
 
 
 class GuidedRefiner:

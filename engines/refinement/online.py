@@ -24,7 +24,7 @@ import torch
 from engines.diffusion.denoiser import BETAS, NUM_BETAS
 from engines.run_defaults import REFINE_LAG
 
-from .guided import CameraParams, WindowBatch
+from .guided import CameraParams, PriorGuess, WindowBatch
 
 
 T = TypeVar("T")
@@ -88,6 +88,9 @@ class Observation:
     views: torch.Tensor | None = None  # (V, 33, 3) keypoints in the rig's other cameras
     views_world: torch.Tensor | None = None  # (V, 33, 3) world landmarks seen from those cameras
     x_std: torch.Tensor | None = None  # (24,) the lift's angular spread per joint (``poses_std``)
+    # (t, x_t (154,), x0 (154,)): the fit's first prior prediction, made by the lift in its own
+    # network call from this track's estimate then (guided.PriorGuess); None: none made
+    prior: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -169,12 +172,40 @@ class OnlineRefiner:
         e = self._held.get((track_id, step))
         return None if e is None else (e.x, e.trans)
 
+    def next_start(self, track_id: int) -> torch.Tensor | None:
+        """The estimate (154,) the next frame's fit of ``track_id`` starts from when that frame
+        continues the track (a warm start from its newest frame), read before the frame's
+        :meth:`update`: the live lift prepares the fit's first prior call with it. None
+        where the next fit would start from the frame's own lift. Read from another thread,
+        it may be one frame old; the fit then sees that the prepared input is not its own."""
+        if not self.warm_start or self.last_step is None:
+            return None
+        buf = self.tracks.get(track_id)
+        if not buf or self.last_step + 1 - buf[-1].step > self.max_gap:
+            return None
+        return buf[-1].x
+
     def body(self, track_id: int, step: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The joints (24, 3) and BlazePose-33 points (33, 3), camera frame, of the body
         :meth:`estimate` gives, as the fit posed it; None where it did not (a frame added
         without a fit, or a refiner that does not say)."""
         e = self._held.get((track_id, step))
         return None if e is None or e.joints is None else (e.joints, e.points)
+
+    @staticmethod
+    def _prior_guess(entries: list, free_rows: list[list[bool]], stacked) -> PriorGuess | None:
+        """The free frames' prepared prior predictions (Observation.prior), as the batch's."""
+        flags = [f for row in free_rows for f in row]
+        made = [e.obs.prior for e, f in zip(entries, flags) if f and e is not None and e.obs.prior is not None]
+        if not made:
+            return None
+        t = made[0][0]
+
+        def part(k):
+            return stacked(lambda e: e.obs.prior[k] if e.obs.prior is not None and e.obs.prior[0] == t else None,
+                           made[0][k])
+
+        return PriorGuess(t, part(1), part(2))
 
     def _refine(self, ids: list[int], step: int, camera: CameraParams) -> None:
         bufs = [self.tracks[t] for t in ids]
@@ -215,7 +246,8 @@ class OnlineRefiner:
         if any(t in self._held_shape for t in ids):
             nan = torch.full((NUM_BETAS,), float("nan"))
             shape = torch.stack([self._held_shape.get(t, nan) for t in ids])
-        batch = WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views, views_world, x_std=x_std, shape=shape)
+        batch = WindowBatch(x, trans, cond, kp, valid, free, x_obs, world, views, views_world, x_std=x_std, shape=shape,
+                            prior=self._prior_guess(entries, free_rows, stacked))
         if not hasattr(self.refiner, "refine_bodies"):
             x_new, trans_new = self.refiner.refine(batch, camera)
             joints_new = points_new = None

@@ -180,7 +180,9 @@ def load_sampler(backend: str, device: str, model, *, weights: str | Path | None
     denoiser ``model`` (the Lifter's), or ``None`` where the step-by-step loop is used:
 
     * ``onnxruntime``: the fused graph (:func:`build_fused_onnx`) from the ``.onnx`` beside
-      ``weights``; ``None`` (step-by-step on ONNX Runtime, logged) when ``onnx`` is missing.
+      ``weights``; ``None`` (step-by-step on ONNX Runtime, logged) when ``onnx`` is missing,
+      and for one step (K = 1: there is no loop to fuse, and the one network call can then
+      take other rows beside the samples, :func:`engines.diffusion.sampler.sample`).
     * ``torch`` on cpu: ``None`` (eager step-by-step, the reference); on cuda a CUDA graph
       of the fused loop.
     * ``torch-compile``: ``torch.compile`` of the fused loop, ``mode="reduce-overhead"``
@@ -197,6 +199,8 @@ def load_sampler(backend: str, device: str, model, *, weights: str | Path | None
     weights = Path(weights or DENOISER_WEIGHTS)
     int8 = check_int8(precision, backend)
     if backend == "onnxruntime":
+        if num_steps == 1:
+            return None
         if importlib.util.find_spec("onnx") is None:
             global _warned_no_onnx
             if not _warned_no_onnx:
