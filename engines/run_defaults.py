@@ -4,8 +4,8 @@
 Live mode trades a little of what offline runs keep for speed (docs/performance.md has the
 measured costs): 1 denoising step in the lift instead of 4, the network's own prediction
 from each sample's noise (half the sampler's time of 2 steps, and on the live fit the same
-accuracy as 2 steps within half a millimetre either way: docs/performance.md, "One
-denoising step live"; its spread is widened by the temperature fitted for K = 1), and a
+accuracy as 2 steps within half a millimetre either way: docs/performance.md, "Fourteenth
+session"; its spread is widened by the temperature fitted for K = 1), and a
 causal fit (no look-ahead).
 """
 
