@@ -204,21 +204,20 @@ class Lifter:
     def body_model_name(self) -> str:
         return self.body.name
 
-    def _draw(self, cond: torch.Tensor, num_samples: int, riders=None):
-        """``num_samples`` samples per condition row: (B, C) -> (B, N, X); with ``riders``
-        (see :func:`engines.diffusion.sampler.sample`) ``(samples, riders' x0 or None)``: a
-        fused sampler takes no other rows."""
+    def _draw(self, cond: torch.Tensor, num_samples: int, riders=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``num_samples`` samples per condition row, (B, C) -> (B, N, X), and the clean
+        predictions of ``riders`` (as :meth:`lift` takes them, their conditions the rows of
+        ``cond`` they name) where the network call can take them: step by step, not through
+        a fused sampler (else None)."""
         if self.sampler is None:
-            return sample(self.denoiser, self.scheduler, cond, num_steps=self.num_steps, num_samples=num_samples,
-                          generator=self.generator, antithetic=self.antithetic, riders=riders)
-        x = self._fused_draw(cond, num_samples)
-        return x if riders is None else (x, None)
-
-    def _fused_draw(self, cond: torch.Tensor, num_samples: int) -> torch.Tensor:
+            extra = None if riders is None or len(riders[0]) == 0 else (riders[1], riders[2], cond[riders[0]])
+            out = sample(self.denoiser, self.scheduler, cond, num_steps=self.num_steps, num_samples=num_samples,
+                         generator=self.generator, antithetic=self.antithetic, riders=extra)
+            return out if extra is not None else (out, None)
         # The same noise draw as sample(), so a seed gives the same result on every path.
         noise = draw_noise(cond.shape[0], num_samples, self.denoiser.config.x_dim, generator=self.generator,
                            antithetic=self.antithetic, dtype=cond.dtype)
-        return self.sampler(cond, noise)
+        return self.sampler(cond, noise), None
 
     @property
     def takes_riders(self) -> bool:
@@ -266,14 +265,14 @@ class Lifter:
         if self.mirror_half:
             both_wl = None if wl is None else torch.cat([wl, mirror_keypoints(wl)])
             cond = self.condition(torch.cat([safe, mirror_keypoints(safe)]), both_wl)
-            x, riders_x0 = self._draw_with(cond, self.samples_per_call, riders)
+            x, riders_x0 = self._draw(cond, self.samples_per_call, riders)
             cond = cond[:B]
             R_samples = rotations_of(x)
             R_samples = torch.cat([R_samples[:B], mirror_rotations(R_samples[B:])], dim=1)
             x = torch.cat([x[:B], x[B:]], dim=1)  # betas are left-right symmetric: used as they are
         else:
             cond = self.condition(safe, wl)
-            x, riders_x0 = self._draw_with(cond, N, riders)
+            x, riders_x0 = self._draw(cond, N, riders)
             R_samples = rotations_of(x)
         poses, betas, trans, joints, poses_std, joints_std, R = self.summarise(R_samples, x[..., BETAS], safe)
         # The samples' spread is narrower than the error (few steps commit to a mode): widened
@@ -286,14 +285,6 @@ class Lifter:
                           poses_std=poses_std * scale, joints_std=joints_std * scale,
                           valid=valid, rotations=R, condition=cond, condition_world=wl is not None,
                           riders_x0=riders_x0)
-
-    def _draw_with(self, cond: torch.Tensor, num_samples: int, riders) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`_draw` with ``riders`` as :meth:`lift` takes them (their condition rows
-        taken from ``cond``): ``(samples, riders' x0 or None)``."""
-        if riders is None or len(riders[0]) == 0:
-            return self._draw(cond, num_samples), None
-        rows, x_t, t = riders
-        return self._draw(cond, num_samples, (x_t, t, cond[rows]))
 
     def summarise(self, R_samples: torch.Tensor, betas_samples: torch.Tensor,
                   keypoints: torch.Tensor) -> tuple[torch.Tensor, ...]:
