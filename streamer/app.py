@@ -123,9 +123,12 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engin
 def link_prior_calls(lift, refine) -> None:
     """Let ``lift`` (a LiftStage) make the first denoiser call of ``refine``'s (a
     RefineStage's) fit in its own network call, where that pays: one camera, a lifter that
-    samples step by step (live mode's one step), a fit that starts from the track's last
-    estimate. The fit still checks each prediction's input against its own."""
-    if lift.rig is None and lift.lifter.takes_riders and refine.online.warm_start:
+    samples step by step (live mode's one step), a keypoint fit (it says what its first call
+    takes) that starts from the track's last estimate. The fit still checks each
+    prediction's input against its own."""
+    fitter = refine.online.refiner
+    if lift.rig is None and lift.lifter.takes_riders and refine.online.warm_start and \
+            hasattr(fitter, "first_prior_input"):
         lift.prior_inputs = refine.prior_inputs
 
 

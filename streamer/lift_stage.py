@@ -74,7 +74,7 @@ class LiftStage(Stage):
         pixels = np.stack([p.arrays["keypoints_blazepose33"] for p in persons]).astype(np.float64)
         normalised = camera.normalize_keypoints(pixels)
         world = world_rows(persons) if self.use_world else None
-        asked = self.prior_inputs(persons) if self.prior_inputs is not None and camera is self.camera else None
+        asked = self.prior_inputs(persons) if self.prior_inputs is not None else None
         riders = None if asked is None else (torch.tensor(asked[0]), asked[2], torch.full((len(asked[0]),), asked[1]))
         result = self.lifter.lift(torch.from_numpy(normalised.astype(np.float32)), world, riders)
         arrays = result.smpl_arrays()

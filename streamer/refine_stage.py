@@ -240,16 +240,13 @@ class RefineStage(Stage):
         :meth:`KeypointFitter.first_prior_input`), so that the lift's network call can make
         those predictions beside its samples (``Lifter.lift(riders=...)``) instead of the fit
         reading the network's weights once more. None where there are none."""
-        fitter = self.online.refiner
-        if not hasattr(fitter, "first_prior_input"):
-            return None
         rows, starts = [], []
         for i, person in enumerate(persons):
             start = self.online.next_start(person.track_id)
             if start is not None:
                 rows.append(i)
                 starts.append(start)
-        made = fitter.first_prior_input(torch.stack(starts)) if rows else None
+        made = self.online.refiner.first_prior_input(torch.stack(starts)) if rows else None
         return None if made is None else (rows, made[0], made[1])
 
     def _release(self, step: int, frame: Frame) -> Frame:

@@ -38,7 +38,7 @@ import torch
 
 from engines.body.body_model import BodyModel
 from engines.body.rotations import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
-from engines.diffusion.denoiser import NUM_BETAS, NUM_JOINTS, ROT_DIM
+from engines.diffusion.denoiser import BETAS, NUM_BETAS, NUM_JOINTS, ROT_DIM, pose_vector, rotations_of
 from engines.diffusion.schedule import DDIMScheduler
 from engines.run_defaults import WORLD_WEIGHT
 
@@ -455,7 +455,7 @@ class KeypointFitter:
         guess = None if batch.prior is None or not times or batch.prior.t != times[0] else \
             (batch.prior.x_t[sel], batch.prior.x0[sel])
         for t_noise in times or (None,):
-            x_now = torch.cat([matrix_to_rotation_6d(R).flatten(1), b], -1)
+            x_now = pose_vector(R, b)  # as first_prior_input makes it
             x_prior = x_obs if t_noise is None else self._prior(x_now, x_obs, cond, t_noise, lift_w, guess)
             guess = None
             for _ in range(s.iters):
@@ -618,6 +618,5 @@ class KeypointFitter:
         times = self.settings.prior_times
         if self.model is None or not times or self.turn_limbs:
             return None
-        R = rotation_6d_to_matrix(x_start[:, :ROT_DIM].reshape(-1, NUM_JOINTS, 6))
-        x_now = torch.cat([matrix_to_rotation_6d(R).flatten(1), x_start[:, ROT_DIM:ROT_DIM + NUM_BETAS]], -1)
+        x_now = pose_vector(rotations_of(x_start), x_start[:, BETAS])
         return times[0], self.scheduler.invert(x_now, times[0])
