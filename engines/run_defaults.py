@@ -22,6 +22,12 @@ LIVE_FIT_DEADLINE_S = 0.1
 #: (a nice increment, Linux). Its 11 ms calls then take a core only when the landmarks, the
 #: lift and the fit leave one (measured: docs/performance.md, "The detector yields").
 BACKGROUND_DETECTOR_NICE = 10
+#: Live, with detector tiles (``--detector-tile-size``): a look at every tile is spread over
+#: this many of the background detector's regular calls (every 10th frame), each the whole
+#: frame and a quarter of the tiles, so a tiled look costs the two cores a quarter as much
+#: and a small newcomer is found within 40 frames (measured: docs/performance.md, "Fifteenth
+#: session").
+BACKGROUND_DETECTOR_SWEEP_CALLS = 4
 #: Live: how much lower the keypoints stage's threads (the landmark network's, and the
 #: detector's below them) are scheduled than the lift and the fit. With the cores contended
 #: a frame already past its keypoints is finished before the next frame's landmarks take

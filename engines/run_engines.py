@@ -29,6 +29,7 @@ def build_keypoints(plan: RunPlan, fps: float = 30.0, networks: PersonKeypoints 
                            dormant_frames=round(plan.reid_seconds * fps),
                            # Live, several people's landmarks on both cores (docs/performance.md).
                            landmark_sessions=2 if plan.mode == "live" and plan.keypoints.backend == "onnxruntime" else 1,
+                           detector_sweep_calls=plan.detector_sweep_calls,
                            detector=None if networks is None else networks.detector,
                            landmarker=None if networks is None else networks.landmarker)
 

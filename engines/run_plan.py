@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from engines.run_defaults import (BACKGROUND_DETECTOR_NICE, KEYPOINTS_NICE, LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S,
-                                   REFINE_LAG)
+from engines.run_defaults import (BACKGROUND_DETECTOR_NICE, BACKGROUND_DETECTOR_SWEEP_CALLS, KEYPOINTS_NICE,
+                                   LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG)
 
 Mode = Literal["live", "offline"]
 
@@ -120,6 +120,7 @@ class RunPlan:
     output_frame: str = "camera"  # camera, head or world (streamer.output_frame)
     fit_deadline_s: float | None = None  # live: frames this late are not fitted; None: all are
     detector_nice: int = 0  # live: the background detector's thread this many nice levels lower
+    detector_sweep_calls: int = 1  # live: a look at every detector tile spread over this many calls
     keypoints_nice: int = 0  # live: the keypoints stage's threads this many levels below lift and fit
 
     def fit_settings(self):
@@ -144,6 +145,8 @@ class RunPlan:
         lines = [f"mode {self.mode}",
                  f"keypoints: {engine(self.keypoints)}; at most {self.max_persons} persons"
                  + (f", detector tiles of {self.detector_tile_size} px" if self.detector_tile_size else "")
+                 + (f" (each look at them spread over {self.detector_sweep_calls} calls)"
+                    if self.detector_tile_size and self.detector_sweep_calls > 1 else "")
                  + f", lost ids kept {self.reid_seconds:g} s" + background]
         if self.lift is not None:
             lines.append(f"lift: {engine(self.lift)}; K = {self.lift_steps} steps, N = {self.lift_samples} samples"
@@ -232,6 +235,7 @@ def plan_run(config: PlanOptions, mode: Mode) -> RunPlan:
                    fit_changes=changes if refine_on else (), output_frame=config.output_frame,
                    fit_deadline_s=LIVE_FIT_DEADLINE_S if live and refine_on else None,
                    detector_nice=BACKGROUND_DETECTOR_NICE if live and perception else 0,
+                   detector_sweep_calls=BACKGROUND_DETECTOR_SWEEP_CALLS if live and perception else 1,
                    keypoints_nice=KEYPOINTS_NICE if live and perception else 0)
 
 

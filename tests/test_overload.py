@@ -16,9 +16,10 @@ CLIP = ROOT / "tests" / "data" / "sports2d_demo.mp4"
 TRACK = ROOT / "tests" / "data" / "keypoints" / "sports2d_track2_blazepose33.npz"
 
 
-def _two_sizes() -> tuple[np.ndarray, float]:
+def _two_sizes(small_one: bool = True) -> tuple[np.ndarray, float]:
     """The clip's walker pasted twice over its empty background: small on the left (0.6),
-    full size on the right; returns the image and the x of the large copy's centre."""
+    full size on the right; returns the image and the x of the large copy's centre.
+    ``small_one=False``: the large copy alone."""
     from streamer.synthetic_source import (BACKGROUND_FRAME, CLEAR_FROM_X, PERSON_BOX, PERSON_FRAME,
                                            _clip_frames)
 
@@ -30,7 +31,8 @@ def _two_sizes() -> tuple[np.ndarray, float]:
     small = cv2.resize(person, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
     H = image.shape[0]
     sh, sw = small.shape[:2]
-    image[H - sh - 40:H - 40, 150:150 + sw] = small
+    if small_one:
+        image[H - sh - 40:H - 40, 150:150 + sw] = small
     ph, pw = person.shape[:2]
     bx = 900
     image[H - ph - 20:H - 20, bx:bx + pw] = person[:, ::-1]
@@ -52,6 +54,48 @@ def test_max_persons_follows_the_largest_and_counts_who_was_left_out():
     assert abs(centre - big_x) < 100, f"followed the person at x {centre:.0f}, the large one is at {big_x:.0f}"
     # The first frame found both and had room for one; after that the detector rests.
     assert one.persons_left_out >= 1 and one.frames_over_cap >= 1
+
+
+def test_a_tiled_look_is_spread_over_the_background_detectors_calls():
+    """Live, with detector tiles, each background call looks at the whole frame and the next
+    quarter of the tiles: a newcomer only a tile finds (the small copy) joins within one
+    sweep of four calls, and no call costs more than 1 + a quarter of the tiles' runs."""
+    alone, _ = _two_sizes(small_one=False)
+    both, _ = _two_sizes()
+    pk = PersonKeypoints(detect_every=1, detector_tile_size=400, max_persons=2, background_detection=True,
+                         detector_sweep_calls=4)
+    tiles = pk.detector.tiles(both.shape[1], both.shape[0])
+    assert len(tiles) >= 8
+    share = -(-len(tiles) // 4)
+    runs: list[int] = []  # network runs of each background call
+    seen: list[tuple] = []  # the tiles looked at, in order
+    detect_in = pk.detector.detect_in
+
+    def counted(image, tiles):
+        runs.append(1 + len(tiles))
+        seen.extend(tiles)
+        return detect_in(image, tiles)
+
+    pk.detector.detect_in = counted
+    try:
+        found = pk.process(alone, 0)  # nobody followed yet: a whole look, in line, finds the large copy
+        assert runs == [1 + len(tiles)]
+        runs.clear(), seen.clear()
+        found = pk.process(alone, 1)
+        pk._background._pending.result()
+        assert len(found) == 1
+        joined = None
+        for i in range(2, 14):
+            found = pk.process(both, i)
+            if len(found) == 2:
+                joined = len(runs)
+                break
+            pk._background._pending.result()  # let each call finish before the next frame
+    finally:
+        pk.close()
+    assert runs and max(runs) == 1 + share, runs
+    assert set(seen[: len(tiles)]) == set(tiles)  # a sweep looks at every tile once
+    assert joined is not None and joined <= 4 + 2, f"the small newcomer joined after {joined} calls"
 
 
 def _stages(deadline: float | None):

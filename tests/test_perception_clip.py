@@ -111,7 +111,8 @@ def test_background_detection_follows_the_same_people(clip_results):
     pk = PersonKeypoints(detect_every=5, background_detection=True, background_nice=3)
     threads = set()
     nice: dict[str, int] = {}  # each calling thread's scheduling priority
-    detect, detect_single = pk.detector.__call__, pk.detector.detect_single
+    detect, detect_single, detect_in = pk.detector.__call__, pk.detector.detect_single, pk.detector.detect_in
+    tiles = pk.detector.tiles
 
     def record():
         threads.add(threading.current_thread().name)
@@ -126,6 +127,13 @@ def test_background_detection_follows_the_same_people(clip_results):
         def detect_single(self, image):
             record()
             return detect_single(image)
+
+        def detect_in(self, image, tiles):
+            record()
+            return detect_in(image, tiles)
+
+        def tiles(self, width, height):
+            return tiles(width, height)
 
     pk.detector = Spy()
     try:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.run_defaults import BACKGROUND_DETECTOR_NICE, KEYPOINTS_NICE, LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG
+from engines.run_defaults import (BACKGROUND_DETECTOR_NICE, BACKGROUND_DETECTOR_SWEEP_CALLS, KEYPOINTS_NICE, LIFT_SAMPLES,
+                                  LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG)
 from streamer.app import RunConfig, processing_stages
 from engines.run_plan import PlanError, plan_run
 
@@ -27,6 +28,10 @@ def test_mode_defaults_come_from_one_place():
     assert (offline.refine_iters, offline.refine_prior_times) == (2, (100, 50))
     assert live.background_detection and not offline.background_detection
     assert (live.detector_nice, offline.detector_nice) == (BACKGROUND_DETECTOR_NICE, 0) == (10, 0)
+    # Live, a look at every detector tile is spread over several background calls.
+    assert (live.detector_sweep_calls, offline.detector_sweep_calls) == (BACKGROUND_DETECTOR_SWEEP_CALLS, 1) == (4, 1)
+    tiled = plan_run(RunConfig(source="x", detector_tile_size=400), "live").describe()
+    assert "detector tiles of 400 px (each look at them spread over 4 calls)" in tiled
     # Live, the keypoints of the next frame give way to the lift and fit of the frame in flight.
     assert (live.keypoints_nice, offline.keypoints_nice) == (KEYPOINTS_NICE, 0) == (10, 0)
     assert "nice +10 (below lift and fit)" in live.describe() and "nice" not in offline.describe()

@@ -306,12 +306,17 @@ class PoseDetector:
             out.append(PoseDetection(score, box_px.reshape(4).astype(np.float32), kp_px.astype(np.float32)))
         return out
 
-    def __call__(self, image_rgb: np.ndarray) -> list[PoseDetection]:
-        """Detect people in an RGB uint8 frame; returns detections best first, in image pixels."""
+    def tiles(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """The tiles (x0, y0, x1, y1) a full look at a width x height frame adds to the whole
+        frame's view (none without ``tile_size``)."""
+        return tile_grid(width, height, self.tile_size, self.tile_overlap) if self.tile_size else []
+
+    def detect_in(self, image_rgb: np.ndarray, tiles: Sequence[tuple[int, int, int, int]]) -> list[PoseDetection]:
+        """Detect people in the whole frame and in ``tiles`` of it (one network run each),
+        merged; best first, image pixels."""
         dets = self.detect_single(image_rgb)
-        if self.tile_size:
-            h, w = image_rgb.shape[:2]
-            for x0, y0, x1, y1 in tile_grid(w, h, self.tile_size, self.tile_overlap):
+        if len(tiles):
+            for x0, y0, x1, y1 in tiles:
                 for d in self.detect_single(np.ascontiguousarray(image_rgb[y0:y1, x0:x1])):
                     d.face_box += np.array([x0, y0, x0, y0], np.float32)
                     d.keypoints += np.array([x0, y0], np.float32)
@@ -319,6 +324,12 @@ class PoseDetector:
             dets = suppress_duplicates(dets, self.nms_iou)
         dets.sort(key=lambda d: -d.score)
         return dets[: self.max_detections]
+
+    def __call__(self, image_rgb: np.ndarray) -> list[PoseDetection]:
+        """Detect people in an RGB uint8 frame (the whole frame and every tile); returns
+        detections best first, in image pixels."""
+        h, w = image_rgb.shape[:2]
+        return self.detect_in(image_rgb, self.tiles(w, h))
 
 
 def tile_grid(width: int, height: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
