@@ -50,6 +50,29 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     return eye + a * K + b * (K @ K)
 
 
+def _shepperd_map() -> tuple[torch.Tensor, torch.Tensor]:
+    """``(C (9, 16), c (16,))``: Shepperd's four candidate quaternions of a rotation matrix
+    as one affine map of its 9 entries (row-major), ``m @ C + c`` = (4, 4) whose row k is
+    4 |q_k| (w, x, y, z) by the formulas that divide by q_k, and whose diagonal is
+    4 q_k^2 = 1 +- m00 +- m11 +- m22. One matrix product instead of a few dozen small
+    operations (this runs on every live frame)."""
+    C, c = torch.zeros(9, 4, 4, dtype=torch.float64), torch.zeros(4, 4, dtype=torch.float64)
+    for k, signs in enumerate(((1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1))):
+        c[k, k] = 1.0
+        for i, sign in enumerate(signs):
+            C[4 * i, k, k] = sign  # m_ii sits at 3 i + i
+    # (row, column) pairs of the 4x4 and the entries they add: m_ab - m_ba or m_ab + m_ba.
+    for (r, q), (a, b), sign in (((0, 1), (2, 1), -1), ((0, 2), (0, 2), -1), ((0, 3), (1, 0), -1),
+                                 ((1, 2), (1, 0), 1), ((1, 3), (0, 2), 1), ((2, 3), (1, 2), 1)):
+        for row, col in ((r, q), (q, r)):
+            C[3 * a + b, row, col] += 1.0
+            C[3 * b + a, row, col] += sign
+    return C.reshape(9, 16), c.reshape(16)
+
+
+_SHEPPERD = _shepperd_map()
+
+
 def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
     """Axis-angle vectors (..., 3) with angle in [0, pi] from rotation matrices (..., 3, 3).
 
@@ -57,34 +80,13 @@ def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
     standard formulas (Shepperd's method), so it is accurate for every angle, including
     0 and pi.
     """
-    m = matrix
-    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
-    # 4 * |q_i|^2 for (w, x, y, z); the largest one is divided by.
-    q_abs_sq = torch.stack(
-        [1.0 + m00 + m11 + m22, 1.0 + m00 - m11 - m22, 1.0 - m00 + m11 - m22, 1.0 - m00 - m11 + m22],
-        dim=-1,
-    )
-    # sqrt of the positive part, with a zero (not infinite) gradient at 0.
-    positive = q_abs_sq > 0
-    q_abs = torch.where(positive, torch.where(positive, q_abs_sq, torch.ones_like(q_abs_sq)).sqrt(), torch.zeros_like(q_abs_sq))
-    m21_12 = m[..., 2, 1] - m[..., 1, 2]
-    m02_20 = m[..., 0, 2] - m[..., 2, 0]
-    m10_01 = m[..., 1, 0] - m[..., 0, 1]
-    m10p01 = m[..., 1, 0] + m[..., 0, 1]
-    m02p20 = m[..., 0, 2] + m[..., 2, 0]
-    m12p21 = m[..., 1, 2] + m[..., 2, 1]
-    # Row k: 2 * |q_k| * q, computed from the formulas that divide by q_k.
-    cands = torch.stack(
-        [
-            torch.stack([q_abs_sq[..., 0], m21_12, m02_20, m10_01], -1),
-            torch.stack([m21_12, q_abs_sq[..., 1], m10p01, m02p20], -1),
-            torch.stack([m02_20, m10p01, q_abs_sq[..., 2], m12p21], -1),
-            torch.stack([m10_01, m02p20, m12p21, q_abs_sq[..., 3]], -1),
-        ],
-        dim=-2,
-    )
-    cands = cands / (2.0 * q_abs[..., None].clamp_min(0.1))
-    best = q_abs.argmax(-1)
+    C, c = _SHEPPERD
+    if C.dtype != matrix.dtype or C.device != matrix.device:
+        C, c = C.to(matrix), c.to(matrix)
+    cands = (matrix.reshape(*matrix.shape[:-2], 9) @ C + c).unflatten(-1, (4, 4))
+    # The row with the largest |q_k| (>= 1/2: the four squares sum to 1); its scale 4 |q_k| > 0
+    # goes with the normalisation.
+    best = cands.diagonal(dim1=-2, dim2=-1).argmax(-1)
     q = torch.gather(cands, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
     q = q / q.norm(dim=-1, keepdim=True)
     # Canonical sign w >= 0 gives angles in [0, pi].

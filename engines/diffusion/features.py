@@ -29,10 +29,10 @@ MIN_CONFIDENCE = 0.05
 
 def person_box(points: torch.Tensor, conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Centre (B, 2) and side length (B,) of the square box around the confident points."""
-    valid = conf > MIN_CONFIDENCE
+    hidden = (conf <= MIN_CONFIDENCE)[..., None]
     big = torch.finfo(points.dtype).max
-    lo = torch.where(valid[..., None], points, torch.full_like(points, big)).amin(dim=1)
-    hi = torch.where(valid[..., None], points, torch.full_like(points, -big)).amax(dim=1)
+    lo = points.masked_fill(hidden, big).amin(dim=1)
+    hi = points.masked_fill(hidden, -big).amax(dim=1)
     centre = (lo + hi) / 2
     size = (hi - lo).amax(dim=-1) * BOX_MARGIN
     return centre, size.clamp(min=1e-3)
@@ -71,14 +71,14 @@ def world_landmarks_given(cond: torch.Tensor) -> torch.Tensor:
 def viewing_ray_rotation(xy: torch.Tensor) -> torch.Tensor:
     """(B, 3, 3) the smallest rotation taking the optical axis (0, 0, 1) onto the ray through
     normalised image points ``xy`` (B, 2)."""
+    # Rodrigues for the turn of a onto b (unit): R = c I + [v]x + v v^T / (1 + c) with
+    # v = a x b = (-b_y, b_x, 0) and c = a . b = b_z > 0 (a ray through the image).
     r = torch.cat([xy, torch.ones_like(xy[:, :1])], dim=-1)
     r = r / r.norm(dim=-1, keepdim=True)
-    axis = torch.stack([-r[:, 1], r[:, 0], torch.zeros_like(r[:, 0])], dim=-1)  # z x r
-    s2 = axis.pow(2).sum(-1).clamp(min=1e-12)
-    K = torch.zeros(xy.shape[0], 3, 3, dtype=xy.dtype, device=xy.device)
-    K[:, 0, 2], K[:, 1, 2], K[:, 2, 0], K[:, 2, 1] = axis[:, 1], -axis[:, 0], -axis[:, 1], axis[:, 0]
-    eye = torch.eye(3, dtype=xy.dtype, device=xy.device).expand_as(K)
-    return eye + K + K @ K * ((1 - r[:, 2]) / s2)[:, None, None]
+    vx, vy, c = -r[:, 1], r[:, 0], r[:, 2]
+    k = 1.0 / (1.0 + c)
+    vxy = vx * vy * k
+    return torch.stack([c + vx * vx * k, vxy, vy, vxy, c + vy * vy * k, -vx, -vy, vx, c], -1).view(-1, 3, 3)
 
 
 def person_ray(keypoints: torch.Tensor) -> torch.Tensor:

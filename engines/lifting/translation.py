@@ -28,38 +28,44 @@ def solve_translation(points3d: torch.Tensor, points2d: torch.Tensor, weights: t
     ``robust_scale`` is the Geman-McClure scale as a fraction of the 2D extent of the
     points; ``robust_iterations = 0`` gives the plain weighted least squares.
     """
-    t = _weighted_solve(points3d, points2d, weights, depth_prior, prior_weight, min_depth)
+    rows = _normal_equation_rows(points3d, points2d)
+    t = _weighted_solve(rows, weights, depth_prior, prior_weight, min_depth)
     if robust_iterations:
         seen = weights > 0
         big = torch.finfo(points2d.dtype).max
-        lo = torch.where(seen[..., None], points2d, torch.full_like(points2d, big)).amin(1)
-        hi = torch.where(seen[..., None], points2d, torch.full_like(points2d, -big)).amax(1)
+        lo = points2d.masked_fill(~seen[..., None], big).amin(1)
+        hi = points2d.masked_fill(~seen[..., None], -big).amax(1)
         sigma2 = ((hi - lo).amax(-1).clamp(min=1e-3) * robust_scale).pow(2)[:, None]
         for _ in range(robust_iterations):
             placed = points3d + t[:, None]
             projected = placed[..., :2] / placed[..., 2:].clamp(min=1e-3)
             r2 = (projected - points2d).pow(2).sum(-1)
-            t = _weighted_solve(points3d, points2d, weights * sigma2 / (sigma2 + r2), depth_prior, prior_weight,
-                                min_depth)
+            t = _weighted_solve(rows, weights * sigma2 / (sigma2 + r2), depth_prior, prior_weight, min_depth)
     return t
 
 
-def _weighted_solve(points3d, points2d, weights, depth_prior, prior_weight, min_depth) -> torch.Tensor:
-    # The normal equations of the rows (1, 0, -u) t = u Z - X and (0, 1, -v) t = v Z - Y,
-    # weighted by w, summed in closed form: a handful of sums instead of building the
-    # (B, 2J, 3) design matrix (the lift's time here is the count of tensor operations).
-    w = weights.clamp(min=0)[..., None]  # (B, J, 1)
+def _normal_equation_rows(points3d: torch.Tensor, points2d: torch.Tensor) -> torch.Tensor:
+    """(B, J, 7) what each point adds, per unit of its weight, to the sums the normal
+    equations are made of (:func:`_weighted_solve`): 1, u, v, u^2 + v^2, and the right-hand
+    side's u Z - X, v Z - Y and -(u (u Z - X) + v (v Z - Y)). They do not depend on the
+    weights, so the robust rounds reweight them with one product each."""
     uv = points2d
     rhs = uv * points3d[..., 2:] - points3d[..., :2]  # (B, J, 2): u Z - X, v Z - Y
-    sums = torch.cat([w, w * uv, w * uv.pow(2).sum(-1, keepdim=True), w * rhs,
-                      -w * (uv * rhs).sum(-1, keepdim=True)], -1).sum(1)  # (B, 7)
+    return torch.cat([torch.ones_like(uv[..., :1]), uv, uv.pow(2).sum(-1, keepdim=True), rhs,
+                      -(uv * rhs).sum(-1, keepdim=True)], -1)
+
+
+def _weighted_solve(rows: torch.Tensor, weights: torch.Tensor, depth_prior: float, prior_weight: float,
+                    min_depth: float) -> torch.Tensor:
+    # The normal equations of the rows (1, 0, -u) t = u Z - X and (0, 1, -v) t = v Z - Y,
+    # weighted by w: A = [[a, 0, -su], [0, a, -sv], [-su, -sv, c]] t = (bx, by, bz), solved in
+    # closed form (eliminate tx and ty): a handful of operations on (B,) tensors, where the
+    # lift's time is their count, not their size.
+    sums = (weights.clamp(min=0)[:, None] @ rows)[:, 0]  # (B, 7)
     sw, su, sv, suv, bx, by, bz = sums.unbind(-1)
     reg = prior_weight * (2 * sw).clamp(min=1e-6)
-    diag = sw + reg
-    zeros = torch.zeros_like(sw)
-    AtA = torch.stack([diag, zeros, -su, zeros, diag, -sv, -su, -sv, suv + reg], -1).view(-1, 3, 3)
-    Atb = torch.stack([bx, by, bz + reg * depth_prior], -1)
-    t = torch.linalg.solve(AtA, Atb)
+    a, c = sw + reg, suv + reg
+    tz = (a * (bz + reg * depth_prior) + su * bx + sv * by) / (a * c - su * su - sv * sv)
     # The root must lie in front of the camera; a degenerate fit (a body that overflows the
     # frame, few points seen) can land behind it.
-    return torch.cat([t[:, :2], t[:, 2:].clamp(min=min_depth)], dim=-1)
+    return torch.stack([(bx + su * tz) / a, (by + sv * tz) / a, tz.clamp(min=min_depth)], -1)

@@ -18,12 +18,11 @@ def geman_mcclure(residual_sq: torch.Tensor, sigma: float) -> torch.Tensor:
 def person_size_px(keypoints: torch.Tensor, min_confidence: float = 0.05) -> torch.Tensor:
     """Larger side (..., ) of the box around the confident keypoints (..., J, 3), pixels (>= 8)."""
     valid = keypoints[..., 2] > min_confidence
+    hidden = ~valid[..., None]
     big = torch.finfo(keypoints.dtype).max
     xy = keypoints[..., :2]
-    lo = torch.where(valid[..., None], xy, torch.full_like(xy, big)).amin(-2)
-    hi = torch.where(valid[..., None], xy, torch.full_like(xy, -big)).amax(-2)
-    size = (hi - lo).amax(-1)
-    return torch.where(valid.sum(-1) >= 2, size, torch.full_like(size, 8.0)).clamp(min=8.0)
+    size = (xy.masked_fill(hidden, -big).amax(-2) - xy.masked_fill(hidden, big).amin(-2)).amax(-1)
+    return size.masked_fill(valid.sum(-1) < 2, 8.0).clamp(min=8.0)
 
 
 def reprojection_loss(points3d: torch.Tensor, keypoints: torch.Tensor, K: torch.Tensor, dist: torch.Tensor | None,
