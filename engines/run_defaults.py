@@ -34,3 +34,10 @@ BACKGROUND_DETECTOR_SWEEP_CALLS = 4
 #: them, so several people's frames do not wait behind each other (measured:
 #: docs/performance.md, "Later stages first").
 KEYPOINTS_NICE = 10
+#: Live, a video file played like a camera (``--mode live`` on a file): how much lower its
+#: decoding thread and the decoder's own threads are scheduled than the lift and the fit (5
+#: below the keypoints). Decoding the next frame (VP9 of the bundled clip: about 8 ms of CPU)
+#: then waits for the frame in flight, as a camera's hardware would not take the cores at
+#: all; the frames are stamped with their due time, so a late decode counts as latency
+#: (measured: docs/performance.md, "Fifteenth session").
+PACED_DECODER_NICE = 15

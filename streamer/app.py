@@ -295,8 +295,11 @@ def build_pipeline(config: RunConfig, *, extra_stages: list[Stage] | None = None
         queue_size, policy = config.queue_size or LIVE_QUEUE, "drop_oldest"
     else:
         queue_size, policy = config.queue_size or OFFLINE_QUEUE, "block"
+    # A file played like a camera decodes the next frame while this one is in flight: that
+    # work waits for the frame's own (RunPlan.decoder_nice); its frames carry their due time.
     pipeline = Pipeline(source, stages, queue_size=queue_size, policy=policy,
-                        max_frames=config.max_frames, observer=stats)
+                        max_frames=config.max_frames, observer=stats,
+                        source_nice=plan.decoder_nice if getattr(source, "paced", False) else 0)
     return pipeline, stats, plan
 
 

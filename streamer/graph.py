@@ -98,7 +98,8 @@ class Pipeline:
     ``queue_size`` and ``policy`` apply to every edge (live: 1 and ``drop_oldest``;
     offline: a few frames and ``block``). ``observer.record(frame)`` is called for every
     frame that leaves the last stage (latency statistics). The source's first frame is
-    taken only once every stage's ``start`` has returned.
+    taken only once every stage's ``start`` has returned. ``source_nice``: the source's
+    thread (and the decoder threads it starts) runs this many nice levels lower (Linux).
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class Pipeline:
         max_frames: int | None = None,
         observer: FrameObserver | None = None,
         grabber_name: str = "grab",
+        source_nice: int = 0,
     ):
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
@@ -119,6 +121,7 @@ class Pipeline:
         self.max_frames = max_frames
         self.observer = observer
         self.grabber_name = grabber_name
+        self.source_nice = int(source_nice)
         names = [grabber_name] + [s.name for s in stages]
         self.queues = [
             FrameQueue(f"{names[i]}->{names[i + 1]}", queue_size, policy) for i in range(len(stages))
@@ -153,6 +156,7 @@ class Pipeline:
 
     def _run_source(self) -> None:
         out = self.queues[0]
+        lower_thread_priority(self.source_nice)  # before the source opens its decoder's threads
         # The first frame waits until every stage has started (models loaded): a live source
         # would otherwise drop the frames of the loading time and count it as latency.
         while not self._all_started.wait(0.05) and not self.stop_event.is_set():

@@ -69,17 +69,29 @@ class VideoFileSource:
                 log.warning("%s: about %d frame(s) missing after frame %d (%.2f s to %.2f s): damaged data?",
                             self.name, missing, index - 1, previous, t)
             previous = t if t is not None else previous
+            out = _to_frame(frame, index, t, self)
             if self.realtime and t is not None:
+                # Decoded and converted ahead, then handed on at its due time and stamped
+                # with it, as a camera's frame: a late decode counts as latency, not hidden.
                 if start_wall is None:
                     start_wall, start_pts = time.monotonic(), t
-                delay = start_wall + (t - start_pts) - time.monotonic()
+                due = start_wall + (t - start_pts)
+                delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            yield _to_frame(frame, index, t, self)
+                out.capture_time = due
+            yield out
             index += 1
         if self.frame_count and index < self.frame_count:
             log.warning("%s: decoded %d of the %d frames the file announces (truncated or damaged?)",
                         self.name, index, self.frame_count)
+
+    @property
+    def paced(self) -> bool:
+        """Whether frames are decoded ahead of a clock and stamped with their due time (a
+        file played like a camera): the pipeline may then run the decoding at a lower
+        priority (``RunPlan.decoder_nice``) without hiding its delays."""
+        return self.realtime
 
     def close(self) -> None:
         self._container.close()
@@ -91,6 +103,7 @@ class LoopingVideoSource:
     the file is reopened at each loop, so nothing accumulates. ``max_seconds`` ends it."""
 
     is_live = True
+    paced = True  # as VideoFileSource.paced
 
     def __init__(self, path: str | os.PathLike, *, max_seconds: float | None = None):
         self.path = Path(path)
@@ -116,7 +129,7 @@ class LoopingVideoSource:
                     if self.max_seconds is not None and time.monotonic() - start >= self.max_seconds:
                         return
                     frame.index, frame.stream_time = index, index / self.fps
-                    frame.capture_time = time.monotonic()
+                    frame.capture_time = due  # as VideoFileSource's paced frames
                     yield frame
                     index += 1
             finally:

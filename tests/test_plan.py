@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engines.run_defaults import (BACKGROUND_DETECTOR_NICE, BACKGROUND_DETECTOR_SWEEP_CALLS, KEYPOINTS_NICE, LIFT_SAMPLES,
-                                  LIFT_STEPS, LIVE_FIT_DEADLINE_S, REFINE_LAG)
+                                  LIFT_STEPS, LIVE_FIT_DEADLINE_S, PACED_DECODER_NICE, REFINE_LAG)
 from streamer.app import RunConfig, processing_stages
 from engines.run_plan import PlanError, plan_run
 
@@ -35,6 +35,8 @@ def test_mode_defaults_come_from_one_place():
     # Live, the keypoints of the next frame give way to the lift and fit of the frame in flight.
     assert (live.keypoints_nice, offline.keypoints_nice) == (KEYPOINTS_NICE, 0) == (10, 0)
     assert "nice +10 (below lift and fit)" in live.describe() and "nice" not in offline.describe()
+    # Live, a file played like a camera decodes the next frame below the frames in flight.
+    assert (live.decoder_nice, offline.decoder_nice) == (PACED_DECODER_NICE, 0) == (15, 0)
     # Live frames that reach the fit too late keep the lift; offline every frame is fitted.
     assert (live.fit_deadline_s, offline.fit_deadline_s) == (LIVE_FIT_DEADLINE_S, None) == (0.1, None)
     assert plan_run(RunConfig(source="x", refine=False), "live").fit_deadline_s is None

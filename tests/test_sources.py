@@ -95,3 +95,55 @@ def test_damaged_files_are_read_as_far_as_possible_with_frame_numbers(clip, tmp_
     assert 150 < len(frames) < 230
     assert [f.index for f in frames] == list(range(len(frames)))
     assert "undecodable data after frame" in caplog.text and "frame(s) missing after frame" in caplog.text
+
+
+def test_a_file_played_live_is_stamped_with_its_due_times(clip):
+    """Live on a file, each frame is decoded ahead and handed on at its due time (the file's
+    clock from the first frame), stamped with that time as a camera's would be: a decode that
+    ran late counts as latency instead of moving the stamp."""
+    paced = open_source(str(clip), live=True)
+    assert paced.paced and not open_source(str(clip)).paced
+    stamps = []
+    for frame in paced.frames():
+        stamps.append((frame.capture_time, frame.stream_time, time.monotonic()))
+        if len(stamps) == 6:
+            break
+    paced.close()
+    (c0, s0, _), *rest = stamps
+    for capture, stream, handed in rest:
+        assert capture - c0 == pytest.approx(stream - s0, abs=1e-9)  # exactly the file's clock
+        assert handed >= capture  # not handed on before its time
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread has a priority of its own on Linux only")
+def test_the_pipeline_decodes_a_paced_file_below_the_frames_in_flight(clip):
+    """``source_nice`` (live: ``RunPlan.decoder_nice``) lowers the source's thread and the
+    decoder threads FFmpeg starts from it; the stages keep theirs."""
+    import os
+    import threading
+
+    from streamer.graph import Pipeline, Stage
+
+    seen: dict[str, int] = {}
+
+    class Record(Stage):
+        name = "record"
+
+        def process(self, frame):
+            seen["stage"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            # FFmpeg's frame threads for this VP9 clip, started by the source's thread.
+            for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+                try:
+                    if (task / "comm").read_text().startswith("av:"):
+                        seen["decoder"] = int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+                except FileNotFoundError:  # a thread that ended meanwhile
+                    pass
+            return frame
+
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    if base + 7 > 19:
+        pytest.skip("already at the lowest priority")
+    source = open_source(str(clip), live=True)
+    Pipeline(source, [Record()], queue_size=1, policy="drop_oldest", max_frames=4,
+             source_nice=7).run(handle_signals=False)
+    assert seen == {"stage": base, "decoder": base + 7}
