@@ -41,8 +41,3 @@ KEYPOINTS_NICE = 10
 #: all; the frames are stamped with their due time, so a late decode counts as latency
 #: (measured: docs/performance.md, "Fifteenth session").
 PACED_DECODER_NICE = 15
-#: Live: the lift and the fit take turns (never both at once). Both are mostly small torch
-#: operations driven from Python, so run side by side on two threads they mostly hand the
-#: interpreter's lock to each other; in turn, the clip's 2-person frames' p99 was lower in 11
-#: of 12 paired rounds (measured: docs/performance.md, "Fifteenth session").
-LIVE_LIFT_AND_FIT_IN_TURN = True

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engines.run_defaults import (BACKGROUND_DETECTOR_NICE, BACKGROUND_DETECTOR_SWEEP_CALLS, KEYPOINTS_NICE,
-                                   LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, LIVE_LIFT_AND_FIT_IN_TURN,
-                                   PACED_DECODER_NICE, REFINE_LAG)
+                                   LIFT_SAMPLES, LIFT_STEPS, LIVE_FIT_DEADLINE_S, PACED_DECODER_NICE, REFINE_LAG)
 
 Mode = Literal["live", "offline"]
 
@@ -124,7 +123,6 @@ class RunPlan:
     detector_sweep_calls: int = 1  # live: a look at every detector tile spread over this many calls
     keypoints_nice: int = 0  # live: the keypoints stage's threads this many levels below lift and fit
     decoder_nice: int = 0  # live: a paced file's decoding this many levels below lift and fit
-    lift_and_fit_in_turn: bool = False  # live: the lift and the fit never process at once
 
     def fit_settings(self):
         """The keypoint fit of this run (:meth:`FitSettings.for_run`)."""
@@ -159,8 +157,7 @@ class RunPlan:
                          f"t = {', '.join(map(str, self.refine_prior_times))}, {self.refine_iters} iteration(s) after each"
                          + (f"; frames later than {1000 * self.fit_deadline_s:g} ms keep the lift"
                             if self.fit_deadline_s is not None else "")
-                         + (f"; changed: {', '.join(f'{k} = {v}' for k, v in self.fit_changes)}" if self.fit_changes else "")
-                         + ("; takes turns with the lift" if self.lift_and_fit_in_turn else ""))
+                         + (f"; changed: {', '.join(f'{k} = {v}' for k, v in self.fit_changes)}" if self.fit_changes else ""))
         if self.decoder_nice:
             lines.append(f"a video file played like a camera decodes at nice +{self.decoder_nice} (below lift and fit)")
         if self.output_frame != "camera":
@@ -243,8 +240,7 @@ def plan_run(config: PlanOptions, mode: Mode) -> RunPlan:
                    detector_nice=BACKGROUND_DETECTOR_NICE if live and perception else 0,
                    detector_sweep_calls=BACKGROUND_DETECTOR_SWEEP_CALLS if live and perception else 1,
                    keypoints_nice=KEYPOINTS_NICE if live and perception else 0,
-                   decoder_nice=PACED_DECODER_NICE if live else 0,
-                   lift_and_fit_in_turn=LIVE_LIFT_AND_FIT_IN_TURN and live)
+                   decoder_nice=PACED_DECODER_NICE if live else 0)
 
 
 def _body_model_file(path: str | None, gender: str | None) -> str | None:

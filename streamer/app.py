@@ -117,8 +117,6 @@ def processing_stages(plan: RunPlan, camera, fps: float = 30.0, body=None, engin
                                   fit_deadline_s=plan.fit_deadline_s,
                                   use_world=plan.world_landmarks, rig=rig))
         link_prior_calls(stages[-2], stages[-1])
-        if plan.lift_and_fit_in_turn:  # never both at once (engines.run_defaults)
-            stages[-2].exclusive = stages[-1].exclusive = "lift and fit"
     return stages
 
 

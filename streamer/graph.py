@@ -10,7 +10,6 @@ the source and lets what is already queued drain, so every output is flushed and
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
@@ -37,14 +36,10 @@ class Stage:
     ``stop_event`` is set by the pipeline when the run is asked to stop. ``nice``: the
     stage's thread (and the threads it starts) runs this many nice levels below the others
     (Linux), so that where the cores are contended the stages after it get them first.
-    ``exclusive``: stages with the same name never process frames at the same time (each
-    ``process`` call holds a lock the pipeline keeps for that name): stages whose work is
-    mostly small Python-driven operations only slow each other down when they interleave.
     """
 
     name = "stage"
     nice = 0
-    exclusive: str | None = None
     stop_event: threading.Event
 
     def start(self) -> None:
@@ -127,7 +122,6 @@ class Pipeline:
         self.observer = observer
         self.grabber_name = grabber_name
         self.source_nice = int(source_nice)
-        self._exclusive = {s.exclusive: threading.Lock() for s in stages if s.exclusive}
         names = [grabber_name] + [s.name for s in stages]
         self.queues = [
             FrameQueue(f"{names[i]}->{names[i + 1]}", queue_size, policy) for i in range(len(stages))
@@ -212,8 +206,7 @@ class Pipeline:
                             self._emit(stage, frame, outq, consumer_gone)
                         break
                     item.stamps.append(StageStamp(stage.name, time.monotonic()))
-                    with self._exclusive.get(stage.exclusive) or contextlib.nullcontext():
-                        result = stage.process(item)
+                    result = stage.process(item)
                     if result is not None:
                         self._emit(stage, result, outq, consumer_gone)
             except BaseException as exc:  # noqa: BLE001 - reported with the stage name

@@ -235,32 +235,3 @@ def test_stages_run_without_autograd_and_leave_the_process_able_to_train():
     betas = torch.zeros(1, 10, requires_grad=True)
     body(torch.eye(3).expand(1, 24, 3, 3), betas).joints.sum().backward()
     assert betas.grad is not None and torch.isfinite(betas.grad).all()
-
-
-class Busy(Stage):
-    """Holds each frame a while and records when it did, as (start, end) pairs."""
-
-    def __init__(self, name, exclusive=None, hold=0.01):
-        self.name, self.exclusive, self.hold, self.spans = name, exclusive, hold, []
-
-    def process(self, frame):
-        start = time.monotonic()
-        time.sleep(self.hold)
-        self.spans.append((start, time.monotonic()))
-        return frame
-
-
-def _overlap(a, b):
-    return sum(max(0.0, min(e1, e2) - max(s1, s2)) for s1, e1 in a for s2, e2 in b)
-
-
-def test_exclusive_stages_take_turns_and_the_others_run_beside_them():
-    """Stages that share an ``exclusive`` name (live: the lift and the fit) never process at
-    the same time; a stage without one overlaps them as before."""
-    first, second = Busy("first", "turns"), Busy("second", "turns")
-    Pipeline(ListSource(30), [first, second], queue_size=2, policy="block").run(handle_signals=False)
-    assert len(first.spans) == len(second.spans) == 30
-    assert _overlap(first.spans, second.spans) == 0.0
-    free_a, free_b = Busy("a"), Busy("b")
-    Pipeline(ListSource(30), [free_a, free_b], queue_size=2, policy="block").run(handle_signals=False)
-    assert _overlap(free_a.spans, free_b.spans) > 0.05  # the pipeline otherwise runs them side by side

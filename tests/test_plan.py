@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from engines.run_defaults import (BACKGROUND_DETECTOR_NICE, BACKGROUND_DETECTOR_SWEEP_CALLS, KEYPOINTS_NICE, LIFT_SAMPLES,
-                                  LIFT_STEPS, LIVE_FIT_DEADLINE_S, LIVE_LIFT_AND_FIT_IN_TURN,
-                                  PACED_DECODER_NICE, REFINE_LAG)
+                                  LIFT_STEPS, LIVE_FIT_DEADLINE_S, PACED_DECODER_NICE, REFINE_LAG)
 from streamer.app import RunConfig, processing_stages
 from engines.run_plan import PlanError, plan_run
 
@@ -38,8 +37,6 @@ def test_mode_defaults_come_from_one_place():
     assert "nice +10 (below lift and fit)" in live.describe() and "nice" not in offline.describe()
     # Live, a file played like a camera decodes the next frame below the frames in flight.
     assert (live.decoder_nice, offline.decoder_nice) == (PACED_DECODER_NICE, 0) == (15, 0)
-    # Live, the lift and the fit never process at once (both mostly Python-driven operations).
-    assert live.lift_and_fit_in_turn and LIVE_LIFT_AND_FIT_IN_TURN and not offline.lift_and_fit_in_turn
     # Live frames that reach the fit too late keep the lift; offline every frame is fitted.
     assert (live.fit_deadline_s, offline.fit_deadline_s) == (LIVE_FIT_DEADLINE_S, None) == (0.1, None)
     assert plan_run(RunConfig(source="x", refine=False), "live").fit_deadline_s is None
@@ -85,8 +82,6 @@ def test_stages_get_engines_built_as_the_plan_says():
     assert refine.lag == REFINE_LAG["live"] and refine.online.refiner.settings == plan.fit_settings()
     assert isinstance(refine.online.refiner.model, ForwardOnly)  # int8 on ONNX Runtime, as planned
     assert refine.body is lifter.body  # one body model for both
-    # Live, the lift and the fit take turns; the keypoints stage runs beside them.
-    assert lift.exclusive == refine.exclusive is not None and keypoints.exclusive is None
     keypoints.close()
 
 
