@@ -27,12 +27,17 @@ BOX_MARGIN = 1.2  # box side = this times the larger extent of the confident poi
 MIN_CONFIDENCE = 0.05
 
 
+def point_bounds(points: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the smallest and the largest coordinates (..., D) of the points (..., J, D)
+    that ``keep`` (..., J) marks; the float type's +max and -max where it marks none."""
+    hidden = ~keep[..., None]
+    big = torch.finfo(points.dtype).max
+    return points.masked_fill(hidden, big).amin(-2), points.masked_fill(hidden, -big).amax(-2)
+
+
 def person_box(points: torch.Tensor, conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Centre (B, 2) and side length (B,) of the square box around the confident points."""
-    hidden = (conf <= MIN_CONFIDENCE)[..., None]
-    big = torch.finfo(points.dtype).max
-    lo = points.masked_fill(hidden, big).amin(dim=1)
-    hi = points.masked_fill(hidden, -big).amax(dim=1)
+    lo, hi = point_bounds(points, conf > MIN_CONFIDENCE)
     centre = (lo + hi) / 2
     size = (hi - lo).amax(dim=-1) * BOX_MARGIN
     return centre, size.clamp(min=1e-3)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from engines.diffusion.features import point_bounds
+
 
 def solve_translation(points3d: torch.Tensor, points2d: torch.Tensor, weights: torch.Tensor, *,
                       depth_prior: float = 5.0, prior_weight: float = 1e-7, robust_iterations: int = 3,
@@ -31,10 +33,7 @@ def solve_translation(points3d: torch.Tensor, points2d: torch.Tensor, weights: t
     rows = _normal_equation_rows(points3d, points2d)
     t = _weighted_solve(rows, weights, depth_prior, prior_weight, min_depth)
     if robust_iterations:
-        seen = weights > 0
-        big = torch.finfo(points2d.dtype).max
-        lo = points2d.masked_fill(~seen[..., None], big).amin(1)
-        hi = points2d.masked_fill(~seen[..., None], -big).amax(1)
+        lo, hi = point_bounds(points2d, weights > 0)
         sigma2 = ((hi - lo).amax(-1).clamp(min=1e-3) * robust_scale).pow(2)[:, None]
         for _ in range(robust_iterations):
             placed = points3d + t[:, None]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from calibration.torch_projection import project_points
+from engines.diffusion.features import point_bounds
 
 
 def geman_mcclure(residual_sq: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -18,10 +19,8 @@ def geman_mcclure(residual_sq: torch.Tensor, sigma: float) -> torch.Tensor:
 def person_size_px(keypoints: torch.Tensor, min_confidence: float = 0.05) -> torch.Tensor:
     """Larger side (..., ) of the box around the confident keypoints (..., J, 3), pixels (>= 8)."""
     valid = keypoints[..., 2] > min_confidence
-    hidden = ~valid[..., None]
-    big = torch.finfo(keypoints.dtype).max
-    xy = keypoints[..., :2]
-    size = (xy.masked_fill(hidden, -big).amax(-2) - xy.masked_fill(hidden, big).amin(-2)).amax(-1)
+    lo, hi = point_bounds(keypoints[..., :2], valid)
+    size = (hi - lo).amax(-1)
     return size.masked_fill(valid.sum(-1) < 2, 8.0).clamp(min=8.0)
 
 
