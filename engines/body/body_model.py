@@ -28,7 +28,7 @@ import torch
 from engines.body.joint_sets import JOINT_SETS
 from engines.body.kinematics import forward_kinematics, linear_blend_skinning, tree_levels
 from engines.body.model_file import BodyModelData, load_body_model
-from engines.body.rotations import _skew, axis_angle_to_matrix, rotation_6d_to_matrix
+from engines.body.rotations import axis_angle_to_matrix, rotation_6d_to_matrix
 from engines.tensor_cache import tensor_cache
 
 
@@ -312,6 +312,16 @@ def _subtree_matrix(parents: tuple[int, ...]) -> torch.Tensor:
     return sub
 
 
+def _turn_derivative(arm: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """(B, K, 3, J, 3): how points at ``arm`` (B, K, J, 3) from each joint move by a small turn
+    ``w`` of that joint about its world axes ``G`` (B, J, 3, 3): ``(G_i w) x arm_ki``, column
+    ``y`` of ``G_i`` crossed with the arm, written out (a skew matrix and an einsum cost more
+    than twice as much on these small tensors)."""
+    g0, g1, g2 = G.transpose(-1, -2)[:, None].unbind(-1)  # (B, 1, J, 3) each: G's rows by column y
+    a0, a1, a2 = arm[..., None, :].unbind(-1)  # (B, K, J, 1)
+    return torch.stack([g1 * a2 - g2 * a1, g2 * a0 - g0 * a2, g0 * a1 - g1 * a0], 2)
+
+
 def _pose_jacobian(body: BodyModel, R: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor,
                    keypoints: str) -> PoseJacobian:
     B = R.shape[0]
@@ -336,8 +346,8 @@ def _pose_jacobian(body: BodyModel, R: torch.Tensor, betas: torch.Tensor, transl
     sub = _subtree_matrix(body.parents).to(R)
     arm_kp = torch.einsum("ij,bkjc->bkic", sub, Y) - (sub @ M.T).T[None, :, :, None] * t[:, None]  # (B, K, J, 3)
     arm_j = sub.T[None, :, :, None] * (t[:, :, None] - t[:, None, :])  # (B, d, i, 3): joint d about joint i
-    dkp = -torch.einsum("bkicx,bixy->bkciy", _skew(arm_kp), G)
-    dj = -torch.einsum("bdicx,bixy->bdciy", _skew(arm_j), G)
+    dkp = _turn_derivative(arm_kp, G)
+    dj = _turn_derivative(arm_j, G)
     # Shape: for a fixed pose, keypoints and joints are linear in the betas (pose correctives
     # do not depend on them), so their derivatives are fixed blends of the shape directions,
     # in closed form (a few products instead of posing the body once more per coefficient).
@@ -346,7 +356,7 @@ def _pose_jacobian(body: BodyModel, R: torch.Tensor, betas: torch.Tensor, transl
     par = _parent_index(body.parents)
     # t_j = t_parent + G_parent (J_j - J_parent) down the tree: each joint's bone offset,
     # turned by its parent, summed over the joint's ancestors (and itself), plus the root's.
-    bones = G[:, par] @ (Jsd - Jsd[par])  # (B, J, 3, S); the root's row is zero
+    bones = G.index_select(1, par) @ (Jsd - Jsd.index_select(0, par))  # (B, J, 3, S); the root's row is zero
     dt = torch.einsum("aj,bacs->bjcs", sub, bones) + Jsd[0]
     dT = dt - G @ Jsd  # the skinning translations T_j = t_j - G_j J_j
     Us = getattr(body, f"kp_{keypoints}_Us").view(K, J, 3, -1)[..., :S]

@@ -314,18 +314,29 @@ class KeypointFitter:
             cols[i, :len(idx)], used[i, :len(idx)] = idx, True
         rows = torch.arange(S)[:, None].expand(S, F)
         sel = (rows[used], cols[used])  # the free frames, in (window, column) order
+        # The same frames as rows of the (S T, ...) flattening: gathered and scattered with
+        # index_select / index_copy, a fraction of advanced indexing's cost on small tensors.
+        flat = sel[0] * T + sel[1]
 
-        K = camera.K if camera.K.dim() == 2 else camera.K[sel]
-        dist = camera.dist if camera.dist is None or camera.dist.dim() == 1 else camera.dist[sel]
-        kp_obs = batch.keypoints[sel]
+        def take(x: torch.Tensor) -> torch.Tensor:
+            """(S, T, ...) -> (N, ...): the free frames' rows."""
+            return x.flatten(0, 1).index_select(0, flat)
+
+        def put(x: torch.Tensor, rows_: torch.Tensor) -> torch.Tensor:
+            """``x`` (S, T, ...) with the free frames' rows replaced by ``rows_`` (N, ...)."""
+            return x.flatten(0, 1).index_copy(0, flat, rows_).view(x.shape)
+
+        K = camera.K if camera.K.dim() == 2 else take(camera.K)
+        dist = camera.dist if camera.dist is None or camera.dist.dim() == 1 else take(camera.dist)
+        kp_obs = take(batch.keypoints)
         size = person_size_px(kp_obs, s.min_confidence)
         noise = keypoint_noise(batch.keypoints, valid, s.min_confidence, s.detector_noise, s.noise_range)
-        noise = noise[:, None].expand(S, T)[sel][:, None]  # (N, 1) per free frame
+        noise = noise.index_select(0, sel[0])[:, None]  # (N, 1) per free frame
         conf = kp_obs[..., 2]
         conf = torch.where(conf > s.min_confidence, conf, torch.zeros_like(conf))
         world = None
         if s.world_weight > 0 and batch.world is not None:
-            world = batch.world[sel]
+            world = take(batch.world)
             has = (world.abs().sum((-1, -2)) > 0).to(conf.dtype)
             world_w = conf * has[:, None] * (s.world_weight / s.world_sigma ** 2)
             world_axes = torch.tensor([s.world_lateral, s.world_lateral, 1.0])
@@ -336,14 +347,14 @@ class KeypointFitter:
             view_noise = torch.stack([keypoint_noise(batch.views[:, :, v], valid, s.min_confidence, s.detector_noise,
                                                      s.noise_range) for v in range(V)], -1)  # (S, V)
             # Their world landmarks too, each weighted along its own camera's depth axis.
-            others = ViewTerms(camera.views, batch.views[sel], view_noise[:, None].expand(S, T, V)[sel],
+            others = ViewTerms(camera.views, take(batch.views), view_noise.index_select(0, sel[0]),
                                robust_scale=s.robust_scale, min_confidence=s.min_confidence,
-                               world=None if batch.views_world is None else batch.views_world[sel], settings=s)
-        cond = batch.cond[sel]
-        x_obs = (batch.x if batch.x_obs is None else batch.x_obs)[sel]
+                               world=None if batch.views_world is None else take(batch.views_world), settings=s)
+        cond = take(batch.cond)
+        x_obs = take(batch.x if batch.x_obs is None else batch.x_obs)
         # The lift's spread is one camera's doubt: in a rig the other views' keypoints settle
         # it, and the prior stays alike over the joints (measured: docs/multi-camera.md).
-        spread = None if batch.x_std is None or others is not None else batch.x_std[sel]
+        spread = None if batch.x_std is None or others is not None else take(batch.x_std)
         # Frames whose lift saw the world landmarks (FitSettings.lift_weight_world): the
         # network takes them and the frame has them, in one camera.
         saw_world = None
@@ -361,9 +372,10 @@ class KeypointFitter:
             held = held.nan_to_num(0.0)
             if not bool(held_w.any()):
                 held = None
-        R = rotation_6d_to_matrix(base_x[sel][:, :ROT_DIM].reshape(-1, NUM_JOINTS, 6))
-        b = base_x[sel][:, ROT_DIM:ROT_DIM + NUM_BETAS].clone()
-        t = batch.trans[sel].clone()
+        x_free = take(base_x)
+        R = rotation_6d_to_matrix(x_free[:, :ROT_DIM].reshape(-1, NUM_JOINTS, 6))
+        b = x_free[:, ROT_DIM:ROT_DIM + NUM_BETAS].clone()
+        t = take(batch.trans)
         if world is not None and s.flip_depth > 0 and self.turn_limbs:
             R, x_obs = self._turn_over_limbs(R, b, t, x_obs, world, world_w)
         # Context frames' joints and shapes: constants of the temporal terms (the joints as the
@@ -426,8 +438,8 @@ class KeypointFitter:
                 gw[used] = g
                 Jj = out.new_zeros(S, F, _JOINTS, THETA)
                 Jj[used] = J[:, _PX + _KP:_PX + _KP + _JOINTS]
-            jt_all = joints_all.index_put(sel, jt)
-            b_all = betas_all.index_put(sel, b)
+            jt_all = put(joints_all, jt)
+            b_all = put(betas_all, b)
             for energy, M, grad, which in temporal(jt_all, b_all):
                 Ew = Ew + energy
                 if want_system:
@@ -453,7 +465,7 @@ class KeypointFitter:
         # The first denoiser call's prediction where the lift made it already (its network call
         # took these very inputs beside its samples: PriorGuess); checked row by row, not trusted.
         guess = None if batch.prior is None or not times or batch.prior.t != times[0] else \
-            (batch.prior.x_t[sel], batch.prior.x0[sel])
+            (take(batch.prior.x_t), take(batch.prior.x0))
         for t_noise in times or (None,):
             x_now = pose_vector(R, b)  # as first_prior_input makes it
             x_prior = x_obs if t_noise is None else self._prior(x_now, x_obs, cond, t_noise, lift_w, guess)
@@ -490,9 +502,9 @@ class KeypointFitter:
         x_fit = torch.cat([matrix_to_rotation_6d(R).flatten(1), b], -1)
         if final is None:  # no iteration: the bodies as they came
             final = self._outputs(R, b, t, camera, K, dist)
-        joints = final.new_zeros(S, T, NUM_JOINTS, 3).index_put(sel, final[:, _PX + _KP:_PX + _KP + _JOINTS].view(-1, NUM_JOINTS, 3))
-        points = final.new_zeros(S, T, 33, 3).index_put(sel, final[:, _PX:_PX + _KP].view(-1, 33, 3))
-        return base_x.index_put(sel, x_fit), batch.trans.index_put(sel, t), joints, points
+        joints = put(final.new_zeros(S, T, NUM_JOINTS, 3), final[:, _PX + _KP:_PX + _KP + _JOINTS].reshape(-1, NUM_JOINTS, 3))
+        points = put(final.new_zeros(S, T, 33, 3), final[:, _PX:_PX + _KP].reshape(-1, 33, 3))
+        return put(base_x, x_fit), put(batch.trans, t), joints, points
 
     @staticmethod
     def _per_frame(value: float, with_world: float | None, saw_world: torch.Tensor | None, n: int) -> torch.Tensor:

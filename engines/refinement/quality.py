@@ -42,8 +42,12 @@ def frame_error(distances: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per person (N,): the median distance of its counted points (NaN where none)."""
     out = np.full(len(distances), np.nan, np.float32)
     for i, (d, m) in enumerate(zip(distances, mask)):
-        if m.any():
-            out[i] = np.median(d[m])
+        n = int(m.sum())
+        if n:
+            # np.median's own checks cost ~0.1 ms for a few dozen values (every live frame):
+            # the same value from the sorted ones.
+            s = np.sort(d[m])
+            out[i] = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
     return out
 
 
