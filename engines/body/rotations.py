@@ -22,6 +22,7 @@ __all__ = [
     "rotation_6d_to_matrix",
     "axis_angle_to_rotation_6d",
     "rotation_6d_to_axis_angle",
+    "nearest_rotation",
 ]
 
 
@@ -104,7 +105,19 @@ def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
 
 def matrix_to_rotation_6d(matrix: torch.Tensor) -> torch.Tensor:
     """6D representation (..., 6): the first two columns of the matrices (..., 3, 3)."""
-    return torch.cat([matrix[..., :, 0], matrix[..., :, 1]], dim=-1)
+    return matrix[..., :2].transpose(-1, -2).reshape(*matrix.shape[:-2], 6)
+
+
+def nearest_rotation(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """From the SVD ``U diag(S) Vh`` of 3x3 matrices (..., 3, 3): the rotation nearest to
+    them, ``U diag(D) Vh`` with ``D = (1, 1, det(U Vh))`` (without the reflection that an
+    orthogonal fit can take: Kabsch, Umeyama), and ``D`` (..., 3)."""
+    M = U @ Vh
+    # det(U Vh) = +-1 as a triple product (linalg.det's LU costs more on 3x3s)
+    d = torch.sign((M[..., 0, :] * torch.linalg.cross(M[..., 1, :], M[..., 2, :], dim=-1)).sum(-1))
+    D = torch.ones_like(U[..., 0])
+    D[..., 2] = d
+    return (U * D[..., None, :]) @ Vh, D
 
 
 def rotation_6d_to_matrix(d6: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

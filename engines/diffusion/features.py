@@ -61,7 +61,7 @@ def condition_features(keypoints: torch.Tensor, world_landmarks: torch.Tensor | 
         world_landmarks = keypoints.new_zeros(B, NUM_KEYPOINTS, 3)
     wl = torch.where(torch.isfinite(world_landmarks), world_landmarks, torch.zeros_like(world_landmarks))
     present = (wl.abs().flatten(1).amax(-1) > 0).to(base.dtype)
-    wl = wl - wl[:, [23, 24]].mean(1, keepdim=True)  # origin between the hips, as BlazePose's
+    wl = wl - wl[:, 23:25].mean(1, keepdim=True)  # origin between the hips, as BlazePose's
     wl = world_landmarks_to_camera(wl, keypoints)
     wl = wl * present[:, None, None]
     return torch.cat([base, wl.flatten(1), present[:, None]], dim=-1)
@@ -90,9 +90,9 @@ def person_ray(keypoints: torch.Tensor) -> torch.Tensor:
     """(B, 2) the normalised image point the landmark network's crop is centred on: between
     the hips (BlazePose's alignment centre), or the box centre where a hip is not seen."""
     conf = keypoints[..., 2]
-    hips_seen = (conf[:, [23, 24]] > MIN_CONFIDENCE).all(-1)
+    hips_seen = (conf[:, 23:25] > MIN_CONFIDENCE).all(-1)  # the hips: points 23 and 24
     centre, _ = person_box(keypoints[..., :2], conf)
-    return torch.where(hips_seen[:, None], keypoints[:, [23, 24], :2].mean(1), centre)
+    return torch.where(hips_seen[:, None], keypoints[:, 23:25, :2].mean(1), centre)
 
 
 def world_landmarks_to_camera(world: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 
 from engines.body.body_model import BodyModel
 from engines.body.joint_sets import BLAZEPOSE33_FLIP, COCO17_FROM_BLAZEPOSE33, SMPL24_FLIP
-from engines.body.rotations import matrix_to_axis_angle
+from engines.body.rotations import matrix_to_axis_angle, nearest_rotation
 from engines.diffusion.denoiser import BETAS, NUM_JOINTS, PoseDenoiser, rotations_of
 from engines.diffusion.features import condition_features, liftable, world_landmarks_given
 from engines.diffusion.onnx_denoiser import OrtDenoiser
@@ -84,9 +84,7 @@ def samples_per_call(num_samples: int, mirror_half: bool) -> int:
 def rotation_mean(R: torch.Tensor) -> torch.Tensor:
     """Chordal L2 mean of rotations (..., N, 3, 3) -> (..., 3, 3)."""
     U, _, Vh = torch.linalg.svd(R.mean(dim=-3))
-    d = torch.sign(torch.linalg.det(U @ Vh))
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    return U @ D @ Vh
+    return nearest_rotation(U, Vh)[0]
 
 
 def geodesic_angle(Ra: torch.Tensor, Rb: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from calibration.torch_projection import project_points
+from engines.body.rotations import nearest_rotation
 from engines.diffusion.features import point_bounds
 
 
@@ -68,12 +69,7 @@ def similarity_align(source: torch.Tensor, target: torch.Tensor, weights: torch.
     a, b = source - mu_s, target - mu_t
     cov = (w * b).transpose(-1, -2) @ a  # (..., 3, 3)
     U, S, Vh = torch.linalg.svd(cov)
-    # det(U Vh) = +-1 as a triple product (linalg.det's LU costs several times more on 3x3s)
-    M = U @ Vh
-    d = torch.sign((M[..., 0, :] * torch.linalg.cross(M[..., 1, :], M[..., 2, :], dim=-1)).sum(-1))
-    D = torch.ones_like(S)
-    D[..., 2] = d
-    R = (U * D[..., None, :]) @ Vh  # U diag(D) Vh
+    R, D = nearest_rotation(U, Vh)
     var = (w * a.pow(2)).sum((-1, -2)).clamp(min=1e-12)
     s = (S * D).sum(-1) / var
     return s[..., None, None] * a @ R.transpose(-1, -2) + mu_t
