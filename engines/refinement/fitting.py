@@ -429,25 +429,37 @@ class KeypointFitter:
                     H[:, 72:82, 72:82] += torch.eye(NUM_BETAS) * held_w[..., None]
                     g[:, 72:82] += rh * held_w
             # per window: the per-frame blocks, plus the temporal terms that couple frames
-            Ew = out.new_zeros(S).index_add_(0, rows[used], E)
             Hw = gw = Jj = None
-            if want_system:
-                Hw = out.new_zeros(S, F, THETA, F, THETA)
-                gw = out.new_zeros(S, F, THETA)
-                Hw[rows[used], cols_pos[used], :, cols_pos[used], :] = H
-                gw[used] = g
-                Jj = out.new_zeros(S, F, _JOINTS, THETA)
-                Jj[used] = J[:, _PX + _KP:_PX + _KP + _JOINTS]
+            if one_column is not None:
+                # One free frame per window, in the same column (live): its blocks are the
+                # window's as they are, no scatter.
+                Ew = E
+                if want_system:
+                    Hw, gw = H.view(S, 1, THETA, 1, THETA), g.view(S, 1, THETA)
+                    Jj = J[:, None, _PX + _KP:_PX + _KP + _JOINTS]
+            else:
+                Ew = out.new_zeros(S).index_add_(0, rows[used], E)
+                if want_system:
+                    Hw = out.new_zeros(S, F, THETA, F, THETA)
+                    gw = out.new_zeros(S, F, THETA)
+                    Hw[rows[used], cols_pos[used], :, cols_pos[used], :] = H
+                    gw[used] = g
+                    Jj = out.new_zeros(S, F, _JOINTS, THETA)
+                    Jj[used] = J[:, _PX + _KP:_PX + _KP + _JOINTS]
             jt_all = put(joints_all, jt)
             b_all = put(betas_all, b)
             for energy, M, grad, which in temporal(jt_all, b_all):
                 Ew = Ew + energy
                 if want_system:
                     # M: (S, T, T), or (S, T, T, D) with one matrix per coordinate
-                    Mf = M[rows[:, :, None], cols[:, :, None], cols[:, None, :]]
-                    pair = used[:, :, None] & used[:, None, :]
-                    Mf = Mf * (pair if Mf.dim() == 3 else pair[..., None])
-                    grad = grad[rows, cols] * used[..., None]  # (S, F, D)
+                    if one_column is not None:
+                        c = one_column
+                        Mf, grad = M[:, c:c + 1, c:c + 1], grad[:, c:c + 1]
+                    else:
+                        Mf = M[rows[:, :, None], cols[:, :, None], cols[:, None, :]]
+                        pair = used[:, :, None] & used[:, None, :]
+                        Mf = Mf * (pair if Mf.dim() == 3 else pair[..., None])
+                        grad = grad[rows, cols] * used[..., None]  # (S, F, D)
                     if which == "betas":  # identity on the shape block
                         Hw[:, :, 72:82, :, 72:82] += Mf[:, :, None, :, None] * torch.eye(NUM_BETAS)[None, None, :, None, :]
                         gw[:, :, 72:82] += grad
@@ -459,6 +471,9 @@ class KeypointFitter:
             return Ew, Hw, gw, out
 
         cols_pos = torch.arange(F)[None].expand(S, F)
+        # Every window with its one free frame in one column (live: the newest, in the last):
+        # that column, else None.
+        one_column = int(cols[0, 0]) if F == 1 and bool(used.all()) and bool((cols == cols[0, 0]).all()) else None
         times = s.prior_times if self.model is not None else ()
         lam = 1e-3
         final = None
