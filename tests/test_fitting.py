@@ -322,3 +322,43 @@ def test_fit_quality_keeps_bounded_memory_and_reads_quantiles_within_a_bin():
         assert st["median_pct"] == pytest.approx(np.median(100 * d / 400.0), rel=0.006)
     both = np.concatenate([np.concatenate(v) for v in every.values()])
     assert s["overall"]["p90_px"] == pytest.approx(np.percentile(both, 90), rel=0.006)
+
+
+def test_windows_whose_free_frames_line_up_fit_as_any_others(body):
+    """Live, every window's one free frame is its newest, in the last column, and the fit
+    takes its blocks as the window's system directly; windows whose free frames sit in
+    different columns go through the padded window system. Both give the same bodies, on
+    a real track's keypoints and world landmarks."""
+    data = np.load("tests/data/keypoints/sports2d_track2_blazepose33.npz")
+    kp_all = torch.from_numpy(data["keypoints"].astype(np.float32))
+    world_all = torch.from_numpy(data["world_landmarks"].astype(np.float32))
+    aa = torch.zeros(24, 3)
+    aa[0] = torch.tensor([math.pi, 0, 0])  # upright, facing the camera
+    x0 = torch.cat([matrix_to_rotation_6d(axis_angle_to_matrix(aa)).flatten(), torch.zeros(10)])
+    trans0 = torch.tensor([0.0, 0.2, 5.0])
+    cam = CameraParams(K=torch.tensor([[1000.0, 0, 960], [0, 1000, 540], [0, 0, 1]]))
+    fitter = KeypointFitter(None, body, FitSettings.for_lag(0, iters=2))
+
+    def window(first: int, frames: int, T: int, at_end: bool) -> dict:
+        """``frames`` consecutive frames of the track from ``first`` in a window of T columns,
+        padded in front (at_end) or behind; the newest is free."""
+        pad = T - frames
+        cols = slice(pad, T) if at_end else slice(0, frames)
+        w = dict(x=x0.repeat(T, 1), trans=trans0.repeat(T, 1), keypoints=torch.zeros(T, 33, 3), world=torch.zeros(T, 33, 3),
+                 valid=torch.zeros(T, dtype=torch.bool), free=torch.zeros(T, dtype=torch.bool))
+        w["keypoints"][cols], w["world"][cols] = kp_all[first:first + frames], world_all[first:first + frames]
+        w["valid"][cols] = True
+        w["free"][(T - 1) if at_end else (frames - 1)] = True
+        return w
+
+    def fit(windows: list[dict]):
+        batch = WindowBatch(cond=torch.zeros(len(windows), windows[0]["x"].shape[0], 102),
+                            **{k: torch.stack([w[k] for w in windows]) for k in windows[0]})
+        x, trans = fitter.refine(batch, cam)
+        return [(x[i][w["free"]], trans[i][w["free"]]) for i, w in enumerate(windows)]
+
+    aligned = fit([window(30, 4, 4, True), window(80, 3, 4, True)])  # free frames in one column
+    apart = fit([window(30, 4, 4, True), window(80, 3, 4, False)])  # the second's a column earlier
+    for (xa, ta), (xb, tb) in zip(aligned, apart):
+        assert torch.allclose(xa, xb, atol=1e-5) and torch.allclose(ta, tb, atol=1e-5)
+    assert (aligned[0][0] - x0).abs().max() > 0.05, "the fit moved the bodies"
