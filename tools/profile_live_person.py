@@ -14,6 +14,7 @@ share per person. No pipeline, no threads, no video: what the two stages cost pe
     python tools/profile_live_person.py --persons 3 --save out.npz   # every published body
     python tools/profile_live_person.py --persons 3 --compare out.npz  # same as a saved run?
     python tools/profile_live_person.py --persons 1 2 --compile-summary  # the lift's summary compiled
+    python tools/profile_live_person.py --persons 1 2 --ops              # torch operations a frame
 
 ``--save`` / ``--compare`` check that a change to the code leaves the results as they were:
 save with the old code, compare with the new (max absolute difference of ``poses``,
@@ -22,7 +23,10 @@ save with the old code, compare with the new (max absolute difference of ``poses
 (:meth:`Lifter.summarise`: rotation mean, body model, translation, spread) through
 ``torch.compile`` (Inductor's C++ code; needs a C++ compiler) and prints the compile time:
 how much of the lift's time is the count of small tensor operations rather than their
-work. Figures: docs/performance.md.
+work. ``--ops`` counts the torch operations a frame runs (``torch.profiler``; those called
+from Python, and all with the ones they call inside): a figure the machine's load does not
+move, where its CPU time moves by 10-30 % between runs on this shared machine. Figures:
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -132,18 +136,29 @@ def time_parts(lift, refine) -> dict[str, float]:
 
 
 def run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None = None, mode: str = "live",
-        parts: bool = False, compile_summary: bool = False):
+        parts: bool = False, compile_summary: bool = False, ops: bool = False):
     """CPU ms per frame of lift and refine (medians over the measured frames), the published
     arrays of every frame, and the profile (or None). Under inference mode, as the
     pipeline runs its stages (:mod:`streamer.graph`)."""
     import torch
 
     with torch.inference_mode():
-        return _run(persons, frames, warmup, profile, precision, mode, parts, compile_summary)
+        return _run(persons, frames, warmup, profile, precision, mode, parts, compile_summary, ops)
+
+
+def count_ops(prof, frames: int) -> tuple[float, float]:
+    """Torch operations per frame in a ``torch.profiler`` trace: those called from Python
+    (an ``aten::`` event not inside another) and all of them."""
+    top = total = 0
+    for e in prof.events():
+        if e.name.startswith("aten::"):
+            total += 1
+            top += e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")
+    return top / frames, total / frames
 
 
 def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None, mode: str, parts: bool,
-         compile_summary: bool):
+         compile_summary: bool, ops: bool = False):
     track, lift, refine = build_stages(precision, mode)
     if compile_summary:
         import torch
@@ -160,6 +175,11 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
     published: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
     prof = cProfile.Profile(time.thread_time) if profile else None
     frames = min(frames, len(track.keypoints))
+    tracer = None
+    if ops:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        tracer = torch_profile(activities=[ProfilerActivity.CPU])
 
     def collect(out):
         for person in out.persons:
@@ -173,6 +193,8 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
             totals.update(dict.fromkeys(totals, 0.0))
         if on:
             prof.enable()
+        if tracer is not None and i == warmup:
+            tracer.__enter__()
         c0 = time.thread_time()
         frame = lift.process(frame)
         c1 = time.thread_time()
@@ -185,6 +207,11 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
             refine_cpu.append(c2 - c1)
         if out is not None:
             collect(out)
+    if tracer is not None:
+        tracer.__exit__(None, None, None)
+        called, every = count_ops(tracer, max(frames - warmup, 1))
+        print(f"{'':7s} torch operations a frame: {called:.0f} called from Python, {every:.0f} with those inside them "
+              f"(times above are with the profiler on)")
     for out in refine.finish():
         collect(out)
     arrays = {k: np.stack(v) for k, v in published.items()}
@@ -214,6 +241,7 @@ def main() -> int:
                    help="the mode whose defaults the stages take (offline: K = 4, lag 5, two iterations, fp32)")
     p.add_argument("--compile-summary", action="store_true",
                    help="run the lift's summary of its samples (Lifter.summarise) through torch.compile")
+    p.add_argument("--ops", action="store_true", help="count the torch operations a frame runs (torch.profiler)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest difference --compare accepts")
     args = p.parse_args()
     if (args.save or args.compare) and len(args.persons) != 1:
@@ -227,7 +255,7 @@ def main() -> int:
     status = 0
     for n in args.persons:
         lift_ms, refine_ms, arrays, prof = run(n, args.frames, args.warmup, args.profile, args.precision, args.mode, args.parts,
-                                           args.compile_summary)
+                                           args.compile_summary, args.ops)
         print(f"{n:7d} {lift_ms:8.2f} {refine_ms:9.2f} {lift_ms / n:11.2f} {refine_ms / n:13.2f} "
               f"{(lift_ms + refine_ms) / n:11.2f}", flush=True)
         if prof is not None:
