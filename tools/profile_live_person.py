@@ -15,6 +15,7 @@ share per person. No pipeline, no threads, no video: what the two stages cost pe
     python tools/profile_live_person.py --persons 3 --compare out.npz  # same as a saved run?
     python tools/profile_live_person.py --persons 1 2 --compile-summary  # the lift's summary compiled
     python tools/profile_live_person.py --persons 1 2 --ops              # torch operations a frame
+    python tools/profile_live_person.py --persons 1 2 --before-tree /tmp/before --rounds 20  # against older code
 
 ``--save`` / ``--compare`` check that a change to the code leaves the results as they were:
 save with the old code, compare with the new (max absolute difference of ``poses``,
@@ -25,8 +26,13 @@ save with the old code, compare with the new (max absolute difference of ``poses
 how much of the lift's time is the count of small tensor operations rather than their
 work. ``--ops`` counts the torch operations a frame runs (``torch.profiler``; those called
 from Python, and all with the ones they call inside): a figure the machine's load does not
-move, where its CPU time moves by 10-30 % between runs on this shared machine. Figures:
-docs/performance.md.
+move, where its CPU time moves by 10-30 % between runs on this shared machine.
+``--before-tree DIR`` (e.g. ``git worktree add /tmp/before COMMIT``) measures the stages of
+the code checked out in DIR against this tree's, each run in a process of its own, in turn,
+``--rounds`` times, and prints each run's median and 10th percentile of the two stages' CPU
+per frame (the lower percentile is what the frame costs when no neighbour took the cache or
+the core: it moves less with the load than the median), and their medians over the rounds.
+Figures: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import pstats
 import statistics
 import sys
@@ -47,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 TRACK = ROOT / "tests" / "data" / "keypoints" / "sports2d_track2_blazepose33.npz"
 FIELDS = ("poses", "betas", "trans", "joints")
+FRAME_CPU_MS: list[float] = []  # the last run's lift + refine CPU per measured frame, ms
 
 
 def build_stages(precision: str | None = None, mode: str = "live"):
@@ -172,6 +180,8 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
     refine.start()
     totals = time_parts(lift, refine) if parts else None
     lift_cpu, refine_cpu = [], []
+    global FRAME_CPU_MS
+    FRAME_CPU_MS = []
     published: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
     prof = cProfile.Profile(time.thread_time) if profile else None
     frames = min(frames, len(track.keypoints))
@@ -205,6 +215,7 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
         if i >= warmup:
             lift_cpu.append(c1 - c0)
             refine_cpu.append(c2 - c1)
+            FRAME_CPU_MS.append(1000 * (c2 - c0))
         if out is not None:
             collect(out)
     if tracer is not None:
@@ -222,6 +233,37 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
         for label, total in totals.items():
             print(f"{'':9s}{label:36s} {1000 * total / measured:6.3f}")
     return 1000 * statistics.median(lift_cpu), 1000 * statistics.median(refine_cpu), arrays, prof
+
+
+def against_tree(tree: str, persons: list[int], rounds: int, frames: int) -> int:
+    """``--before-tree``: this tool in a process of its own per run, on ``tree``'s stages and
+    on this tree's, in turn; per run the median and 10th percentile of lift + refine CPU per
+    frame; their medians over the rounds and how often this tree's was the lower."""
+    import json
+    import subprocess
+
+    def one(n: int, other: str | None) -> dict:
+        cmd = [sys.executable, __file__, "--persons", str(n), "--frames", str(frames), "--json"]
+        out = subprocess.run(cmd + (["--tree", other] if other else []), capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    runs: dict[tuple[int, str], list[dict]] = {}
+    print(f"{'round':>5} {'persons':>7} {'tree':>7}  lift + refine CPU ms per frame: p50 (p10)")
+    for r in range(rounds):
+        for n in persons:
+            for name, other in (("before", tree), ("this", None)):
+                m = one(n, other)
+                runs.setdefault((n, name), []).append(m)
+                print(f"{r + 1:5d} {n:7d} {name:>7}  {m['p50']:6.2f} ({m['p10']:.2f})", flush=True)
+    print(f"\n{'persons':>7}  medians over {rounds} rounds, ms per frame (per person)")
+    for n in persons:
+        b, a = runs[(n, "before")], runs[(n, "this")]
+        lower = {q: sum(x[q] < y[q] for x, y in zip(a, b)) for q in ("p50", "p10")}
+        med = {k: {q: statistics.median(x[q] for x in v) for q in ("p50", "p10")} for k, v in (("before", b), ("this", a))}
+        print(f"{n:7d}  p50 {med['before']['p50']:.2f} -> {med['this']['p50']:.2f} ({med['this']['p50'] / n:.2f} per person; "
+              f"lower in {lower['p50']} of {rounds}), p10 {med['before']['p10']:.2f} -> {med['this']['p10']:.2f} "
+              f"(lower in {lower['p10']} of {rounds})")
+    return 0
 
 
 def main() -> int:
@@ -243,7 +285,21 @@ def main() -> int:
                    help="run the lift's summary of its samples (Lifter.summarise) through torch.compile")
     p.add_argument("--ops", action="store_true", help="count the torch operations a frame runs (torch.profiler)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest difference --compare accepts")
+    p.add_argument("--before-tree", metavar="DIR", help="measure the code checked out in DIR against this tree's, in turn")
+    p.add_argument("--rounds", type=int, default=10, help="with --before-tree: rounds of runs")
+    p.add_argument("--tree", metavar="DIR", help=argparse.SUPPRESS)  # the stages of another checkout
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one run's figures, one line
     args = p.parse_args()
+    if args.before_tree:
+        return against_tree(args.before_tree, args.persons, args.rounds, args.frames)
+    if args.tree:
+        sys.path.insert(0, str(Path(args.tree).resolve()))
+    if args.json:
+        lift_ms, refine_ms, _, _ = run(args.persons[0], args.frames, args.warmup, False, args.precision, args.mode)
+        frame = np.array(FRAME_CPU_MS)
+        print(json.dumps({"persons": args.persons[0], "lift_ms": lift_ms, "refine_ms": refine_ms,
+                          "p50": float(np.percentile(frame, 50)), "p10": float(np.percentile(frame, 10))}))
+        return 0
     if (args.save or args.compare) and len(args.persons) != 1:
         p.error("--save and --compare take one --persons value")
     if args.compile_summary and args.parts:
