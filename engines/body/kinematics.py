@@ -49,6 +49,10 @@ def _level_plan(parents: tuple[int, ...], device: str):
     return torch.tensor(level_order, device=device), parent, plan, order.to(device)
 
 
+#: The last row of a 4x4 rigid map (a constant: a tensor made from a list costs a few us a call).
+_BOTTOM_ROW = torch.tensor([0.0, 0.0, 0.0, 1.0])
+
+
 def forward_kinematics(
     rotations: torch.Tensor,
     rest_joints: torch.Tensor,
@@ -77,7 +81,7 @@ def forward_kinematics(
     rest = rest_joints.index_select(1, level_order)
     offsets = rest - rest_joints.index_select(1, parent)
     offsets[:, 0] = rest[:, 0]  # the root's map places it at its rest position
-    bottom = rotations.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(B, J, 1, 4)
+    bottom = _BOTTOM_ROW.to(rotations).expand(B, J, 1, 4)
     local = torch.cat([torch.cat([rotations.index_select(1, level_order), offsets[..., None]], -1), bottom], -2)
     world = [local[:, :1]]
     for (a, b), parent_pos in plan:

@@ -59,7 +59,7 @@ def condition_features(keypoints: torch.Tensor, world_landmarks: torch.Tensor | 
     B = keypoints.shape[0]
     if world_landmarks is None:
         world_landmarks = keypoints.new_zeros(B, NUM_KEYPOINTS, 3)
-    wl = torch.where(torch.isfinite(world_landmarks), world_landmarks, torch.zeros_like(world_landmarks))
+    wl = world_landmarks.nan_to_num(0.0, 0.0, 0.0)  # NaN and infinities to 0: not seen
     present = (wl.abs().flatten(1).amax(-1) > 0).to(base.dtype)
     wl = wl - wl[:, 23:25].mean(1, keepdim=True)  # origin between the hips, as BlazePose's
     wl = world_landmarks_to_camera(wl, keypoints)

@@ -252,7 +252,7 @@ class Lifter:
             raise ValueError(f"keypoints must be (B, 33, 3) or (B, 17, 3), got {tuple(kp.shape)}")
         if kp.shape[1] == 17:
             kp = coco17_to_blazepose33(kp)
-        kp = torch.where(torch.isfinite(kp), kp, torch.zeros_like(kp))
+        kp = kp.nan_to_num(0.0, 0.0, 0.0)  # NaN and infinities to 0
         B, N = kp.shape[0], self.num_samples
         valid = liftable(kp)
         # Rows that cannot be lifted still go through (shapes stay fixed) on a dummy layout.

@@ -163,18 +163,21 @@ _D6_AXES = torch.stack([torch.linalg.cross(torch.eye(3), torch.eye(3)[c].expand(
 
 
 def keypoint_noise(keypoints: torch.Tensor, valid: torch.Tensor, min_confidence: float, default: float,
-                   limits: tuple[float, float]) -> torch.Tensor:
+                   limits: tuple[float, float], sizes: torch.Tensor | None = None) -> torch.Tensor:
     """The detector's noise (S,) per window, as a fraction of the person's size, measured on
     the keypoints themselves: over three consecutive frames at video rate a body moves nearly
     along a straight line, so a point's second difference is mostly the detector's jitter
     (variance 6 sigma^2 per coordinate for independent noise). The lower quartile of its
     magnitude over points and frames (real motion inflates the upper ones: a limb that
     accelerates), / (0.319 sqrt 6), is sigma; clamped to ``limits``. Windows of fewer than
-    three frames get ``default``."""
+    three frames get ``default``. ``sizes`` (S, T): the frames' :func:`person_size_px` at
+    ``min_confidence``, where the caller has them already."""
     conf = keypoints[..., 2] > min_confidence
     # One size per window: a per-frame size would jitter with the outermost points and
     # scale every coordinate's jitter into the estimate.
-    size = torch.where(valid, person_size_px(keypoints, min_confidence), torch.nan).nanmedian(1).values
+    if sizes is None:
+        sizes = person_size_px(keypoints, min_confidence)
+    size = torch.where(valid, sizes, torch.nan).nanmedian(1).values
     xy = keypoints[..., :2] / size.nan_to_num(1.0)[:, None, None, None]
     d2 = (xy[:, 2:] - 2 * xy[:, 1:-1] + xy[:, :-2]).abs()  # (S, T-2, 33, 2)
     ok = conf[:, 2:] & conf[:, 1:-1] & conf[:, :-2] & (valid[:, 2:] & valid[:, 1:-1] & valid[:, :-2])[..., None]
@@ -329,8 +332,9 @@ class KeypointFitter:
         K = camera.K if camera.K.dim() == 2 else take(camera.K)
         dist = camera.dist if camera.dist is None or camera.dist.dim() == 1 else take(camera.dist)
         kp_obs = take(batch.keypoints)
-        size = person_size_px(kp_obs, s.min_confidence)
-        noise = keypoint_noise(batch.keypoints, valid, s.min_confidence, s.detector_noise, s.noise_range)
+        sizes = person_size_px(batch.keypoints, s.min_confidence)  # (S, T), for the noise and the data term
+        size = take(sizes)
+        noise = keypoint_noise(batch.keypoints, valid, s.min_confidence, s.detector_noise, s.noise_range, sizes)
         noise = noise.index_select(0, sel[0])[:, None]  # (N, 1) per free frame
         conf = kp_obs[..., 2]
         conf = torch.where(conf > s.min_confidence, conf, torch.zeros_like(conf))
