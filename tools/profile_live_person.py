@@ -54,7 +54,6 @@ sys.path.insert(0, str(ROOT))
 
 TRACK = ROOT / "tests" / "data" / "keypoints" / "sports2d_track2_blazepose33.npz"
 FIELDS = ("poses", "betas", "trans", "joints")
-FRAME_CPU_MS: list[float] = []  # the last run's lift + refine CPU per measured frame, ms
 
 
 def build_stages(precision: str | None = None, mode: str = "live"):
@@ -146,8 +145,8 @@ def time_parts(lift, refine) -> dict[str, float]:
 def run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None = None, mode: str = "live",
         parts: bool = False, compile_summary: bool = False, ops: bool = False):
     """CPU ms per frame of lift and refine (medians over the measured frames), the published
-    arrays of every frame, and the profile (or None). Under inference mode, as the
-    pipeline runs its stages (:mod:`streamer.graph`)."""
+    arrays of every frame, the profile (or None) and the two stages' CPU ms of each measured
+    frame. Under inference mode, as the pipeline runs its stages (:mod:`streamer.graph`)."""
     import torch
 
     with torch.inference_mode():
@@ -180,8 +179,6 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
     refine.start()
     totals = time_parts(lift, refine) if parts else None
     lift_cpu, refine_cpu = [], []
-    global FRAME_CPU_MS
-    FRAME_CPU_MS = []
     published: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
     prof = cProfile.Profile(time.thread_time) if profile else None
     frames = min(frames, len(track.keypoints))
@@ -204,7 +201,7 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
         if on:
             prof.enable()
         if tracer is not None and i == warmup:
-            tracer.__enter__()
+            tracer.start()
         c0 = time.thread_time()
         frame = lift.process(frame)
         c1 = time.thread_time()
@@ -215,11 +212,10 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
         if i >= warmup:
             lift_cpu.append(c1 - c0)
             refine_cpu.append(c2 - c1)
-            FRAME_CPU_MS.append(1000 * (c2 - c0))
         if out is not None:
             collect(out)
     if tracer is not None:
-        tracer.__exit__(None, None, None)
+        tracer.stop()
         called, every = count_ops(tracer, max(frames - warmup, 1))
         print(f"{'':7s} torch operations a frame: {called:.0f} called from Python, {every:.0f} with those inside them "
               f"(times above are with the profiler on)")
@@ -232,14 +228,14 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
               f"refine {1000 * statistics.mean(refine_cpu):.2f}):")
         for label, total in totals.items():
             print(f"{'':9s}{label:36s} {1000 * total / measured:6.3f}")
-    return 1000 * statistics.median(lift_cpu), 1000 * statistics.median(refine_cpu), arrays, prof
+    frame_ms = [1000 * (a + b) for a, b in zip(lift_cpu, refine_cpu)]
+    return 1000 * statistics.median(lift_cpu), 1000 * statistics.median(refine_cpu), arrays, prof, frame_ms
 
 
 def against_tree(tree: str, persons: list[int], rounds: int, frames: int) -> int:
     """``--before-tree``: this tool in a process of its own per run, on ``tree``'s stages and
     on this tree's, in turn; per run the median and 10th percentile of lift + refine CPU per
     frame; their medians over the rounds and how often this tree's was the lower."""
-    import json
     import subprocess
 
     def one(n: int, other: str | None) -> dict:
@@ -295,8 +291,9 @@ def main() -> int:
     if args.tree:
         sys.path.insert(0, str(Path(args.tree).resolve()))
     if args.json:
-        lift_ms, refine_ms, _, _ = run(args.persons[0], args.frames, args.warmup, False, args.precision, args.mode)
-        frame = np.array(FRAME_CPU_MS)
+        lift_ms, refine_ms, _, _, frame_ms = run(args.persons[0], args.frames, args.warmup, False, args.precision,
+                                                 args.mode)
+        frame = np.array(frame_ms)
         print(json.dumps({"persons": args.persons[0], "lift_ms": lift_ms, "refine_ms": refine_ms,
                           "p50": float(np.percentile(frame, 50)), "p10": float(np.percentile(frame, 10))}))
         return 0
@@ -310,7 +307,7 @@ def main() -> int:
           f"{'both/person':>11s}   (median thread CPU per frame)")
     status = 0
     for n in args.persons:
-        lift_ms, refine_ms, arrays, prof = run(n, args.frames, args.warmup, args.profile, args.precision, args.mode, args.parts,
+        lift_ms, refine_ms, arrays, prof, _ = run(n, args.frames, args.warmup, args.profile, args.precision, args.mode, args.parts,
                                            args.compile_summary, args.ops)
         print(f"{n:7d} {lift_ms:8.2f} {refine_ms:9.2f} {lift_ms / n:11.2f} {refine_ms / n:13.2f} "
               f"{(lift_ms + refine_ms) / n:11.2f}", flush=True)
