@@ -21,8 +21,6 @@ import argparse
 import heapq
 import json
 import logging
-import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -34,6 +32,7 @@ from .app import RunConfig, build_pipeline
 from .errors import SmplstreamError
 from .frames import Frame
 from .latency import LatencyStats, format_overload, stage_spans
+from .machine import machine
 
 log = logging.getLogger("smplstream.bench")
 SYNTHETIC_FRAMES = 300
@@ -131,20 +130,6 @@ class _CpuMeter:
                 v += getattr(self.stages.get(k), "background_cpu_seconds", 0.0)
                 out[k] = round(1000 * v / self.calls[k], 3)
         return out
-
-
-def machine() -> dict:
-    """The CPU, cores and load the figures were taken under."""
-    model = platform.processor() or "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),
-            "python": platform.python_version()}
 
 
 def bench_once(config: RunConfig, *, synthetic: int | None = None, rate: float = 30.0, frames: int | None = None,

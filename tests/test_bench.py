@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from streamer.bench import end_to_end, format_compare
 from streamer.bench import main as bench_main
 from streamer.errors import ConfigError
 from streamer.graph import Stage
+from streamer.machine import core_speed
 from engines.perception.person_keypoints import PersonKeypoints
 from streamer.synthetic_source import SyntheticPeopleSource, grid_shape
 
@@ -91,6 +93,13 @@ def test_bench_compare_prints_ratio(capsys):
     assert "lift=torch/lift=onnxruntime" in text.splitlines()[0]
     row = next(line for line in text.splitlines() if line.startswith("lift p50 ms"))
     assert float(row.split()[-1]) == pytest.approx(ratio, abs=0.01)
+
+
+def test_core_speed_times_work_on_every_core():
+    """The probe bench_live takes before each round: units of work timed on every core at once."""
+    speed = core_speed(seconds=0.3)
+    assert speed["cores"] == (os.cpu_count() or 1)
+    assert 0 < speed["unit_ms_p50"] <= speed["unit_ms_p90"] < 300  # a unit is about 6 ms on the 2-core machine
 
 
 def test_backend_spec():

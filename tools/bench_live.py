@@ -22,6 +22,11 @@ variant then runs in a process of its own, as the tree's must):
     python tools/bench_live.py --before-tree /tmp/before --variants tree after \
         --sources clip clip-1 synthetic-4 synthetic-8
 
+Each round starts by timing a fixed unit of work on every core at once
+(:func:`streamer.machine.core_speed`, about a second): on this shared virtual machine a round
+whose unit read slower than the run's best ran on a slower machine, which the load average
+does not show.
+
 Figures: docs/performance.md.
 """
 
@@ -39,7 +44,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamer.app import RunConfig  # noqa: E402
-from streamer.bench import bench_once, end_to_end, machine  # noqa: E402
+from streamer.bench import bench_once, end_to_end  # noqa: E402
+from streamer.machine import core_speed, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / "tests" / "data" / "sports2d_demo.mp4"
@@ -87,7 +93,13 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     conditions = machine()
     runs: dict[str, dict[str, list[dict]]] = {}
-    for _ in range(args.rounds):
+    speeds = []
+    for r in range(args.rounds):
+        # The cores' speed before each round: the neighbours of this shared machine slow
+        # whole rounds, and only this shows it (streamer.machine.core_speed).
+        speeds.append(core_speed())
+        print(f"round {r + 1}: a unit of work took {speeds[-1]['unit_ms_p50']:.2f} ms on each core "
+              f"(p90 {speeds[-1]['unit_ms_p90']:.2f})", flush=True)
         for src in args.sources:
             for variant in args.variants:
                 options = dict(source=str(CLIP), mode="live", publish=None, progress=False,
@@ -106,7 +118,8 @@ def main() -> int:
                 print(f"{src:12s} {variant:7s} fps {summary['fps'] or 0:5.1f}  p50 {g['p50']:6.1f}  p99 {g['p99']:6.1f} ms  "
                       f"dropped {summary['drops_total']}", flush=True)
     print(f"\n{conditions['cpu']}, {conditions['cores']} cores, load {conditions['load_avg_1min']} at start; "
-          f"medians over {args.rounds} round(s)")
+          f"medians over {args.rounds} round(s); a unit of work per round "
+          f"{', '.join(format(s['unit_ms_p50'], '.2f') for s in speeds)} ms (lower: a faster machine)")
     print(f"{'source':12s} {'variant':7s} {'fps':>6s} {'p50 ms':>7s} {'p99 ms':>7s}  stage busy p50 ms (cpu ms/frame)")
     for src, by_variant in runs.items():
         for variant, summaries in by_variant.items():
@@ -126,7 +139,7 @@ def main() -> int:
                           f"p50 {med([r['p50'] for r in rows]):.1f}  p99 {med([r['p99'] for r in rows]):.1f} ms "
                           f"(p99 per round: {', '.join(format(r['p99'], '.1f') for r in rows)})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": conditions, "runs": runs}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"machine": conditions, "core_speed": speeds, "runs": runs}, indent=2) + "\n")
     return 0
 
 

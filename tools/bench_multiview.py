@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 from calibration.camera import assumed_camera  # noqa: E402
 from calibration.rig_calibration import RigCamera, write_multi_camera_rig  # noqa: E402
 from streamer.app import RunConfig  # noqa: E402
-from streamer.bench import bench_once, end_to_end, machine  # noqa: E402
+from streamer.bench import bench_once, end_to_end  # noqa: E402
+from streamer.machine import machine  # noqa: E402
 from streamer.sources import VideoFileSource  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "sports2d_demo.mp4"

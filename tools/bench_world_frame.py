@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamer.output_frame as output_frame  # noqa: E402
 from streamer.app import RunConfig  # noqa: E402
-from streamer.bench import bench_once, end_to_end, machine  # noqa: E402
+from streamer.bench import bench_once, end_to_end  # noqa: E402
+from streamer.machine import machine  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "sports2d_demo.mp4"
 
