@@ -37,17 +37,33 @@ def _time_work_units(seconds: float) -> list[float]:
 
 
 def core_speed(seconds: float = 1.0) -> dict:
-    """How fast the machine's cores run right now: one process per core does the same fixed
-    units of pure-Python work for ``seconds`` at once; the wall ms per unit (p50, p90).
-    On a shared virtual machine the neighbours' load shows here and nowhere else (the load
-    average and /proc/stat's steal time do not see it), so a benchmark round taken while
-    this read high ran on a slower machine."""
-    import multiprocessing as mp
+    """How fast the machine's cores run right now: the same fixed units of pure-Python work,
+    first in one process alone, then in one process per core at once, ``seconds`` each. Wall
+    ms per unit (p50 alone; p50 and p90 with every core busy), and ``share``: the speed of
+    each core with all of them busy as a fraction of one alone (1.0: the cores are really
+    there). On a shared virtual machine the neighbours' load shows here and nowhere else (the
+    load average and /proc/stat's steal time do not see it): a benchmark round taken while
+    ``share`` read low ran on fewer cores' worth of CPU."""
+    import json
     import statistics
+    import subprocess
+    import sys
 
     cores = os.cpu_count() or 1
-    with mp.get_context("spawn").Pool(cores) as pool:
-        units = [u for part in pool.map(_time_work_units, [seconds] * cores) for u in part]
-    units.sort()
-    return {"unit_ms_p50": round(statistics.median(units), 2),
-            "unit_ms_p90": round(units[min(len(units) - 1, int(0.9 * len(units)))], 2), "cores": cores}
+    # Plain interpreters rather than multiprocessing: nothing of the caller's main module is
+    # imported again, whatever script calls this.
+    code = f"import json; from streamer.machine import _time_work_units; print(json.dumps(_time_work_units({seconds!r})))"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+
+    def units(processes: int) -> list[float]:
+        workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+                   for _ in range(processes)]
+        return sorted(u for w in workers for u in json.loads(w.communicate()[0]))
+
+    alone = statistics.median(units(1))
+    busy = units(cores)
+    p50 = statistics.median(busy)
+    return {"unit_ms_alone": round(alone, 2), "unit_ms_p50": round(p50, 2),
+            "unit_ms_p90": round(busy[min(len(busy) - 1, int(0.9 * len(busy)))], 2),
+            "share": round(alone / p50, 2), "cores": cores}
