@@ -39,9 +39,10 @@ def _time_work_units(seconds: float) -> list[float]:
 def core_speed(seconds: float = 1.0) -> dict:
     """How fast the machine's cores run right now: the same fixed units of pure-Python work,
     first in one process alone, then in one process per core at once, ``seconds`` each. Wall
-    ms per unit (p50 alone; p50 and p90 with every core busy), and ``share``: the speed of
-    each core with all of them busy as a fraction of one alone (1.0: the cores are really
-    there). On a shared virtual machine the neighbours' load shows here and nowhere else (the
+    ms per unit (alone: the 10th percentile, one core at its fastest, since a neighbour may
+    take that core for part of the second too; with every core busy: p50 and p90), and
+    ``share``: the speed of each core with all of them busy as a fraction of one alone (1.0:
+    the cores are really there). On a shared virtual machine the neighbours' load shows here and nowhere else (the
     load average and /proc/stat's steal time do not see it): a benchmark round taken while
     ``share`` read low ran on fewer cores' worth of CPU."""
     import json
@@ -61,7 +62,8 @@ def core_speed(seconds: float = 1.0) -> dict:
                    for _ in range(processes)]
         return sorted(u for w in workers for u in json.loads(w.communicate()[0]))
 
-    alone = statistics.median(units(1))
+    alone_units = units(1)
+    alone = alone_units[len(alone_units) // 10]
     busy = units(cores)
     p50 = statistics.median(busy)
     return {"unit_ms_alone": round(alone, 2), "unit_ms_p50": round(p50, 2),
