@@ -22,11 +22,11 @@ variant then runs in a process of its own, as the tree's must):
     python tools/bench_live.py --before-tree /tmp/before --variants tree after \
         --sources clip clip-1 synthetic-4 synthetic-8
 
-Each round starts by timing a fixed unit of work on one core, then on every core at once
-(:func:`streamer.machine.core_speed`, about two seconds), and prints how fast each core ran
-with all of them busy against one alone: on this shared virtual machine that share moves
-between about 0.55 and 1.0 within minutes, which the load average does not show, and a round
-taken at 0.6 ran on little more than one core's worth of CPU.
+Before each source's runs in a round the tool times a fixed unit of work on one core, then
+on every core at once (:func:`streamer.machine.core_speed`, about two seconds), and prints
+how fast each core ran with all of them busy against one alone: on this shared virtual
+machine that share moves between about 0.55 and 1.0 within minutes, which the load average
+does not show, and runs taken at 0.6 had little more than one core's worth of CPU.
 
 Figures: docs/performance.md.
 """
@@ -94,15 +94,16 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     conditions = machine()
     runs: dict[str, dict[str, list[dict]]] = {}
-    speeds = []
-    for r in range(args.rounds):
-        # The cores' speed before each round: the neighbours of this shared machine slow
-        # whole rounds, and only this shows it (streamer.machine.core_speed).
-        speeds.append(core_speed())
-        print(f"round {r + 1}: with every core busy each ran at {speeds[-1]['share']:.2f} of one core alone "
-              f"(a unit of work {speeds[-1]['unit_ms_p50']:.2f} ms, p90 {speeds[-1]['unit_ms_p90']:.2f}; alone "
-              f"{speeds[-1]['unit_ms_alone']:.2f})", flush=True)
+    speeds: dict[str, list[dict]] = {}
+    for _ in range(args.rounds):
         for src in args.sources:
+            # The cores' speed before each source's runs: the neighbours of this shared
+            # machine slow them for minutes at a time, and only this shows it.
+            speed = core_speed()
+            speeds.setdefault(src, []).append(speed)
+            print(f"{src:12s} cores  each at {speed['share']:.2f} of one alone with all busy (a unit of work "
+                  f"{speed['unit_ms_p50']:.2f} ms, p90 {speed['unit_ms_p90']:.2f}; alone {speed['unit_ms_alone']:.2f})",
+                  flush=True)
             for variant in args.variants:
                 options = dict(source=str(CLIP), mode="live", publish=None, progress=False,
                                max_persons=MAX_PERSONS.get(src, 6), **VARIANTS[variant])
@@ -120,8 +121,7 @@ def main() -> int:
                 print(f"{src:12s} {variant:7s} fps {summary['fps'] or 0:5.1f}  p50 {g['p50']:6.1f}  p99 {g['p99']:6.1f} ms  "
                       f"dropped {summary['drops_total']}", flush=True)
     print(f"\n{conditions['cpu']}, {conditions['cores']} cores, load {conditions['load_avg_1min']} at start; "
-          f"medians over {args.rounds} round(s); each core's speed with all busy, per round: "
-          f"{', '.join(format(s['share'], '.2f') for s in speeds)} of one alone (streamer.machine.core_speed)")
+          f"medians over {args.rounds} round(s)")
     print(f"{'source':12s} {'variant':7s} {'fps':>6s} {'p50 ms':>7s} {'p99 ms':>7s}  stage busy p50 ms (cpu ms/frame)")
     for src, by_variant in runs.items():
         for variant, summaries in by_variant.items():
@@ -134,6 +134,9 @@ def main() -> int:
                 f"({med([s['stages'][n]['cpu_ms_per_frame'] for s in summaries]):.1f})"
                 for n in summaries[0]["stages"] if n != "grab")
             print(f"{src:12s} {variant:7s} {fps:6.1f} {p50:7.1f} {p99:7.1f}  {stages}")
+            if variant == args.variants[0]:
+                print(f"{'':12s} {'':7s} each core at {', '.join(format(s['share'], '.2f') for s in speeds[src])} "
+                      f"of one alone, per round (streamer.machine.core_speed)")
             if src.startswith("clip"):
                 for n in sorted({k for s in summaries for k in s["end_to_end_ms_by_people"]}):
                     rows = [s["end_to_end_ms_by_people"][n] for s in summaries if n in s["end_to_end_ms_by_people"]]
