@@ -227,3 +227,30 @@ def test_cuda_matches_cpu(model):
     np.testing.assert_allclose(gpu.joints.cpu().numpy(), cpu.joints.numpy(), atol=1e-9)
     np.testing.assert_allclose(gpu.vertices.cpu().numpy(), cpu.vertices.numpy(), atol=1e-9)
     np.testing.assert_allclose(gpu.keypoints["blazepose33"].cpu().numpy(), cpu.keypoints["blazepose33"].numpy(), atol=1e-9)
+
+
+def test_exporting_the_body_model_leaves_its_later_eager_calls_plain():
+    """torch.export traces with placeholder (fake) tensors: the body model's cached index
+    tensors must not keep them, or every later eager call in the process returns them."""
+    from engines.body import body_model, kinematics
+
+    for cached in (body_model._parent_index, body_model._subtree_matrix, kinematics._level_plan):
+        cached.cache_clear()  # so that the trace below is the first to make them
+
+    class Pose(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = BodyModel.load()
+
+        def forward(self, R, betas):
+            return self.body.pose_jacobian(R, betas, torch.zeros(R.shape[0], 3)).keypoints
+
+    R = axis_angle_to_matrix(0.2 * torch.randn(2, 24, 3, generator=torch.Generator().manual_seed(0)))
+    betas = torch.zeros(2, 10)
+    exported = torch.export.export(Pose(), (R, betas))
+    eager = BodyModel.load()
+    with torch.no_grad():
+        out = eager(R, betas, keypoints="blazepose33").keypoints["blazepose33"]
+        jac = eager.pose_jacobian(R, betas, torch.zeros(2, 3))
+    assert type(out) is torch.Tensor and type(jac.dkeypoints_dturn) is torch.Tensor
+    torch.testing.assert_close(exported.module()(R, betas), jac.keypoints)
