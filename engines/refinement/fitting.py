@@ -513,11 +513,11 @@ class KeypointFitter:
                         break
                     lam *= 10
                 # Windows whose energy went down take the step; the others keep theirs.
-                take = better[rows[used]]
-                R = torch.where(take[:, None, None, None], R1, R)
-                b = torch.where(take[:, None], b1, b)
-                t = torch.where(take[:, None], t1, t)
-                final = torch.where(take[:, None], out1, out0)  # the outputs of the bodies kept
+                accept = better[rows[used]]
+                R = torch.where(accept[:, None, None, None], R1, R)
+                b = torch.where(accept[:, None], b1, b)
+                t = torch.where(accept[:, None], t1, t)
+                final = torch.where(accept[:, None], out1, out0)  # the outputs of the bodies kept
         x_fit = torch.cat([matrix_to_rotation_6d(R).flatten(1), b], -1)
         if final is None:  # no iteration: the bodies as they came
             final = self._outputs(R, b, t, camera, K, dist)
