@@ -23,8 +23,11 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def _time_work_units(seconds: float) -> list[float]:
-    """Wall ms of each fixed unit of pure-Python work done in ``seconds``."""
+def _time_work_units(seconds: float, start: float = 0.0) -> list[float]:
+    """Wall ms of each fixed unit of pure-Python work done in ``seconds``, from the wall-clock
+    time ``start`` (``time.time()``; so that processes started one after another work at
+    once)."""
+    time.sleep(max(0.0, start - time.time()))
     out = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -42,9 +45,9 @@ def core_speed(seconds: float = 1.0) -> dict:
     ms per unit (alone: the 10th percentile, one core at its fastest, since a neighbour may
     take that core for part of the second too; with every core busy: p50 and p90), and
     ``share``: the speed of each core with all of them busy as a fraction of one alone (1.0:
-    the cores are really there). On a shared virtual machine the neighbours' load shows here and nowhere else (the
-    load average and /proc/stat's steal time do not see it): a benchmark round taken while
-    ``share`` read low ran on fewer cores' worth of CPU."""
+    the cores are really there). On a shared virtual machine the neighbours' load shows here
+    and nowhere else (the load average and /proc/stat's steal time do not see it): a
+    benchmark round taken while ``share`` read low ran on fewer cores' worth of CPU."""
     import json
     import statistics
     import subprocess
@@ -53,13 +56,16 @@ def core_speed(seconds: float = 1.0) -> dict:
     cores = os.cpu_count() or 1
     # Plain interpreters rather than multiprocessing: nothing of the caller's main module is
     # imported again, whatever script calls this.
-    code = f"import json; from streamer.machine import _time_work_units; print(json.dumps(_time_work_units({seconds!r})))"
+    code = ("import json, sys; from streamer.machine import _time_work_units; "
+            "print(json.dumps(_time_work_units(float(sys.argv[1]), float(sys.argv[2]))))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
 
     def units(processes: int) -> list[float]:
-        workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
-                   for _ in range(processes)]
+        # Every worker starts its units at one moment, after the interpreters have started.
+        start = str(time.time() + 0.5)
+        workers = [subprocess.Popen([sys.executable, "-c", code, str(seconds), start], stdout=subprocess.PIPE,
+                                    text=True, env=env) for _ in range(processes)]
         return sorted(u for w in workers for u in json.loads(w.communicate()[0]))
 
     alone_units = units(1)

@@ -23,7 +23,7 @@ variant then runs in a process of its own, as the tree's must):
         --sources clip clip-1 synthetic-4 synthetic-8
 
 Before each source's runs in a round the tool times a fixed unit of work on one core, then
-on every core at once (:func:`streamer.machine.core_speed`, about two seconds), and prints
+on every core at once (:func:`streamer.machine.core_speed`, about three seconds), and prints
 how fast each core ran with all of them busy against one alone: on this shared virtual
 machine that share moves between about 0.55 and 1.0 within minutes, which the load average
 does not show, and runs taken at 0.6 had little more than one core's worth of CPU.
