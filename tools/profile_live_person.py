@@ -14,6 +14,7 @@ share per person. No pipeline, no threads, no video: what the two stages cost pe
     python tools/profile_live_person.py --persons 3 --save out.npz   # every published body
     python tools/profile_live_person.py --persons 3 --compare out.npz  # same as a saved run?
     python tools/profile_live_person.py --persons 1 2 --compile-summary  # the lift's summary compiled
+    python tools/profile_live_person.py --persons 1 2 --compile-fit --cpp-wrapper  # the fit's linearisation too
     python tools/profile_live_person.py --persons 1 2 --ops              # torch operations a frame
     python tools/profile_live_person.py --persons 1 2 --before-tree /tmp/before --rounds 20  # against older code
 
@@ -24,9 +25,12 @@ save with the old code, compare with the new (max absolute difference of ``poses
 (:meth:`Lifter.summarise`: rotation mean, body model, translation, spread) through
 ``torch.compile`` (Inductor's C++ code; needs a C++ compiler) and prints the compile time:
 how much of the lift's time is the count of small tensor operations rather than their
-work. ``--ops`` counts the torch operations a frame runs (``torch.profiler``; those called
-from Python, and all with the ones they call inside): a figure the machine's load does not
-move, where its CPU time moves by 10-30 % between runs on this shared machine.
+work; ``--compile-fit`` does the same for the fit's outputs and their Jacobian
+(:meth:`KeypointFitter._linearise`, ``_outputs``), and ``--cpp-wrapper`` has Inductor call
+its kernels from generated C++ rather than Python. ``--ops`` counts the torch operations a
+frame runs (``torch.profiler``; those called from Python, and all with the ones they call
+inside): a figure the machine's load does not move, where its CPU time moves by 10-30 %
+between runs on this shared machine.
 ``--before-tree DIR`` (e.g. ``git worktree add /tmp/before COMMIT``) measures the stages of
 the code checked out in DIR against this tree's, each run in a process of its own, in turn,
 ``--rounds`` times, and prints each run's median and 10th percentile of the two stages' CPU
@@ -143,14 +147,14 @@ def time_parts(lift, refine) -> dict[str, float]:
 
 
 def run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None = None, mode: str = "live",
-        parts: bool = False, compile_summary: bool = False, ops: bool = False):
+        parts: bool = False, compile_summary: bool = False, ops: bool = False, compile_fit: bool = False):
     """CPU ms per frame of lift and refine (medians over the measured frames), the published
     arrays of every frame, the profile (or None) and the two stages' CPU ms of each measured
     frame. Under inference mode, as the pipeline runs its stages (:mod:`streamer.graph`)."""
     import torch
 
     with torch.inference_mode():
-        return _run(persons, frames, warmup, profile, precision, mode, parts, compile_summary, ops)
+        return _run(persons, frames, warmup, profile, precision, mode, parts, compile_summary, ops, compile_fit)
 
 
 def count_ops(prof, frames: int) -> tuple[float, float]:
@@ -165,7 +169,7 @@ def count_ops(prof, frames: int) -> tuple[float, float]:
 
 
 def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str | None, mode: str, parts: bool,
-         compile_summary: bool, ops: bool = False):
+         compile_summary: bool, ops: bool = False, compile_fit: bool = False):
     track, lift, refine = build_stages(precision, mode)
     if compile_summary:
         import torch
@@ -175,6 +179,20 @@ def _run(persons: int, frames: int, warmup: int, profile: bool, precision: str |
         lift.process(frame_of(track, 0, persons))  # compiles
         lift.lifter = lift.lifter.fresh()  # its draws from the seed again, as without
         print(f"{'':7s} torch.compile of the summary: {time.perf_counter() - t:.1f} s on the first frame")
+    if compile_fit:
+        import torch
+
+        # The fit's tensor code of one frame: its outputs, and their Jacobian (the body
+        # model's pose Jacobian and the lens), one graph per count of free frames. Compiled
+        # on a first frame through stages of their own, so that these start unchanged.
+        fitter = refine.online.refiner
+        fitter._linearise = torch.compile(fitter._linearise, dynamic=False)
+        fitter._outputs = torch.compile(fitter._outputs, dynamic=False)
+        _, lift_first, refine_first = build_stages(precision, mode)
+        refine_first.online.refiner._linearise, refine_first.online.refiner._outputs = fitter._linearise, fitter._outputs
+        t = time.perf_counter()
+        refine_first.process(lift_first.process(frame_of(track, 0, persons)))  # compiles
+        print(f"{'':7s} torch.compile of the fit's linearisation: {time.perf_counter() - t:.1f} s on the first frame")
     lift.start()
     refine.start()
     totals = time_parts(lift, refine) if parts else None
@@ -279,6 +297,11 @@ def main() -> int:
                    help="the mode whose defaults the stages take (offline: K = 4, lag 5, two iterations, fp32)")
     p.add_argument("--compile-summary", action="store_true",
                    help="run the lift's summary of its samples (Lifter.summarise) through torch.compile")
+    p.add_argument("--compile-fit", action="store_true",
+                   help="run the fit's outputs and their Jacobian (KeypointFitter._linearise, _outputs) "
+                        "through torch.compile")
+    p.add_argument("--cpp-wrapper", action="store_true",
+                   help="with --compile-*: Inductor calls its kernels from generated C++, not Python")
     p.add_argument("--ops", action="store_true", help="count the torch operations a frame runs (torch.profiler)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest difference --compare accepts")
     p.add_argument("--before-tree", metavar="DIR", help="measure the code checked out in DIR against this tree's, in turn")
@@ -299,16 +322,20 @@ def main() -> int:
         return 0
     if (args.save or args.compare) and len(args.persons) != 1:
         p.error("--save and --compare take one --persons value")
-    if args.compile_summary and args.parts:
+    if args.cpp_wrapper:
+        import torch._inductor.config
+
+        torch._inductor.config.cpp_wrapper = True
+    if (args.compile_summary or args.compile_fit) and args.parts:
         # The step timers wrap functions the compiled summary calls: it recompiles on them
         # and the figures are the timers', not the compiled code's.
-        p.error("--compile-summary does not combine with --parts")
+        p.error("--compile-summary and --compile-fit do not combine with --parts")
     print(f"{'persons':>7s} {'lift ms':>8s} {'refine ms':>9s} {'lift/person':>11s} {'refine/person':>13s} "
           f"{'both/person':>11s}   (median thread CPU per frame)")
     status = 0
     for n in args.persons:
         lift_ms, refine_ms, arrays, prof, _ = run(n, args.frames, args.warmup, args.profile, args.precision, args.mode, args.parts,
-                                           args.compile_summary, args.ops)
+                                                  args.compile_summary, args.ops, args.compile_fit)
         print(f"{n:7d} {lift_ms:8.2f} {refine_ms:9.2f} {lift_ms / n:11.2f} {refine_ms / n:13.2f} "
               f"{(lift_ms + refine_ms) / n:11.2f}", flush=True)
         if prof is not None:
