@@ -322,13 +322,15 @@ def main() -> int:
         return 0
     if (args.save or args.compare) and len(args.persons) != 1:
         p.error("--save and --compare take one --persons value")
+    if args.cpp_wrapper and not (args.compile_summary or args.compile_fit):
+        p.error("--cpp-wrapper changes how compiled code runs: give it with --compile-summary or --compile-fit")
     if args.cpp_wrapper:
         import torch._inductor.config
 
         torch._inductor.config.cpp_wrapper = True
     if (args.compile_summary or args.compile_fit) and args.parts:
-        # The step timers wrap functions the compiled summary calls: it recompiles on them
-        # and the figures are the timers', not the compiled code's.
+        # The step timers wrap functions the compiled code calls: it recompiles on them and
+        # the figures are the timers', not the compiled code's.
         p.error("--compile-summary and --compile-fit do not combine with --parts")
     print(f"{'persons':>7s} {'lift ms':>8s} {'refine ms':>9s} {'lift/person':>11s} {'refine/person':>13s} "
           f"{'both/person':>11s}   (median thread CPU per frame)")
